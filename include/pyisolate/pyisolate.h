@@ -1,0 +1,24 @@
+/*  pyisolate: run extensions in their own processes and talk to them
+    through an in-host ZeroMQ broker. Include this one header.
+
+    Classes (one header each):
+      pyi_msg     a protocol message: msgpack header plus body frames
+      pyi_broker  the ROUTER broker actor that runs inside the host
+      pyi_client  calls named services
+      pyi_worker  serves named services
+
+    The wire protocol is specified in docs/protocol.md.
+*/
+#ifndef PYISOLATE_H_INCLUDED
+#define PYISOLATE_H_INCLUDED
+
+#define PYI_VERSION_MAJOR 0
+#define PYI_VERSION_MINOR 1
+#define PYI_VERSION_PATCH 0
+
+#include "pyi_msg.h"
+#include "pyi_broker.h"
+#include "pyi_client.h"
+#include "pyi_worker.h"
+
+#endif

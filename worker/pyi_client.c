@@ -1,0 +1,106 @@
+/*  pyi_client: a DEALER that calls named services through the broker. */
+#include "pyisolate/pyi_client.h"
+#include "pyi_internal.h"
+#include "pyi_proc.h"
+#include <czmq.h>
+
+struct _pyi_client_t {
+    zsock_t *sock;                  /* DEALER to the broker */
+    void *handle;                   /* its libzmq handle */
+};
+
+pyi_client_t *
+pyi_client_new (const char *endpoint)
+{
+    pyi_init ();
+    pyi_client_t *self = (pyi_client_t *) calloc (1, sizeof (pyi_client_t));
+    if (!self)
+        return NULL;
+    self->sock = zsock_new (ZMQ_DEALER);
+    if (!self->sock) {
+        free (self);
+        return NULL;
+    }
+    /*  The queues are bounded by the requests the caller makes: no HWM. */
+    zsock_set_sndhwm (self->sock, 0);
+    zsock_set_rcvhwm (self->sock, 0);
+    if (!endpoint || zsock_connect (self->sock, "%s", endpoint) == -1) {
+        pyi_set_error ("cannot connect to %s", endpoint ? endpoint : "(null)");
+        zsock_destroy (&self->sock);
+        free (self);
+        return NULL;
+    }
+    self->handle = zsock_resolve (self->sock);
+    return self;
+}
+
+void
+pyi_client_destroy (pyi_client_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    zsock_destroy (&(*self_p)->sock);
+    free (*self_p);
+    *self_p = NULL;
+}
+
+int
+pyi_client_request (pyi_client_t *self, const char *service, uint64_t id,
+                    uint32_t timeout_ms, pyi_msg_t **body_p)
+{
+    pyi_msg_t *msg = body_p && *body_p ? *body_p : pyi_msg_new (PYI_REQUEST);
+    if (body_p)
+        *body_p = NULL;
+    if (!msg)
+        return -1;
+    pyi_msg_set_command (msg, PYI_REQUEST);
+    pyi_msg_set_id (msg, id);
+    pyi_msg_set_service (msg, service);
+    pyi_msg_set_timeout (msg, timeout_ms);
+    return pyi_msg_send (&msg, self->handle, NULL, 0, ZMQ_DONTWAIT);
+}
+
+int
+pyi_client_cancel (pyi_client_t *self, uint64_t id)
+{
+    pyi_msg_t *msg = pyi_msg_new (PYI_CANCEL);
+    if (!msg)
+        return -1;
+    pyi_msg_set_id (msg, id);
+    return pyi_msg_send (&msg, self->handle, NULL, 0, ZMQ_DONTWAIT);
+}
+
+pyi_msg_t *
+pyi_client_recv (pyi_client_t *self, int timeout_ms)
+{
+    int64_t deadline = timeout_ms > 0 ? zclock_mono () + timeout_ms : 0;
+    while (true) {
+        pyi_msg_t *msg = pyi_msg_recv (self->handle, false, 0, ZMQ_DONTWAIT);
+        if (msg) {
+            pyi_command_t command = pyi_msg_command (msg);
+            if (pyi_msg_status (msg) == PYI_OK
+            &&  (command == PYI_REPLY || command == PYI_ERROR || command == PYI_DISCONNECT))
+                return msg;
+            pyi_msg_destroy (&msg);     /* not for a client: ignore */
+            continue;
+        }
+        if (timeout_ms == 0)
+            return NULL;
+        long wait = -1;
+        if (timeout_ms > 0) {
+            int64_t now = zclock_mono ();
+            if (now >= deadline)
+                return NULL;
+            wait = (long) (deadline - now);
+        }
+        zmq_pollitem_t item = { self->handle, 0, ZMQ_POLLIN, 0 };
+        if (zmq_poll (&item, 1, wait) == -1)
+            return NULL;
+    }
+}
+
+int
+pyi_client_fd (pyi_client_t *self)
+{
+    return zsock_fd (self->sock);
+}
