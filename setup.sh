@@ -3,7 +3,7 @@
 # msgpack-c, DLPack headers, a C toolchain with clang's libFuzzer, and
 # CMake. Idempotent: packages already present are not fetched again.
 set -euo pipefail
-packages=(build-essential pkg-config cmake libzmq3-dev libczmq-dev libmsgpack-dev
+packages=(build-essential pkg-config cmake ninja-build libzmq3-dev libczmq-dev libmsgpack-dev
           libdlpack-dev clang-14 libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do

@@ -452,6 +452,15 @@ s_service_require (s_broker_t *self, const char *name)
     return service;
 }
 
+static void
+s_grant_free (s_grant_t *grant)
+{
+    for (size_t i = 0; i < grant->nservices; i++)
+        free (grant->services [i]);
+    free (grant->services);
+    free (grant);
+}
+
 static bool
 s_grant_allows (const s_grant_t *grant, const char *service)
 {
@@ -810,11 +819,14 @@ s_reap (s_broker_t *self, size_t index, int options)
     else
         status = pyi_proc_describe (wstatus, text, sizeof (text));
     s_grant_t *grant = proc->grant;
-    const char *service = grant->nservices ? grant->services [0] : "";
     if (grant->worker)
         s_worker_lost (self, grant->worker, text);
-    s_event (self, PYI_EVENT_EXIT, proc->pid, status, service, text);
-    grant->pid = 0;
+    s_event (self, PYI_EVENT_EXIT, proc->pid, status,
+             grant->nservices ? grant->services [0] : "", text);
+    /*  The token dies with its process: a READY still queued from it is
+        refused as "token not granted". */
+    pyi_table_remove (self->grants, grant->token, strlen (grant->token));
+    s_grant_free (grant);
     if (proc->pidfd != -1)
         close (proc->pidfd);
     self->procs [index] = self->procs [--self->nprocs];
@@ -1047,13 +1059,8 @@ s_destroy_tables (s_broker_t *self)
     while ((item = pyi_table_next (self->services, &cursor)))
         free (item);
     cursor = 0;
-    while ((item = pyi_table_next (self->grants, &cursor))) {
-        s_grant_t *grant = (s_grant_t *) item;
-        for (size_t i = 0; i < grant->nservices; i++)
-            free (grant->services [i]);
-        free (grant->services);
-        free (grant);
-    }
+    while ((item = pyi_table_next (self->grants, &cursor)))
+        s_grant_free ((s_grant_t *) item);
     cursor = 0;
     while ((item = pyi_table_next (self->offenders, &cursor)))
         free (item);

@@ -51,7 +51,6 @@ pyi_worker_new (const char *endpoint, const char *token, int heartbeat_ms, int l
     snprintf (self->token, sizeof (self->token), "%s", token);
     self->heartbeat_ms = heartbeat_ms > 0 ? heartbeat_ms : DEFAULT_HEARTBEAT_MS;
     self->liveness = liveness > 0 ? liveness : DEFAULT_LIVENESS;
-    self->next_heartbeat = zclock_mono () + self->heartbeat_ms;
     return self;
 }
 
@@ -93,8 +92,11 @@ pyi_worker_offer (pyi_worker_t *self, const char *service)
         pyi_msg_destroy (&msg);
         return -1;
     }
-    if (!self->broker_expiry)
-        self->broker_expiry = zclock_mono () + self->heartbeat_ms * self->liveness;
+    if (!self->broker_expiry) {
+        int64_t now = zclock_mono ();
+        self->broker_expiry = now + self->heartbeat_ms * self->liveness;
+        self->next_heartbeat = now + self->heartbeat_ms;
+    }
     return s_send (self, &msg);
 }
 
@@ -102,7 +104,9 @@ int
 pyi_worker_heartbeat (pyi_worker_t *self)
 {
     int64_t now = zclock_mono ();
-    if (self->broker_expiry && now > self->broker_expiry)
+    if (!self->broker_expiry)
+        return (int) self->heartbeat_ms;    /* nothing offered yet: nothing to keep alive */
+    if (now > self->broker_expiry)
         return -1;
     if (now >= self->next_heartbeat) {
         s_send_command (self, PYI_HEARTBEAT);

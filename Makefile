@@ -1,0 +1,44 @@
+# The two commands of the README. Each sets up what it needs first.
+#   make demo   build and run the demo
+#   make test   build and run every test (what CI runs)
+
+SHELL := /bin/bash
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+JOBS ?= $(shell nproc)
+
+.PHONY: setup c c-asan demo test test-c test-asan test-fuzz bench clean
+
+setup:
+	./setup.sh
+
+c: setup
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+c-asan: setup
+	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPYI_SANITIZE=ON >/dev/null
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+demo: c
+	$(BUILD)/examples/c/pyi_demo_host
+
+test-c: c
+	cd $(BUILD) && ctest --output-on-failure -j 2
+
+test-asan: c-asan
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j 2
+
+test-fuzz: setup
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run $(FUZZ_BUILD)
+
+test: test-c test-asan test-fuzz
+
+bench: c
+	$(BUILD)/perf/pyi_bench --json $(BUILD)/pyi_bench.json
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
