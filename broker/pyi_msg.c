@@ -577,9 +577,12 @@ pyi_msg_recv (void *socket, bool router, size_t max_size, int flags)
     memcpy (self->routing_id, routing_id, routing_id_size);
     self->routing_id_size = routing_id_size;
     bool too_large = max_size && total > max_size;
-    while (zmq_msg_more (&part)) {
+    /*  zmq_msg_move clears the flag: read it before moving each frame. */
+    bool more = zmq_msg_more (&part);
+    while (more) {
         if (zmq_msg_recv (&part, socket, 0) == -1)
             break;
+        more = zmq_msg_more (&part);
         total += zmq_msg_size (&part);
         if (max_size && total > max_size)
             too_large = true;

@@ -4,6 +4,8 @@
 #include "pyi_proc.h"
 #include <czmq.h>
 
+#define PEER_HWM 100000             /* messages queued each way */
+
 struct _pyi_client_t {
     zsock_t *sock;                  /* DEALER to the broker */
     void *handle;                   /* its libzmq handle */
@@ -21,9 +23,8 @@ pyi_client_new (const char *endpoint)
         free (self);
         return NULL;
     }
-    /*  The queues are bounded by the requests the caller makes: no HWM. */
-    zsock_set_sndhwm (self->sock, 0);
-    zsock_set_rcvhwm (self->sock, 0);
+    zsock_set_sndhwm (self->sock, PEER_HWM);
+    zsock_set_rcvhwm (self->sock, PEER_HWM);
     if (!endpoint || zsock_connect (self->sock, "%s", endpoint) == -1) {
         pyi_set_error ("cannot connect to %s", endpoint ? endpoint : "(null)");
         zsock_destroy (&self->sock);

@@ -3,6 +3,8 @@
 #include "pyi_internal.h"
 #include "pyi_proc.h"
 #include <czmq.h>
+
+#define PEER_HWM 100000             /* messages queued each way */
 #include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -37,9 +39,8 @@ pyi_worker_new (const char *endpoint, const char *token, int heartbeat_ms, int l
         free (self);
         return NULL;
     }
-    /*  Queues are bounded by what the broker sends us: no HWM here. */
-    zsock_set_sndhwm (self->sock, 0);
-    zsock_set_rcvhwm (self->sock, 0);
+    zsock_set_sndhwm (self->sock, PEER_HWM);
+    zsock_set_rcvhwm (self->sock, PEER_HWM);
     zsock_set_linger (self->sock, LINGER_MS);
     if (!endpoint || zsock_connect (self->sock, "%s", endpoint) == -1) {
         pyi_set_error ("cannot connect to %s", endpoint ? endpoint : "(null)");
