@@ -28,6 +28,7 @@
 #define DEFAULT_GRACE_MS 2000
 #define ROUTER_HWM 10000            /* messages queued per peer, each way */
 #define MAX_OFFENDERS 4096          /* peers tracked for bad input */
+#define EVENT_HWM 10000             /* events waiting for the host */
 #define MAX_PROCS 1024              /* spawned processes not yet reaped */
 #define BATCH 256                   /* messages handled per poll wake-up */
 #define TOKEN_BYTES 16
@@ -406,14 +407,31 @@ s_worker_lost (s_broker_t *self, s_worker_t *worker, const char *reason)
     self->stats.workers--;
 }
 
+/*  Start counting afresh: keeps the table bounded whatever peers do. A
+    forgotten peer that goes on sending bad messages is cut off again. */
+static void
+s_forget_offenders (s_broker_t *self)
+{
+    size_t cursor = 0;
+    void *item;
+    pyi_table_t *fresh = pyi_table_new (s_offender_key);
+    if (!fresh)
+        return;
+    while ((item = pyi_table_next (self->offenders, &cursor)))
+        free (item);
+    pyi_table_destroy (&self->offenders);
+    self->offenders = fresh;
+}
+
 /*  Count a bad message against a peer; past the limit, cut it off. */
 static void
 s_strike (s_broker_t *self, const uint8_t *rid, size_t rid_size)
 {
     s_offender_t *offender = (s_offender_t *) pyi_table_lookup (self->offenders, rid, rid_size);
     if (!offender) {
-        if (pyi_table_size (self->offenders) >= MAX_OFFENDERS
-        ||  !(offender = (s_offender_t *) calloc (1, sizeof (s_offender_t))))
+        if (pyi_table_size (self->offenders) >= MAX_OFFENDERS)
+            s_forget_offenders (self);
+        if (!(offender = (s_offender_t *) calloc (1, sizeof (s_offender_t))))
             return;
         memcpy (offender->rid, rid, rid_size);
         offender->rid_size = rid_size;
@@ -559,6 +577,14 @@ s_handle_ready (s_broker_t *self, pyi_msg_t *msg, const uint8_t *rid, size_t rid
         }
         s_event (self, PYI_EVENT_READY, grant->pid, 0, name, "ready");
     }
+    if (worker->nservices == 0) {
+        /*  Everything refused: it is not a worker. */
+        grant->worker = NULL;
+        pyi_table_remove (self->workers, worker->rid, worker->rid_size);
+        free (worker->services);
+        free (worker);
+        self->stats.workers--;
+    }
 }
 
 static void
@@ -617,11 +643,12 @@ s_handle_request (s_broker_t *self, pyi_msg_t **msg_p, const uint8_t *rid, size_
         int error = errno;
         free (pending);
         service->stats.errors++;
+        /*  msg is gone: name pointed into it. */
         if (error == EAGAIN)
-            s_send_error (self, rid, rid_size, id, PYI_ERR_BUSY, name,
+            s_send_error (self, rid, rid_size, id, PYI_ERR_BUSY, service->name,
                           "worker's queue is full");
         else {
-            s_send_error (self, rid, rid_size, id, PYI_ERR_WORKER_LOST, name,
+            s_send_error (self, rid, rid_size, id, PYI_ERR_WORKER_LOST, service->name,
                           "worker lost: connection closed");
             s_worker_lost (self, worker, "connection closed");
         }
@@ -1097,6 +1124,8 @@ s_setup (s_broker_t *self, s_start_t *start)
     }
     self->router = zsock_new (ZMQ_ROUTER);
     self->events = zsock_new (ZMQ_PAIR);
+    if (self->events)
+        zsock_set_sndhwm (self->events, EVENT_HWM);
     if (!self->router || !self->events) {
         snprintf (start->error, sizeof (start->error), "cannot create sockets");
         return -1;
@@ -1107,13 +1136,13 @@ s_setup (s_broker_t *self, s_start_t *start)
     zsock_set_rcvhwm (self->router, ROUTER_HWM);
     /*  Let DISCONNECTs go out at shutdown, but never wait long for that. */
     zsock_set_linger (self->router, 100);
-    if (zsock_bind (self->router, "%s", start->endpoint) == -1
-    ||  zsock_bind (self->router, "%s", start->inproc) == -1
-    ||  zsock_bind (self->events, "%s", start->events) == -1) {
-        snprintf (start->error, sizeof (start->error), "cannot bind %s: %s",
-                  start->endpoint, zmq_strerror (zmq_errno ()));
-        return -1;
-    }
+    const char *endpoints [] = { start->endpoint, start->inproc, start->events };
+    for (int i = 0; i < 3; i++)
+        if (zsock_bind (i < 2 ? self->router : self->events, "%s", endpoints [i]) == -1) {
+            snprintf (start->error, sizeof (start->error), "cannot bind %s: %s",
+                      endpoints [i], zmq_strerror (zmq_errno ()));
+            return -1;
+        }
     return 0;
 }
 
@@ -1216,10 +1245,14 @@ pyi_broker_new (void)
     s_start_t start;
     memset (&start, 0, sizeof (start));
     snprintf (self->endpoint, sizeof (self->endpoint), "ipc://%s/broker", self->rundir);
-    snprintf (self->inproc, sizeof (self->inproc), "inproc://pyi-broker-%p", (void *) self);
+    /*  Unique for the life of the process: libzmq may still hold the name
+        of a broker destroyed a moment ago. */
+    static _Atomic unsigned long sequence;
+    unsigned long number = ++sequence;
+    snprintf (self->inproc, sizeof (self->inproc), "inproc://pyi-broker-%lu", number);
     snprintf (start.endpoint, sizeof (start.endpoint), "%s", self->endpoint);
     snprintf (start.inproc, sizeof (start.inproc), "%s", self->inproc);
-    snprintf (start.events, sizeof (start.events), "inproc://pyi-events-%p", (void *) self);
+    snprintf (start.events, sizeof (start.events), "inproc://pyi-events-%lu", number);
 
     self->pipe = zsys_create_pipe (&self->backend);
     s_thread_args_t args = { self->backend, &start };

@@ -180,7 +180,8 @@ static void
 s_copy_name (char *dest, const char *src)
 {
     size_t size = src ? strnlen (src, PYI_MAX_NAME) : 0;
-    memcpy (dest, src, size);
+    if (size)
+        memcpy (dest, src, size);
     dest [size] = 0;
 }
 

@@ -128,7 +128,8 @@ typedef struct {
     char text[256];        /* human-readable reason */
 } pyi_event_t;
 
-/*  A file descriptor that becomes readable (edge-triggered, like ZMQ_FD)
+/*  Up to 10,000 events wait for the host; past that, new ones are dropped.
+    A file descriptor that becomes readable (edge-triggered, like ZMQ_FD)
     when events may be waiting; after it fires, call pyi_broker_event ()
     until it returns -1. */
 PYI_EXPORT int pyi_broker_event_fd (pyi_broker_t *self);
