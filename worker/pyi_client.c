@@ -76,27 +76,22 @@ pyi_client_recv (pyi_client_t *self, int timeout_ms)
 {
     int64_t deadline = timeout_ms > 0 ? zclock_mono () + timeout_ms : 0;
     while (true) {
-        pyi_msg_t *msg = pyi_msg_recv (self->handle, false, 0, ZMQ_DONTWAIT);
-        if (msg) {
-            pyi_command_t command = pyi_msg_command (msg);
-            if (pyi_msg_status (msg) == PYI_OK
-            &&  (command == PYI_REPLY || command == PYI_ERROR || command == PYI_DISCONNECT))
-                return msg;
-            pyi_msg_destroy (&msg);     /* not for a client: ignore */
-            continue;
-        }
-        if (timeout_ms == 0)
-            return NULL;
-        long wait = -1;
+        int wait = timeout_ms;
         if (timeout_ms > 0) {
-            int64_t now = zclock_mono ();
-            if (now >= deadline)
-                return NULL;
-            wait = (long) (deadline - now);
+            int64_t left = deadline - zclock_mono ();
+            wait = left > 0 ? (int) left : 0;
         }
-        zmq_pollitem_t item = { self->handle, 0, ZMQ_POLLIN, 0 };
-        if (zmq_poll (&item, 1, wait) == -1)
+        /*  A blocking receive with a timeout costs fewer system calls than
+            poll then receive. */
+        zsock_set_rcvtimeo (self->sock, wait);
+        pyi_msg_t *msg = pyi_msg_recv (self->handle, false, 0, wait == 0 ? ZMQ_DONTWAIT : 0);
+        if (!msg)
             return NULL;
+        pyi_command_t command = pyi_msg_command (msg);
+        if (pyi_msg_status (msg) == PYI_OK
+        &&  (command == PYI_REPLY || command == PYI_ERROR || command == PYI_DISCONNECT))
+            return msg;
+        pyi_msg_destroy (&msg);     /* not for a client: ignore */
     }
 }
 

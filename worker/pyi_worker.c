@@ -121,37 +121,37 @@ pyi_worker_recv (pyi_worker_t *self, int timeout_ms)
 {
     int64_t deadline = timeout_ms > 0 ? zclock_mono () + timeout_ms : 0;
     while (true) {
+        /*  Wake for the next heartbeat, or the caller's deadline if sooner. */
         int next = pyi_worker_heartbeat (self);
-        pyi_msg_t *msg = pyi_msg_recv (self->handle, false, 0, ZMQ_DONTWAIT);
-        if (msg) {
-            int64_t now = zclock_mono ();
-            self->broker_expiry = now + self->heartbeat_ms * self->liveness;
-            pyi_command_t command = pyi_msg_command (msg);
-            if (command == PYI_READY && pyi_msg_timeout (msg)
-            &&  pyi_msg_timeout (msg) < self->heartbeat_ms) {
-                /*  Beat at least as often as the broker expects. */
-                self->heartbeat_ms = pyi_msg_timeout (msg);
-                if (self->next_heartbeat > now + self->heartbeat_ms)
-                    self->next_heartbeat = now + self->heartbeat_ms;
-            }
-            if (pyi_msg_status (msg) == PYI_OK && command != PYI_HEARTBEAT)
-                return msg;
-            pyi_msg_destroy (&msg);
+        int wait = next < 0 ? (int) self->heartbeat_ms : next;
+        if (timeout_ms == 0)
+            wait = 0;
+        else
+        if (timeout_ms > 0) {
+            int64_t left = deadline - zclock_mono ();
+            if (left < wait)
+                wait = left > 0 ? (int) left : 0;
+        }
+        zsock_set_rcvtimeo (self->sock, wait);
+        pyi_msg_t *msg = pyi_msg_recv (self->handle, false, 0, wait == 0 ? ZMQ_DONTWAIT : 0);
+        if (!msg) {
+            if (timeout_ms == 0 || (timeout_ms > 0 && zclock_mono () >= deadline))
+                return NULL;
             continue;
         }
-        if (timeout_ms == 0)
-            return NULL;
-        long wait = next < 0 ? (long) self->heartbeat_ms : next;
-        if (timeout_ms > 0) {
-            int64_t now = zclock_mono ();
-            if (now >= deadline)
-                return NULL;
-            if (deadline - now < wait)
-                wait = (long) (deadline - now);
+        int64_t now = zclock_mono ();
+        self->broker_expiry = now + self->heartbeat_ms * self->liveness;
+        pyi_command_t command = pyi_msg_command (msg);
+        if (command == PYI_READY && pyi_msg_timeout (msg)
+        &&  pyi_msg_timeout (msg) < self->heartbeat_ms) {
+            /*  Beat at least as often as the broker expects. */
+            self->heartbeat_ms = pyi_msg_timeout (msg);
+            if (self->next_heartbeat > now + self->heartbeat_ms)
+                self->next_heartbeat = now + self->heartbeat_ms;
         }
-        zmq_pollitem_t item = { self->handle, 0, ZMQ_POLLIN, 0 };
-        if (zmq_poll (&item, 1, wait) == -1)
-            return NULL;
+        if (pyi_msg_status (msg) == PYI_OK && command != PYI_HEARTBEAT)
+            return msg;
+        pyi_msg_destroy (&msg);
     }
 }
 
