@@ -11,6 +11,7 @@
 #include "pyi_internal.h"
 #include <czmq.h>
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1166,47 +1167,60 @@ s_broker_thread (void *arg)
     self->pipe = pipe;
     zsock_signal (pipe, 0);
 
-    zmq_pollitem_t items [2 + MAX_PROCS];
+    /*  The loop polls libzmq's ZMQ_FD descriptors directly: they are
+        edge-triggered, so each socket is drained until it has nothing
+        before the thread sleeps. Cheaper than zmq_poll, which re-polls
+        every socket's signaller around each sleep. */
+    struct pollfd fds [2 + MAX_PROCS];
+    int pipe_fd = zsock_fd (pipe);
+    int router_fd = zsock_fd (self->router);
     while (!self->terminated) {
+        bool busy = false;
+        for (int i = 0; i < BATCH; i++) {
+            pyi_msg_t *msg = pyi_msg_recv (self->handle, true,
+                                           (size_t) self->max_msg_size, ZMQ_DONTWAIT);
+            if (!msg)
+                break;
+            s_handle_message (self, &msg);
+            pyi_msg_destroy (&msg);
+            busy = i == BATCH - 1;
+        }
         int64_t now = zclock_mono ();
-        int64_t wake = self->next_heartbeat;
-        if (self->heap_size && self->heap [0]->deadline < wake)
-            wake = self->heap [0]->deadline;
+        s_expire_deadlines (self, now);
+        if (now >= self->next_heartbeat)
+            s_heartbeat (self, now);
+        /*  Commands after messages: $TERM sees the effects of what came
+            before it. */
+        while (!self->terminated && (zsock_events (pipe) & ZMQ_POLLIN))
+            s_handle_pipe (self);
+        if (self->terminated)
+            break;
+
+        nfds_t nfds = 2;
         bool polled_procs = false;
-        size_t nitems = 2;
-        items [0] = (zmq_pollitem_t) { zsock_resolve (pipe), 0, ZMQ_POLLIN, 0 };
-        items [1] = (zmq_pollitem_t) { self->handle, 0, ZMQ_POLLIN, 0 };
+        fds [0] = (struct pollfd) { pipe_fd, POLLIN, 0 };
+        fds [1] = (struct pollfd) { router_fd, POLLIN, 0 };
         for (size_t i = 0; i < self->nprocs; i++) {
             if (self->procs [i].pidfd == -1)
                 polled_procs = true;
             else
-                items [nitems++] = (zmq_pollitem_t) { NULL, self->procs [i].pidfd, ZMQ_POLLIN, 0 };
+                fds [nfds++] = (struct pollfd) { self->procs [i].pidfd, POLLIN, 0 };
         }
+        int64_t wake = self->next_heartbeat;
+        if (self->heap_size && self->heap [0]->deadline < wake)
+            wake = self->heap [0]->deadline;
         /*  Without pidfds, processes are checked every 50 ms. */
         if (polled_procs && wake > now + 50)
             wake = now + 50;
-        long timeout = wake > now ? (long) (wake - now) : 0;
-        if (zmq_poll (items, (int) nitems, timeout) == -1 && zmq_errno () == ETERM)
-            break;
-        if (items [1].revents & ZMQ_POLLIN) {
-            for (int i = 0; i < BATCH; i++) {
-                pyi_msg_t *msg = pyi_msg_recv (self->handle, true,
-                                               (size_t) self->max_msg_size, ZMQ_DONTWAIT);
-                if (!msg)
-                    break;
-                s_handle_message (self, &msg);
-                pyi_msg_destroy (&msg);
-            }
-        }
-        if (nitems > 2 || polled_procs)
+        /*  Sends above may have consumed the router's edge: look again. */
+        if (busy || (zsock_events (self->router) & ZMQ_POLLIN))
+            wake = now;
+        int timeout = wake > now ? (int) (wake - now) : 0;
+        if (poll (fds, nfds, timeout) > 0 && (nfds > 2 || polled_procs))
             s_reap_all (self, WNOHANG);
-        now = zclock_mono ();
-        s_expire_deadlines (self, now);
-        if (now >= self->next_heartbeat)
-            s_heartbeat (self, now);
-        /*  Commands last: $TERM must see the effects of what came before. */
-        if (items [0].revents & ZMQ_POLLIN)
-            s_handle_pipe (self);
+        else
+        if (polled_procs)
+            s_reap_all (self, WNOHANG);
     }
     s_shutdown (self);
 done:
