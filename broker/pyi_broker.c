@@ -926,6 +926,21 @@ s_allow (s_broker_t *self, const char *service, const char *token)
     return grant;
 }
 
+/*  The session is the runtime directory's name: "<pid>-<random>", taken
+    from "ipc://<base>/<session>/broker". Borrowed from a static buffer. */
+static const char *
+s_session_of (const char *endpoint)
+{
+    static __thread char session [256];
+    const char *end = strrchr (endpoint, '/');
+    const char *start = end;
+    while (start && start > endpoint && start [-1] != '/')
+        start--;
+    size_t size = end && start ? (size_t) (end - start) : 0;
+    snprintf (session, sizeof (session), "%.*s", (int) size, start ? start : "");
+    return session;
+}
+
 static int
 s_spawn (s_broker_t *self, const char *service, const char *const *argv,
          const char *const *envp, int out_fd, int err_fd)
@@ -939,12 +954,13 @@ s_spawn (s_broker_t *self, const char *service, const char *const *argv,
         pyi_set_error ("invalid service name");
         return -1;
     }
-    char endpoint [300], name [300], token [64], parent [64];
+    char endpoint [300], name [300], token [64], parent [64], session [300];
     snprintf (endpoint, sizeof (endpoint), "PYI_ENDPOINT=%s", self->endpoint);
     snprintf (name, sizeof (name), "PYI_SERVICE=%s", service);
     snprintf (token, sizeof (token), "PYI_TOKEN=%s", grant->token);
     snprintf (parent, sizeof (parent), "PYI_PARENT_PID=%ld", (long) getpid ());
-    const char *extra [] = { endpoint, name, token, parent, NULL };
+    snprintf (session, sizeof (session), "PYI_SESSION=%s", s_session_of (self->endpoint));
+    const char *extra [] = { endpoint, name, token, parent, session, NULL };
     pid_t pid = pyi_proc_spawn (argv, envp, extra, out_fd, err_fd);
     if (pid == -1)
         return -1;
@@ -1316,6 +1332,7 @@ pyi_broker_destroy (pyi_broker_t **self_p)
 const char *pyi_broker_endpoint (pyi_broker_t *self) { return self->endpoint; }
 const char *pyi_broker_inproc (pyi_broker_t *self) { return self->inproc; }
 const char *pyi_broker_rundir (pyi_broker_t *self) { return self->rundir; }
+const char *pyi_broker_session (pyi_broker_t *self) { return s_session_of (self->endpoint); }
 
 /*  Send the broker thread a command and wait for its answer. *text gets
     the answer's string (caller frees) when text is not NULL. */

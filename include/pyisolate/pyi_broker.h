@@ -44,8 +44,11 @@ PYI_EXPORT void pyi_broker_destroy (pyi_broker_t **self_p);
     machine, inproc:// for peers inside this process (faster). Borrowed. */
 PYI_EXPORT const char *pyi_broker_endpoint (pyi_broker_t *self);
 PYI_EXPORT const char *pyi_broker_inproc (pyi_broker_t *self);
-/*  The private runtime directory (borrowed). */
+/*  The private runtime directory (borrowed), and its name, which is this
+    host's session id "<pid>-<random>" (borrowed until the next call on
+    this thread); spawned processes get it as $PYI_SESSION. */
 PYI_EXPORT const char *pyi_broker_rundir (pyi_broker_t *self);
+PYI_EXPORT const char *pyi_broker_session (pyi_broker_t *self);
 
 /*  Bind one more endpoint (for example "tcp://127.0.0.1:*"). Returns the
     endpoint actually bound (port resolved), which the caller frees, or
@@ -74,8 +77,8 @@ PYI_EXPORT char *pyi_broker_allow (pyi_broker_t *self, const char *service,
 /*  Start a worker process with posix_spawn. argv[0] is the program (found
     on PATH when it has no slash); argv and envp end with NULL; envp NULL
     means the host's environment. The child's environment also holds
-    PYI_ENDPOINT, PYI_SERVICE, PYI_TOKEN (granted for service) and
-    PYI_PARENT_PID. stdout_fd and stderr_fd, when not -1, become the
+    PYI_ENDPOINT, PYI_SERVICE, PYI_TOKEN (granted for service),
+    PYI_PARENT_PID and PYI_SESSION. stdout_fd and stderr_fd, when not -1, become the
     child's standard output and error. The broker reaps the child and
     reports its exit as an event; if it offered services, requests in
     flight to it fail with WORKER_LOST at once. Returns the pid, or -1. */
