@@ -1,6 +1,7 @@
 /*  pyi_proc: runtime directory, process spawning, exit status text. */
 #include "pyi_proc.h"
 #include "pyisolate/pyi_broker.h"
+#include "pyisolate/pyi_region.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -84,6 +85,8 @@ s_remove_stale (const char *base)
             char path [4096];
             snprintf (path, sizeof (path), "%s/%s", base, entry->d_name);
             s_remove_tree (path);
+            /*  The dead host's shared memory regions, by its session id. */
+            pyi_region_remove_session (entry->d_name);
         }
     }
     closedir (dir);

@@ -1,0 +1,115 @@
+/*  pyi_region: a shared memory region that tensors live in (docs/tensors.md).
+
+    A region is a POSIX shared memory object named
+        /pyi-<session>-<creator pid>-<seq>
+    where <session> is the host's id "<hostpid>-<hex>" (the name of its
+    runtime directory). It holds a 4096-byte header page (magic, layout
+    version, data size, an atomic count of messages in flight that name
+    it) followed by the data, so the data is page-aligned.
+
+    Each process maps a region at most once and caches the mapping:
+    opening a name that is already mapped here returns the same region
+    with one more local reference. The cache is thread-safe.
+
+    Lifetime (no timers): every process that maps a region holds a shared
+    flock on it. When the last local reference goes, the process unmaps
+    it and tries to take the lock exclusively; if it can (no other process
+    maps it) and no message that names it is in flight, it removes the
+    name. A process killed with SIGKILL loses its locks with it, so the
+    last survivor to let go removes the region. See docs/tensors.md.
+
+    Ownership: a pyi_region_t * returned by new, open, find and ref is one
+    local reference, which the caller gives back with pyi_region_release.
+    Errors: NULL or -1, with pyi_last_error () saying why.
+*/
+#ifndef PYI_REGION_H_INCLUDED
+#define PYI_REGION_H_INCLUDED
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include "pyi_msg.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct _pyi_region_t pyi_region_t;
+
+/*  Longest region name, with its leading '/', in bytes. */
+#define PYI_REGION_MAX_NAME 63
+/*  Bytes before the data: the header page. */
+#define PYI_REGION_HEADER 4096
+/*  Largest data size of one region (1 TiB). */
+#define PYI_REGION_MAX_SIZE ((size_t) 1 << 40)
+
+/*  Set the session that names this process's new regions, "<pid>-<hex>"
+    (a host passes pyi_broker_session ()). Call it before making regions:
+    regions made earlier keep their name. 0, or -1 when the text is not a
+    session id. Without a call, a process uses $PYI_SESSION (set in spawned
+    workers), else a session of its own "<pid>-<random>". */
+PYI_EXPORT int pyi_region_set_session (const char *session);
+
+/*  This process's session (borrowed, static). */
+PYI_EXPORT const char *pyi_region_session (void);
+
+/*  Create a region with size bytes of zeroed data (0 is allowed), backed
+    by memory reserved now: a full /dev/shm fails here with a clear error
+    instead of SIGBUS later. Returns one reference, or NULL. */
+PYI_EXPORT pyi_region_t *pyi_region_new (size_t size);
+
+/*  Map the region named name (from a descriptor: untrusted), or take one
+    more reference to it when it is mapped here already (no syscall).
+    NULL when the name is not of our form, no such region exists, or it is
+    not a valid region (bad header, size mismatch). */
+PYI_EXPORT pyi_region_t *pyi_region_open (const char *name);
+
+/*  The region mapped here whose data holds address ptr (its end counts,
+    for empty tensors), with one more reference, and the offset of ptr in
+    its data; NULL (no error text) when ptr is in no region mapped here. */
+PYI_EXPORT pyi_region_t *pyi_region_find (const void *ptr, size_t *offset);
+
+/*  One more reference to a region the caller holds; returns self. */
+PYI_EXPORT pyi_region_t *pyi_region_ref (pyi_region_t *self);
+
+/*  Give back one reference and null the caller's pointer; safe on NULL
+    and on *self_p == NULL. The last reference unmaps the region, and
+    removes its name when no other process maps it and no message that
+    names it is in flight. */
+PYI_EXPORT void pyi_region_release (pyi_region_t **self_p);
+
+/*  Data (page-aligned, size bytes, valid while a reference is held),
+    data size and name ("/pyi-...", borrowed like the data). */
+PYI_EXPORT void *pyi_region_data (pyi_region_t *self);
+PYI_EXPORT size_t pyi_region_size (pyi_region_t *self);
+PYI_EXPORT const char *pyi_region_name (pyi_region_t *self);
+
+/*  The count of messages in flight that name the region (shared by every
+    process). A sender adds one before it sends a message naming the
+    region; the receiver takes one off once it has mapped it (never below
+    0). pyi_tensor_encode and pyi_tensor_decode do both. */
+PYI_EXPORT void pyi_region_sent (pyi_region_t *self);
+PYI_EXPORT void pyi_region_received (pyi_region_t *self);
+PYI_EXPORT uint32_t pyi_region_inflight (pyi_region_t *self);
+
+/*  Regions mapped in this process now. */
+PYI_EXPORT size_t pyi_region_mapped (void);
+
+/*  Remove the regions of session (NULL: this process's) made by creator
+    (0: any) that no process maps and that no message in flight names.
+    Safe at any time: a host calls it when an extension process exits.
+    Returns the number removed, or -1. */
+PYI_EXPORT int pyi_region_sweep (const char *session, pid_t creator);
+
+/*  Remove the names of every region of session (NULL: this process's),
+    mapped or not, in flight or not: for a session that is over (the
+    host's own at its exit, once its extensions are gone, or a dead
+    host's, which pyi_broker_new does). Mappings stay valid until they are
+    released. Returns the number removed, or -1. */
+PYI_EXPORT int pyi_region_remove_session (const char *session);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

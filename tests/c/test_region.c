@@ -1,0 +1,581 @@
+/*  test_region: shared memory regions and their lifetime across processes.
+
+    Real processes: this program starts copies of itself (posix_spawn of
+    /proc/self/exe) as a "child" that maps regions on command, and as a
+    "host" that starts a broker and is killed with SIGKILL.
+
+    Guarantees checked:
+    - a new region has a name of the form /pyi-<session>-<pid>-<seq>, a
+      page-aligned zeroed data area of the size asked (0 allowed), and a
+      /dev/shm entry; opening its name again gives the same region (same
+      mapping, cached, one more reference); find maps addresses inside
+      (and the end of) its data to it with the offset, and others to NULL;
+    - bad names (not of our form, absent) and objects of our form that are
+      not regions (no header, too small) are refused with an error text;
+    - another process maps the same memory: writes in place are seen both
+      ways;
+    - the last process to let go removes the name; a region with a message
+      in flight survives its sender's release until the receiver maps it
+      and lets go; sweep leaves in-flight and mapped regions alone, and
+      remove_session removes everything of the session;
+    - the three leak cases: a child that exits normally without releasing
+      leaves nothing of its own; a child killed with SIGKILL while it maps
+      a region: after the host releases too nothing stays in /dev/shm nor
+      in /proc/self/maps (and when the host released first, a sweep
+      reclaims it; a sweep by the dead creator's pid reclaims its own);
+      a host killed with SIGKILL: the next pyi_broker_new removes its
+      regions;
+    - threads opening, finding and releasing one region at once keep the
+      count right;
+    - at the end no pyi- name of this test's session is left in /dev/shm,
+      and nothing of ours is mapped.
+*/
+#include "testutil.h"
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+extern char **environ;
+
+/*  Helper processes ---------------------------------------------------- */
+
+typedef struct {
+    pid_t pid;
+    FILE *in;       /* its stdin */
+    FILE *out;      /* its stdout */
+} s_child_t;
+
+static s_child_t s_children [8];
+
+/*  On failure: kill the helpers, remove what the test made. */
+static void
+s_on_failure (void)
+{
+    for (size_t i = 0; i < sizeof s_children / sizeof s_children [0]; i++)
+        if (s_children [i].pid > 0) {
+            kill (s_children [i].pid, SIGKILL);
+            waitpid (s_children [i].pid, NULL, 0);
+        }
+    pyi_region_remove_session (NULL);
+}
+
+static s_child_t *
+s_spawn (const char *mode)
+{
+    s_child_t *child = NULL;
+    for (size_t i = 0; i < sizeof s_children / sizeof s_children [0]; i++)
+        if (s_children [i].pid <= 0) {
+            child = &s_children [i];
+            break;
+        }
+    CHECK (child);
+    int to [2], from [2];
+    CHECK (pipe2 (to, O_CLOEXEC) == 0 && pipe2 (from, O_CLOEXEC) == 0);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init (&actions);
+    posix_spawn_file_actions_adddup2 (&actions, to [0], 0);
+    posix_spawn_file_actions_adddup2 (&actions, from [1], 1);
+    char *argv [] = { "test_region", (char *) mode, NULL };
+    CHECK (posix_spawn (&child->pid, "/proc/self/exe", &actions, NULL, argv, environ) == 0);
+    posix_spawn_file_actions_destroy (&actions);
+    close (to [0]);
+    close (from [1]);
+    child->in = fdopen (to [1], "w");
+    child->out = fdopen (from [0], "r");
+    CHECK (child->in && child->out);
+    return child;
+}
+
+/*  Send one command line, return the answer line (static buffer). */
+static const char *
+s_ask (s_child_t *child, const char *format, ...)
+{
+    static char line [512];
+    va_list args;
+    va_start (args, format);
+    vfprintf (child->in, format, args);
+    va_end (args);
+    fputc ('\n', child->in);
+    fflush (child->in);
+    CHECK_MSG (fgets (line, sizeof line, child->out), "child %d gave no answer", child->pid);
+    line [strcspn (line, "\n")] = 0;
+    return line;
+}
+
+/*  Wait for the child to end; returns its wait status. */
+static int
+s_reap (s_child_t *child)
+{
+    int status = 0;
+    CHECK (waitpid (child->pid, &status, 0) == child->pid);
+    fclose (child->in);
+    fclose (child->out);
+    child->pid = 0;
+    return status;
+}
+
+/*  Tell the child to exit (without releasing) and reap it. */
+static void
+s_exit (s_child_t *child)
+{
+    fprintf (child->in, "exit\n");
+    fflush (child->in);
+    int status = s_reap (child);
+    CHECK (WIFEXITED (status) && WEXITSTATUS (status) == 0);
+}
+
+static void
+s_kill (s_child_t *child)
+{
+    kill (child->pid, SIGKILL);
+    CHECK (WIFSIGNALED (s_reap (child)));
+}
+
+/*  The child: maps regions on command (one current region). */
+static int
+s_child_main (void)
+{
+    char line [512];
+    pyi_region_t *region = NULL;
+    setvbuf (stdout, NULL, _IOLBF, 0);
+    while (fgets (line, sizeof line, stdin)) {
+        char name [256];
+        unsigned long a, b;
+        if (sscanf (line, "open %255s", name) == 1) {
+            region = pyi_region_open (name);
+            printf (region ? "ok\n" : "err %s\n", pyi_last_error ());
+        }
+        else
+        if (sscanf (line, "new %lu", &a) == 1) {
+            region = pyi_region_new (a);
+            printf ("%s\n", region ? pyi_region_name (region) : "err");
+        }
+        else
+        if (sscanf (line, "read %lu", &a) == 1)
+            printf ("%u\n", ((uint8_t *) pyi_region_data (region)) [a]);
+        else
+        if (sscanf (line, "write %lu %lu", &a, &b) == 2) {
+            ((uint8_t *) pyi_region_data (region)) [a] = (uint8_t) b;
+            printf ("ok\n");
+        }
+        else
+        if (strncmp (line, "received", 8) == 0) {
+            pyi_region_received (region);
+            printf ("ok\n");
+        }
+        else
+        if (strncmp (line, "release", 7) == 0) {
+            pyi_region_release (&region);
+            printf ("ok\n");
+        }
+        else
+        if (strncmp (line, "exit", 4) == 0)
+            exit (0);       /* without releasing: the exit pass must cope */
+        else
+            printf ("err unknown command\n");
+    }
+    return 0;
+}
+
+/*  The host: a broker (so its session is the runtime directory's), one
+    region, then wait to be killed. */
+static int
+s_host_main (void)
+{
+    pyi_broker_t *broker = pyi_broker_new ();
+    if (!broker || pyi_region_set_session (pyi_broker_session (broker)))
+        return 1;
+    pyi_region_t *region = pyi_region_new (8192);
+    if (!region)
+        return 1;
+    printf ("%s %s\n", pyi_region_name (region), pyi_region_session ());
+    fflush (stdout);
+    while (true)
+        pause ();
+}
+
+/*  Checks -------------------------------------------------------------- */
+
+static bool
+s_exists (const char *name)
+{
+    char path [300];
+    snprintf (path, sizeof path, "/dev/shm%s", name);
+    return access (path, F_OK) == 0;
+}
+
+/*  Entries in /dev/shm of session (NULL: ours). */
+static int
+s_leftovers (const char *session)
+{
+    char prefix [128];
+    snprintf (prefix, sizeof prefix, "pyi-%s-", session ? session : pyi_region_session ());
+    DIR *dir = opendir ("/dev/shm");
+    CHECK (dir);
+    int count = 0;
+    struct dirent *entry;
+    while ((entry = readdir (dir)))
+        if (strncmp (entry->d_name, prefix, strlen (prefix)) == 0) {
+            fprintf (stderr, "   left over: /dev/shm/%s\n", entry->d_name);
+            count++;
+        }
+    closedir (dir);
+    return count;
+}
+
+/*  Lines of /proc/self/maps that name a pyi- shared memory object. */
+static int
+s_mapped_lines (void)
+{
+    FILE *maps = fopen ("/proc/self/maps", "r");
+    CHECK (maps);
+    char line [1024];
+    int count = 0;
+    while (fgets (line, sizeof line, maps))
+        if (strstr (line, "/dev/shm/pyi-"))
+            count++;
+    fclose (maps);
+    return count;
+}
+
+static void
+s_check_clean (void)
+{
+    CHECK_INT (pyi_region_mapped (), 0);
+    CHECK_INT (s_mapped_lines (), 0);
+    CHECK_INT (s_leftovers (NULL), 0);
+}
+
+static void
+test_basics (void)
+{
+    TEST_BEGIN ("create, open (cached), find, release");
+    int fds = t_count_fds ();
+    pyi_region_t *region = pyi_region_new (10000);
+    CHECK_MSG (region, "%s", pyi_last_error ());
+    const char *name = pyi_region_name (region);
+    char prefix [128];
+    snprintf (prefix, sizeof prefix, "/pyi-%s-%d-", pyi_region_session (), (int) getpid ());
+    CHECK_MSG (strncmp (name, prefix, strlen (prefix)) == 0, "name %s", name);
+    CHECK (s_exists (name));
+    uint8_t *data = (uint8_t *) pyi_region_data (region);
+    CHECK_INT ((uintptr_t) data % 4096, 0);
+    CHECK_INT (pyi_region_size (region), 10000);
+    for (int i = 0; i < 10000; i++)
+        CHECK (data [i] == 0);
+    data [9999] = 42;
+    CHECK_INT (pyi_region_inflight (region), 0);
+    CHECK_INT (pyi_region_mapped (), 1);
+    /*  A sweep leaves alone what this process maps. */
+    CHECK_INT (pyi_region_sweep (NULL, 0), 0);
+    CHECK_INT (pyi_region_sweep (NULL, getpid ()), 0);
+    CHECK (s_exists (name));
+
+    pyi_region_t *again = pyi_region_open (name);
+    CHECK (again == region);
+    CHECK (pyi_region_data (again) == data);
+    CHECK_INT (pyi_region_mapped (), 1);
+    CHECK_INT (t_count_fds (), fds + 1);         /* one fd per region, not per open */
+
+    size_t offset = 0;
+    pyi_region_t *found = pyi_region_find (data + 1234, &offset);
+    CHECK (found == region);
+    CHECK_INT (offset, 1234);
+    pyi_region_release (&found);
+    found = pyi_region_find (data + 10000, &offset);   /* the end, for empty tensors */
+    CHECK (found == region);
+    CHECK_INT (offset, 10000);
+    CHECK (pyi_region_find (data - 1, &offset) == NULL);
+    CHECK (pyi_region_find (data + 10001, &offset) == NULL);
+    CHECK (pyi_region_find (&offset, NULL) == NULL);
+    pyi_region_t *ref = pyi_region_ref (region);
+    CHECK (ref == region);
+
+    /*  Four references: the name stays until the last goes. */
+    pyi_region_release (&again);
+    CHECK (again == NULL);
+    pyi_region_release (&found);
+    pyi_region_release (&ref);
+    CHECK (s_exists (name));
+    CHECK_INT (pyi_region_mapped (), 1);
+    char saved [PYI_REGION_MAX_NAME + 1];
+    snprintf (saved, sizeof saved, "%s", name);
+    pyi_region_release (&region);
+    CHECK (region == NULL);
+    pyi_region_release (&region);     /* safe on NULL */
+    pyi_region_release (NULL);
+    CHECK (!s_exists (saved));
+    CHECK_INT (t_count_fds (), fds);
+    CHECK (pyi_region_open (saved) == NULL);
+    CHECK_MSG (strstr (pyi_last_error (), "unknown region"), "%s", pyi_last_error ());
+
+    /*  Size 0 is a region too (empty tensors). */
+    region = pyi_region_new (0);
+    CHECK (region);
+    CHECK_INT (pyi_region_size (region), 0);
+    found = pyi_region_find (pyi_region_data (region), &offset);
+    CHECK (found == region);
+    pyi_region_release (&found);
+    pyi_region_release (&region);
+    CHECK (pyi_region_new (PYI_REGION_MAX_SIZE + 1) == NULL);
+    s_check_clean ();
+}
+
+static void
+test_bad_names (void)
+{
+    TEST_BEGIN ("bad names and objects that are not regions");
+    const char *bad [] = {
+        NULL, "", "/", "pyi-1-ab-1-1", "/pyi-", "/pyi-1-ab-1", "/pyi-1-xyz-1-1",
+        "/pyi-1-ab-1-1/../../etc/passwd", "/etc/passwd", "/pyi-1-ab-1-1-", "/pyi--ab-1-1",
+        "/pyi-1-ab-1-1 ", "/pyi-12345678901-ab-1-1",
+        "/pyi-1-0123456789abcdef0-1-1", "/sem.mp-79usw592"
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        CHECK_MSG (pyi_region_open (bad [i]) == NULL, "accepted %s", bad [i]);
+        CHECK_MSG (strstr (pyi_last_error (), "not of the form"), "%s", pyi_last_error ());
+    }
+    /*  Of our form but absent. */
+    char name [128];
+    snprintf (name, sizeof name, "/pyi-%s-1-999999", pyi_region_session ());
+    CHECK (pyi_region_open (name) == NULL);
+    CHECK_MSG (strstr (pyi_last_error (), "unknown region"), "%s", pyi_last_error ());
+
+    /*  Of our form, but not a region: too small, then no valid header. */
+    int fd = shm_open (name, O_RDWR | O_CREAT | O_EXCL, 0600);
+    CHECK (fd != -1);
+    CHECK (ftruncate (fd, 100) == 0);
+    CHECK (pyi_region_open (name) == NULL);
+    CHECK_MSG (strstr (pyi_last_error (), "bad size"), "%s", pyi_last_error ());
+    CHECK (ftruncate (fd, 8192) == 0);
+    CHECK (pyi_region_open (name) == NULL);
+    CHECK_MSG (strstr (pyi_last_error (), "no valid header"), "%s", pyi_last_error ());
+    close (fd);
+    CHECK_INT (pyi_region_mapped (), 0);
+    /*  The junk object is nobody's: a sweep takes it. */
+    CHECK_INT (pyi_region_sweep (NULL, 1), 1);
+    CHECK (!s_exists (name));
+    CHECK (pyi_region_set_session ("nope") == -1);
+    CHECK (pyi_region_set_session (NULL) == -1);
+    CHECK (pyi_region_sweep ("../x", 0) == -1);
+    s_check_clean ();
+}
+
+static void
+test_cross_process (void)
+{
+    TEST_BEGIN ("another process maps the same memory; writes seen both ways");
+    pyi_region_t *region = pyi_region_new (4096 * 3);
+    CHECK (region);
+    uint8_t *data = (uint8_t *) pyi_region_data (region);
+    for (int i = 0; i < 4096 * 3; i++)
+        data [i] = (uint8_t) (i * 7);
+    char name [PYI_REGION_MAX_NAME + 1];
+    snprintf (name, sizeof name, "%s", pyi_region_name (region));
+
+    s_child_t *child = s_spawn ("child");
+    CHECK_STR (s_ask (child, "open %s", name), "ok");
+    CHECK_STR (s_ask (child, "read 100"), "188");          /* 700 % 256 */
+    CHECK_STR (s_ask (child, "read 12287"), "249");        /* 86009 % 256 */
+    CHECK_STR (s_ask (child, "write 200 7"), "ok");
+    CHECK_INT (data [200], 7);
+    data [300] = 9;
+    CHECK_STR (s_ask (child, "read 300"), "9");
+
+    /*  Host lets go first: the child still maps it, the name stays. */
+    pyi_region_release (&region);
+    CHECK (s_exists (name));
+    CHECK_STR (s_ask (child, "read 300"), "9");
+    /*  The child is the last: it removes the name. */
+    CHECK_STR (s_ask (child, "release"), "ok");
+    CHECK (!s_exists (name));
+    s_exit (child);
+    s_check_clean ();
+}
+
+static void
+test_inflight (void)
+{
+    TEST_BEGIN ("a region in flight outlives its sender's release");
+    pyi_region_t *region = pyi_region_new (4096);
+    CHECK (region);
+    char name [PYI_REGION_MAX_NAME + 1];
+    snprintf (name, sizeof name, "%s", pyi_region_name (region));
+    ((uint8_t *) pyi_region_data (region)) [5] = 55;
+    pyi_region_sent (region);                       /* a message names it */
+    CHECK_INT (pyi_region_inflight (region), 1);
+    pyi_region_release (&region);                  /* the sender drops it at once */
+    CHECK_MSG (s_exists (name), "a region in flight was removed");
+    CHECK_INT (pyi_region_mapped (), 0);
+    /*  Nobody maps it, but a message names it: sweep leaves it alone. */
+    CHECK_INT (pyi_region_sweep (NULL, 0), 0);
+    CHECK (s_exists (name));
+
+    s_child_t *child = s_spawn ("child");
+    CHECK_STR (s_ask (child, "open %s", name), "ok");
+    CHECK_STR (s_ask (child, "read 5"), "55");
+    CHECK_STR (s_ask (child, "received"), "ok");
+    CHECK_STR (s_ask (child, "received"), "ok");   /* never below 0 */
+    CHECK_STR (s_ask (child, "release"), "ok");
+    CHECK_MSG (!s_exists (name), "the receiver's release did not remove it");
+    s_exit (child);
+
+    /*  A region whose message was never delivered: only the end of the
+        session removes it. */
+    region = pyi_region_new (100);
+    snprintf (name, sizeof name, "%s", pyi_region_name (region));
+    pyi_region_sent (region);
+    pyi_region_release (&region);
+    CHECK (s_exists (name));
+    CHECK_INT (pyi_region_sweep (NULL, 0), 0);
+    CHECK_INT (pyi_region_remove_session (NULL), 1);
+    CHECK (!s_exists (name));
+    s_check_clean ();
+}
+
+static void
+test_normal_exit (void)
+{
+    TEST_BEGIN ("a child that exits without releasing leaves nothing");
+    pyi_region_t *region = pyi_region_new (4096);
+    char name [PYI_REGION_MAX_NAME + 1];
+    snprintf (name, sizeof name, "%s", pyi_region_name (region));
+    s_child_t *child = s_spawn ("child");
+    char own [PYI_REGION_MAX_NAME + 1];
+    snprintf (own, sizeof own, "%s", s_ask (child, "new 5000"));
+    CHECK_MSG (strncmp (own, "/pyi-", 5) == 0, "%s", own);
+    CHECK (s_exists (own));
+    CHECK_STR (s_ask (child, "open %s", name), "ok");
+    pyi_region_release (&region);
+    CHECK (s_exists (name));                        /* the child maps it */
+    s_exit (child);
+    CHECK_MSG (!s_exists (own), "the child's own region outlived its normal exit");
+    CHECK_MSG (!s_exists (name), "the last process to exit did not remove the name");
+    s_check_clean ();
+}
+
+static void
+test_child_killed (void)
+{
+    TEST_BEGIN ("a child killed with SIGKILL while it maps regions");
+    /*  Killed first, host releases after: the host's release removes it. */
+    pyi_region_t *region = pyi_region_new (1 << 20);
+    char name [PYI_REGION_MAX_NAME + 1];
+    snprintf (name, sizeof name, "%s", pyi_region_name (region));
+    s_child_t *child = s_spawn ("child");
+    CHECK_STR (s_ask (child, "open %s", name), "ok");
+    CHECK_STR (s_ask (child, "write 1 1"), "ok");
+    s_kill (child);
+    CHECK (s_exists (name));
+    pyi_region_release (&region);
+    CHECK_MSG (!s_exists (name), "left in /dev/shm after SIGKILL and release");
+    CHECK_INT (s_mapped_lines (), 0);
+
+    /*  Host released first, then the child is killed: nobody is left to
+        release, a sweep (what the host does when a process exits) reclaims
+        it. The child's own regions go with a sweep by its pid. */
+    region = pyi_region_new (4096);
+    snprintf (name, sizeof name, "%s", pyi_region_name (region));
+    child = s_spawn ("child");
+    pid_t pid = child->pid;
+    char own [PYI_REGION_MAX_NAME + 1];
+    snprintf (own, sizeof own, "%s", s_ask (child, "new 4096"));
+    CHECK_STR (s_ask (child, "open %s", name), "ok");
+    pyi_region_release (&region);
+    CHECK (s_exists (name));
+    /*  While it lives, a sweep removes nothing it maps. */
+    CHECK_INT (pyi_region_sweep (NULL, 0), 0);
+    CHECK_INT (pyi_region_sweep (NULL, pid), 0);
+    s_kill (child);
+    CHECK (s_exists (name) && s_exists (own));
+    CHECK_INT (pyi_region_sweep (NULL, pid), 1);         /* its own only */
+    CHECK (!s_exists (own) && s_exists (name));
+    CHECK_INT (pyi_region_sweep (NULL, 0), 1);
+    CHECK (!s_exists (name));
+    s_check_clean ();
+}
+
+/*  Threads hammering one region's reference count. */
+static char s_shared_name [PYI_REGION_MAX_NAME + 1];
+
+static void *
+s_hammer (void *arg)
+{
+    for (int i = 0; i < 2000; i++) {
+        pyi_region_t *a = pyi_region_open (s_shared_name);
+        size_t offset;
+        pyi_region_t *b = pyi_region_find (pyi_region_data (a), &offset);
+        if (!a || a != b)
+            return (void *) 1;
+        pyi_region_release (&b);
+        pyi_region_release (&a);
+    }
+    return NULL;
+}
+
+static void
+test_threads (void)
+{
+    TEST_BEGIN ("threads open, find and release one region at once");
+    pyi_region_t *region = pyi_region_new (4096);
+    snprintf (s_shared_name, sizeof s_shared_name, "%s", pyi_region_name (region));
+    pthread_t threads [4];
+    for (int i = 0; i < 4; i++)
+        CHECK (pthread_create (&threads [i], NULL, s_hammer, NULL) == 0);
+    for (int i = 0; i < 4; i++) {
+        void *result;
+        pthread_join (threads [i], &result);
+        CHECK (result == NULL);
+    }
+    CHECK_INT (pyi_region_mapped (), 1);
+    CHECK (s_exists (s_shared_name));
+    pyi_region_release (&region);
+    CHECK (!s_exists (s_shared_name));
+    s_check_clean ();
+}
+
+static void
+test_host_killed (void)
+{
+    TEST_BEGIN ("a host killed with SIGKILL: the next broker removes its regions");
+    s_child_t *host = s_spawn ("host");
+    char line [512], name [256], session [128];
+    CHECK_MSG (fgets (line, sizeof line, host->out), "the host helper did not start");
+    CHECK (sscanf (line, "%255s %127s", name, session) == 2);
+    CHECK_MSG (strstr (name, session), "%s not in session %s", name, session);
+    CHECK (s_exists (name));
+    s_kill (host);
+    CHECK (s_exists (name));           /* nobody maps it, nobody removed it */
+    pyi_broker_t *broker = pyi_broker_new ();
+    CHECK_MSG (broker, "%s", pyi_last_error ());
+    CHECK_MSG (!s_exists (name), "the dead host's region survived the next start");
+    CHECK_INT (s_leftovers (session), 0);
+    pyi_broker_destroy (&broker);
+}
+
+int
+main (int argc, char *argv [])
+{
+    if (argc > 1 && strcmp (argv [1], "child") == 0)
+        return s_child_main ();
+    if (argc > 1 && strcmp (argv [1], "host") == 0)
+        return s_host_main ();
+    t_setup_rundir ();
+    t_on_failure = s_on_failure;
+    /*  Our helpers share this test's session. */
+    setenv ("PYI_SESSION", pyi_region_session (), 1);
+    test_basics ();
+    test_bad_names ();
+    test_cross_process ();
+    test_inflight ();
+    test_normal_exit ();
+    test_child_killed ();
+    test_threads ();
+    test_host_killed ();
+    s_check_clean ();
+    fprintf (stderr, "test_region: OK\n");
+    return 0;
+}

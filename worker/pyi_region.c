@@ -1,0 +1,535 @@
+/*  pyi_region: shared memory regions, mapped once per process and cached,
+    with cross-process lifetime kept by flock (docs/tensors.md).
+
+    Lock protocol. Every process that maps a region holds LOCK_SH on its
+    own open file description of it. Whoever can take LOCK_EX (with
+    LOCK_NB) knows that no other process maps the region. While LOCK_EX is
+    held nobody can map it, so the header's inflight count cannot change:
+    reading it then is exact. The kernel drops the locks of a process that
+    dies, however it dies.
+*/
+#include "pyisolate/pyi_region.h"
+#include "pyisolate/pyi_broker.h"
+#include "pyi_proc.h"
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REGION_MAGIC 0x4e4f494745524950ULL   /* "PIREGION" little-endian */
+#define REGION_LAYOUT 1                      /* header layout version */
+#define SHM_DIR "/dev/shm"                   /* where shm_open's names live */
+#define NAME_PREFIX "pyi-"                   /* every name, after its '/' */
+#define MAX_SESSION 40                       /* "<pid>-<hex>" */
+#define LOCK_TRIES 1000                      /* 1 ms apart: a peer's LOCK_EX is brief */
+
+/*  The header page, shared by every process that maps the region. */
+typedef struct {
+    uint64_t magic;                 /* REGION_MAGIC */
+    uint32_t layout;                /* REGION_LAYOUT */
+    uint32_t header_size;           /* PYI_REGION_HEADER */
+    uint64_t size;                  /* data bytes */
+    _Atomic uint32_t inflight;      /* messages in flight that name the region */
+    uint32_t creator;               /* pid of the creator, for diagnostics */
+} s_header_t;
+
+struct _pyi_region_t {
+    char name [PYI_REGION_MAX_NAME + 1];   /* "/pyi-<session>-<pid>-<seq>" */
+    int fd;                         /* holds our LOCK_SH */
+    uint8_t *base;                  /* the mapping: header page, then data */
+    size_t size;                    /* data bytes */
+    size_t refs;                    /* local references, under s_lock */
+    pyi_region_t *next;             /* in s_regions */
+};
+
+static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
+static pyi_region_t *s_regions;         /* the cache: every region mapped here */
+static size_t s_count;                  /* regions in s_regions */
+static char s_session [MAX_SESSION + 1];
+static _Atomic unsigned long s_sequence;
+static pthread_once_t s_once = PTHREAD_ONCE_INIT;
+
+/*  fork () while another thread holds s_lock would leave the child's copy
+    locked forever: hold it across fork. */
+static void s_prepare (void) { pthread_mutex_lock (&s_lock); }
+static void s_after (void) { pthread_mutex_unlock (&s_lock); }
+
+/*  At exit the process's mappings go away with it, released or not: do
+    what the last release would do for each, without unmapping (other exit
+    handlers may still read them). */
+static void
+s_at_exit (void)
+{
+    pthread_mutex_lock (&s_lock);
+    for (pyi_region_t *r = s_regions; r; r = r->next)
+        if (flock (r->fd, LOCK_EX | LOCK_NB) == 0
+        &&  atomic_load (&((s_header_t *) r->base)->inflight) == 0)
+            shm_unlink (r->name);
+    pthread_mutex_unlock (&s_lock);
+}
+
+static void
+s_init (void)
+{
+    pthread_atfork (s_prepare, s_after, s_after);
+    atexit (s_at_exit);
+}
+
+/*  Skip n decimal digits (1..max); NULL if there are none or too many. */
+static const char *
+s_digits (const char *p, int max, int (*is) (int))
+{
+    int n = 0;
+    while (is ((unsigned char) p [n]))
+        n++;
+    return n >= 1 && n <= max ? p + n : NULL;
+}
+
+/*  "<digits>-<hex>" of at most MAX_SESSION bytes; returns its end. */
+static const char *
+s_session_end (const char *p)
+{
+    const char *start = p;
+    if (!(p = s_digits (p, 10, isdigit)) || *p++ != '-' || !(p = s_digits (p, 16, isxdigit)))
+        return NULL;
+    return p - start <= MAX_SESSION ? p : NULL;
+}
+
+static bool
+s_valid_session (const char *session)
+{
+    const char *end = session ? s_session_end (session) : NULL;
+    return end && *end == 0;
+}
+
+/*  "/pyi-<session>-<pid>-<seq>", nothing else. */
+static bool
+s_valid_name (const char *name)
+{
+    if (!name || strnlen (name, PYI_REGION_MAX_NAME + 1) > PYI_REGION_MAX_NAME
+    ||  strncmp (name, "/" NAME_PREFIX, 5))
+        return false;
+    const char *p = s_session_end (name + 5);
+    if (!p || *p++ != '-' || !(p = s_digits (p, 10, isdigit))
+    ||  *p++ != '-' || !(p = s_digits (p, 20, isdigit)))
+        return false;
+    return *p == 0;
+}
+
+int
+pyi_region_set_session (const char *session)
+{
+    if (!s_valid_session (session)) {
+        pyi_set_error ("not a session id (<pid>-<hex>): %.64s", session ? session : "(null)");
+        return -1;
+    }
+    pthread_mutex_lock (&s_lock);
+    snprintf (s_session, sizeof (s_session), "%s", session);
+    pthread_mutex_unlock (&s_lock);
+    return 0;
+}
+
+/*  Fill s_session if it is empty; call with s_lock held. */
+static void
+s_default_session (void)
+{
+    if (*s_session)
+        return;
+    const char *env = getenv ("PYI_SESSION");
+    if (s_valid_session (env)) {
+        snprintf (s_session, sizeof (s_session), "%s", env);
+        return;
+    }
+    uint32_t nonce;
+    if (getrandom (&nonce, sizeof (nonce), 0) != sizeof (nonce))
+        nonce = (uint32_t) getpid () ^ (uint32_t) time (NULL);
+    snprintf (s_session, sizeof (s_session), "%ld-%08x", (long) getpid (), nonce);
+}
+
+const char *
+pyi_region_session (void)
+{
+    pthread_mutex_lock (&s_lock);
+    s_default_session ();
+    pthread_mutex_unlock (&s_lock);
+    return s_session;
+}
+
+/*  Take LOCK_SH, waiting out a peer's brief LOCK_EX (never forever). */
+static int
+s_lock_shared (int fd)
+{
+    for (int i = 0; i < LOCK_TRIES; i++) {
+        if (flock (fd, LOCK_SH | LOCK_NB) == 0)
+            return 0;
+        if (errno != EWOULDBLOCK && errno != EINTR)
+            return -1;
+        struct timespec ms = { 0, 1000000 };
+        nanosleep (&ms, NULL);
+    }
+    errno = EWOULDBLOCK;
+    return -1;
+}
+
+static s_header_t *
+s_header (pyi_region_t *self)
+{
+    return (s_header_t *) self->base;
+}
+
+/*  Add a mapped region to the cache with one reference; s_lock held. */
+static pyi_region_t *
+s_insert (pyi_region_t *self)
+{
+    self->refs = 1;
+    self->next = s_regions;
+    s_regions = self;
+    s_count++;
+    return self;
+}
+
+static pyi_region_t *
+s_lookup (const char *name)
+{
+    for (pyi_region_t *r = s_regions; r; r = r->next)
+        if (strcmp (r->name, name) == 0)
+            return r;
+    return NULL;
+}
+
+pyi_region_t *
+pyi_region_new (size_t size)
+{
+    pthread_once (&s_once, s_init);
+    if (size > PYI_REGION_MAX_SIZE) {
+        pyi_set_error ("region of %zu bytes is over the limit of %zu", size, PYI_REGION_MAX_SIZE);
+        return NULL;
+    }
+    pyi_region_t *self = (pyi_region_t *) calloc (1, sizeof (pyi_region_t));
+    if (!self) {
+        pyi_set_error ("out of memory");
+        return NULL;
+    }
+    pthread_mutex_lock (&s_lock);
+    s_default_session ();
+    char session [MAX_SESSION + 1];
+    memcpy (session, s_session, sizeof (session));
+    pthread_mutex_unlock (&s_lock);
+
+    /*  Names are never reused: the pid and the sequence make them unique
+        in the session, O_EXCL skips any that exists anyway. */
+    self->fd = -1;
+    for (int tries = 0; self->fd == -1 && tries < 100; tries++) {
+        snprintf (self->name, sizeof (self->name), "/" NAME_PREFIX "%s-%ld-%lu",
+                  session, (long) getpid (), ++s_sequence);
+        self->fd = shm_open (self->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (self->fd == -1 && errno != EEXIST)
+            break;
+    }
+    if (self->fd == -1) {
+        pyi_set_error ("cannot create shared memory %s: %s", self->name, strerror (errno));
+        free (self);
+        return NULL;
+    }
+    /*  Lock before the object has a size: a sweep that sees size 0 skips it. */
+    size_t total = PYI_REGION_HEADER + size;
+    int rc;
+    if (flock (self->fd, LOCK_SH)) {
+        pyi_set_error ("cannot lock %s: %s", self->name, strerror (errno));
+        goto failed;
+    }
+    if ((rc = posix_fallocate (self->fd, 0, (off_t) total))) {
+        pyi_set_error ("cannot reserve %zu bytes of shared memory in " SHM_DIR " for %s: %s",
+                       total, self->name, strerror (rc));
+        goto failed;
+    }
+    self->base = (uint8_t *) mmap (NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd, 0);
+    if (self->base == MAP_FAILED) {
+        self->base = NULL;
+        pyi_set_error ("cannot map %s: %s", self->name, strerror (errno));
+        goto failed;
+    }
+    self->size = size;
+    s_header_t *header = s_header (self);
+    header->layout = REGION_LAYOUT;
+    header->header_size = PYI_REGION_HEADER;
+    header->size = size;
+    atomic_store (&header->inflight, 0);
+    header->creator = (uint32_t) getpid ();
+    atomic_thread_fence (memory_order_release);
+    header->magic = REGION_MAGIC;
+
+    pthread_mutex_lock (&s_lock);
+    s_insert (self);
+    pthread_mutex_unlock (&s_lock);
+    return self;
+
+failed:
+    shm_unlink (self->name);
+    close (self->fd);
+    free (self);
+    return NULL;
+}
+
+/*  Map an existing region (not in the cache). NULL with the error set. */
+static pyi_region_t *
+s_map (const char *name)
+{
+    pyi_region_t *self = (pyi_region_t *) calloc (1, sizeof (pyi_region_t));
+    if (!self) {
+        pyi_set_error ("out of memory");
+        return NULL;
+    }
+    snprintf (self->name, sizeof (self->name), "%s", name);
+    self->fd = shm_open (name, O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
+    if (self->fd == -1) {
+        pyi_set_error ("unknown region %s: %s", name, strerror (errno));
+        free (self);
+        return NULL;
+    }
+    struct stat st;
+    if (s_lock_shared (self->fd) || fstat (self->fd, &st)) {
+        pyi_set_error ("cannot lock region %s: %s", name, strerror (errno));
+        goto failed;
+    }
+    if (st.st_size < PYI_REGION_HEADER
+    ||  (uint64_t) st.st_size - PYI_REGION_HEADER > PYI_REGION_MAX_SIZE) {
+        pyi_set_error ("region %s has a bad size (%lld bytes)", name, (long long) st.st_size);
+        goto failed;
+    }
+    self->base = (uint8_t *) mmap (NULL, (size_t) st.st_size, PROT_READ | PROT_WRITE,
+                                   MAP_SHARED, self->fd, 0);
+    if (self->base == MAP_FAILED) {
+        self->base = NULL;
+        pyi_set_error ("cannot map region %s: %s", name, strerror (errno));
+        goto failed;
+    }
+    self->size = (size_t) st.st_size - PYI_REGION_HEADER;
+    s_header_t *header = s_header (self);
+    if (header->magic != REGION_MAGIC || header->layout != REGION_LAYOUT
+    ||  header->header_size != PYI_REGION_HEADER || header->size != self->size) {
+        pyi_set_error ("region %s has no valid header (magic, layout %u, or size)",
+                       name, (unsigned) header->layout);
+        munmap (self->base, PYI_REGION_HEADER + self->size);
+        goto failed;
+    }
+    return self;
+
+failed:
+    close (self->fd);   /* drops our lock; the name is not ours to remove */
+    free (self);
+    return NULL;
+}
+
+pyi_region_t *
+pyi_region_open (const char *name)
+{
+    pthread_once (&s_once, s_init);
+    if (!s_valid_name (name)) {
+        pyi_set_error ("region name not of the form /pyi-<session>-<pid>-<seq>: %.64s",
+                       name ? name : "(null)");
+        return NULL;
+    }
+    pthread_mutex_lock (&s_lock);
+    pyi_region_t *self = s_lookup (name);
+    if (self) {
+        self->refs++;
+        pthread_mutex_unlock (&s_lock);
+        return self;
+    }
+    pthread_mutex_unlock (&s_lock);
+
+    /*  Map outside the lock (syscalls); another thread may map it too:
+        the first to insert wins, the other drops its mapping. */
+    pyi_region_t *mapped = s_map (name);
+    if (!mapped)
+        return NULL;
+    pthread_mutex_lock (&s_lock);
+    self = s_lookup (name);
+    if (self)
+        self->refs++;
+    else
+        self = s_insert (mapped);
+    pthread_mutex_unlock (&s_lock);
+    if (self != mapped) {
+        munmap (mapped->base, PYI_REGION_HEADER + mapped->size);
+        close (mapped->fd);
+        free (mapped);
+    }
+    return self;
+}
+
+pyi_region_t *
+pyi_region_find (const void *ptr, size_t *offset)
+{
+    const uint8_t *p = (const uint8_t *) ptr;
+    pthread_mutex_lock (&s_lock);
+    pyi_region_t *self = s_regions;
+    for (; self; self = self->next) {
+        const uint8_t *data = self->base + PYI_REGION_HEADER;
+        if (p >= data && p <= data + self->size)
+            break;
+    }
+    if (self) {
+        self->refs++;
+        if (offset)
+            *offset = (size_t) (p - (self->base + PYI_REGION_HEADER));
+    }
+    pthread_mutex_unlock (&s_lock);
+    return self;
+}
+
+pyi_region_t *
+pyi_region_ref (pyi_region_t *self)
+{
+    pthread_mutex_lock (&s_lock);
+    self->refs++;
+    pthread_mutex_unlock (&s_lock);
+    return self;
+}
+
+void
+pyi_region_release (pyi_region_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    pyi_region_t *self = *self_p;
+    *self_p = NULL;
+    pthread_mutex_lock (&s_lock);
+    if (--self->refs > 0) {
+        pthread_mutex_unlock (&s_lock);
+        return;
+    }
+    pyi_region_t **link = &s_regions;
+    while (*link != self)
+        link = &(*link)->next;
+    *link = self->next;
+    s_count--;
+    pthread_mutex_unlock (&s_lock);
+
+    /*  Last local reference. LOCK_EX succeeds only when no other process
+        maps the region; while we hold it nobody can start to, so inflight
+        is stable. (A failed conversion drops our LOCK_SH: harmless, we
+        close next.) */
+    bool last = flock (self->fd, LOCK_EX | LOCK_NB) == 0;
+    bool idle = last && atomic_load (&s_header (self)->inflight) == 0;
+    munmap (self->base, PYI_REGION_HEADER + self->size);
+    if (idle)
+        shm_unlink (self->name);
+    close (self->fd);
+    free (self);
+}
+
+void *pyi_region_data (pyi_region_t *self) { return self->base + PYI_REGION_HEADER; }
+size_t pyi_region_size (pyi_region_t *self) { return self->size; }
+const char *pyi_region_name (pyi_region_t *self) { return self->name; }
+
+void
+pyi_region_sent (pyi_region_t *self)
+{
+    atomic_fetch_add (&s_header (self)->inflight, 1);
+}
+
+void
+pyi_region_received (pyi_region_t *self)
+{
+    _Atomic uint32_t *inflight = &s_header (self)->inflight;
+    uint32_t value = atomic_load (inflight);
+    while (value > 0 && !atomic_compare_exchange_weak (inflight, &value, value - 1))
+        ;
+}
+
+uint32_t
+pyi_region_inflight (pyi_region_t *self)
+{
+    return atomic_load (&s_header (self)->inflight);
+}
+
+size_t
+pyi_region_mapped (void)
+{
+    pthread_mutex_lock (&s_lock);
+    size_t count = s_count;
+    pthread_mutex_unlock (&s_lock);
+    return count;
+}
+
+/*  Visit /dev/shm entries named pyi-<session>-<creator>-*; force removes
+    them all, else only those nobody maps and no message names. */
+static int
+s_sweep (const char *session, pid_t creator, bool force)
+{
+    char prefix [PYI_REGION_MAX_NAME + 1];
+    if (!session)
+        session = pyi_region_session ();
+    if (!s_valid_session (session)) {
+        pyi_set_error ("not a session id (<pid>-<hex>): %.64s", session);
+        return -1;
+    }
+    if (creator > 0)
+        snprintf (prefix, sizeof (prefix), NAME_PREFIX "%s-%ld-", session, (long) creator);
+    else
+        snprintf (prefix, sizeof (prefix), NAME_PREFIX "%s-", session);
+    size_t length = strlen (prefix);
+    DIR *dir = opendir (SHM_DIR);
+    if (!dir) {
+        pyi_set_error ("cannot list " SHM_DIR ": %s", strerror (errno));
+        return -1;
+    }
+    int removed = 0;
+    struct dirent *entry;
+    while ((entry = readdir (dir))) {
+        char name [PYI_REGION_MAX_NAME + 2];
+        if (strncmp (entry->d_name, prefix, length)
+        ||  snprintf (name, sizeof (name), "/%s", entry->d_name) >= (int) sizeof (name)
+        ||  !s_valid_name (name))
+            continue;
+        if (force) {
+            removed += shm_unlink (name) == 0;
+            continue;
+        }
+        int fd = shm_open (name, O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
+        if (fd == -1)
+            continue;
+        struct stat st;
+        if (flock (fd, LOCK_EX | LOCK_NB) == 0 && fstat (fd, &st) == 0
+        &&  st.st_size >= PYI_REGION_HEADER) {
+            /*  Size 0: a creator between shm_open and its lock; skip. */
+            s_header_t *header = (s_header_t *) mmap (NULL, PYI_REGION_HEADER, PROT_READ,
+                                                      MAP_SHARED, fd, 0);
+            if (header != MAP_FAILED) {
+                bool idle = header->magic != REGION_MAGIC || atomic_load (&header->inflight) == 0;
+                munmap (header, PYI_REGION_HEADER);
+                if (idle)
+                    removed += shm_unlink (name) == 0;
+            }
+        }
+        close (fd);
+    }
+    closedir (dir);
+    return removed;
+}
+
+int
+pyi_region_sweep (const char *session, pid_t creator)
+{
+    return s_sweep (session, creator, false);
+}
+
+int
+pyi_region_remove_session (const char *session)
+{
+    return s_sweep (session, 0, true);
+}
