@@ -849,6 +849,8 @@ s_reap (s_broker_t *self, size_t index, int options)
     s_grant_t *grant = proc->grant;
     if (grant->worker)
         s_worker_lost (self, grant->worker, text);
+    /*  Regions the process made that nobody maps any more go with it. */
+    pyi_region_sweep (s_session_of (self->endpoint), proc->pid);
     s_event (self, PYI_EVENT_EXIT, proc->pid, status,
              grant->nservices ? grant->services [0] : "", text);
     /*  The token dies with its process: a READY still queued from it is
@@ -1296,6 +1298,8 @@ pyi_broker_new (void)
     }
     zsock_wait (self->pipe);
     if (start.status == 0) {
+        /*  Regions this host makes are named after its session. */
+        pyi_region_set_session (pyi_broker_session (self));
         self->events = zsock_new (ZMQ_PAIR);
         if (self->events && zsock_connect (self->events, "%s", start.events) == 0)
             return self;
@@ -1325,6 +1329,9 @@ pyi_broker_destroy (pyi_broker_t **self_p)
     zsock_destroy (&self->events);
     zsock_destroy (&self->backend);
     zsock_destroy (&self->pipe);
+    /*  Every process of the session is gone: so are its regions' names
+        (mappings still held here stay valid until released). */
+    pyi_region_remove_session (pyi_broker_session (self));
     pyi_rundir_remove (self->rundir, &self->lock_fd);
     free (self);
 }
