@@ -829,6 +829,8 @@ s_heartbeat (s_broker_t *self, int64_t now)
     self->next_heartbeat = now + self->heartbeat_ms;
 }
 
+static const char *s_session_of (const char *endpoint);
+
 /*  Reap one process if it has ended; true when it did. */
 static bool
 s_reap (s_broker_t *self, size_t index, int options)
