@@ -1,5 +1,5 @@
 # The two commands of the README. Each sets up what it needs first.
-#   make demo   build and run the demo
+#   make demo   build and run the demo application (examples/app)
 #   make test   build and run every test (what CI runs)
 
 SHELL := /bin/bash
@@ -8,8 +8,11 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 JOBS ?= $(shell nproc)
+# The Python environment the package, torch and the tests go into.
+VENV ?= .venv
+PY := $(VENV)/bin/python
 
-.PHONY: setup c c-asan demo test test-c test-asan test-fuzz bench clean
+.PHONY: setup c c-asan python demo demo-c test test-c test-asan test-fuzz test-python bench clean
 
 setup:
 	./setup.sh
@@ -22,7 +25,17 @@ c-asan: setup
 	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPYI_SANITIZE=ON >/dev/null
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
-demo: c
+# pyisolate itself (C library + cffi module, built by pip), pytest, numpy and
+# the CPU build of torch (torch==2.13.0 lies on this machine's disk).
+python: setup
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q "torch==2.13.0" pytest numpy
+	$(PY) -m pip install -q .
+
+demo: python
+	cd examples/app && ../../$(PY) main.py
+
+demo-c: c
 	$(BUILD)/examples/c/pyi_demo_host
 
 test-c: c
@@ -35,10 +48,13 @@ test-asan: c-asan
 test-fuzz: setup
 	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run $(FUZZ_BUILD)
 
-test: test-c test-asan test-fuzz
+test-python: python
+	$(PY) -m pytest tests/python -q
+
+test: test-c test-asan test-fuzz test-python
 
 bench: c
 	$(BUILD)/perf/pyi_bench --json $(BUILD)/pyi_bench.json
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(VENV)

@@ -186,6 +186,9 @@ s_init_once (void)
     /*  czmq must not take over SIGINT/SIGTERM: in a Python host Ctrl-C
         belongs to Python. Must run before czmq initialises. */
     zsys_handler_set (NULL);
+    /*  czmq's own messages ("dangling socket") belong on stderr, never in
+        the application's output. */
+    zsys_set_logstream (stderr);
     zsys_init ();
 }
 

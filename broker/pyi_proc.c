@@ -200,6 +200,8 @@ pyi_proc_spawn (const char *const argv[], const char *const envp[],
         posix_spawn_file_actions_adddup2 (&actions, out_fd, 1);
     if (err_fd != -1)
         posix_spawn_file_actions_adddup2 (&actions, err_fd, 2);
+    /*  Nothing else of the host's reaches the child, CLOEXEC or not. */
+    posix_spawn_file_actions_addclosefrom_np (&actions, 3);
     sigset_t none, all;
     sigemptyset (&none);
     sigfillset (&all);

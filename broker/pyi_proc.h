@@ -20,7 +20,8 @@ void pyi_rundir_remove (const char *path, int *lock_fd);
 /*  posix_spawn argv with envp (NULL: this process's environment) plus the
     extra "NAME=value" strings in extra (NULL-terminated; they replace
     variables of the same name). The child gets /dev/null as stdin,
-    out_fd / err_fd (unless -1) as stdout / stderr, default signal
+    out_fd / err_fd (unless -1) as stdout / stderr, no other descriptor,
+    default signal
     dispositions, an empty signal mask and its own process group (so a
     terminal's Ctrl-C reaches only the host). Returns the pid, or -1 with
     pyi_last_error set. */

@@ -78,8 +78,9 @@ PYI_EXPORT char *pyi_broker_allow (pyi_broker_t *self, const char *service,
     on PATH when it has no slash); argv and envp end with NULL; envp NULL
     means the host's environment. The child's environment also holds
     PYI_ENDPOINT, PYI_SERVICE, PYI_TOKEN (granted for service),
-    PYI_PARENT_PID and PYI_SESSION. stdout_fd and stderr_fd, when not -1, become the
-    child's standard output and error. The broker reaps the child and
+    PYI_PARENT_PID and PYI_SESSION. stdout_fd and stderr_fd, when not -1,
+    become the child's standard output and error; no other descriptor of
+    the host's reaches it. The broker reaps the child and
     reports its exit as an event; if it offered services, requests in
     flight to it fail with WORKER_LOST at once. Returns the pid, or -1. */
 PYI_EXPORT int pyi_broker_spawn (pyi_broker_t *self, const char *service,

@@ -34,8 +34,8 @@ PYI_EXPORT pyi_worker_t *pyi_worker_new (const char *endpoint, const char *token
 PYI_EXPORT void pyi_worker_destroy (pyi_worker_t **self_p);
 
 /*  Offer a service. The broker answers, through pyi_worker_recv (), with
-    READY naming the service when it is registered, or ERROR (id 0,
-    service set) when it is refused. */
+    READY when it is registered (the name is pyi_msg_service_at (msg, 0)),
+    or ERROR (id 0, the name in pyi_msg_service ()) when it is refused. */
 PYI_EXPORT int pyi_worker_offer (pyi_worker_t *self, const char *service);
 
 /*  Next REQUEST, CANCEL, READY, ERROR or DISCONNECT for this worker.

@@ -1,0 +1,198 @@
+"""Build-time generator of the cffi module ``pyisolate._native``.
+
+Run by bindings/python/CMakeLists.txt as ``python ffi_build.py OUT.c``: it
+writes the C source of an out-of-line, API-mode cffi extension module that
+CMake then compiles and links against ``libpyisolate``. The declarations
+below mirror include/pyisolate/*.h by hand (without the PYI_EXPORT macro);
+in API mode the C compiler checks them against the real headers.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import cffi
+
+CDEF = r"""
+/* pyi_msg.h */
+#define PYI_PROTOCOL_VERSION 1
+#define PYI_MAX_BODY_FRAMES 256
+#define PYI_MAX_NAME 255
+#define PYI_MAX_TEXT 1023
+
+typedef enum {
+    PYI_READY = 1,
+    PYI_REQUEST = 2,
+    PYI_REPLY = 3,
+    PYI_ERROR = 4,
+    PYI_CANCEL = 5,
+    PYI_HEARTBEAT = 6,
+    PYI_DISCONNECT = 7
+} pyi_command_t;
+
+typedef enum {
+    PYI_OK = 0,
+    PYI_ERR_UNKNOWN_SERVICE = 1,
+    PYI_ERR_WORKER_LOST = 2,
+    PYI_ERR_TIMEOUT = 3,
+    PYI_ERR_TOO_LARGE = 4,
+    PYI_ERR_BUSY = 5,
+    PYI_ERR_MALFORMED = 6,
+    PYI_ERR_VERSION = 7,
+    PYI_ERR_DENIED = 8,
+    PYI_ERR_SHUTDOWN = 9,
+    PYI_ERR_APPLICATION = 100
+} pyi_error_t;
+
+typedef struct _pyi_msg_t pyi_msg_t;
+
+pyi_msg_t *pyi_msg_new (pyi_command_t command);
+void pyi_msg_destroy (pyi_msg_t **self_p);
+int pyi_msg_append (pyi_msg_t *self, const void *data, size_t size);
+pyi_command_t pyi_msg_command (const pyi_msg_t *self);
+uint64_t pyi_msg_id (const pyi_msg_t *self);
+const char *pyi_msg_service (const pyi_msg_t *self);
+uint32_t pyi_msg_timeout (const pyi_msg_t *self);
+int pyi_msg_code (const pyi_msg_t *self);
+const char *pyi_msg_text (const pyi_msg_t *self);
+size_t pyi_msg_frames (const pyi_msg_t *self);
+const void *pyi_msg_frame_data (const pyi_msg_t *self, size_t index);
+size_t pyi_msg_frame_size (const pyi_msg_t *self, size_t index);
+size_t pyi_msg_body_size (const pyi_msg_t *self);
+void pyi_msg_set_id (pyi_msg_t *self, uint64_t id);
+void pyi_msg_set_service (pyi_msg_t *self, const char *service);
+void pyi_msg_set_timeout (pyi_msg_t *self, uint32_t timeout_ms);
+void pyi_msg_set_code (pyi_msg_t *self, int code);
+void pyi_msg_set_text (pyi_msg_t *self, const char *text);
+const char *pyi_msg_token (const pyi_msg_t *self);
+void pyi_msg_set_token (pyi_msg_t *self, const char *token);
+size_t pyi_msg_services (const pyi_msg_t *self);
+const char *pyi_msg_service_at (const pyi_msg_t *self, size_t index);
+int pyi_msg_add_service (pyi_msg_t *self, const char *service);
+int pyi_msg_status (const pyi_msg_t *self);
+const char *pyi_command_name (int command);
+const char *pyi_error_name (int code);
+
+/* pyi_broker.h */
+typedef struct _pyi_broker_t pyi_broker_t;
+
+pyi_broker_t *pyi_broker_new (void);
+void pyi_broker_destroy (pyi_broker_t **self_p);
+const char *pyi_broker_endpoint (pyi_broker_t *self);
+const char *pyi_broker_inproc (pyi_broker_t *self);
+const char *pyi_broker_rundir (pyi_broker_t *self);
+char *pyi_broker_bind (pyi_broker_t *self, const char *endpoint);
+
+typedef enum {
+    PYI_OPT_HEARTBEAT_MS = 1,
+    PYI_OPT_LIVENESS = 2,
+    PYI_OPT_MAX_MSG_SIZE = 3,
+    PYI_OPT_MAX_PENDING = 4,
+    PYI_OPT_MAX_STRIKES = 5,
+    PYI_OPT_GRACE_MS = 6
+} pyi_option_t;
+
+int pyi_broker_set (pyi_broker_t *self, pyi_option_t option, int64_t value);
+char *pyi_broker_allow (pyi_broker_t *self, const char *service, const char *token);
+int pyi_broker_spawn (pyi_broker_t *self, const char *service,
+                      const char *const argv[], const char *const envp[],
+                      int stdout_fd, int stderr_fd);
+
+typedef struct {
+    uint64_t requests;
+    uint64_t replies;
+    uint64_t errors;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t in_flight;
+    int64_t pid;
+    bool ready;
+} pyi_service_stats_t;
+
+int pyi_broker_service_stats (pyi_broker_t *self, const char *service,
+                              pyi_service_stats_t *stats);
+
+typedef struct {
+    uint64_t messages;
+    uint64_t malformed;
+    uint64_t rejected;
+    uint64_t disconnected;
+    uint64_t workers;
+    uint64_t pending;
+    uint64_t processes;
+} pyi_broker_stats_t;
+
+int pyi_broker_stats (pyi_broker_t *self, pyi_broker_stats_t *stats);
+
+typedef enum {
+    PYI_EVENT_READY = 1,
+    PYI_EVENT_LOST = 2,
+    PYI_EVENT_EXIT = 3,
+    PYI_EVENT_REFUSED = 4
+} pyi_event_type_t;
+
+typedef struct {
+    int type;
+    int pid;
+    int status;
+    char service[256];
+    char text[256];
+} pyi_event_t;
+
+int pyi_broker_event_fd (pyi_broker_t *self);
+int pyi_broker_event (pyi_broker_t *self, pyi_event_t *event, int timeout_ms);
+const char *pyi_last_error (void);
+
+/* pyi_client.h */
+typedef struct _pyi_client_t pyi_client_t;
+
+pyi_client_t *pyi_client_new (const char *endpoint);
+void pyi_client_destroy (pyi_client_t **self_p);
+int pyi_client_request (pyi_client_t *self, const char *service,
+                        uint64_t id, uint32_t timeout_ms, pyi_msg_t **body_p);
+int pyi_client_cancel (pyi_client_t *self, uint64_t id);
+pyi_msg_t *pyi_client_recv (pyi_client_t *self, int timeout_ms);
+int pyi_client_fd (pyi_client_t *self);
+
+/* pyi_worker.h */
+typedef struct _pyi_worker_t pyi_worker_t;
+
+pyi_worker_t *pyi_worker_new (const char *endpoint, const char *token,
+                              int heartbeat_ms, int liveness);
+void pyi_worker_destroy (pyi_worker_t **self_p);
+int pyi_worker_offer (pyi_worker_t *self, const char *service);
+pyi_msg_t *pyi_worker_recv (pyi_worker_t *self, int timeout_ms);
+int pyi_worker_reply (pyi_worker_t *self, uint64_t id, pyi_msg_t **body_p);
+int pyi_worker_error (pyi_worker_t *self, uint64_t id, int code,
+                      const char *text, pyi_msg_t **body_p);
+int pyi_worker_heartbeat (pyi_worker_t *self);
+int pyi_worker_fd (pyi_worker_t *self);
+int pyi_worker_bind_to_parent (void);
+
+/* libc */
+void free (void *ptr);
+"""
+
+SOURCE = r"""
+#include <stdlib.h>
+#include <pyisolate/pyisolate.h>
+"""
+
+
+def make_builder() -> cffi.FFI:
+    ffibuilder = cffi.FFI()
+    ffibuilder.cdef(CDEF)
+    ffibuilder.set_source("pyisolate._native", SOURCE)
+    return ffibuilder
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        sys.stderr.write("usage: ffi_build.py OUTPUT.c\n")
+        return 2
+    make_builder().emit_c_code(argv[1])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))

@@ -1,0 +1,48 @@
+"""pyisolate: run Python extensions in their own venvs and processes, and call
+them as local async Python.
+
+The host runs a ZeroMQ broker (C, in a thread); every extension is a process
+started by it in its own uv-made venv. See ExtensionManager.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from ._base import ExtensionBase, ProxiedSingleton, local_execution
+from ._errors import (
+    CallTimeout,
+    DependencyInstallError,
+    ExtensionCrashed,
+    ExtensionLoadError,
+    ExtensionStopped,
+    PyisolateError,
+    RemoteError,
+)
+from ._manager import Extension, ExtensionManager
+from ._rpc import BrokerError, RemoteCallable, RemoteObject
+from ._sync import SyncExtension, SyncExtensionManager
+from .config import ExtensionConfig, ExtensionManagerConfig
+
+__all__ = [
+    "__version__",
+    "ExtensionManager",
+    "ExtensionManagerConfig",
+    "ExtensionConfig",
+    "ExtensionBase",
+    "Extension",
+    "ProxiedSingleton",
+    "local_execution",
+    "SyncExtensionManager",
+    "SyncExtension",
+    "PyisolateError",
+    "ExtensionLoadError",
+    "DependencyInstallError",
+    "ExtensionCrashed",
+    "ExtensionStopped",
+    "CallTimeout",
+    "RemoteError",
+    "BrokerError",
+    "RemoteCallable",
+    "RemoteObject",
+]

@@ -1,0 +1,123 @@
+"""The extension process: started by the host's broker as
+
+    <venv>/bin/python -I -u -c <bootstrap>
+
+with PYI_ENDPOINT, PYI_SERVICE, PYI_TOKEN and PYI_PARENT_PID (from the
+broker) and PYI_CONFIG (JSON, from the manager) in its environment.
+
+It binds its life to the host's, imports the extension's module and runs the
+load hooks with a client to the host already connected (so hooks may call
+host singletons), and only then offers its service: the broker's READY event
+therefore means "loaded". If loading fails it sends the traceback to the
+host ("load_error") and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from . import _base, _core
+from ._errors import PyisolateError, describe_exception
+from ._manager import _import_extension_module, _pick_class
+from ._rpc import BrokerError, Node, invoke
+from .config import ExtensionConfig
+
+logger = logging.getLogger("pyisolate.child")
+
+
+def main() -> None:
+    # The host decides when this process ends; Ctrl-C in a terminal reaches
+    # the whole process group and must not kill extensions mid-call.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if _core.bind_to_parent() != 0:
+        sys.stderr.write("pyisolate: not started by a pyisolate host\n")
+        sys.exit(2)
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    cfg = json.loads(os.environ.pop("PYI_CONFIG"))
+    code = asyncio.run(_amain(cfg))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+async def _amain(cfg: dict[str, Any]) -> int:
+    loop = asyncio.get_running_loop()
+    endpoint = os.environ["PYI_ENDPOINT"]
+    service = os.environ["PYI_SERVICE"]
+    token = os.environ.pop("PYI_TOKEN")
+    host_service = cfg["host_service"]
+    name = cfg["name"]
+    for p in cfg.get("paths", []):
+        if p not in sys.path:
+            sys.path.append(p)
+    node = Node(loop, endpoint, f"ext.{name}")
+    node.service = service  # so callables passed to the host can be called back
+    node.offload_sync = True
+    done = asyncio.Event()
+
+    async def call_host(key: str, method: str, args: tuple[Any, ...],
+                        kwargs: dict[str, Any]) -> Any:
+        try:
+            return await node.call("api." + key, "", method, args, kwargs)
+        except BrokerError as exc:
+            if exc.code == _core.ERR_UNKNOWN_SERVICE:
+                raise PyisolateError(
+                    f"the host does not serve the ProxiedSingleton {key!r}: list it in this "
+                    f"extension's ExtensionConfig(apis=[...])") from None
+            raise
+
+    _base.set_child_runtime(call_host, host_service)
+    try:
+        ext = await _load(cfg)
+    except BaseException as exc:  # noqa: BLE001 - report every load failure
+        logger.error("loading extension %r failed", name, exc_info=True)
+        try:
+            await node.call(host_service, name, "", (describe_exception(exc),), {},
+                            op="load_error", timeout=10.0)
+        except Exception:
+            pass
+        node.close()
+        return 1
+
+    async def op_stop(target: str, method: str, args: list[Any],
+                      kwargs: dict[str, Any]) -> None:
+        try:
+            await invoke(ext.stop, [], {}, False)
+        finally:
+            # Let the reply leave before the sockets close.
+            loop.call_later(0.05, done.set)
+
+    def on_lost(why: str) -> None:
+        logger.debug("lost the broker: %s", why)
+        done.set()
+
+    node.resolver = lambda target: ext if target == "" else None
+    node.ops["stop"] = op_stop
+    node.on_lost = on_lost
+    await node.serve(service, token)
+    await done.wait()
+    node.close()
+    return 0
+
+
+async def _load(cfg: dict[str, Any]) -> Any:
+    config = ExtensionConfig(name=cfg["name"], module_path=cfg["module_path"],
+                             extension_class=cfg.get("extension_class"))
+    base_mod, base_qual = cfg["base"]
+    base: Any = importlib.import_module(base_mod)
+    for part in base_qual.split("."):
+        base = getattr(base, part)
+    module = _import_extension_module(config)
+    cls = _pick_class(module, config, base)
+    ext = cls()
+    await invoke(ext.before_module_loaded, [], {}, False)
+    await invoke(ext.on_module_loaded, [module], {}, False)
+    return ext

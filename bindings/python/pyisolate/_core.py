@@ -1,0 +1,294 @@
+"""Thin, owning wrappers around the C objects (pyi_broker, pyi_client,
+pyi_worker), reached through the cffi module ``pyisolate._native``.
+
+Every C function that takes ownership of a ``pyi_msg_t`` gets it through a
+``pyi_msg_t **`` that C nulls; Python never attaches a destructor to those
+messages, so nothing is freed twice. Messages that C hands to Python are
+copied into a :class:`Message` and destroyed at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from ._errors import PyisolateError
+
+try:
+    from ._native import ffi, lib
+except ImportError as exc:  # pragma: no cover - only when the build is broken
+    raise ImportError(
+        "pyisolate's native module is missing: install pyisolate with "
+        "'pip install <path to pyisolate>' so that the C library is built"
+    ) from exc
+
+
+READY = lib.PYI_READY
+REQUEST = lib.PYI_REQUEST
+REPLY = lib.PYI_REPLY
+ERROR = lib.PYI_ERROR
+CANCEL = lib.PYI_CANCEL
+DISCONNECT = lib.PYI_DISCONNECT
+
+ERR_UNKNOWN_SERVICE = lib.PYI_ERR_UNKNOWN_SERVICE
+ERR_WORKER_LOST = lib.PYI_ERR_WORKER_LOST
+ERR_TIMEOUT = lib.PYI_ERR_TIMEOUT
+ERR_SHUTDOWN = lib.PYI_ERR_SHUTDOWN
+ERR_APPLICATION = lib.PYI_ERR_APPLICATION
+
+EVENT_READY = lib.PYI_EVENT_READY
+EVENT_LOST = lib.PYI_EVENT_LOST
+EVENT_EXIT = lib.PYI_EVENT_EXIT
+EVENT_REFUSED = lib.PYI_EVENT_REFUSED
+
+
+def last_error() -> str:
+    """Text of the last error of a pyi_ call on this thread."""
+    p = lib.pyi_last_error()
+    return ffi.string(p).decode("utf-8", "replace") if p != ffi.NULL else "unknown error"
+
+
+def error_name(code: int) -> str:
+    p = lib.pyi_error_name(code)
+    return ffi.string(p).decode() if p != ffi.NULL else str(code)
+
+
+def _str(p: object) -> str:
+    return ffi.string(p).decode("utf-8", "replace") if p != ffi.NULL else ""
+
+
+@dataclass
+class Message:
+    """A received message, copied out of C."""
+
+    command: int
+    id: int
+    service: str
+    code: int
+    text: str
+    timeout_ms: int
+    frames: list[Any] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)
+
+
+def _take(msg: object) -> Message:
+    """Copy a pyi_msg_t into a Message and destroy the C message."""
+    m = Message(
+        command=int(lib.pyi_msg_command(msg)),
+        id=int(lib.pyi_msg_id(msg)),
+        service=_str(lib.pyi_msg_service(msg)),
+        code=int(lib.pyi_msg_code(msg)),
+        text=_str(lib.pyi_msg_text(msg)),
+        timeout_ms=int(lib.pyi_msg_timeout(msg)),
+    )
+    if m.command == READY:
+        m.services = [_str(lib.pyi_msg_service_at(msg, i))
+                      for i in range(lib.pyi_msg_services(msg))]
+    n = lib.pyi_msg_frames(msg)
+    for i in range(n):
+        size = lib.pyi_msg_frame_size(msg, i)
+        buf = ffi.buffer(lib.pyi_msg_frame_data(msg, i), size)
+        # Frame 0 (msgpack) as bytes; the others as writable bytearrays that
+        # arrays and tensors can use without another copy.
+        m.frames.append((buf[:] if i == 0 else bytearray(buf)) if size else
+                        (b"" if i == 0 else bytearray()))
+    pp = ffi.new("pyi_msg_t **", msg)
+    lib.pyi_msg_destroy(pp)
+    return m
+
+
+def _body(command: int, frames: Sequence[Any]) -> object:
+    """A new ``pyi_msg_t **`` holding frames, to hand to a function that takes it."""
+    msg = lib.pyi_msg_new(command)
+    if msg == ffi.NULL:
+        raise MemoryError("pyi_msg_new failed")
+    pp = ffi.new("pyi_msg_t **", msg)
+    for frame in frames:
+        if isinstance(frame, bytes):
+            rc = lib.pyi_msg_append(msg, frame, len(frame))
+        else:
+            rc = lib.pyi_msg_append(msg, ffi.from_buffer(frame), memoryview(frame).nbytes)
+        if rc != 0:
+            lib.pyi_msg_destroy(pp)
+            raise PyisolateError(f"message has too many frames: {last_error()}")
+    return pp
+
+
+@dataclass
+class BrokerEvent:
+    type: int
+    pid: int
+    status: int
+    service: str
+    text: str
+
+
+class Broker:
+    """The in-host ROUTER broker (a C thread)."""
+
+    def __init__(self) -> None:
+        self._ptr = lib.pyi_broker_new()
+        if self._ptr == ffi.NULL:
+            raise PyisolateError(f"cannot start the pyisolate broker: {last_error()}")
+        self.endpoint = _str(lib.pyi_broker_endpoint(self._ptr))
+        self.inproc = _str(lib.pyi_broker_inproc(self._ptr))
+        self.rundir = _str(lib.pyi_broker_rundir(self._ptr))
+        self._event = ffi.new("pyi_event_t *")
+
+    @property
+    def closed(self) -> bool:
+        return self._ptr is None
+
+    def set(self, option: int, value: int) -> None:
+        if lib.pyi_broker_set(self._ptr, option, value) != 0:
+            raise ValueError(f"broker option {option}={value} refused")
+
+    def allow(self, service: str, token: str | None = None) -> str:
+        p = lib.pyi_broker_allow(self._ptr, service.encode(),
+                                 token.encode() if token else ffi.NULL)
+        if p == ffi.NULL:
+            raise PyisolateError(f"broker refused service name {service!r}: {last_error()}")
+        try:
+            return ffi.string(p).decode()
+        finally:
+            lib.free(p)
+
+    def spawn(self, service: str, argv: Sequence[str], env: dict[str, str] | None,
+              stdout_fd: int = -1, stderr_fd: int = -1) -> int:
+        keep = [ffi.new("char[]", os.fsencode(a)) for a in argv]
+        c_argv = ffi.new("const char *[]", keep + [ffi.NULL])
+        if env is None:
+            c_envp = ffi.NULL
+        else:
+            ekeep = [ffi.new("char[]", os.fsencode(f"{k}={v}")) for k, v in env.items()]
+            keep.extend(ekeep)
+            c_envp = ffi.new("const char *[]", ekeep + [ffi.NULL])
+        pid = lib.pyi_broker_spawn(self._ptr, service.encode(), c_argv, c_envp,
+                                   stdout_fd, stderr_fd)
+        if pid < 0:
+            raise PyisolateError(f"cannot start a process for {service!r}: {last_error()}")
+        return int(pid)
+
+    def event_fd(self) -> int:
+        return int(lib.pyi_broker_event_fd(self._ptr))
+
+    def next_event(self, timeout_ms: int = 0) -> BrokerEvent | None:
+        ev = self._event
+        if lib.pyi_broker_event(self._ptr, ev, timeout_ms) != 0:
+            return None
+        return BrokerEvent(int(ev.type), int(ev.pid), int(ev.status),
+                           _str(ev.service), _str(ev.text))
+
+    def service_stats(self, service: str) -> dict[str, int] | None:
+        st = ffi.new("pyi_service_stats_t *")
+        if lib.pyi_broker_service_stats(self._ptr, service.encode(), st) != 0:
+            return None
+        return {f: int(getattr(st, f)) for f in
+                ("requests", "replies", "errors", "bytes_in", "bytes_out", "in_flight",
+                 "pid", "ready")}
+
+    def stats(self) -> dict[str, int]:
+        st = ffi.new("pyi_broker_stats_t *")
+        lib.pyi_broker_stats(self._ptr, st)
+        return {f: int(getattr(st, f)) for f in
+                ("messages", "malformed", "rejected", "disconnected", "workers",
+                 "pending", "processes")}
+
+    def close(self) -> None:
+        if self._ptr is not None:
+            pp = ffi.new("pyi_broker_t **", self._ptr)
+            self._ptr = None
+            lib.pyi_broker_destroy(pp)
+
+
+class Client:
+    """A DEALER that calls services; replies come back in any order."""
+
+    def __init__(self, endpoint: str) -> None:
+        self._ptr = lib.pyi_client_new(endpoint.encode())
+        if self._ptr == ffi.NULL:
+            raise PyisolateError(f"cannot connect a client to {endpoint}: {last_error()}")
+
+    def fd(self) -> int:
+        return int(lib.pyi_client_fd(self._ptr))
+
+    def request(self, service: str, rid: int, timeout_ms: int, frames: Sequence[Any]) -> bool:
+        """Send a request; False when the send queue is full (try again later)."""
+        pp = _body(REQUEST, frames)
+        if lib.pyi_client_request(self._ptr, service.encode(), rid, timeout_ms, pp) != 0:
+            if ffi.errno == errno.EAGAIN:
+                return False
+            raise PyisolateError(f"cannot send a request to {service!r}: {last_error()}")
+        return True
+
+    def cancel(self, rid: int) -> None:
+        if self._ptr is not None:
+            lib.pyi_client_cancel(self._ptr, rid)
+
+    def recv(self) -> Message | None:
+        if self._ptr is None:
+            return None
+        msg = lib.pyi_client_recv(self._ptr, 0)
+        if msg == ffi.NULL:
+            return None
+        return _take(msg)
+
+    def close(self) -> None:
+        if self._ptr is not None:
+            pp = ffi.new("pyi_client_t **", self._ptr)
+            self._ptr = None
+            lib.pyi_client_destroy(pp)
+
+
+class Worker:
+    """A DEALER that offers services and answers requests."""
+
+    def __init__(self, endpoint: str, token: str, heartbeat_ms: int = 0,
+                 liveness: int = 0) -> None:
+        self._ptr = lib.pyi_worker_new(endpoint.encode(), token.encode(), heartbeat_ms,
+                                       liveness)
+        if self._ptr == ffi.NULL:
+            raise PyisolateError(f"cannot connect a worker to {endpoint}: {last_error()}")
+
+    def fd(self) -> int:
+        return int(lib.pyi_worker_fd(self._ptr))
+
+    def offer(self, service: str) -> None:
+        if lib.pyi_worker_offer(self._ptr, service.encode()) != 0:
+            raise PyisolateError(f"cannot offer service {service!r}: {last_error()}")
+
+    def recv(self) -> Message | None:
+        if self._ptr is None:
+            return None
+        msg = lib.pyi_worker_recv(self._ptr, 0)
+        if msg == ffi.NULL:
+            return None
+        return _take(msg)
+
+    def reply(self, rid: int, frames: Sequence[Any]) -> None:
+        pp = _body(REPLY, frames)
+        if lib.pyi_worker_reply(self._ptr, rid, pp) != 0:
+            raise PyisolateError(f"cannot send a reply: {last_error()}")
+
+    def error(self, rid: int, code: int, text: str, frames: Sequence[bytes]) -> None:
+        pp = _body(ERROR, frames)
+        if lib.pyi_worker_error(self._ptr, rid, code, text.encode("utf-8", "replace")[:1000],
+                                pp) != 0:
+            raise PyisolateError(f"cannot send an error reply: {last_error()}")
+
+    def heartbeat(self) -> int:
+        if self._ptr is None:
+            return -1
+        return int(lib.pyi_worker_heartbeat(self._ptr))
+
+    def close(self) -> None:
+        if self._ptr is not None:
+            pp = ffi.new("pyi_worker_t **", self._ptr)
+            self._ptr = None
+            lib.pyi_worker_destroy(pp)
+
+
+def bind_to_parent() -> int:
+    return int(lib.pyi_worker_bind_to_parent())

@@ -1,0 +1,502 @@
+"""The RPC node: one pyi_client (outgoing calls) and optionally one
+pyi_worker (incoming calls), driven by an asyncio loop.
+
+Both sockets' file descriptors are watched with ``loop.add_reader``; since
+ZMQ_FD is edge-triggered, every wake-up and every send is followed by a
+drain that reads until nothing is left. Each outgoing call has a 64-bit id
+mapped to a future; each incoming request runs as its own task, so calls
+nest in both directions to any depth without deadlock.
+
+Request body: a msgpack frame [op, target, method, args, kwargs], then the
+out-of-band buffers of large arrays and tensors. ``op`` is "call" for method
+calls; other ops are node-specific control messages (the extension's
+"stop", the host's "load_error"). ``target`` is "" for the service's main
+object or "o:<n>" for a registered callable. Every ProxiedSingleton is a
+service of its own, ``api.<module>.<qualname>``, offered by the host's worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import itertools
+import logging
+import sys
+from typing import Any, Awaitable, Callable
+
+import msgpack
+
+from . import _core
+from ._base import ProxiedSingleton, is_singleton_proxy, singleton_key
+from ._errors import CallTimeout, PyisolateError, describe_exception, rebuild_exception
+from ._serialize import Codec
+
+logger = logging.getLogger("pyisolate")
+
+
+
+class BrokerError(PyisolateError):
+    """The broker answered a call with an error of its own (``code``)."""
+
+    def __init__(self, code: int | str, text: str = "") -> None:
+        if isinstance(code, str):  # rebuilt from another process: the message only
+            self.code, self.text = -1, code
+            super().__init__(code)
+            return
+        self.code = code
+        self.text = text
+        super().__init__(f"{_core.error_name(code)}: {text}" if text else _core.error_name(code))
+
+
+Resolver = Callable[[str], Any]
+OpHandler = Callable[[str, str, list[Any], dict[str, Any]], Awaitable[Any]]
+
+
+class RemoteCallable:
+    """A callable that lives in another process; calling it returns an
+    awaitable. References stay valid while the call that passed them runs."""
+
+    def __init__(self, node: Node, service: str, target: str, label: str) -> None:
+        self._pyi_node = node
+        self._pyi_service = service
+        self._pyi_target = target
+        self._pyi_label = label
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        return self._pyi_node.call(self._pyi_service, self._pyi_target, "", args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<remote callable {self._pyi_label or self._pyi_target} in {self._pyi_service}>"
+
+
+class RemoteObject:
+    """An object that lives in another process: ``await obj.method(...)``."""
+
+    def __init__(self, node: Node, service: str, target: str, label: str) -> None:
+        self._pyi_node = node
+        self._pyi_service = service
+        self._pyi_target = target
+        self._pyi_label = label
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        node, service, target = self._pyi_node, self._pyi_service, self._pyi_target
+
+        def method(*args: Any, **kwargs: Any) -> Awaitable[Any]:
+            return node.call(service, target, name, args, kwargs)
+
+        return method
+
+    def __repr__(self) -> str:
+        return f"<remote {self._pyi_label or self._pyi_target} in {self._pyi_service}>"
+
+
+async def invoke(fn: Callable[..., Any], args: list[Any] | tuple[Any, ...],
+                 kwargs: dict[str, Any], offload_sync: bool) -> Any:
+    """Call fn; await its result if awaitable. A plain function runs in the
+    loop's default executor when offload_sync is set."""
+    if offload_sync and not (inspect.iscoroutinefunction(fn)
+                             or inspect.iscoroutinefunction(type(fn).__call__)):
+        loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()
+        result = await loop.run_in_executor(
+            None, functools.partial(ctx.run, fn, *args, **kwargs))
+    else:
+        result = fn(*args, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+class Node:
+    """One process's (or one host manager's) attachment to the broker."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, endpoint: str, name: str) -> None:
+        self.loop = loop
+        self.endpoint = endpoint
+        self.name = name
+        self.client: _core.Client | None = _core.Client(endpoint)
+        self.worker: _core.Worker | None = None
+        self.service: str | None = None
+        self.offload_sync = False
+        self.resolver: Resolver = lambda target: None
+        self.singletons: dict[str, type[ProxiedSingleton]] = {}
+        self.ops: dict[str, OpHandler] = {}
+        self.on_lost: Callable[[str], None] | None = None
+        self.codec = Codec(self._encode_ref, self._decode_ref)
+        self._ids = itertools.count(1)
+        self._oids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[_core.Message]] = {}
+        self._objects: dict[str, Any] = {}
+        self._ref_sink: list[str] | None = None
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._client_fd = self.client.fd()
+        self._worker_fd = -1
+        self._token = ""
+        self._offers: dict[str, asyncio.Future[None]] = {}
+        self.services: list[str] = []
+        self._hb_handle: asyncio.TimerHandle | None = None
+        self._drain_scheduled = False
+        self.closed = False
+        loop.add_reader(self._client_fd, self._drain_client)
+
+    # -- outgoing calls -----------------------------------------------------
+    async def call(self, service: str, target: str, method: str,
+                   args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], *,
+                   op: str = "call", timeout: float | None = None) -> Any:
+        if self.closed or self.client is None:
+            raise PyisolateError(f"{self.name}: the connection to the broker is closed")
+        rid = next(self._ids)
+        refs: list[str] = []
+        self._ref_sink = refs
+        try:
+            body = self.codec.dumps_call(op, target, method, tuple(args), kwargs)
+        except BaseException:
+            self._release(refs)
+            raise
+        finally:
+            self._ref_sink = None
+        timeout_ms = 0
+        if timeout is not None and timeout > 0:
+            timeout_ms = max(1, min(int(timeout * 1000), 2**32 - 1))
+        fut: asyncio.Future[_core.Message] = self.loop.create_future()
+        self._pending[rid] = fut
+        backstop: asyncio.TimerHandle | None = None
+        try:
+            delay = 0.001
+            while not self.client.request(service, rid, timeout_ms, body):
+                # Send queue full: let replies drain, then try again.
+                self._drain_client()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+                if self.client is None:
+                    raise PyisolateError(f"{self.name}: the connection to the broker is closed")
+            self._schedule_drain()
+            if timeout_ms:
+                # The broker enforces the deadline; this only guards against
+                # a broker that never answers.
+                backstop = self.loop.call_later((timeout or 0) + 5.0, self._backstop, rid)
+            try:
+                msg = await fut
+            except asyncio.CancelledError:
+                if self.client is not None:
+                    self.client.cancel(rid)
+                    self._schedule_drain()
+                raise
+        finally:
+            self._pending.pop(rid, None)
+            if backstop is not None:
+                backstop.cancel()
+            self._release(refs)
+        return self._result(msg, service, method, timeout)
+
+    def _backstop(self, rid: int) -> None:
+        fut = self._pending.get(rid)
+        if fut is not None and not fut.done():
+            if self.client is not None:
+                self.client.cancel(rid)
+            fut.set_result(_core.Message(_core.ERROR, rid, "", _core.ERR_TIMEOUT,
+                                         "no answer from the broker", 0))
+
+    def _result(self, msg: _core.Message, service: str, method: str,
+                timeout: float | None) -> Any:
+        if msg.command == _core.REPLY:
+            return self.codec.loads(msg.frames[0], msg.frames[1:]) if msg.frames else None
+        if msg.command == _core.ERROR and msg.code >= _core.ERR_APPLICATION and msg.frames:
+            try:
+                data = msgpack.unpackb(msg.frames[0], raw=False, strict_map_key=False)
+            except Exception:
+                data = {"module": "builtins", "qualname": "RuntimeError", "message": msg.text}
+            raise rebuild_exception(data)
+        if msg.code == _core.ERR_TIMEOUT:
+            raise CallTimeout(f"call to {method or 'callable'!s} on {service!r} timed out "
+                              f"after {timeout}s")
+        raise BrokerError(msg.code, msg.text)
+
+    def _drain_client(self) -> None:
+        client = self.client
+        while client is not None:
+            msg = client.recv()
+            if msg is None:
+                break
+            if msg.command == _core.DISCONNECT:
+                err = _core.Message(_core.ERROR, 0, "", _core.ERR_SHUTDOWN, msg.text, 0)
+                for fut in list(self._pending.values()):
+                    if not fut.done():
+                        fut.set_result(err)
+                continue
+            waiter = self._pending.get(msg.id)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(msg)
+
+    def _schedule_drain(self) -> None:
+        if not self._drain_scheduled and not self.closed:
+            self._drain_scheduled = True
+            self.loop.call_soon(self._drain_all)
+
+    def _drain_all(self) -> None:
+        self._drain_scheduled = False
+        if self.closed:
+            return
+        self._drain_client()
+        self._drain_worker()
+
+    # -- serving ------------------------------------------------------------
+    async def serve(self, service: str, token: str) -> None:
+        """Start the worker, offer ``service`` (with the broker-granted token)
+        and wait until the broker has registered it."""
+        self.service = service
+        self._token = token
+        self.services = [service]
+        self._start_worker()
+        await self._offers[service]
+
+    async def offer(self, service: str) -> None:
+        """Offer one more service (granted to this worker's token)."""
+        if service not in self.services:
+            self.services.append(service)
+            if self.worker is not None:
+                self._offer(service)
+            else:
+                self._offers[service] = self.loop.create_future()
+        await self._offers[service]
+
+    def _offer(self, service: str) -> None:
+        assert self.worker is not None
+        self._offers[service] = self.loop.create_future()
+        self.worker.offer(service)
+        self._schedule_drain()
+
+    def _start_worker(self) -> None:
+        assert self.service is not None
+        self.worker = _core.Worker(self.endpoint, self._token)
+        self._worker_fd = self.worker.fd()
+        self.loop.add_reader(self._worker_fd, self._drain_worker)
+        for service in self.services:
+            self._offer(service)
+        self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        self._hb_handle = None
+        if self.closed or self.worker is None:
+            return
+        ms = self.worker.heartbeat()
+        self._drain_worker()
+        if ms < 0:
+            logger.warning("%s: the broker went silent", self.name)
+            if self.on_lost is not None:
+                self.on_lost("the broker went silent")
+                return
+            ms = 1000
+        self._hb_handle = self.loop.call_later(max(ms, 10) / 1000.0, self._heartbeat)
+
+    def _drain_worker(self) -> None:
+        worker = self.worker
+        while worker is not None and self.worker is worker:
+            msg = worker.recv()
+            if msg is None:
+                break
+            cmd = msg.command
+            if cmd == _core.REQUEST:
+                self._tasks[msg.id] = self.loop.create_task(self._serve_one(msg))
+            elif cmd == _core.CANCEL:
+                task = self._tasks.pop(msg.id, None)
+                if task is not None:
+                    task.cancel()
+            elif cmd == _core.READY:
+                for name in msg.services or list(self._offers):
+                    fut = self._offers.get(name)
+                    if fut is not None and not fut.done():
+                        fut.set_result(None)
+            elif cmd == _core.ERROR:
+                fut = self._offers.get(msg.service)
+                if fut is not None and not fut.done():
+                    fut.set_exception(PyisolateError(
+                        f"the broker refused service {msg.service!r}: {msg.text}"))
+            elif cmd == _core.DISCONNECT:
+                logger.debug("%s: broker sent DISCONNECT (%s)", self.name, msg.text)
+                if self.on_lost is not None:
+                    self.on_lost(msg.text or "the broker disconnected")
+                break
+
+    async def _serve_one(self, msg: _core.Message) -> None:
+        rid = msg.id
+        try:
+            if not msg.frames:
+                raise PyisolateError("empty request")
+            op, target, method, args, kwargs = self.codec.loads(msg.frames[0], msg.frames[1:])
+            if op == "call":
+                result = await self._dispatch(msg.service, target, method, args, kwargs)
+            else:
+                handler = self.ops.get(op)
+                if handler is None:
+                    raise PyisolateError(f"unknown operation {op!r}")
+                result = await handler(target, method, args, kwargs)
+            body = self.codec.dumps(result, "return value")
+        except asyncio.CancelledError:
+            # CANCEL from the caller (or shutdown): the broker forgot the request.
+            self._tasks.pop(rid, None)
+            return
+        except BaseException as exc:  # noqa: BLE001 - everything crosses
+            self._tasks.pop(rid, None)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                logger.warning("%s: a call raised %r", self.name, exc)
+            self._send_error(rid, exc)
+            return
+        self._tasks.pop(rid, None)
+        if self.worker is not None:
+            try:
+                self.worker.reply(rid, body)
+            except PyisolateError as exc:
+                logger.warning("%s: cannot reply: %s", self.name, exc)
+            self._schedule_drain()
+
+    def _send_error(self, rid: int, exc: BaseException) -> None:
+        if self.worker is None:
+            return
+        try:
+            data = describe_exception(exc)
+            body = msgpack.packb(data, use_bin_type=True)
+            self.worker.error(rid, _core.ERR_APPLICATION,
+                              f"{data['qualname']}: {data['message']}", [body])
+        except Exception as inner:  # pragma: no cover - describe never fails in practice
+            logger.warning("%s: cannot send an error reply: %s", self.name, inner)
+        self._schedule_drain()
+
+    async def _dispatch(self, service: str, target: str, method: str, args: list[Any],
+                        kwargs: dict[str, Any]) -> Any:
+        if service.startswith("api."):
+            cls = self.singletons.get(service[4:])
+            if cls is None:
+                raise PyisolateError(f"no ProxiedSingleton {service[4:]!r} is served here")
+            obj = cls._pyi_get_instance()
+            offload = False
+        elif target.startswith("o:"):
+            obj = self._objects.get(target)
+            if obj is None:
+                raise PyisolateError(
+                    "the callable passed earlier is no longer available (references to "
+                    "callables are valid only while the call that passed them runs)")
+            offload = False
+        else:
+            obj = self.resolver(target)
+            if obj is None:
+                raise PyisolateError(f"nothing to call at {target!r}")
+            offload = self.offload_sync
+        if method:
+            if method.startswith("_"):
+                raise AttributeError(f"private attribute {method!r} cannot be called remotely")
+            fn = getattr(obj, method)
+        else:
+            fn = obj
+        if not callable(fn):
+            raise TypeError(f"{method!r} of {type(obj).__qualname__} is not callable")
+        return await invoke(fn, args, kwargs, offload)
+
+    # -- references -----------------------------------------------------------
+    def _encode_ref(self, obj: Any) -> tuple[str, str, str, str] | None:
+        if isinstance(obj, (RemoteCallable, RemoteObject)):
+            kind = "callable" if isinstance(obj, RemoteCallable) else "object"
+            return (obj._pyi_service, obj._pyi_target, kind, obj._pyi_label)
+        if isinstance(obj, ProxiedSingleton):
+            if is_singleton_proxy(obj):
+                key = singleton_key(obj.__dict__["_pyi_class"])
+                if not obj.__dict__["_pyi_service"]:
+                    return None
+            else:
+                key = singleton_key(type(obj))
+                if key not in self.singletons:
+                    return None
+            return ("api." + key, "", "singleton", key)
+        if callable(obj) and not isinstance(obj, type) and self.service:
+            oid = f"o:{next(self._oids)}"
+            self._objects[oid] = obj
+            if self._ref_sink is not None:
+                self._ref_sink.append(oid)
+            label = getattr(obj, "__qualname__", "") or type(obj).__qualname__
+            return (self.service, oid, "callable", str(label))
+        return None
+
+    def _decode_ref(self, service: str, target: str, kind: str, label: str) -> Any:
+        if service.startswith("api.") and service[4:] in self.singletons:
+            return self.singletons[service[4:]]._pyi_get_instance()
+        if service == self.service:
+            obj = self._objects.get(target)
+            if obj is not None:
+                return obj
+        if kind == "callable":
+            return RemoteCallable(self, service, target, label)
+        if kind == "singleton":
+            module, _, qual = label.rpartition(".")
+            cls = _find_class(label)
+            if cls is not None and issubclass(cls, ProxiedSingleton):
+                try:
+                    return cls()
+                except Exception:
+                    pass
+        return RemoteObject(self, service, target, label)
+
+    def _release(self, oids: list[str]) -> None:
+        for oid in oids:
+            self._objects.pop(oid, None)
+
+    # -- shutdown -------------------------------------------------------------
+    def close_worker(self) -> None:
+        if self._hb_handle is not None:
+            self._hb_handle.cancel()
+            self._hb_handle = None
+        for task in list(self._tasks.values()):
+            task.cancel()
+        self._tasks.clear()
+        if self.worker is not None:
+            try:
+                self.loop.remove_reader(self._worker_fd)
+            except Exception:
+                pass
+            worker, self.worker = self.worker, None
+            worker.close()
+
+    def restart_worker(self) -> None:
+        """Reconnect the worker and offer the service again (after the broker
+        lost it, e.g. when this loop was blocked for too long)."""
+        self.close_worker()
+        if not self.closed and self.service:
+            self._start_worker()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.close_worker()
+        self.closed = True
+        err = _core.Message(_core.ERROR, 0, "", _core.ERR_SHUTDOWN, "closed", 0)
+        for fut in list(self._pending.values()):
+            if not fut.done():
+                fut.set_result(err)
+        if self.client is not None:
+            try:
+                self.loop.remove_reader(self._client_fd)
+            except Exception:
+                pass
+            client, self.client = self.client, None
+            client.close()
+        self._objects.clear()
+
+
+def _find_class(label: str) -> type | None:
+    module, _, qual = label.rpartition(".")
+    while module:
+        mod = sys.modules.get(module)
+        if mod is not None:
+            obj: Any = mod
+            for part in qual.split("."):
+                obj = getattr(obj, part, None)
+                if obj is None:
+                    break
+            if isinstance(obj, type):
+                return obj
+        module, _, head = module.rpartition(".")
+        qual = f"{head}.{qual}"
+    return None

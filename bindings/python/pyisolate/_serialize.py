@@ -1,0 +1,269 @@
+"""Values across the boundary: msgpack with extension types.
+
+Native msgpack carries None, bool, int (64-bit), float, str, bytes, list and
+dict (any msgpack-able keys: an int key stays an int). Extension types carry
+the rest: tuple (stays a tuple), set, frozenset, big ints, numpy arrays (numpy
+scalars become Python scalars), torch tensors (by value), and references to objects that stay on
+their side (host callables, singletons). Anything else raises TypeError
+naming the type and where it sat. Pickle is never used.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import msgpack
+
+EXT_TUPLE = 1
+EXT_SET = 2
+EXT_FROZENSET = 3
+EXT_BIGINT = 4
+EXT_NDARRAY = 5
+EXT_TENSOR = 6
+EXT_REF = 7
+
+# Buffers from this size on travel as their own body frames.
+OOB_THRESHOLD = 64 * 1024
+MAX_OOB_FRAMES = 200
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+# (service, object id, kind, label) for a reference, or None when the
+# object cannot be referenced.
+RefEncoder = Callable[[Any], "tuple[str, str, str, str] | None"]
+RefDecoder = Callable[[str, str, str, str], Any]
+
+
+class Codec:
+    """Encodes and decodes values; refs are delegated to the RPC node."""
+
+    def __init__(self, encode_ref: RefEncoder, decode_ref: RefDecoder) -> None:
+        self._encode_ref = encode_ref
+        self._decode_ref = decode_ref
+        # Large array/tensor buffers of the message being encoded: they travel
+        # as extra body frames instead of being copied into the msgpack frame.
+        self._oob: list[Any] | None = None
+        self._in: list[Any] = []
+
+    # -- encoding ---------------------------------------------------------
+    def dumps(self, obj: Any, where: str = "value") -> list[Any]:
+        """Pack obj into frames: [msgpack, buffer, ...]. ``where`` names the
+        root in error messages."""
+        self._oob = []
+        try:
+            try:
+                head = msgpack.packb(obj, default=self._default, strict_types=True,
+                                     use_bin_type=True)
+            except (TypeError, OverflowError, ValueError):
+                # Slow path: walk the value with its position, for big ints
+                # and for an exact error message.
+                self._oob = []
+                head = msgpack.packb(self._convert(obj, where), strict_types=True,
+                                     use_bin_type=True)
+            return [head, *self._oob]
+        finally:
+            self._oob = None
+
+    def dumps_call(self, op: str, target: str, method: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> list[Any]:
+        self._oob = []
+        try:
+            try:
+                head = msgpack.packb([op, target, method, list(args), kwargs],
+                                     default=self._default, strict_types=True,
+                                     use_bin_type=True)
+            except (TypeError, OverflowError, ValueError):
+                self._oob = []
+                conv_args = [self._convert(a, f"argument {i}") for i, a in enumerate(args)]
+                conv_kwargs = {k: self._convert(v, f"keyword argument {k!r}")
+                               for k, v in kwargs.items()}
+                head = msgpack.packb([op, target, method, conv_args, conv_kwargs],
+                                     strict_types=True, use_bin_type=True)
+            return [head, *self._oob]
+        finally:
+            self._oob = None
+
+    def _buffer(self, data: Any) -> Any:
+        """A contiguous byte buffer: sent out of band when large, else inline."""
+        mv = memoryview(data).cast("B")
+        if (self._oob is not None and mv.nbytes >= OOB_THRESHOLD
+                and len(self._oob) < MAX_OOB_FRAMES):
+            self._oob.append(mv)
+            return len(self._oob)  # frame index (frame 0 is the msgpack head)
+        return mv.tobytes()
+
+    def _default(self, obj: Any) -> Any:
+        return self._convert(obj, "value")
+
+    def _pack(self, obj: Any) -> bytes:
+        return msgpack.packb(obj, strict_types=True, use_bin_type=True)
+
+    def _convert(self, obj: Any, path: str) -> Any:  # noqa: C901 - one dispatch
+        t = type(obj)
+        if obj is None or t is bool or t is str or t is bytes or t is float:
+            return obj
+        if t is int:
+            if _INT_MIN <= obj <= _INT_MAX:
+                return obj
+            return msgpack.ExtType(EXT_BIGINT, str(obj).encode())
+        if t is list:
+            return [self._convert(v, f"{path}[{i}]") for i, v in enumerate(obj)]
+        if t is tuple:
+            return msgpack.ExtType(EXT_TUPLE, self._pack(
+                [self._convert(v, f"{path}[{i}]") for i, v in enumerate(obj)]))
+        if t is dict:
+            return {self._convert(k, f"{path} key {k!r}"): self._convert(v, f"{path}[{k!r}]")
+                    for k, v in obj.items()}
+        if t is set or t is frozenset:
+            code = EXT_SET if t is set else EXT_FROZENSET
+            return msgpack.ExtType(code, self._pack(
+                [self._convert(v, f"{path} item {v!r}") for v in obj]))
+        if t is bytearray or t is memoryview:
+            return bytes(obj)
+        np = sys.modules.get("numpy")
+        if np is not None:
+            if isinstance(obj, np.ndarray):
+                return self._ndarray(obj, np, path)
+            if isinstance(obj, np.generic):
+                # numpy scalars travel as Python scalars: the other side may
+                # have no numpy (np.float64 is a float anyway).
+                return self._convert(obj.item(), path)
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(obj, torch.Tensor):
+            return self._tensor(obj, torch, path)
+        ref = self._encode_ref(obj)
+        if ref is not None:
+            return msgpack.ExtType(EXT_REF, self._pack(list(ref)))
+        # Subclasses of the plain types travel as the plain type.
+        if isinstance(obj, bool):
+            return bool(obj)
+        if isinstance(obj, int):
+            return self._convert(int(obj), path)
+        if isinstance(obj, float):
+            return float(obj)
+        if isinstance(obj, str):
+            return str(obj)
+        if isinstance(obj, bytes):
+            return bytes(obj)
+        if isinstance(obj, dict):
+            return self._convert(dict(obj), path)
+        if isinstance(obj, list):
+            return self._convert(list(obj), path)
+        if isinstance(obj, tuple):
+            return self._convert(tuple(obj), path)
+        raise TypeError(
+            f"cannot send a value of type {t.__module__}.{t.__qualname__} "
+            f"(at {path}) to another process: pyisolate carries None, bool, int, "
+            f"float, str, bytes, list, tuple, dict, set, numpy arrays, torch tensors, "
+            f"callables and ProxiedSingleton instances")
+
+    def _ndarray(self, obj: Any, np: Any, path: str) -> Any:
+        scalar = False
+        arr = obj
+        if arr.dtype.hasobject or arr.dtype.fields is not None:
+            raise TypeError(f"cannot send a numpy array of dtype {arr.dtype} (at {path}): "
+                            "only plain numeric, bool, bytes and str dtypes are carried")
+        if not arr.flags.c_contiguous:
+            arr = arr.copy(order="C")
+        shape = list(arr.shape)
+        data = self._buffer(arr.reshape(-1).view(np.uint8)) if arr.size else b""
+        return msgpack.ExtType(EXT_NDARRAY, self._pack([arr.dtype.str, shape, data, scalar]))
+
+    def _tensor(self, obj: Any, torch: Any, path: str) -> Any:
+        t = obj.detach()
+        device = str(t.device)
+        if t.device.type != "cpu":
+            t = t.cpu()
+        t = t.contiguous()
+        dtype = str(t.dtype).replace("torch.", "")
+        if t.numel() == 0:
+            data: Any = b""
+        else:
+            data = self._buffer(t.reshape(-1).view(torch.uint8).numpy())
+        return msgpack.ExtType(EXT_TENSOR, self._pack(
+            [dtype, list(t.shape), data, device, bool(obj.requires_grad)]))
+
+    # -- decoding ---------------------------------------------------------
+    def loads(self, data: bytes, frames: list[Any] | None = None) -> Any:
+        """Unpack a msgpack frame; ``frames`` are the message's other body
+        frames (out-of-band buffers, writable bytearrays)."""
+        if frames is not None:
+            self._in = frames
+        try:
+            return msgpack.unpackb(data, ext_hook=self._ext_hook, strict_map_key=False,
+                                   raw=False, use_list=True)
+        finally:
+            if frames is not None:
+                self._in = []
+
+    def _frame(self, ref: Any) -> Any:
+        if isinstance(ref, int):
+            try:
+                return self._in[ref - 1]
+            except IndexError:
+                raise ValueError("message refers to a missing body frame") from None
+        return ref
+
+    def _ext_hook(self, code: int, data: bytes) -> Any:
+        if code == EXT_TUPLE:
+            return tuple(self.loads(data))
+        if code == EXT_SET:
+            return set(self.loads(data))
+        if code == EXT_FROZENSET:
+            return frozenset(self.loads(data))
+        if code == EXT_BIGINT:
+            return int(data.decode())
+        if code == EXT_NDARRAY:
+            fields = msgpack.unpackb(data, raw=False)
+            fields[2] = self._frame(fields[2])
+            return _decode_ndarray(fields)
+        if code == EXT_TENSOR:
+            fields = msgpack.unpackb(data, raw=False)
+            fields[2] = self._frame(fields[2])
+            return _decode_tensor(fields)
+        if code == EXT_REF:
+            service, oid, kind, label = msgpack.unpackb(data, raw=False)
+            return self._decode_ref(service, oid, kind, label)
+        raise TypeError(f"unknown pyisolate value type {code} received")
+
+
+def _decode_ndarray(fields: list[Any]) -> Any:
+    dtype, shape, data, scalar = fields
+    try:
+        import numpy as np
+    except ImportError:
+        raise TypeError("received a numpy array, but numpy is not importable in this "
+                        "process (an extension needs numpy in its dependencies)") from None
+    if isinstance(data, bytearray):  # an out-of-band frame: writable, ours alone
+        arr = np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
+    else:
+        arr = np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape).copy()
+    if scalar:
+        return arr[()]
+    return arr
+
+
+def _decode_tensor(fields: list[Any]) -> Any:
+    dtype_name, shape, data, device, requires_grad = fields
+    try:
+        import torch
+    except ImportError:
+        raise TypeError("received a torch tensor, but torch is not importable in this "
+                        "process (load the extension with share_torch=True)") from None
+    dtype = getattr(torch, dtype_name)
+    if not data:
+        t = torch.empty(shape, dtype=dtype)
+    else:
+        if not isinstance(data, bytearray):
+            data = bytearray(data)
+        t = torch.frombuffer(data, dtype=dtype).reshape(shape)
+    if device != "cpu":
+        try:
+            t = t.to(device)
+        except Exception:  # device not available on this side: keep it on the CPU
+            pass
+    if requires_grad and t.is_floating_point():
+        t.requires_grad_(True)
+    return t

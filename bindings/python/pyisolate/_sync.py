@@ -1,0 +1,118 @@
+"""Calling extensions from synchronous code.
+
+``SyncExtensionManager`` runs an ExtensionManager on a private event loop in
+a background thread; its methods and the methods of the handles it returns
+block until the result is there::
+
+    with pyisolate.SyncExtensionManager(pyisolate.ExtensionBase, config) as manager:
+        ext = manager.load_extension(pyisolate.ExtensionConfig(name=..., module_path=...))
+        print(ext.process_data([1, 2, 3]))   # no await
+
+Use it from code that has no event loop of its own; from async code use
+ExtensionManager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+from typing import Any, Callable, Coroutine, Mapping, TypeVar
+
+from ._base import ExtensionBase
+from ._manager import Extension, ExtensionManager
+from .config import ExtensionConfig, ExtensionManagerConfig
+
+R = TypeVar("R")
+
+
+class SyncExtensionManager:
+    """A blocking facade over ExtensionManager (see the module docstring)."""
+
+    def __init__(self, extension_type: type[ExtensionBase] = ExtensionBase,
+                 config: ExtensionManagerConfig | Mapping[str, Any] | None = None) -> None:
+        self._manager: ExtensionManager[Any] = ExtensionManager(extension_type, config)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever,
+                                        name="pyisolate-sync-loop", daemon=True)
+        self._thread.start()
+        self._closed = False
+        # A program that forgets stop_all(): stop on the loop's own thread at
+        # exit (before pyisolate's own last-resort clean-up runs).
+        atexit.register(self._at_exit)
+
+    def _at_exit(self) -> None:
+        try:
+            self.stop_all()
+        except Exception:
+            pass
+
+    def _run(self, coro: Coroutine[Any, Any, R], timeout: float | None = None) -> R:
+        if self._closed:
+            coro.close()
+            raise RuntimeError("this SyncExtensionManager is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    @property
+    def manager(self) -> ExtensionManager[Any]:
+        """The underlying async manager (its loop runs in another thread)."""
+        return self._manager
+
+    def load_extension(self, config: ExtensionConfig | Mapping[str, Any]) -> "SyncExtension":
+        """Load an extension and wait until it is ready."""
+        async def load() -> Extension[Any]:
+            return await self._manager.load_extension(config)
+
+        return SyncExtension(self, self._run(load()))
+
+    def stop_all(self) -> None:
+        """Stop every extension and the background loop."""
+        if self._closed:
+            return
+        atexit.unregister(self._at_exit)
+        try:
+            self._run(self._manager.stop_all())
+        finally:
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+
+    close = stop_all
+
+    def __enter__(self) -> "SyncExtensionManager":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+
+class SyncExtension:
+    """Blocking handle: ``ext.method(*args)`` returns the result."""
+
+    def __init__(self, owner: SyncExtensionManager, ext: Extension[Any]) -> None:
+        self._owner = owner
+        self._ext = ext
+        self.name = ext.name
+
+    @property
+    def pid(self) -> int | None:
+        return self._ext.pid
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        ext = self._ext
+
+        def method(*args: Any, **kwargs: Any) -> Any:
+            return self._owner._run(ext._call(name, args, kwargs, ext._timeout))
+
+        method.__name__ = name
+        return method
+
+    def call(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Call ``method`` with a deadline of ``timeout`` seconds."""
+        return self._owner._run(self._ext._call(method, args, kwargs, timeout))
+
+    def stop(self) -> None:
+        self._owner._run(self._ext.stop())

@@ -1,0 +1,6 @@
+import this_module_does_not_exist_anywhere  # noqa: F401
+from pyisolate import ExtensionBase
+
+
+class Broken(ExtensionBase):
+    pass

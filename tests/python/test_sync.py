@@ -1,0 +1,47 @@
+"""Calling extensions from synchronous code."""
+
+from __future__ import annotations
+
+import pyisolate
+import pytest
+from conftest import ext_config
+
+
+def test_sync_manager(venv_root) -> None:
+    config = pyisolate.ExtensionManagerConfig(venv_root_path=venv_root)
+    with pyisolate.SyncExtensionManager(pyisolate.ExtensionBase, config) as manager:
+        ext = manager.load_extension(ext_config("sync_user", "basic"))
+        assert ext.echo((1, 2)) == (1, 2)
+        assert ext.sync_echo("x") == "x"
+        with pytest.raises(ValueError, match="bad value"):
+            ext.fail("value")
+        with pytest.raises(pyisolate.CallTimeout):
+            ext.call("sleep", 10, timeout=0.3)
+        assert ext.pid is not None
+        ext.stop()
+
+
+def test_sync_manager_cleans_up_at_exit(venv_root, tmp_path) -> None:
+    """A program that never calls stop_all(): its extensions end with it and
+    nothing complains on its output."""
+    import subprocess
+    import sys
+
+    from conftest import HERE, subprocess_env
+
+    script = tmp_path / "forgetful.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(HERE)!r})\n"
+        "import pyisolate\n"
+        "from conftest import ext_config\n"
+        f"m = pyisolate.SyncExtensionManager(config={{'venv_root_path': {str(venv_root)!r}}})\n"
+        "e = m.load_extension(ext_config('forgetful', 'basic'))\n"
+        "print('pid', e.pid, e.echo('hi'))\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=subprocess_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "dangling" not in proc.stdout + proc.stderr
+    pid = int(proc.stdout.split()[1])
+    import os
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
