@@ -116,6 +116,7 @@ pyi_rundir_create (char *path, size_t size, int *lock_fd)
         return -1;
     }
     s_remove_stale (base);
+    pyi_region_remove_orphans ();
 
     uint32_t nonce;
     if (getrandom (&nonce, sizeof (nonce), 0) != sizeof (nonce))

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -532,4 +533,26 @@ int
 pyi_region_remove_session (const char *session)
 {
     return s_sweep (session, 0, true);
+}
+
+int
+pyi_region_remove_orphans (void)
+{
+    DIR *dir = opendir (SHM_DIR);
+    if (!dir)
+        return 0;
+    int removed = 0;
+    struct dirent *entry;
+    while ((entry = readdir (dir))) {
+        char name [PYI_REGION_MAX_NAME + 2];
+        if (strncmp (entry->d_name, NAME_PREFIX, strlen (NAME_PREFIX))
+        ||  snprintf (name, sizeof (name), "/%s", entry->d_name) >= (int) sizeof (name)
+        ||  !s_valid_name (name))
+            continue;
+        long pid = strtol (entry->d_name + strlen (NAME_PREFIX), NULL, 10);
+        if (pid > 0 && kill ((pid_t) pid, 0) == -1 && errno == ESRCH)
+            removed += shm_unlink (name) == 0;
+    }
+    closedir (dir);
+    return removed;
 }

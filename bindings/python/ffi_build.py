@@ -171,11 +171,165 @@ int pyi_worker_bind_to_parent (void);
 
 /* libc */
 void free (void *ptr);
+
+/* dlpack.h (0.6) and pyi_tensor.h's DLPack 1.0 versioned tensor */
+typedef int... DLDeviceType;
+typedef struct {
+    DLDeviceType device_type;
+    int device_id;
+} DLDevice;
+typedef struct {
+    uint8_t code;
+    uint8_t bits;
+    uint16_t lanes;
+} DLDataType;
+typedef struct {
+    void *data;
+    DLDevice device;
+    int ndim;
+    DLDataType dtype;
+    int64_t *shape;
+    int64_t *strides;
+    uint64_t byte_offset;
+} DLTensor;
+typedef struct DLManagedTensor {
+    DLTensor dl_tensor;
+    void *manager_ctx;
+    void (*deleter) (struct DLManagedTensor *self);
+} DLManagedTensor;
+typedef struct {
+    uint32_t major;
+    uint32_t minor;
+} DLPackVersion;
+typedef struct DLManagedTensorVersioned {
+    DLPackVersion version;
+    void *manager_ctx;
+    void (*deleter) (struct DLManagedTensorVersioned *self);
+    uint64_t flags;
+    DLTensor dl_tensor;
+} DLManagedTensorVersioned;
+
+/* pyi_region.h */
+typedef struct _pyi_region_t pyi_region_t;
+#define PYI_REGION_MAX_NAME 63
+#define PYI_REGION_HEADER 4096
+
+int pyi_region_set_session (const char *session);
+const char *pyi_region_session (void);
+pyi_region_t *pyi_region_new (size_t size);
+pyi_region_t *pyi_region_open (const char *name);
+pyi_region_t *pyi_region_find (const void *ptr, size_t *offset);
+pyi_region_t *pyi_region_ref (pyi_region_t *self);
+void pyi_region_release (pyi_region_t **self_p);
+void *pyi_region_data (pyi_region_t *self);
+size_t pyi_region_size (pyi_region_t *self);
+const char *pyi_region_name (pyi_region_t *self);
+void pyi_region_sent (pyi_region_t *self);
+void pyi_region_received (pyi_region_t *self);
+uint32_t pyi_region_inflight (pyi_region_t *self);
+size_t pyi_region_mapped (void);
+int pyi_region_sweep (const char *session, int creator);
+int pyi_region_remove_session (const char *session);
+
+/* pyi_tensor.h */
+#define PYI_TENSOR_MAX_NDIM 32
+#define PYI_TENSOR_MAX_DESCRIPTOR 1024
+int pyi_tensor_pack (const DLTensor *t, void *buffer, size_t size);
+DLManagedTensor *pyi_tensor_decode (const void *data, size_t size);
+DLManagedTensorVersioned *pyi_tensor_decode_versioned (const void *data, size_t size,
+                                                       uint64_t flags);
+DLManagedTensor *pyi_tensor_wrap (const DLTensor *t);
+DLManagedTensorVersioned *pyi_tensor_wrap_versioned (const DLTensor *t, uint64_t flags);
+DLManagedTensorVersioned *pyi_tensor_share (const DLTensor *t);
+DLManagedTensorVersioned *pyi_tensor_empty (int32_t ndim, const int64_t *shape,
+                                            DLDataType dtype);
+
+/* this module's own C (SOURCE below): DLPack capsules for numpy and torch */
+int pyi_py_install (void);
 """
 
 SOURCE = r"""
 #include <stdlib.h>
 #include <pyisolate/pyisolate.h>
+
+/*  DLPack capsules, made here with the Python C API (cffi cannot return a
+    PyObject *): pyi_py_install () adds two functions to this module,
+        dlpack_capsule_versioned (address) -> "dltensor_versioned" capsule
+        dlpack_capsule (address)           -> "dltensor" capsule
+    over the DLManagedTensor[Versioned] at address. The capsule's destructor
+    calls the tensor's deleter when nobody consumed it (numpy and torch
+    rename a consumed capsule to "used_..." and call the deleter themselves
+    when their array or tensor dies). */
+static void pyi_py_capsule_versioned_dtor (PyObject *capsule)
+{
+    if (PyCapsule_IsValid (capsule, "dltensor_versioned")) {
+        DLManagedTensorVersioned *m =
+            (DLManagedTensorVersioned *) PyCapsule_GetPointer (capsule, "dltensor_versioned");
+        if (m && m->deleter)
+            m->deleter (m);
+    }
+}
+
+static void pyi_py_capsule_legacy_dtor (PyObject *capsule)
+{
+    if (PyCapsule_IsValid (capsule, "dltensor")) {
+        DLManagedTensor *m = (DLManagedTensor *) PyCapsule_GetPointer (capsule, "dltensor");
+        if (m && m->deleter)
+            m->deleter (m);
+    }
+}
+
+static PyObject *pyi_py_capsule_versioned (PyObject *self, PyObject *arg)
+{
+    void *p = PyLong_AsVoidPtr (arg);
+    if (p == NULL) {
+        if (!PyErr_Occurred ())
+            PyErr_SetString (PyExc_ValueError, "NULL DLManagedTensorVersioned");
+        return NULL;
+    }
+    return PyCapsule_New (p, "dltensor_versioned", pyi_py_capsule_versioned_dtor);
+}
+
+static PyObject *pyi_py_capsule_legacy (PyObject *self, PyObject *arg)
+{
+    void *p = PyLong_AsVoidPtr (arg);
+    if (p == NULL) {
+        if (!PyErr_Occurred ())
+            PyErr_SetString (PyExc_ValueError, "NULL DLManagedTensor");
+        return NULL;
+    }
+    return PyCapsule_New (p, "dltensor", pyi_py_capsule_legacy_dtor);
+}
+
+static PyMethodDef pyi_py_methods[] = {
+    {"dlpack_capsule_versioned", pyi_py_capsule_versioned, METH_O,
+     "A 'dltensor_versioned' capsule over the DLManagedTensorVersioned at an address."},
+    {"dlpack_capsule", pyi_py_capsule_legacy, METH_O,
+     "A 'dltensor' capsule over the DLManagedTensor at an address."},
+    {NULL, NULL, 0, NULL}
+};
+
+/*  cffi calls C with the GIL released: take it. 0, or -1. */
+int pyi_py_install (void)
+{
+    int rc = -1;
+    PyGILState_STATE gil = PyGILState_Ensure ();
+    PyObject *mod = PyImport_AddModule ("pyisolate._native");   /* borrowed */
+    if (mod) {
+        PyMethodDef *def;
+        rc = 0;
+        for (def = pyi_py_methods; def->ml_name; def++) {
+            PyObject *fn = PyCFunction_NewEx (def, NULL, NULL);
+            if (fn == NULL || PyObject_SetAttrString (mod, def->ml_name, fn) < 0)
+                rc = -1;
+            Py_XDECREF (fn);
+        }
+    }
+    if (rc)
+        PyErr_Clear ();
+    PyGILState_Release (gil);
+    return rc;
+}
 """
 
 

@@ -60,7 +60,7 @@ typedef struct DLManagedTensorVersioned {
 /*  DLPack type codes newer than dlpack.h 0.6 that descriptors accept. */
 #define PYI_DL_BOOL 6              /* kDLBool, 8 bits */
 #define PYI_DL_FLOAT8_FIRST 7      /* kDLFloat8_e3m4 .. */
-#define PYI_DL_FLOAT8_LAST 13      /* .. kDLFloat8_e8m0fnu, 8 bits */
+#define PYI_DL_FLOAT8_LAST 14      /* .. kDLFloat8_e8m0fnu (DLPack 1.1), 8 bits */
 
 /*  Write the descriptor of tensor t into buffer (size bytes). t->data
     (with byte_offset and strides, which may be negative or NULL for

@@ -556,6 +556,33 @@ test_host_killed (void)
     pyi_broker_destroy (&broker);
 }
 
+/*  Regions of a session whose host pid is gone, made with no runtime
+    directory at all, are removed by the next broker; a live pid's stay. */
+static void
+test_orphans (void)
+{
+    TEST_BEGIN ("orphan regions of a dead session pid are removed, live ones kept");
+    pid_t dead = fork ();
+    if (dead == 0)
+        _exit (0);
+    CHECK (dead > 0 && waitpid (dead, NULL, 0) == dead);
+    char orphan [128], alive [128];
+    snprintf (orphan, sizeof orphan, "/pyi-%ld-abc123-%ld-1", (long) dead, (long) dead);
+    snprintf (alive, sizeof alive, "/pyi-%ld-abc123-%ld-1", (long) getpid (), (long) getpid ());
+    for (int i = 0; i < 2; i++) {
+        int fd = shm_open (i ? alive : orphan, O_RDWR | O_CREAT | O_EXCL, 0600);
+        CHECK_MSG (fd != -1, "shm_open: %s", strerror (errno));
+        close (fd);
+    }
+    CHECK (s_exists (orphan) && s_exists (alive));
+    pyi_broker_t *broker = pyi_broker_new ();
+    CHECK_MSG (broker, "%s", pyi_last_error ());
+    CHECK_MSG (!s_exists (orphan), "a dead session's region survived the next start");
+    CHECK_MSG (s_exists (alive), "a live session's region was removed");
+    pyi_broker_destroy (&broker);
+    shm_unlink (alive);
+}
+
 int
 main (int argc, char *argv [])
 {
@@ -575,6 +602,7 @@ main (int argc, char *argv [])
     test_child_killed ();
     test_threads ();
     test_host_killed ();
+    test_orphans ();
     s_check_clean ();
     fprintf (stderr, "test_region: OK\n");
     return 0;

@@ -579,12 +579,13 @@ test_validation (void)
     s = good; s.device [1] = 1;        REFUSED (s, "device (1, 1) not supported");
     s = good; s.device [0] = -5;       REFUSED (s, "field 2 (device)");
     s = good; s.dtype [0] = 99;        REFUSED (s, "unknown dtype code 99");
-    s = good; s.dtype [0] = 14;        REFUSED (s, "unknown dtype code 14");
+    s = good; s.dtype [0] = 15;        REFUSED (s, "unknown dtype code 15");
+    s = good; s.dtype [0] = 14;        REFUSED (s, "dtype code 14 cannot have 32 bits");  /* e8m0fnu: 8 */
     s = good; s.dtype [0] = 300;       REFUSED (s, "field 3 (dtype)");
     s = good; s.dtype [0] = kDLOpaqueHandle; s.dtype [1] = 64; REFUSED (s, "opaque handle");
     s = good; s.dtype [1] = 12;        REFUSED (s, "cannot have 12 bits");
     s = good; s.dtype [1] = 0;         REFUSED (s, "cannot have 0 bits");
-    s = good; s.dtype [1] = 8;         REFUSED (s, "cannot have 8 bits");   /* float8 is 7..13 */
+    s = good; s.dtype [1] = 8;         REFUSED (s, "cannot have 8 bits");   /* float8 is 7..14 */
     s = good; s.dtype [0] = PYI_DL_BOOL; s.dtype [1] = 1; REFUSED (s, "cannot have 1 bits");
     s = good; s.dtype [0] = kDLBfloat; REFUSED (s, "cannot have 32 bits");
     s = good; s.dtype [2] = 0;         REFUSED (s, "0 lanes");

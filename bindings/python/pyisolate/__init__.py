@@ -21,6 +21,7 @@ from ._errors import (
 )
 from ._manager import Extension, ExtensionManager
 from ._rpc import BrokerError, RemoteCallable, RemoteObject
+from ._tensors import TensorDescriptorError, empty, region_name, share
 from ._sync import SyncExtension, SyncExtensionManager
 from .config import ExtensionConfig, ExtensionManagerConfig
 
@@ -45,4 +46,8 @@ __all__ = [
     "BrokerError",
     "RemoteCallable",
     "RemoteObject",
+    "empty",
+    "share",
+    "region_name",
+    "TensorDescriptorError",
 ]

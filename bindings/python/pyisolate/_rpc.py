@@ -231,6 +231,17 @@ class Node:
             waiter = self._pending.get(msg.id)
             if waiter is not None and not waiter.done():
                 waiter.set_result(msg)
+            elif msg.command == _core.REPLY and len(msg.frames) > 1:
+                self._discard(msg)
+
+    def _discard(self, msg: _core.Message) -> None:
+        """A reply nobody waits for any more (cancelled, timed out): decode
+        it all the same and drop it, so that the shared arrays it names are
+        received (their regions' in-flight counts go back) and then freed."""
+        try:
+            self.codec.loads(msg.frames[0], msg.frames[1:])
+        except Exception:
+            pass
 
     def _schedule_drain(self) -> None:
         if not self._drain_scheduled and not self.closed:

@@ -2,10 +2,17 @@
 
 Native msgpack carries None, bool, int (64-bit), float, str, bytes, list and
 dict (any msgpack-able keys: an int key stays an int). Extension types carry
-the rest: tuple (stays a tuple), set, frozenset, big ints, numpy arrays (numpy
-scalars become Python scalars), torch tensors (by value), and references to objects that stay on
+the rest: tuple (stays a tuple), set, frozenset, big ints, numpy arrays and
+torch CPU tensors (shared memory: EXT_SHARED, see _tensors.py; numpy scalars
+become Python scalars), arrays of dtypes DLPack lacks and CUDA tensors (by
+value: EXT_NDARRAY, EXT_TENSOR), and references to objects that stay on
 their side (host callables, singletons). Anything else raises TypeError
 naming the type and where it sat. Pickle is never used.
+
+EXT_SHARED holds msgpack [kind, descriptor, flags]: kind "numpy" or
+"torch"; descriptor the index of the body frame that holds the C descriptor
+(pyi_tensor_pack), or the descriptor's bytes themselves when the message has
+no frames left; flags bit 0: requires_grad (torch), bit 1: read-only (numpy).
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from typing import Any, Callable
 
 import msgpack
 
+from . import _tensors
+
 EXT_TUPLE = 1
 EXT_SET = 2
 EXT_FROZENSET = 3
@@ -22,6 +31,7 @@ EXT_BIGINT = 4
 EXT_NDARRAY = 5
 EXT_TENSOR = 6
 EXT_REF = 7
+EXT_SHARED = 8
 
 # Buffers from this size on travel as their own body frames.
 OOB_THRESHOLD = 64 * 1024
@@ -46,44 +56,62 @@ class Codec:
         # as extra body frames instead of being copied into the msgpack frame.
         self._oob: list[Any] | None = None
         self._in: list[Any] = []
+        # Regions described in the message being encoded (one reference each).
+        self._sent: list[Any] | None = None
+        # Packers are reused (making one per message costs more than the
+        # message); a failed pack resets its buffer.
+        self._packer = msgpack.Packer(strict_types=True, use_bin_type=True)
+        self._fast = msgpack.Packer(default=self._default, strict_types=True,
+                                    use_bin_type=True)
 
     # -- encoding ---------------------------------------------------------
     def dumps(self, obj: Any, where: str = "value") -> list[Any]:
         """Pack obj into frames: [msgpack, buffer, ...]. ``where`` names the
         root in error messages."""
-        self._oob = []
-        try:
-            try:
-                head = msgpack.packb(obj, default=self._default, strict_types=True,
-                                     use_bin_type=True)
-            except (TypeError, OverflowError, ValueError):
-                # Slow path: walk the value with its position, for big ints
-                # and for an exact error message.
-                self._oob = []
-                head = msgpack.packb(self._convert(obj, where), strict_types=True,
-                                     use_bin_type=True)
-            return [head, *self._oob]
-        finally:
-            self._oob = None
+        return self._encode(obj, lambda: msgpack.packb(
+            self._convert(obj, where), strict_types=True, use_bin_type=True))
 
     def dumps_call(self, op: str, target: str, method: str, args: tuple[Any, ...],
                    kwargs: dict[str, Any]) -> list[Any]:
+        def slow() -> bytes:
+            conv_args = [self._convert(a, f"argument {i}") for i, a in enumerate(args)]
+            conv_kwargs = {k: self._convert(v, f"keyword argument {k!r}")
+                           for k, v in kwargs.items()}
+            return msgpack.packb([op, target, method, conv_args, conv_kwargs],
+                                 strict_types=True, use_bin_type=True)
+
+        return self._encode([op, target, method, list(args), kwargs], slow)
+
+    def _encode(self, obj: Any, slow: Callable[[], bytes]) -> list[Any]:
+        """Pack obj with the fast packer (msgpack with a default hook), else
+        with slow() (a walk that knows where each value sits, for big ints
+        and exact error messages). Shared regions described by a failed
+        attempt get their in-flight count back; the others' references are
+        released once the frames are made (the counts keep the regions for
+        the receiver)."""
         self._oob = []
+        self._sent = []
         try:
             try:
-                head = msgpack.packb([op, target, method, list(args), kwargs],
-                                     default=self._default, strict_types=True,
-                                     use_bin_type=True)
+                head = self._fast.pack(obj)
             except (TypeError, OverflowError, ValueError):
+                self._unsend()
                 self._oob = []
-                conv_args = [self._convert(a, f"argument {i}") for i, a in enumerate(args)]
-                conv_kwargs = {k: self._convert(v, f"keyword argument {k!r}")
-                               for k, v in kwargs.items()}
-                head = msgpack.packb([op, target, method, conv_args, conv_kwargs],
-                                     strict_types=True, use_bin_type=True)
-            return [head, *self._oob]
+                head = slow()
+            frames = [head, *self._oob]
+            for r in self._sent:
+                _tensors.release_region(r)
+            self._sent = []
+            return frames
         finally:
+            self._unsend()
             self._oob = None
+            self._sent = None
+
+    def _unsend(self) -> None:
+        sent, self._sent = self._sent, []
+        for r in sent or ():
+            _tensors.unsend_region(r)
 
     def _buffer(self, data: Any) -> Any:
         """A contiguous byte buffer: sent out of band when large, else inline."""
@@ -97,8 +125,21 @@ class Codec:
     def _default(self, obj: Any) -> Any:
         return self._convert(obj, "value")
 
+    def _shared(self, kind: str, made: tuple[bytes, Any], flags: int = 0) -> Any:
+        desc, region = made
+        if self._sent is not None:
+            self._sent.append(region)
+        else:  # pragma: no cover - always inside dumps
+            _tensors.release_region(region)
+        ref: Any = desc
+        if self._oob is not None and len(self._oob) < MAX_OOB_FRAMES:
+            self._oob.append(desc)
+            ref = len(self._oob)
+        return msgpack.ExtType(EXT_SHARED, self._pack([kind, ref, flags]))
+
     def _pack(self, obj: Any) -> bytes:
-        return msgpack.packb(obj, strict_types=True, use_bin_type=True)
+        # Never re-entered: obj is already converted (ExtTypes packed).
+        return self._packer.pack(obj)
 
     def _convert(self, obj: Any, path: str) -> Any:  # noqa: C901 - one dispatch
         t = type(obj)
@@ -160,6 +201,11 @@ class Codec:
             f"callables and ProxiedSingleton instances")
 
     def _ndarray(self, obj: Any, np: Any, path: str) -> Any:
+        made = _tensors.encode_numpy(np, obj)
+        if made is not None:
+            return self._shared("numpy", made,
+                                0 if obj.flags.writeable else _tensors.FLAG_READ_ONLY)
+        # By value: dtypes that DLPack does not describe (str, bytes, ...).
         scalar = False
         arr = obj
         if arr.dtype.hasobject or arr.dtype.fields is not None:
@@ -172,6 +218,10 @@ class Codec:
         return msgpack.ExtType(EXT_NDARRAY, self._pack([arr.dtype.str, shape, data, scalar]))
 
     def _tensor(self, obj: Any, torch: Any, path: str) -> Any:
+        if _tensors.torch_shareable(torch, obj):
+            return self._shared("torch", _tensors.encode_torch(torch, obj),
+                                1 if obj.requires_grad else 0)
+        # By value: CUDA tensors (for now), and dtypes/layouts DLPack lacks.
         t = obj.detach()
         device = str(t.device)
         if t.device.type != "cpu":
@@ -200,6 +250,8 @@ class Codec:
 
     def _frame(self, ref: Any) -> Any:
         if isinstance(ref, int):
+            if ref < 1:
+                raise ValueError("message refers to a missing body frame")
             try:
                 return self._in[ref - 1]
             except IndexError:
@@ -223,6 +275,16 @@ class Codec:
             fields = msgpack.unpackb(data, raw=False)
             fields[2] = self._frame(fields[2])
             return _decode_tensor(fields)
+        if code == EXT_SHARED:
+            try:
+                kind, ref, flags = msgpack.unpackb(data, raw=False)
+                desc = self._frame(ref)
+                if not isinstance(desc, (bytes, bytearray)) or not isinstance(flags, int):
+                    raise ValueError("not a descriptor")
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                raise _tensors.TensorDescriptorError(
+                    f"malformed shared array reference: {exc}") from None
+            return _tensors.decode(kind, desc, flags)
         if code == EXT_REF:
             service, oid, kind, label = msgpack.unpackb(data, raw=False)
             return self._decode_ref(service, oid, kind, label)

@@ -1,0 +1,602 @@
+"""numpy arrays and torch CPU tensors over shared memory (docs/tensors.md).
+
+An array crosses as a descriptor (pyi_tensor_pack: DLPack metadata plus a
+span of a shared region); the receiver decodes it with the C decoder (which
+validates it and maps the region) and hands the DLPack managed tensor to its
+library, so both sides see the same bytes.
+
+- Memory already in a region mapped here (made with :func:`empty` or
+  :func:`share`, or received from another process) is described, never
+  copied.
+- Other memory is copied once into a new region (pyi_tensor_share). A torch
+  tensor that is the only user of its storage is then moved onto the copy
+  (``tensor.set_``), so passing it again is free; a numpy array cannot be
+  re-pointed and is copied at each crossing unless it was made shared.
+- numpy >= 2.1 consumes a "dltensor_versioned" capsule through
+  ``np.from_dlpack`` (writeable arrays); older numpy gets an ndarray over the
+  same memory through ``__array_interface__`` of an owner object that
+  releases the region when the array dies. torch consumes a legacy
+  "dltensor" capsule through ``torch.from_dlpack``.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+from . import _native as _native_mod
+from ._core import ffi, last_error, lib
+
+KDL_CPU = 1
+_MAX_DESCRIPTOR = int(lib.PYI_TENSOR_MAX_DESCRIPTOR)
+_MAX_NDIM = int(lib.PYI_TENSOR_MAX_NDIM)
+
+if lib.pyi_py_install() != 0:  # pragma: no cover - only with a broken build
+    raise ImportError("pyisolate._native: cannot install the DLPack capsule functions")
+_capsule_versioned = _native_mod.dlpack_capsule_versioned  # type: ignore[attr-defined]
+_capsule_legacy = _native_mod.dlpack_capsule  # type: ignore[attr-defined]
+
+
+class TensorDescriptorError(ValueError):
+    """A tensor descriptor from another process was refused (bad bounds,
+    unknown region, malformed): the C decoder's reason is in the message."""
+
+
+# -- dtypes -------------------------------------------------------------------
+_NP_KINDS = {"i": (0, (1, 2, 4, 8)), "u": (1, (1, 2, 4, 8)), "f": (2, (2, 4, 8)),
+             "c": (5, (8, 16)), "b": (6, (1,))}
+_NP_FROM_DL = {0: "i", 1: "u", 2: "f", 5: "c", 6: "b"}
+_np_cache: dict[Any, tuple[int, int] | None] = {}
+
+
+def numpy_dl_dtype(dtype: Any) -> tuple[int, int] | None:
+    """(DLPack code, bits) of a numpy dtype, or None when DLPack has none
+    (strings, objects, records, non-native byte order, long double)."""
+    try:
+        return _np_cache[dtype]
+    except KeyError:
+        pass
+    out = None
+    entry = _NP_KINDS.get(dtype.kind)
+    if (entry is not None and dtype.isnative and dtype.fields is None
+            and dtype.subdtype is None and dtype.itemsize in entry[1]):
+        out = (entry[0], dtype.itemsize * 8)
+    _np_cache[dtype] = out
+    return out
+
+
+_torch_table: dict[Any, tuple[int, int]] | None = None
+
+
+def torch_dl_dtype(torch: Any, dtype: Any) -> tuple[int, int] | None:
+    global _torch_table
+    if _torch_table is None:
+        names = {"bool": (6, 8), "uint8": (1, 8), "int8": (0, 8), "int16": (0, 16),
+                 "int32": (0, 32), "int64": (0, 64), "uint16": (1, 16), "uint32": (1, 32),
+                 "uint64": (1, 64), "float16": (2, 16), "bfloat16": (4, 16),
+                 "float32": (2, 32), "float64": (2, 64), "complex32": (5, 32),
+                 "complex64": (5, 64), "complex128": (5, 128),
+                 # DLPack 1.1 float8 codes
+                 "float8_e4m3fn": (10, 8), "float8_e4m3fnuz": (11, 8),
+                 "float8_e5m2": (12, 8), "float8_e5m2fnuz": (13, 8)}
+        table = {}
+        for name, dl in names.items():
+            dt = getattr(torch, name, None)
+            if isinstance(dt, torch.dtype):
+                table[dt] = dl
+        _torch_table = table
+    return _torch_table.get(dtype)
+
+
+# -- raising the descriptor limit --------------------------------------------
+_nofile_done = False
+
+
+def _raise_nofile() -> None:
+    """Each mapped region holds a file descriptor (its lock): let the
+    process use as many as the hard limit allows."""
+    global _nofile_done
+    if _nofile_done:
+        return
+    _nofile_done = True
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+        want = min(want, 1 << 20)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except Exception:  # pragma: no cover - best effort
+        pass
+
+
+# -- C tensors ----------------------------------------------------------------
+def _dltensor(ptr: int, shape: Any, strides: Any, code: int, bits: int) -> tuple[Any, Any]:
+    """A DLTensor (and the arrays that must outlive it) for CPU memory."""
+    t = ffi.new("DLTensor *")
+    keep = (ffi.new("int64_t[]", list(shape)) if len(shape) else ffi.NULL,
+            ffi.new("int64_t[]", list(strides)) if len(shape) else ffi.NULL)
+    t.data = ffi.cast("void *", ptr)
+    t.device.device_type = KDL_CPU
+    t.device.device_id = 0
+    t.ndim = len(shape)
+    t.dtype.code = code
+    t.dtype.bits = bits
+    t.dtype.lanes = 1
+    t.shape = keep[0]
+    t.strides = keep[1]
+    t.byte_offset = 0
+    return t, keep
+
+
+def _find(ptr: int) -> Any:
+    """The region mapped here holding ptr (one reference), or None."""
+    r = lib.pyi_region_find(ffi.cast("void *", ptr), ffi.NULL)
+    return None if r == ffi.NULL else r
+
+
+def region_name_at(ptr: int) -> str | None:
+    r = _find(ptr)
+    if r is None:
+        return None
+    try:
+        return ffi.string(lib.pyi_region_name(r)).decode()
+    finally:
+        lib.pyi_region_release(ffi.new("pyi_region_t **", r))
+
+
+def release_region(r: Any) -> None:
+    lib.pyi_region_release(ffi.new("pyi_region_t **", r))
+
+
+def unsend_region(r: Any) -> None:
+    """Undo pyi_tensor_pack's in-flight count (the message was not sent)."""
+    lib.pyi_region_received(r)
+    release_region(r)
+
+
+def _pack(t: Any) -> bytes:
+    buf = ffi.new("char[]", _MAX_DESCRIPTOR)
+    n = lib.pyi_tensor_pack(t, buf, _MAX_DESCRIPTOR)
+    if n < 0:
+        raise ValueError(f"cannot describe the tensor: {last_error()}")
+    return ffi.buffer(buf, n)[:]
+
+
+def _share(t: Any) -> Any:
+    _raise_nofile()
+    m = lib.pyi_tensor_share(t)
+    if m == ffi.NULL:
+        raise MemoryError(f"cannot copy the tensor into shared memory: {last_error()}")
+    return m
+
+
+def _address(m: Any) -> int:
+    return int(ffi.cast("uintptr_t", m))
+
+
+# -- numpy --------------------------------------------------------------------
+_np_route: str | None = None
+
+
+def _numpy_route(np: Any) -> str:
+    global _np_route
+    if _np_route is None:
+        try:
+            new = np.lib.NumpyVersion(np.__version__) >= "2.1.0"
+        except Exception:
+            new = False
+        _np_route = "dlpack" if new else "interface"
+    return _np_route
+
+
+class _Exporter:
+    """What np.from_dlpack takes: an object whose __dlpack__ gives our capsule."""
+
+    __slots__ = ("_capsule",)
+
+    def __init__(self, capsule: Any) -> None:
+        self._capsule = capsule
+
+    def __dlpack__(self, *, stream: Any = None, max_version: Any = None,
+                   dl_device: Any = None, copy: Any = None) -> Any:
+        capsule, self._capsule = self._capsule, None
+        if capsule is None:
+            raise BufferError("the DLPack capsule was taken already")
+        return capsule
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (KDL_CPU, 0)
+
+
+class _ArrayOwner:
+    """The base of an ndarray made over region memory through
+    __array_interface__: holds a managed tensor (or the object that holds
+    it) and gives it back when the array and all its views are gone."""
+
+    __slots__ = ("_m", "_keep", "__array_interface__", "__weakref__")
+
+    def __init__(self, m: Any, keep: Any, iface: dict[str, Any]) -> None:
+        self._m = m
+        self._keep = keep
+        self.__array_interface__ = iface
+
+    def __del__(self) -> None:
+        m, self._m = self._m, None
+        self._keep = None
+        if m is not None:
+            m.deleter(m)
+
+
+def _np_dtype(np: Any, code: int, bits: int) -> Any:
+    kind = _NP_FROM_DL.get(code)
+    if kind is None:
+        raise TypeError(f"numpy has no dtype for the DLPack type (code {code}, {bits} bits): "
+                        "receive it as a torch tensor")
+    return np.dtype("?" if kind == "b" else f"{kind}{bits // 8}")
+
+
+def _np_interface(np: Any, ptr: int, shape: tuple[int, ...], strides_bytes: tuple[int, ...],
+                  dtype: Any, m: Any, keep: Any) -> Any:
+    iface = {"version": 3, "shape": shape, "typestr": dtype.str, "data": (ptr, False),
+             "strides": strides_bytes}
+    if dtype.kind == "b":
+        iface["typestr"] = "|b1"
+    owner = _ArrayOwner(m, keep, iface)
+    return np.asarray(owner)
+
+
+def numpy_from_versioned(np: Any, m: Any) -> Any:
+    """An ndarray over the memory of DLManagedTensorVersioned m, which it
+    takes (its deleter runs when the array dies, or now on failure)."""
+    dl = m.dl_tensor
+    try:
+        dtype = _np_dtype(np, dl.dtype.code, dl.dtype.bits)
+    except BaseException:
+        m.deleter(m)
+        raise
+    if _numpy_route(np) == "dlpack":
+        arr = np.from_dlpack(_Exporter(_capsule_versioned(_address(m))))
+        if arr.flags.writeable:
+            return arr
+        # A numpy that gives read-only arrays from writeable capsules: a
+        # writeable array over the same memory, kept alive by the first.
+        return _np_interface(np, arr.__array_interface__["data"][0], arr.shape, arr.strides,
+                             arr.dtype, None, arr)
+    ndim = dl.ndim
+    shape = tuple(int(dl.shape[i]) for i in range(ndim))
+    item = dtype.itemsize
+    strides = tuple(int(dl.strides[i]) * item for i in range(ndim))
+    return _np_interface(np, int(ffi.cast("uintptr_t", dl.data)), shape, strides, dtype, m,
+                         None)
+
+
+def numpy_tensor(np: Any, arr: Any) -> tuple[Any, Any] | None:
+    """(DLTensor, keep-alive) for an ndarray, or None when DLPack cannot
+    describe its dtype."""
+    dl = numpy_dl_dtype(arr.dtype)
+    if dl is None:
+        return None
+    item = arr.dtype.itemsize
+    if any(s % item for s in arr.strides):
+        arr = np.ascontiguousarray(arr)
+    ptr = arr.__array_interface__["data"][0]
+    t, keep = _dltensor(ptr, arr.shape, [s // item for s in arr.strides], *dl)
+    return t, (keep, arr)
+
+
+def encode_numpy(np: Any, arr: Any) -> tuple[bytes, Any] | None:
+    """(descriptor, region reference) for an ndarray: no copy when its memory
+    is in a region mapped here, else a copy into a new region. None when its
+    dtype does not travel by DLPack."""
+    made = numpy_tensor(np, arr)
+    if made is None:
+        return None
+    t, keep = made
+    r = _find(int(ffi.cast("uintptr_t", t.data)))
+    if r is not None:
+        try:
+            return _pack(t), r
+        except ValueError:
+            # Not wholly inside that region (a view made with as_strided,
+            # memory just past a region's end): copy it like any other.
+            release_region(r)
+            r = None
+        except BaseException:
+            release_region(r)
+            raise
+    m = _share(t)
+    try:
+        r = _find(int(ffi.cast("uintptr_t", m.dl_tensor.data)))
+        desc = _pack(ffi.addressof(m, "dl_tensor"))
+    except BaseException:
+        if r is not None:
+            release_region(r)
+        raise
+    finally:
+        m.deleter(m)
+    return desc, r
+
+
+# -- torch --------------------------------------------------------------------
+def torch_from_legacy(torch: Any, m: Any) -> Any:
+    """A tensor over DLManagedTensor m (taken: its deleter runs when the
+    tensor dies, or now on failure)."""
+    capsule = _capsule_legacy(_address(m))
+    return torch.from_dlpack(capsule)
+
+
+def torch_from_versioned(torch: Any, m: Any) -> Any:
+    w = lib.pyi_tensor_wrap(ffi.addressof(m, "dl_tensor"))
+    m.deleter(m)
+    if w == ffi.NULL:
+        raise ValueError(f"cannot wrap the shared tensor: {last_error()}")
+    return torch_from_legacy(torch, w)
+
+
+def _torch_dltensor(torch: Any, t: Any) -> tuple[Any, Any] | None:
+    dl = torch_dl_dtype(torch, t.dtype)
+    if dl is None:
+        return None
+    return _dltensor(t.data_ptr(), t.shape, t.stride(), *dl)
+
+
+def torch_shareable(torch: Any, t: Any) -> bool:
+    return (t.device.type == "cpu" and t.layout == torch.strided
+            and not t.is_quantized and not getattr(t, "is_nested", False)
+            and torch_dl_dtype(torch, t.dtype) is not None)
+
+
+def _storage_users(torch: Any, t: Any) -> int:
+    """How many tensors (and storage objects) use t's storage, t included;
+    a large number when torch cannot say."""
+    try:
+        storage = t.untyped_storage()
+        # minus the storage object just made
+        return int(torch._C._storage_Use_Count(storage._cdata)) - 1
+    except Exception:
+        return 1 << 30
+
+
+def _move(torch: Any, t: Any) -> bool:
+    """Move t's storage into a new region: copy its bytes, then re-point t
+    (and its base, when the two are the storage's only users) with the same
+    offsets and strides. False (nothing changed) when other tensors, storage
+    objects or ``.numpy()`` arrays also use the storage: re-pointing t alone
+    would split them."""
+    users = _storage_users(torch, t)
+    base = t._base
+    if users == 1:
+        group = [t]
+    elif users == 2 and base is not None and base._base is None:
+        group = [base, t]
+    else:
+        return False
+    old = t.untyped_storage()
+    nbytes = old.nbytes()
+    raw = torch_from_versioned(torch, _empty((nbytes,), (1, 8)))
+    new = raw.untyped_storage()
+    new.copy_(old)
+    done = []
+    try:
+        with torch.no_grad():
+            for x in group:
+                x.set_(new, x.storage_offset(), x.shape, x.stride())
+                done.append(x)
+    except Exception:
+        with torch.no_grad():
+            for x in done:
+                x.set_(old, x.storage_offset(), x.shape, x.stride())
+        return False
+    return True
+
+
+_move_lock = threading.Lock()
+
+
+def _empty_descriptor(t: Any) -> tuple[bytes, Any]:
+    """A descriptor of a new empty region for an empty tensor (torch gives
+    empty tensors no address to find)."""
+    dl = torch_dl_dtype(sys.modules["torch"], t.dtype)
+    assert dl is not None
+    m = _empty(tuple(t.shape), dl)
+    try:
+        r = _find(int(ffi.cast("uintptr_t", m.dl_tensor.data)))
+        desc = _pack(ffi.addressof(m, "dl_tensor"))
+    except BaseException:
+        if r is not None:
+            release_region(r)
+        raise
+    finally:
+        m.deleter(m)
+    return desc, r
+
+
+def encode_torch(torch: Any, t: Any) -> tuple[bytes, Any]:
+    """(descriptor, region reference) for a CPU tensor (torch_shareable):
+    no copy when it lives in a region mapped here; else its storage is moved
+    into a new region (one copy) when nothing else uses it, or its elements
+    are copied into a new region at each crossing."""
+    if t.is_conj() or t.is_neg():
+        t = t.resolve_conj().resolve_neg()
+    if t.numel() == 0:
+        return _empty_descriptor(t)
+    r = _find(t.data_ptr())
+    if r is not None:
+        dlt, keep = _torch_dltensor(torch, t)  # type: ignore[misc]
+        try:
+            return _pack(dlt), r
+        except ValueError:  # not wholly inside that region: copy it
+            release_region(r)
+            r = None
+            src = share_torch(torch, t)
+            r = _find(src.data_ptr())
+        except BaseException:
+            release_region(r)
+            raise
+    else:
+        with _move_lock:
+            moved = _move(torch, t)
+        src = t if moved else share_torch(torch, t)
+        r = _find(src.data_ptr())
+    dlt, keep = _torch_dltensor(torch, src)  # type: ignore[misc]
+    try:
+        return _pack(dlt), r
+    except BaseException:
+        if r is not None:
+            release_region(r)
+        raise
+
+
+def share_torch(torch: Any, t: Any, dlt: Any = None) -> Any:
+    """A C-contiguous region-backed copy of CPU tensor t."""
+    if dlt is None:
+        if t.is_conj() or t.is_neg():
+            t = t.resolve_conj().resolve_neg()
+        made = _torch_dltensor(torch, t)
+        if made is None:
+            raise TypeError(f"torch dtype {t.dtype} cannot live in shared memory")
+        dlt, _keep = made
+    m = _share(dlt)
+    out = torch_from_versioned(torch, m)
+    if t.requires_grad:
+        out.requires_grad_(True)
+    return out
+
+
+# -- decoding -----------------------------------------------------------------
+FLAG_REQUIRES_GRAD = 1
+FLAG_READ_ONLY = 2
+
+
+def decode(kind: str, desc: Any, flags: int) -> Any:
+    """The array or tensor a descriptor names (validated by C)."""
+    _raise_nofile()
+    data = ffi.from_buffer(desc)
+    size = len(desc)
+    if kind == "torch":
+        torch = _import("torch", data, size,
+                        "received a torch tensor, but torch is not importable in this "
+                        "process (load the extension with share_torch=True)")
+        m = lib.pyi_tensor_decode(data, size)
+        if m == ffi.NULL:
+            raise TensorDescriptorError(f"refused a tensor descriptor: {last_error()}")
+        t = torch_from_legacy(torch, m)
+        if flags & FLAG_REQUIRES_GRAD and (t.is_floating_point() or t.is_complex()):
+            t.requires_grad_(True)
+        return t
+    if kind == "numpy":
+        np = _import("numpy", data, size,
+                     "received a numpy array, but numpy is not importable in this process "
+                     "(an extension needs numpy in its dependencies)")
+        m = lib.pyi_tensor_decode_versioned(data, size, 0)
+        if m == ffi.NULL:
+            raise TensorDescriptorError(f"refused an array descriptor: {last_error()}")
+        arr = numpy_from_versioned(np, m)
+        if flags & FLAG_READ_ONLY:
+            arr.flags.writeable = False
+        return arr
+    raise TensorDescriptorError(f"unknown shared value kind {kind!r}")
+
+
+def _import(name: str, data: Any, size: int, why: str) -> Any:
+    mod = sys.modules.get(name)
+    if mod is not None:
+        return mod
+    try:
+        return __import__(name)
+    except ImportError:
+        # Consume the descriptor all the same (its region's in-flight count).
+        m = lib.pyi_tensor_decode(data, size)
+        if m != ffi.NULL:
+            m.deleter(m)
+        raise TypeError(why) from None
+
+
+# -- public helpers -------------------------------------------------------------
+def empty(shape: Any, dtype: Any = "float32", like: str = "numpy") -> Any:
+    """A zeroed, C-contiguous numpy array (like="numpy") or torch CPU tensor
+    (like="torch") allocated in shared memory, so that even its first
+    crossing to an extension costs no copy. ``dtype`` is anything numpy's
+    (or torch's) dtype accepts."""
+    if isinstance(shape, int):
+        shape = (shape,)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) > _MAX_NDIM or any(s < 0 for s in shape):
+        raise ValueError(f"bad shape {shape}")
+    _raise_nofile()
+    if like == "numpy":
+        import numpy as np
+
+        dt = np.dtype(dtype)
+        dl = numpy_dl_dtype(dt)
+        if dl is None:
+            raise TypeError(f"numpy dtype {dt} cannot live in shared memory (DLPack has no "
+                            "such type)")
+        m = _empty(shape, dl)
+        return numpy_from_versioned(np, m)
+    if like == "torch":
+        import torch
+
+        if not isinstance(dtype, torch.dtype):
+            import numpy as np
+
+            dtype = torch.from_numpy(np.empty(0, dtype=np.dtype(dtype))).dtype
+        dl = torch_dl_dtype(torch, dtype)
+        if dl is None:
+            raise TypeError(f"torch dtype {dtype} cannot live in shared memory")
+        m = _empty(shape, dl)
+        return torch_from_versioned(torch, m)
+    raise ValueError(f"like must be 'numpy' or 'torch', not {like!r}")
+
+
+def _empty(shape: tuple[int, ...], dl: tuple[int, int]) -> Any:
+    dtype = ffi.new("DLDataType *")
+    dtype.code, dtype.bits, dtype.lanes = dl[0], dl[1], 1
+    c_shape = ffi.new("int64_t[]", list(shape) or [0])
+    m = lib.pyi_tensor_empty(len(shape), c_shape, dtype[0])
+    if m == ffi.NULL:
+        raise MemoryError(f"cannot allocate shared memory: {last_error()}")
+    return m
+
+
+def share(x: Any) -> Any:
+    """A copy of numpy array or torch CPU tensor x in shared memory (the
+    same library, dtype, shape and values, C-contiguous): passing it to an
+    extension, and again, costs no copy."""
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(x, np.ndarray):
+        made = numpy_tensor(np, x)
+        if made is None:
+            raise TypeError(f"numpy dtype {x.dtype} cannot live in shared memory")
+        return numpy_from_versioned(np, _share(made[0]))
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        if not torch_shareable(torch, x):
+            raise TypeError(f"only CPU strided tensors of DLPack dtypes can live in shared "
+                            f"memory (got {x.dtype} on {x.device})")
+        return share_torch(torch, x)
+    raise TypeError(f"pyisolate.share takes a numpy array or a torch tensor, not "
+                    f"{type(x).__qualname__}")
+
+
+def region_name(x: Any) -> str | None:
+    """The name of the shared region ("/pyi-...") that holds the memory of
+    numpy array or torch tensor x in this process, or None when x is not in
+    shared memory (it would be copied at its next crossing)."""
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(x, np.ndarray):
+        return region_name_at(x.__array_interface__["data"][0])
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        if x.device.type != "cpu":
+            return None
+        return region_name_at(x.data_ptr())
+    raise TypeError(f"expected a numpy array or a torch tensor, not {type(x).__qualname__}")
+
+
+def mapped_regions() -> int:
+    """How many shared regions this process maps now (diagnostics)."""
+    return int(lib.pyi_region_mapped())
