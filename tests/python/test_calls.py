@@ -238,3 +238,35 @@ def test_in_process_extension(venv_root) -> None:
                 await ext.fail("value")
             await ext.stop()
     run(main())
+
+
+def test_pickle_only_when_the_extension_allows_it(venv_root) -> None:
+    import datetime
+    import fractions
+
+    import msgpack
+
+    from pyisolate._serialize import EXT_PICKLE, Codec
+
+    value = {"f": fractions.Fraction(1, 3), "d": datetime.date(2020, 1, 2)}
+
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            plain = await mgr.load_extension(ext_config("basic"))
+            with pytest.raises(TypeError, match=r"fractions.Fraction.*argument 0\['f'\]"):
+                await plain.echo(value)
+            trusted = await mgr.load_extension(
+                ext_config("pickler", module="basic", allow_pickle=True))
+            got = await trusted.echo(value)
+            assert got == value and type(got["f"]) is fractions.Fraction
+            assert type(got["d"]) is datetime.date
+            # the plain extension still refuses them after the trusted one loaded
+            with pytest.raises(TypeError, match="Fraction"):
+                await plain.echo(value)
+    run(main())
+
+    # A pickle arriving where none is allowed is refused, never unpickled.
+    codec = Codec(lambda obj: None, lambda *a: None)
+    evil = msgpack.packb(msgpack.ExtType(EXT_PICKLE, b"cos\nsystem\n(S'true'\ntR."))
+    with pytest.raises(TypeError, match="allow_pickle"):
+        codec.loads(evil, [])

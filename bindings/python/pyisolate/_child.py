@@ -61,6 +61,7 @@ async def _amain(cfg: dict[str, Any]) -> int:
     node = Node(loop, endpoint, f"ext.{name}")
     node.service = service  # so callables passed to the host can be called back
     node.offload_sync = True
+    node.pickle_all = bool(cfg.get("allow_pickle"))
     done = asyncio.Event()
 
     async def call_host(key: str, method: str, args: tuple[Any, ...],

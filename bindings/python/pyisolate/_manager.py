@@ -577,6 +577,11 @@ class Extension(Generic[T]):
         loop = asyncio.get_running_loop()
         rt = await loop.run_in_executor(None, _venv.runtime_dir, mgr.venv_root)
         await mgr._host_ready
+        if mgr._node is not None:
+            if self.config.allow_pickle:
+                mgr._node.pickle_services.add(self._service)
+            else:
+                mgr._node.pickle_services.discard(self._service)
         for api in self.config.apis:
             await asyncio.shield(mgr._api_offers[singleton_key(api)])
         paths = [str(rt)]
@@ -614,6 +619,7 @@ class Extension(Generic[T]):
             "base": [mgr.extension_type.__module__, mgr.extension_type.__qualname__],
             "apis": [singleton_key(a) for a in self.config.apis],
             "host_service": HOST_SERVICE,
+            "allow_pickle": bool(self.config.allow_pickle),
             "paths": extra,
         }
         env = {k: v for k, v in os.environ.items()

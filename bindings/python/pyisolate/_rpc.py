@@ -127,6 +127,13 @@ class Node:
         self.ops: dict[str, OpHandler] = {}
         self.on_lost: Callable[[str], None] | None = None
         self.codec = Codec(self._encode_ref, self._decode_ref)
+        # Pickles (ExtensionConfig.allow_pickle): calls to these services and
+        # their results may carry them; pickle_all, set in an extension that
+        # allows them, also admits them in the requests it serves and its
+        # results. A worker cannot tell who calls it, so the host's services
+        # never accept pickles.
+        self.pickle_services: set[str] = set()
+        self.pickle_all = False
         self._ids = itertools.count(1)
         self._oids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[_core.Message]] = {}
@@ -153,7 +160,8 @@ class Node:
         refs: list[str] = []
         self._ref_sink = refs
         try:
-            body = self.codec.dumps_call(op, target, method, tuple(args), kwargs)
+            body = self.codec.dumps_call(op, target, method, tuple(args), kwargs,
+                                         service in self.pickle_services)
         except BaseException:
             self._release(refs)
             raise
@@ -204,7 +212,9 @@ class Node:
     def _result(self, msg: _core.Message, service: str, method: str,
                 timeout: float | None) -> Any:
         if msg.command == _core.REPLY:
-            return self.codec.loads(msg.frames[0], msg.frames[1:]) if msg.frames else None
+            trusted = self.pickle_all or service in self.pickle_services
+            return (self.codec.loads(msg.frames[0], msg.frames[1:], trusted)
+                    if msg.frames else None)
         if msg.command == _core.ERROR and msg.code >= _core.ERR_APPLICATION and msg.frames:
             try:
                 data = msgpack.unpackb(msg.frames[0], raw=False, strict_map_key=False)
@@ -338,7 +348,8 @@ class Node:
         try:
             if not msg.frames:
                 raise PyisolateError("empty request")
-            op, target, method, args, kwargs = self.codec.loads(msg.frames[0], msg.frames[1:])
+            op, target, method, args, kwargs = self.codec.loads(
+                msg.frames[0], msg.frames[1:], self.pickle_all)
             if op == "call":
                 result = await self._dispatch(msg.service, target, method, args, kwargs)
             else:
@@ -346,7 +357,7 @@ class Node:
                 if handler is None:
                     raise PyisolateError(f"unknown operation {op!r}")
                 result = await handler(target, method, args, kwargs)
-            body = self.codec.dumps(result, "return value")
+            body = self.codec.dumps(result, "return value", self.pickle_all)
         except asyncio.CancelledError:
             # CANCEL from the caller (or shutdown): the broker forgot the request.
             self._tasks.pop(rid, None)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable
 
+import pickle
+
 import msgpack
 
 from . import _tensors
@@ -32,6 +34,7 @@ EXT_NDARRAY = 5
 EXT_TENSOR = 6
 EXT_REF = 7
 EXT_SHARED = 8
+EXT_PICKLE = 9
 
 # Buffers from this size on travel as their own body frames.
 OOB_THRESHOLD = 64 * 1024
@@ -63,16 +66,22 @@ class Codec:
         self._packer = msgpack.Packer(strict_types=True, use_bin_type=True)
         self._fast = msgpack.Packer(default=self._default, strict_types=True,
                                     use_bin_type=True)
+        # Whether the message being encoded or decoded may carry pickles
+        # (ExtensionConfig.allow_pickle); set per message by the caller.
+        self._pickle = False
 
     # -- encoding ---------------------------------------------------------
-    def dumps(self, obj: Any, where: str = "value") -> list[Any]:
+    def dumps(self, obj: Any, where: str = "value", allow_pickle: bool = False) -> list[Any]:
         """Pack obj into frames: [msgpack, buffer, ...]. ``where`` names the
         root in error messages."""
+        self._pickle = allow_pickle
         return self._encode(obj, lambda: msgpack.packb(
             self._convert(obj, where), strict_types=True, use_bin_type=True))
 
     def dumps_call(self, op: str, target: str, method: str, args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> list[Any]:
+                   kwargs: dict[str, Any], allow_pickle: bool = False) -> list[Any]:
+        self._pickle = allow_pickle
+
         def slow() -> bytes:
             conv_args = [self._convert(a, f"argument {i}") for i, a in enumerate(args)]
             conv_kwargs = {k: self._convert(v, f"keyword argument {k!r}")
@@ -194,6 +203,8 @@ class Codec:
             return self._convert(list(obj), path)
         if isinstance(obj, tuple):
             return self._convert(tuple(obj), path)
+        if self._pickle:
+            return msgpack.ExtType(EXT_PICKLE, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
         raise TypeError(
             f"cannot send a value of type {t.__module__}.{t.__qualname__} "
             f"(at {path}) to another process: pyisolate carries None, bool, int, "
@@ -236,11 +247,13 @@ class Codec:
             [dtype, list(t.shape), data, device, bool(obj.requires_grad)]))
 
     # -- decoding ---------------------------------------------------------
-    def loads(self, data: bytes, frames: list[Any] | None = None) -> Any:
+    def loads(self, data: bytes, frames: list[Any] | None = None,
+              allow_pickle: bool = False) -> Any:
         """Unpack a msgpack frame; ``frames`` are the message's other body
         frames (out-of-band buffers, writable bytearrays)."""
         if frames is not None:
             self._in = frames
+            self._pickle = allow_pickle
         try:
             return msgpack.unpackb(data, ext_hook=self._ext_hook, strict_map_key=False,
                                    raw=False, use_list=True)
@@ -267,6 +280,11 @@ class Codec:
             return frozenset(self.loads(data))
         if code == EXT_BIGINT:
             return int(data.decode())
+        if code == EXT_PICKLE:
+            if not self._pickle:
+                raise TypeError("received a pickled value from a peer not allowed to send "
+                                "pickles (ExtensionConfig.allow_pickle)")
+            return pickle.loads(data)
         if code == EXT_NDARRAY:
             fields = msgpack.unpackb(data, raw=False)
             fields[2] = self._frame(fields[2])

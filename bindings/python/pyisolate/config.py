@@ -84,6 +84,11 @@ class ExtensionConfig(_ConfigBase):
       when it defines several.
     - ``timeout``: default per-call timeout in seconds for this extension.
     - ``env``: extra environment variables for the extension's process.
+    - ``allow_pickle``: let values that msgpack cannot carry cross as
+      pickles between the host and this extension (arguments of the host's
+      calls to it, and its results). Unpickling runs code: set it only for
+      an extension you trust with the host's own code execution. Calls an
+      extension makes to the host's singletons never carry pickles.
     """
 
     name: str = ""
@@ -92,6 +97,7 @@ class ExtensionConfig(_ConfigBase):
     dependencies: Sequence[str] = field(default_factory=list)
     apis: Sequence[type] = field(default_factory=list)
     share_torch: bool = False
+    allow_pickle: bool = False
     extension_class: str | None = None
     timeout: float | None = None
     env: Mapping[str, str] = field(default_factory=dict)
