@@ -207,46 +207,12 @@ s_exists (const char *name)
     return access (path, F_OK) == 0;
 }
 
-/*  Entries in /dev/shm of session (NULL: ours). */
-static int
-s_leftovers (const char *session)
-{
-    char prefix [128];
-    snprintf (prefix, sizeof prefix, "pyi-%s-", session ? session : pyi_region_session ());
-    DIR *dir = opendir ("/dev/shm");
-    CHECK (dir);
-    int count = 0;
-    struct dirent *entry;
-    while ((entry = readdir (dir)))
-        if (strncmp (entry->d_name, prefix, strlen (prefix)) == 0) {
-            fprintf (stderr, "   left over: /dev/shm/%s\n", entry->d_name);
-            count++;
-        }
-    closedir (dir);
-    return count;
-}
-
-/*  Lines of /proc/self/maps that name a pyi- shared memory object. */
-static int
-s_mapped_lines (void)
-{
-    FILE *maps = fopen ("/proc/self/maps", "r");
-    CHECK (maps);
-    char line [1024];
-    int count = 0;
-    while (fgets (line, sizeof line, maps))
-        if (strstr (line, "/dev/shm/pyi-"))
-            count++;
-    fclose (maps);
-    return count;
-}
-
 static void
 s_check_clean (void)
 {
     CHECK_INT (pyi_region_mapped (), 0);
-    CHECK_INT (s_mapped_lines (), 0);
-    CHECK_INT (s_leftovers (NULL), 0);
+    CHECK_INT (t_shm_mapped (), 0);
+    CHECK_INT (t_shm_leftovers (NULL), 0);
 }
 
 static void
@@ -472,7 +438,7 @@ test_child_killed (void)
     CHECK (s_exists (name));
     pyi_region_release (&region);
     CHECK_MSG (!s_exists (name), "left in /dev/shm after SIGKILL and release");
-    CHECK_INT (s_mapped_lines (), 0);
+    CHECK_INT (t_shm_mapped (), 0);
 
     /*  Host released first, then the child is killed: nobody is left to
         release, a sweep (what the host does when a process exits) reclaims
@@ -552,7 +518,7 @@ test_host_killed (void)
     pyi_broker_t *broker = pyi_broker_new ();
     CHECK_MSG (broker, "%s", pyi_last_error ());
     CHECK_MSG (!s_exists (name), "the dead host's region survived the next start");
-    CHECK_INT (s_leftovers (session), 0);
+    CHECK_INT (t_shm_leftovers (session), 0);
     pyi_broker_destroy (&broker);
 }
 

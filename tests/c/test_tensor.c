@@ -48,37 +48,6 @@ s_exists (const char *name)
     return access (path, F_OK) == 0;
 }
 
-static int
-s_leftovers (void)
-{
-    char prefix [128];
-    snprintf (prefix, sizeof prefix, "pyi-%s-", pyi_region_session ());
-    DIR *dir = opendir ("/dev/shm");
-    CHECK (dir);
-    int count = 0;
-    struct dirent *entry;
-    while ((entry = readdir (dir)))
-        if (strncmp (entry->d_name, prefix, strlen (prefix)) == 0) {
-            fprintf (stderr, "   left over: /dev/shm/%s\n", entry->d_name);
-            count++;
-        }
-    closedir (dir);
-    return count;
-}
-
-static int
-s_mapped_lines (void)
-{
-    FILE *maps = fopen ("/proc/self/maps", "r");
-    CHECK (maps);
-    char line [1024];
-    int count = 0;
-    while (fgets (line, sizeof line, maps))
-        count += strstr (line, "/dev/shm/pyi-") != NULL;
-    fclose (maps);
-    return count;
-}
-
 static int64_t
 s_itemsize (DLDataType dtype)
 {
@@ -288,7 +257,7 @@ test_cheap (void)
                    shape, NULL, 0 };
     uint8_t buffer [PYI_TENSOR_MAX_DESCRIPTOR];
     int fds = t_count_fds ();
-    int maps = s_mapped_lines ();
+    int maps = t_shm_mapped ();
     for (int i = 0; i < 1000; i++) {
         int size = pyi_tensor_pack (&t, buffer, sizeof buffer);
         CHECK (size > 0);
@@ -297,7 +266,7 @@ test_cheap (void)
         d->deleter (d);
     }
     CHECK_INT (t_count_fds (), fds);
-    CHECK_INT (s_mapped_lines (), maps);
+    CHECK_INT (t_shm_mapped (), maps);
     CHECK_INT (pyi_region_mapped (), 1);
     CHECK_INT (pyi_region_inflight (s_region), 0);
     CHECK (pyi_tensor_pack (&t, buffer, 10) == -1);     /* too small: nothing in flight */
@@ -710,8 +679,8 @@ main (int argc, char *argv [])
         below 0), so the release removes the name. */
     CHECK_MSG (!s_exists (name), "the test region was not removed");
     CHECK_INT (pyi_region_mapped (), 0);
-    CHECK_INT (s_mapped_lines (), 0);
-    CHECK_INT (s_leftovers (), 0);
+    CHECK_INT (t_shm_mapped (), 0);
+    CHECK_INT (t_shm_leftovers (NULL), 0);
     fprintf (stderr, "test_tensor: OK\n");
     return 0;
 }

@@ -117,6 +117,39 @@ t_count_dir (const char *path)
 static inline int t_count_threads (void) { return t_count_dir ("/proc/self/task"); }
 static inline int t_count_fds (void) { return t_count_dir ("/proc/self/fd"); }
 
+/*  Entries in /dev/shm of a region session (NULL: this process's), each
+    printed; and lines of /proc/self/maps that map one of ours. */
+static inline int
+t_shm_leftovers (const char *session)
+{
+    char prefix [128];
+    snprintf (prefix, sizeof prefix, "pyi-%s-", session ? session : pyi_region_session ());
+    DIR *dir = opendir ("/dev/shm");
+    CHECK (dir);
+    int count = 0;
+    struct dirent *entry;
+    while ((entry = readdir (dir)))
+        if (strncmp (entry->d_name, prefix, strlen (prefix)) == 0) {
+            fprintf (stderr, "   left over: /dev/shm/%s\n", entry->d_name);
+            count++;
+        }
+    closedir (dir);
+    return count;
+}
+
+static inline int
+t_shm_mapped (void)
+{
+    FILE *maps = fopen ("/proc/self/maps", "r");
+    CHECK (maps);
+    char line [1024];
+    int count = 0;
+    while (fgets (line, sizeof line, maps))
+        count += strstr (line, "/dev/shm/pyi-") != NULL;
+    fclose (maps);
+    return count;
+}
+
 /*  Print this process's open file descriptors (for a failing fd check). */
 static inline void
 t_dump_fds (void)
