@@ -1261,6 +1261,39 @@ done:
 
 /*  The host's side ----------------------------------------------------- */
 
+/*  Shared-memory regions the host makes are named after one session for
+    the life of its brokers: the first live broker's. A broker's own
+    session also names the regions of the extensions it spawned. */
+static pthread_mutex_t s_brokers_lock = PTHREAD_MUTEX_INITIALIZER;
+static int s_brokers;               /* live brokers in this process */
+
+static void
+s_brokers_started (pyi_broker_t *self)
+{
+    pthread_mutex_lock (&s_brokers_lock);
+    if (s_brokers++ == 0)
+        pyi_region_set_session (pyi_broker_session (self));
+    pthread_mutex_unlock (&s_brokers_lock);
+}
+
+/*  The broker's extensions are gone, so are the names of the regions they
+    made (mappings held here stay valid until released). The host's own
+    regions lose their names when its last broker stops: only then can no
+    message in flight name them. */
+static void
+s_brokers_stopped (pyi_broker_t *self)
+{
+    pthread_mutex_lock (&s_brokers_lock);
+    char session [256];
+    snprintf (session, sizeof (session), "%s", pyi_broker_session (self));
+    bool last = --s_brokers == 0;
+    if (strcmp (session, pyi_region_session ()) != 0)
+        pyi_region_remove_session (session);
+    if (last)
+        pyi_region_remove_session (NULL);
+    pthread_mutex_unlock (&s_brokers_lock);
+}
+
 static int s_command (pyi_broker_t *self, const char *command, const char *s1,
                       const char *s2, const void *p1, const void *p2, int i1, int i2,
                       int64_t value, char **text);
@@ -1303,8 +1336,7 @@ pyi_broker_new (void)
     }
     zsock_wait (self->pipe);
     if (start.status == 0) {
-        /*  Regions this host makes are named after its session. */
-        pyi_region_set_session (pyi_broker_session (self));
+        s_brokers_started (self);
         self->events = zsock_new (ZMQ_PAIR);
         if (self->events && zsock_connect (self->events, "%s", start.events) == 0)
             return self;
@@ -1334,9 +1366,7 @@ pyi_broker_destroy (pyi_broker_t **self_p)
     zsock_destroy (&self->events);
     zsock_destroy (&self->backend);
     zsock_destroy (&self->pipe);
-    /*  Every process of the session is gone: so are its regions' names
-        (mappings still held here stay valid until released). */
-    pyi_region_remove_session (pyi_broker_session (self));
+    s_brokers_stopped (self);
     pyi_rundir_remove (self->rundir, &self->lock_fd);
     free (self);
 }

@@ -549,6 +549,29 @@ test_orphans (void)
     shm_unlink (alive);
 }
 
+/*  With two brokers in one host, the host's regions keep one session; one
+    broker stopping leaves them alone, the last one removes them. */
+static void
+test_two_brokers (void)
+{
+    TEST_BEGIN ("two brokers: the host's regions outlive the first to stop");
+    pyi_broker_t *first = pyi_broker_new ();
+    pyi_broker_t *second = pyi_broker_new ();
+    CHECK (first && second);
+    CHECK_STR (pyi_region_session (), pyi_broker_session (first));
+    pyi_region_t *region = pyi_region_new (4096);
+    CHECK (region);
+    char name [PYI_REGION_MAX_NAME + 1];
+    snprintf (name, sizeof name, "%s", pyi_region_name (region));
+    pyi_region_sent (region);           /* a message in flight names it */
+    pyi_region_release (&region);
+    CHECK (s_exists (name));
+    pyi_broker_destroy (&second);
+    CHECK_MSG (s_exists (name), "stopping one broker removed a region in flight");
+    pyi_broker_destroy (&first);
+    CHECK_MSG (!s_exists (name), "the last broker left the host's region behind");
+}
+
 int
 main (int argc, char *argv [])
 {
@@ -569,6 +592,7 @@ main (int argc, char *argv [])
     test_threads ();
     test_host_killed ();
     test_orphans ();
+    test_two_brokers ();
     s_check_clean ();
     fprintf (stderr, "test_region: OK\n");
     return 0;
