@@ -160,6 +160,28 @@ pyi_msg_frame_size (const pyi_msg_t *self, size_t index)
     return index < self->nframes ? zmq_msg_size (&self->frames[index]) : 0;
 }
 
+void
+pyi_msg_info (const pyi_msg_t *self, pyi_msg_info_t *info)
+{
+    info->command = self->command;
+    info->status = self->status;
+    info->code = self->code;
+    info->timeout_ms = self->timeout;
+    info->id = self->id;
+    info->service = self->service;
+    info->text = self->text ? self->text : "";
+    info->services = self->nservices;
+    info->frames = self->nframes;
+    if (self->nframes) {
+        info->frame0 = zmq_msg_data ((zmq_msg_t *) &self->frames[0]);
+        info->frame0_size = zmq_msg_size (&self->frames[0]);
+    }
+    else {
+        info->frame0 = NULL;
+        info->frame0_size = 0;
+    }
+}
+
 size_t
 pyi_msg_body_size (const pyi_msg_t *self)
 {

@@ -59,6 +59,20 @@ size_t pyi_msg_frames (const pyi_msg_t *self);
 const void *pyi_msg_frame_data (const pyi_msg_t *self, size_t index);
 size_t pyi_msg_frame_size (const pyi_msg_t *self, size_t index);
 size_t pyi_msg_body_size (const pyi_msg_t *self);
+typedef struct {
+    int command;
+    int status;
+    int code;
+    uint32_t timeout_ms;
+    uint64_t id;
+    const char *service;
+    const char *text;
+    size_t services;
+    size_t frames;
+    const void *frame0;
+    size_t frame0_size;
+} pyi_msg_info_t;
+void pyi_msg_info (const pyi_msg_t *self, pyi_msg_info_t *info);
 void pyi_msg_set_id (pyi_msg_t *self, uint64_t id);
 void pyi_msg_set_service (pyi_msg_t *self, const char *service);
 void pyi_msg_set_timeout (pyi_msg_t *self, uint32_t timeout_ms);
@@ -244,12 +258,15 @@ DLManagedTensorVersioned *pyi_tensor_share (const DLTensor *t);
 DLManagedTensorVersioned *pyi_tensor_empty (int32_t ndim, const int64_t *shape,
                                             DLDataType dtype);
 
-/* this module's own C (SOURCE below): DLPack capsules for numpy and torch */
+/* this module's own C (SOURCE below): DLPack capsules for numpy and torch,
+   and the hot path of _core.py (receive, request, reply) */
 int pyi_py_install (void);
 """
 
 SOURCE = r"""
+#include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <pyisolate/pyisolate.h>
 
 /*  DLPack capsules, made here with the Python C API (cffi cannot return a
@@ -301,7 +318,224 @@ static PyObject *pyi_py_capsule_legacy (PyObject *self, PyObject *arg)
     return PyCapsule_New (p, "dltensor", pyi_py_capsule_legacy_dtor);
 }
 
+/*  The hot path of _core.py, in the Python C API: one call per message
+    instead of one cffi call per header field and frame. The first argument
+    of each is the address (an int) of a live pyi_client_t or pyi_worker_t:
+    the caller keeps it alive for the call. They hold the GIL while they run
+    (the receives never block: timeout 0), except around copies of large
+    frames.
+
+        recv_client (client) / recv_worker (worker)
+            -> None when nothing is waiting, else the tuple
+               (command, id, service, code, text, timeout_ms, frames, services)
+               where frames[0] is bytes and the other frames are bytearrays
+               (writable copies that arrays and tensors may keep) and
+               services (READY only, else empty) a list of str. The C
+               message is destroyed before the call returns.
+        client_request (client, service: bytes, id, timeout_ms, frames)
+        worker_reply (worker, id, frames)
+        worker_error (worker, id, code, text: bytes, frames)
+            frames: a sequence of contiguous buffers, each copied into one
+            body frame. -> 0 sent; 1 not sent, the send queue is full
+            (EAGAIN: try again later); -1 failed (pyi_last_error () says
+            why); -2 more frames than a message may carry. */
+#define PYI_PY_BIG_FRAME (64 * 1024)
+
+static PyObject *pyi_py_str (const char *s)
+{
+    return PyUnicode_DecodeUTF8 (s, (Py_ssize_t) strlen (s), "replace");
+}
+
+static PyObject *pyi_py_take (pyi_msg_t *msg)
+{
+    pyi_msg_info_t info;
+    PyObject *frames = NULL, *services = NULL, *result = NULL;
+    size_t i;
+    pyi_msg_info (msg, &info);
+    frames = PyList_New ((Py_ssize_t) info.frames);
+    services = PyList_New (0);
+    if (frames == NULL || services == NULL)
+        goto done;
+    for (i = 0; i < info.frames; i++) {
+        const char *data = i ? (const char *) pyi_msg_frame_data (msg, i)
+                              : (const char *) info.frame0;
+        Py_ssize_t size = (Py_ssize_t) (i ? pyi_msg_frame_size (msg, i) : info.frame0_size);
+        PyObject *frame = i ? PyByteArray_FromStringAndSize (NULL, size)
+                            : PyBytes_FromStringAndSize (data, size);
+        if (frame == NULL)
+            goto done;
+        if (i && size) {
+            char *to = PyByteArray_AS_STRING (frame);
+            if (size >= PYI_PY_BIG_FRAME) {
+                Py_BEGIN_ALLOW_THREADS
+                memcpy (to, data, (size_t) size);
+                Py_END_ALLOW_THREADS
+            }
+            else
+                memcpy (to, data, (size_t) size);
+        }
+        PyList_SET_ITEM (frames, (Py_ssize_t) i, frame);
+    }
+    if (info.command == PYI_READY) {
+        for (i = 0; i < info.services; i++) {
+            PyObject *name = pyi_py_str (pyi_msg_service_at (msg, i));
+            if (name == NULL || PyList_Append (services, name) < 0) {
+                Py_XDECREF (name);
+                goto done;
+            }
+            Py_DECREF (name);
+        }
+    }
+    result = Py_BuildValue ("(iKNiNIOO)", info.command, (unsigned long long) info.id,
+                            pyi_py_str (info.service), info.code, pyi_py_str (info.text),
+                            (unsigned int) info.timeout_ms, frames, services);
+done:
+    Py_XDECREF (frames);
+    Py_XDECREF (services);
+    pyi_msg_destroy (&msg);
+    return result;
+}
+
+static void *pyi_py_address (PyObject *arg)
+{
+    void *p = PyLong_AsVoidPtr (arg);
+    if (p == NULL && !PyErr_Occurred ())
+        PyErr_SetString (PyExc_ValueError, "NULL handle");
+    return p;
+}
+
+static PyObject *pyi_py_recv_client (PyObject *self, PyObject *arg)
+{
+    pyi_client_t *client = (pyi_client_t *) pyi_py_address (arg);
+    if (client == NULL)
+        return NULL;
+    pyi_msg_t *msg = pyi_client_recv (client, 0);
+    if (msg == NULL)
+        Py_RETURN_NONE;
+    return pyi_py_take (msg);
+}
+
+static PyObject *pyi_py_recv_worker (PyObject *self, PyObject *arg)
+{
+    pyi_worker_t *worker = (pyi_worker_t *) pyi_py_address (arg);
+    if (worker == NULL)
+        return NULL;
+    pyi_msg_t *msg = pyi_worker_recv (worker, 0);
+    if (msg == NULL)
+        Py_RETURN_NONE;
+    return pyi_py_take (msg);
+}
+
+/*  A new message for command holding copies of frames (a sequence of
+    buffers). NULL with a Python exception set, or NULL with *too_many set
+    when the frames do not fit in one message. */
+static pyi_msg_t *pyi_py_body (int command, PyObject *frames, int *too_many)
+{
+    PyObject *seq = PySequence_Fast (frames, "frames must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    pyi_msg_t *msg = pyi_msg_new ((pyi_command_t) command);
+    if (msg == NULL) {
+        Py_DECREF (seq);
+        PyErr_NoMemory ();
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE (seq), i;
+    for (i = 0; i < n; i++) {
+        Py_buffer view;
+        int rc;
+        if (PyObject_GetBuffer (PySequence_Fast_GET_ITEM (seq, i), &view, PyBUF_SIMPLE) < 0)
+            goto failed;
+        if (view.len >= PYI_PY_BIG_FRAME) {
+            Py_BEGIN_ALLOW_THREADS
+            rc = pyi_msg_append (msg, view.buf, (size_t) view.len);
+            Py_END_ALLOW_THREADS
+        }
+        else
+            rc = pyi_msg_append (msg, view.buf, (size_t) view.len);
+        PyBuffer_Release (&view);
+        if (rc != 0) {
+            *too_many = 1;
+            goto failed;
+        }
+    }
+    Py_DECREF (seq);
+    return msg;
+failed:
+    Py_DECREF (seq);
+    pyi_msg_destroy (&msg);
+    return NULL;
+}
+
+static PyObject *pyi_py_client_request (PyObject *self, PyObject *args)
+{
+    PyObject *address, *frames;
+    const char *service;
+    unsigned long long id;
+    unsigned int timeout_ms;
+    int too_many = 0;
+    if (!PyArg_ParseTuple (args, "OyKIO", &address, &service, &id, &timeout_ms, &frames))
+        return NULL;
+    pyi_client_t *client = (pyi_client_t *) pyi_py_address (address);
+    if (client == NULL)
+        return NULL;
+    pyi_msg_t *body = pyi_py_body (PYI_REQUEST, frames, &too_many);
+    if (body == NULL)
+        return too_many ? PyLong_FromLong (-2) : NULL;
+    if (pyi_client_request (client, service, (uint64_t) id, (uint32_t) timeout_ms, &body) == 0)
+        return PyLong_FromLong (0);
+    return PyLong_FromLong (errno == EAGAIN ? 1 : -1);
+}
+
+static PyObject *pyi_py_worker_reply (PyObject *self, PyObject *args)
+{
+    PyObject *address, *frames;
+    unsigned long long id;
+    int too_many = 0;
+    if (!PyArg_ParseTuple (args, "OKO", &address, &id, &frames))
+        return NULL;
+    pyi_worker_t *worker = (pyi_worker_t *) pyi_py_address (address);
+    if (worker == NULL)
+        return NULL;
+    pyi_msg_t *body = pyi_py_body (PYI_REPLY, frames, &too_many);
+    if (body == NULL)
+        return too_many ? PyLong_FromLong (-2) : NULL;
+    if (pyi_worker_reply (worker, (uint64_t) id, &body) == 0)
+        return PyLong_FromLong (0);
+    return PyLong_FromLong (errno == EAGAIN ? 1 : -1);
+}
+
+static PyObject *pyi_py_worker_error (PyObject *self, PyObject *args)
+{
+    PyObject *address, *frames;
+    unsigned long long id;
+    int code;
+    const char *text;
+    int too_many = 0;
+    if (!PyArg_ParseTuple (args, "OKiyO", &address, &id, &code, &text, &frames))
+        return NULL;
+    pyi_worker_t *worker = (pyi_worker_t *) pyi_py_address (address);
+    if (worker == NULL)
+        return NULL;
+    pyi_msg_t *body = pyi_py_body (PYI_ERROR, frames, &too_many);
+    if (body == NULL)
+        return too_many ? PyLong_FromLong (-2) : NULL;
+    if (pyi_worker_error (worker, (uint64_t) id, code, text, &body) == 0)
+        return PyLong_FromLong (0);
+    return PyLong_FromLong (errno == EAGAIN ? 1 : -1);
+}
+
 static PyMethodDef pyi_py_methods[] = {
+    {"recv_client", pyi_py_recv_client, METH_O,
+     "The next message for a client (address), or None: see _core.py."},
+    {"recv_worker", pyi_py_recv_worker, METH_O,
+     "The next message for a worker (address), or None: see _core.py."},
+    {"client_request", pyi_py_client_request, METH_VARARGS,
+     "Send a request: 0 sent, 1 queue full, -1 failed, -2 too many frames."},
+    {"worker_reply", pyi_py_worker_reply, METH_VARARGS,
+     "Send a reply: 0 sent, 1 queue full, -1 failed, -2 too many frames."},
+    {"worker_error", pyi_py_worker_error, METH_VARARGS,
+     "Send an error reply: 0 sent, 1 queue full, -1 failed, -2 too many frames."},
     {"dlpack_capsule_versioned", pyi_py_capsule_versioned, METH_O,
      "A 'dltensor_versioned' capsule over the DLManagedTensorVersioned at an address."},
     {"dlpack_capsule", pyi_py_capsule_legacy, METH_O,
@@ -345,6 +579,13 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("usage: ffi_build.py OUTPUT.c\n")
         return 2
     make_builder().emit_c_code(argv[1])
+    # The module is built for one Python ABI (CMake: WITH_SOABI), and its own
+    # C (the hot path above) uses the buffer protocol and list macros, outside
+    # the limited API that cffi selects by default.
+    with open(argv[1], encoding="utf-8") as f:
+        text = f.read()
+    with open(argv[1], "w", encoding="utf-8") as f:
+        f.write("#define _CFFI_NO_LIMITED_API\n" + text)
     return 0
 
 

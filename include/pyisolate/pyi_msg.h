@@ -99,6 +99,28 @@ PYI_EXPORT size_t pyi_msg_frame_size (const pyi_msg_t *self, size_t index);
 /*  Sum of the body frames' sizes. */
 PYI_EXPORT size_t pyi_msg_body_size (const pyi_msg_t *self);
 
+/*  Every header field and the first body frame of a message, read in one
+    call (for bindings, where each call into C has a cost). The pointers are
+    borrowed: they live as long as the message and no longer; strings are
+    never NULL ("" when the command has no such field); frame0 is NULL and
+    frame0_size 0 when the message has no body frames. */
+typedef struct {
+    int command;                /* pyi_command_t */
+    int status;                 /* as pyi_msg_status () */
+    int code;                   /* as pyi_msg_code () */
+    uint32_t timeout_ms;        /* as pyi_msg_timeout () */
+    uint64_t id;                /* as pyi_msg_id () */
+    const char *service;        /* as pyi_msg_service () */
+    const char *text;           /* as pyi_msg_text () */
+    size_t services;            /* as pyi_msg_services () */
+    size_t frames;              /* as pyi_msg_frames () */
+    const void *frame0;         /* as pyi_msg_frame_data (self, 0) */
+    size_t frame0_size;         /* as pyi_msg_frame_size (self, 0) */
+} pyi_msg_info_t;
+
+/*  Fill info with the message's fields (see pyi_msg_info_t). Never fails. */
+PYI_EXPORT void pyi_msg_info (const pyi_msg_t *self, pyi_msg_info_t *info);
+
 /*  Change the command (a body built for one command can be sent as another). */
 PYI_EXPORT void pyi_msg_set_command (pyi_msg_t *self, pyi_command_t command);
 

@@ -20,6 +20,8 @@
       order over PAIR and DEALER/ROUTER sockets, zero-copy frames travel
       without being copied (inproc) and their free function runs exactly
       once, whether the message is sent, destroyed, or refused;
+    - pyi_msg_info reports the same fields as the single accessors, for
+      messages with and without body frames and for a malformed decode;
     - pyi_msg_recv drains and marks TOO_LARGE a message over max_size or
       with more than PYI_MAX_BODY_FRAMES body frames, and the next message
       still reads correctly.
@@ -1204,6 +1206,79 @@ test_router_dealer (void)
     s_pair_close (&pair);
 }
 
+static void
+test_info (void)
+{
+    TEST_BEGIN ("pyi_msg_info matches the accessors");
+    pyi_msg_info_t info;
+    /*  No body frames: frame0 NULL, strings "" but never NULL. */
+    pyi_msg_t *msg = pyi_msg_new (PYI_REPLY);
+    pyi_msg_set_id (msg, UINT64_MAX);
+    pyi_msg_info (msg, &info);
+    CHECK_INT (info.command, PYI_REPLY);
+    CHECK_INT (info.status, PYI_OK);
+    CHECK_U64 (info.id, UINT64_MAX);
+    CHECK_STR (info.service, "");
+    CHECK_STR (info.text, "");
+    CHECK_U64 (info.frames, 0);
+    CHECK_U64 (info.services, 0);
+    CHECK (info.frame0 == NULL);
+    CHECK_U64 (info.frame0_size, 0);
+    pyi_msg_destroy (&msg);
+
+    /*  ERROR with every field and two body frames. */
+    msg = pyi_msg_new (PYI_ERROR);
+    pyi_msg_set_id (msg, 42);
+    pyi_msg_set_code (msg, PYI_ERR_APPLICATION + 1);
+    pyi_msg_set_text (msg, "it failed");
+    pyi_msg_set_service (msg, "svc");
+    CHECK_INT (pyi_msg_append (msg, "abc", 3), 0);
+    CHECK_INT (pyi_msg_append (msg, "defgh", 5), 0);
+    pyi_msg_info (msg, &info);
+    CHECK_INT (info.command, pyi_msg_command (msg));
+    CHECK_INT (info.code, pyi_msg_code (msg));
+    CHECK_U64 (info.id, pyi_msg_id (msg));
+    CHECK_STR (info.service, pyi_msg_service (msg));
+    CHECK_STR (info.text, pyi_msg_text (msg));
+    CHECK (info.service == pyi_msg_service (msg));    /* borrowed, not copied */
+    CHECK_U64 (info.frames, 2);
+    CHECK (info.frame0 == pyi_msg_frame_data (msg, 0));
+    CHECK_U64 (info.frame0_size, 3);
+    CHECK (memcmp (info.frame0, "abc", 3) == 0);
+    pyi_msg_destroy (&msg);
+
+    /*  REQUEST with a timeout and an empty first frame. */
+    msg = pyi_msg_new (PYI_REQUEST);
+    pyi_msg_set_id (msg, 7);
+    pyi_msg_set_service (msg, "echo");
+    pyi_msg_set_timeout (msg, 1500);
+    CHECK_INT (pyi_msg_append (msg, NULL, 0), 0);
+    pyi_msg_info (msg, &info);
+    CHECK_INT (info.command, PYI_REQUEST);
+    CHECK_U64 (info.timeout_ms, 1500);
+    CHECK_STR (info.service, "echo");
+    CHECK_U64 (info.frames, 1);
+    CHECK_U64 (info.frame0_size, 0);
+    pyi_msg_destroy (&msg);
+
+    /*  READY: the number of services. */
+    msg = pyi_msg_new (PYI_READY);
+    CHECK_INT (pyi_msg_add_service (msg, "a"), 0);
+    CHECK_INT (pyi_msg_add_service (msg, "b"), 0);
+    pyi_msg_info (msg, &info);
+    CHECK_U64 (info.services, 2);
+    pyi_msg_destroy (&msg);
+
+    /*  A malformed decode: the status, and the text that says why. */
+    msg = pyi_msg_decode ("\xc1", 1);
+    CHECK (msg != NULL);
+    pyi_msg_info (msg, &info);
+    CHECK_INT (info.status, pyi_msg_status (msg));
+    CHECK (info.status != PYI_OK);
+    CHECK_STR (info.text, pyi_msg_text (msg));
+    pyi_msg_destroy (&msg);
+}
+
 int
 main (void)
 {
@@ -1215,6 +1290,7 @@ main (void)
     test_decode_hostile ();
     test_decode_mutations ();
     test_zerocopy_local ();
+    test_info ();
     test_socket_pair ("inproc://test-msg-pair");
     char endpoint [128];
     snprintf (endpoint, sizeof endpoint, "ipc:///tmp/pyi-test-msg-%d", (int) getpid ());

@@ -4,19 +4,22 @@ pyi_worker), reached through the cffi module ``pyisolate._native``.
 Every C function that takes ownership of a ``pyi_msg_t`` gets it through a
 ``pyi_msg_t **`` that C nulls; Python never attaches a destructor to those
 messages, so nothing is freed twice. Messages that C hands to Python are
-copied into a :class:`Message` and destroyed at once.
+copied into a :class:`Message` and destroyed at once. Receiving and sending
+messages goes through the module's own C functions (ffi_build.py: one call
+per message, the message never reaches Python); the wrappers pass them the
+handle's address and never after close().
 """
 
 from __future__ import annotations
 
-import errno
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ._errors import PyisolateError
 
 try:
+    from . import _native
     from ._native import ffi, lib
 except ImportError as exc:  # pragma: no cover - only when the build is broken
     raise ImportError(
@@ -37,6 +40,16 @@ ERR_WORKER_LOST = lib.PYI_ERR_WORKER_LOST
 ERR_TIMEOUT = lib.PYI_ERR_TIMEOUT
 ERR_SHUTDOWN = lib.PYI_ERR_SHUTDOWN
 ERR_APPLICATION = lib.PYI_ERR_APPLICATION
+
+# The hot path (receive, request, reply: one call per message) lives in
+# ffi_build.py's C source as Python C API functions added to _native.
+if lib.pyi_py_install() != 0:  # pragma: no cover - only with a broken build
+    raise ImportError("pyisolate._native: cannot install its functions")
+_recv_client = _native.recv_client  # type: ignore[attr-defined]
+_recv_worker = _native.recv_worker  # type: ignore[attr-defined]
+_client_request = _native.client_request  # type: ignore[attr-defined]
+_worker_reply = _native.worker_reply  # type: ignore[attr-defined]
+_worker_error = _native.worker_error  # type: ignore[attr-defined]
 
 EVENT_READY = lib.PYI_EVENT_READY
 EVENT_LOST = lib.PYI_EVENT_LOST
@@ -59,61 +72,38 @@ def _str(p: object) -> str:
     return ffi.string(p).decode("utf-8", "replace") if p != ffi.NULL else ""
 
 
-@dataclass
 class Message:
-    """A received message, copied out of C."""
+    """A received message, copied out of C (frame 0 as bytes, the other
+    frames as writable bytearrays that arrays and tensors can use without
+    another copy)."""
 
-    command: int
-    id: int
-    service: str
-    code: int
-    text: str
-    timeout_ms: int
-    frames: list[Any] = field(default_factory=list)
-    services: list[str] = field(default_factory=list)
+    __slots__ = ("command", "id", "service", "code", "text", "timeout_ms", "frames",
+                 "services")
 
+    def __init__(self, command: int, id: int, service: str, code: int, text: str,
+                 timeout_ms: int, frames: list[Any] | None = None,
+                 services: list[str] | None = None) -> None:
+        self.command = command
+        self.id = id
+        self.service = service
+        self.code = code
+        self.text = text
+        self.timeout_ms = timeout_ms
+        self.frames = [] if frames is None else frames
+        self.services = [] if services is None else services
 
-def _take(msg: object) -> Message:
-    """Copy a pyi_msg_t into a Message and destroy the C message."""
-    m = Message(
-        command=int(lib.pyi_msg_command(msg)),
-        id=int(lib.pyi_msg_id(msg)),
-        service=_str(lib.pyi_msg_service(msg)),
-        code=int(lib.pyi_msg_code(msg)),
-        text=_str(lib.pyi_msg_text(msg)),
-        timeout_ms=int(lib.pyi_msg_timeout(msg)),
-    )
-    if m.command == READY:
-        m.services = [_str(lib.pyi_msg_service_at(msg, i))
-                      for i in range(lib.pyi_msg_services(msg))]
-    n = lib.pyi_msg_frames(msg)
-    for i in range(n):
-        size = lib.pyi_msg_frame_size(msg, i)
-        buf = ffi.buffer(lib.pyi_msg_frame_data(msg, i), size)
-        # Frame 0 (msgpack) as bytes; the others as writable bytearrays that
-        # arrays and tensors can use without another copy.
-        m.frames.append((buf[:] if i == 0 else bytearray(buf)) if size else
-                        (b"" if i == 0 else bytearray()))
-    pp = ffi.new("pyi_msg_t **", msg)
-    lib.pyi_msg_destroy(pp)
-    return m
+    def __repr__(self) -> str:
+        return (f"Message(command={self.command}, id={self.id}, service={self.service!r}, "
+                f"code={self.code}, text={self.text!r}, frames={len(self.frames)})")
 
 
-def _body(command: int, frames: Sequence[Any]) -> object:
-    """A new ``pyi_msg_t **`` holding frames, to hand to a function that takes it."""
-    msg = lib.pyi_msg_new(command)
-    if msg == ffi.NULL:
-        raise MemoryError("pyi_msg_new failed")
-    pp = ffi.new("pyi_msg_t **", msg)
-    for frame in frames:
-        if isinstance(frame, bytes):
-            rc = lib.pyi_msg_append(msg, frame, len(frame))
-        else:
-            rc = lib.pyi_msg_append(msg, ffi.from_buffer(frame), memoryview(frame).nbytes)
-        if rc != 0:
-            lib.pyi_msg_destroy(pp)
-            raise PyisolateError(f"message has too many frames: {last_error()}")
-    return pp
+def _address(ptr: object) -> int:
+    return int(ffi.cast("uintptr_t", ptr))
+
+
+def _frames(frames: Sequence[Any]) -> Sequence[Any]:
+    """frames as the native senders take them (buffers; a list or tuple)."""
+    return frames if type(frames) is list or type(frames) is tuple else list(frames)
 
 
 @dataclass
@@ -210,18 +200,29 @@ class Client:
         self._ptr = lib.pyi_client_new(endpoint.encode())
         if self._ptr == ffi.NULL:
             raise PyisolateError(f"cannot connect a client to {endpoint}: {last_error()}")
+        self._addr = _address(self._ptr)
+        self._services: dict[str, bytes] = {}
 
     def fd(self) -> int:
         return int(lib.pyi_client_fd(self._ptr))
 
     def request(self, service: str, rid: int, timeout_ms: int, frames: Sequence[Any]) -> bool:
         """Send a request; False when the send queue is full (try again later)."""
-        pp = _body(REQUEST, frames)
-        if lib.pyi_client_request(self._ptr, service.encode(), rid, timeout_ms, pp) != 0:
-            if ffi.errno == errno.EAGAIN:
-                return False
-            raise PyisolateError(f"cannot send a request to {service!r}: {last_error()}")
-        return True
+        if self._ptr is None:
+            raise PyisolateError("the client is closed")
+        name = self._services.get(service)
+        if name is None:
+            name = service.encode()
+            if len(self._services) < 1024:
+                self._services[service] = name
+        rc = _client_request(self._addr, name, rid, timeout_ms, _frames(frames))
+        if rc == 0:
+            return True
+        if rc == 1:
+            return False
+        if rc == -2:
+            raise PyisolateError(f"message has too many frames: {last_error()}")
+        raise PyisolateError(f"cannot send a request to {service!r}: {last_error()}")
 
     def cancel(self, rid: int) -> None:
         if self._ptr is not None:
@@ -230,10 +231,8 @@ class Client:
     def recv(self) -> Message | None:
         if self._ptr is None:
             return None
-        msg = lib.pyi_client_recv(self._ptr, 0)
-        if msg == ffi.NULL:
-            return None
-        return _take(msg)
+        t = _recv_client(self._addr)
+        return None if t is None else Message(*t)
 
     def close(self) -> None:
         if self._ptr is not None:
@@ -251,6 +250,7 @@ class Worker:
                                        liveness)
         if self._ptr == ffi.NULL:
             raise PyisolateError(f"cannot connect a worker to {endpoint}: {last_error()}")
+        self._addr = _address(self._ptr)
 
     def fd(self) -> int:
         return int(lib.pyi_worker_fd(self._ptr))
@@ -262,20 +262,26 @@ class Worker:
     def recv(self) -> Message | None:
         if self._ptr is None:
             return None
-        msg = lib.pyi_worker_recv(self._ptr, 0)
-        if msg == ffi.NULL:
-            return None
-        return _take(msg)
+        t = _recv_worker(self._addr)
+        return None if t is None else Message(*t)
 
     def reply(self, rid: int, frames: Sequence[Any]) -> None:
-        pp = _body(REPLY, frames)
-        if lib.pyi_worker_reply(self._ptr, rid, pp) != 0:
+        if self._ptr is None:
+            raise PyisolateError("the worker is closed")
+        rc = _worker_reply(self._addr, rid, _frames(frames))
+        if rc == -2:
+            raise PyisolateError(f"message has too many frames: {last_error()}")
+        if rc != 0:
             raise PyisolateError(f"cannot send a reply: {last_error()}")
 
     def error(self, rid: int, code: int, text: str, frames: Sequence[bytes]) -> None:
-        pp = _body(ERROR, frames)
-        if lib.pyi_worker_error(self._ptr, rid, code, text.encode("utf-8", "replace")[:1000],
-                                pp) != 0:
+        if self._ptr is None:
+            raise PyisolateError("the worker is closed")
+        raw = text.encode("utf-8", "replace")[:1000].replace(b"\0", b"")
+        rc = _worker_error(self._addr, rid, code, raw, _frames(frames))
+        if rc == -2:
+            raise PyisolateError(f"message has too many frames: {last_error()}")
+        if rc != 0:
             raise PyisolateError(f"cannot send an error reply: {last_error()}")
 
     def heartbeat(self) -> int:

@@ -24,6 +24,7 @@ import inspect
 import itertools
 import logging
 import sys
+import types
 from typing import Any, Awaitable, Callable
 
 import msgpack
@@ -34,6 +35,11 @@ from ._errors import CallTimeout, PyisolateError, describe_exception, rebuild_ex
 from ._serialize import Codec
 
 logger = logging.getLogger("pyisolate")
+
+_REPLY = _core.REPLY
+_REQUEST = _core.REQUEST
+_CANCEL = _core.CANCEL
+_DISCONNECT = _core.DISCONNECT
 
 
 
@@ -94,19 +100,35 @@ class RemoteObject:
         return f"<remote {self._pyi_label or self._pyi_target} in {self._pyi_service}>"
 
 
+_MethodType = types.MethodType
+_FunctionType = types.FunctionType
+_CoroutineType = types.CoroutineType
+_CO_COROUTINE = inspect.CO_COROUTINE
+
+
+def _async_callable(fn: Callable[..., Any]) -> bool:
+    """inspect.iscoroutinefunction(fn) or of its type's __call__; a plain
+    function (or a method of one) without attributes is answered from its
+    code flags, which costs far less than inspect's checks."""
+    f = fn.__func__ if type(fn) is _MethodType else fn  # type: ignore[attr-defined]
+    if type(f) is _FunctionType and not f.__dict__:
+        return bool(f.__code__.co_flags & _CO_COROUTINE)
+    return (inspect.iscoroutinefunction(fn)
+            or inspect.iscoroutinefunction(type(fn).__call__))
+
+
 async def invoke(fn: Callable[..., Any], args: list[Any] | tuple[Any, ...],
                  kwargs: dict[str, Any], offload_sync: bool) -> Any:
     """Call fn; await its result if awaitable. A plain function runs in the
     loop's default executor when offload_sync is set."""
-    if offload_sync and not (inspect.iscoroutinefunction(fn)
-                             or inspect.iscoroutinefunction(type(fn).__call__)):
+    if offload_sync and not _async_callable(fn):
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
         result = await loop.run_in_executor(
             None, functools.partial(ctx.run, fn, *args, **kwargs))
     else:
         result = fn(*args, **kwargs)
-    if inspect.isawaitable(result):
+    if type(result) is _CoroutineType or inspect.isawaitable(result):
         result = await result
     return result
 
@@ -154,13 +176,17 @@ class Node:
     async def call(self, service: str, target: str, method: str,
                    args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], *,
                    op: str = "call", timeout: float | None = None) -> Any:
-        if self.closed or self.client is None:
+        client = self.client
+        if self.closed or client is None:
             raise PyisolateError(f"{self.name}: the connection to the broker is closed")
         rid = next(self._ids)
+        # Callables among the arguments are registered while encoding; they
+        # stay callable until this call ends.
         refs: list[str] = []
         self._ref_sink = refs
         try:
-            body = self.codec.dumps_call(op, target, method, tuple(args), kwargs,
+            body = self.codec.dumps_call(op, target, method,
+                                         args if type(args) is tuple else tuple(args), kwargs,
                                          service in self.pickle_services)
         except BaseException:
             self._release(refs)
@@ -171,18 +197,22 @@ class Node:
         if timeout is not None and timeout > 0:
             timeout_ms = max(1, min(int(timeout * 1000), 2**32 - 1))
         fut: asyncio.Future[_core.Message] = self.loop.create_future()
-        self._pending[rid] = fut
+        pending = self._pending
+        pending[rid] = fut
         backstop: asyncio.TimerHandle | None = None
         try:
             delay = 0.001
-            while not self.client.request(service, rid, timeout_ms, body):
+            while not client.request(service, rid, timeout_ms, body):
                 # Send queue full: let replies drain, then try again.
                 self._drain_client()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.05)
-                if self.client is None:
+                client = self.client
+                if client is None:
                     raise PyisolateError(f"{self.name}: the connection to the broker is closed")
-            self._schedule_drain()
+            # Sending may have consumed the socket's edge-triggered wake-up:
+            # read what is already there now (only this socket).
+            self._drain_client()
             if timeout_ms:
                 # The broker enforces the deadline; this only guards against
                 # a broker that never answers.
@@ -195,10 +225,17 @@ class Node:
                     self._schedule_drain()
                 raise
         finally:
-            self._pending.pop(rid, None)
+            pending.pop(rid, None)
             if backstop is not None:
                 backstop.cancel()
-            self._release(refs)
+            if refs:
+                self._release(refs)
+        if msg.command == _REPLY:
+            frames = msg.frames
+            if not frames:
+                return None
+            return self.codec.loads(frames[0], frames[1:],
+                                    self.pickle_all or service in self.pickle_services)
         return self._result(msg, service, method, timeout)
 
     def _backstop(self, rid: int) -> None:
@@ -228,20 +265,24 @@ class Node:
 
     def _drain_client(self) -> None:
         client = self.client
-        while client is not None:
-            msg = client.recv()
+        if client is None:
+            return
+        recv = client.recv
+        pending = self._pending
+        while True:
+            msg = recv()
             if msg is None:
                 break
-            if msg.command == _core.DISCONNECT:
+            if msg.command == _DISCONNECT:
                 err = _core.Message(_core.ERROR, 0, "", _core.ERR_SHUTDOWN, msg.text, 0)
-                for fut in list(self._pending.values()):
+                for fut in list(pending.values()):
                     if not fut.done():
                         fut.set_result(err)
                 continue
-            waiter = self._pending.get(msg.id)
+            waiter = pending.get(msg.id)
             if waiter is not None and not waiter.done():
                 waiter.set_result(msg)
-            elif msg.command == _core.REPLY and len(msg.frames) > 1:
+            elif msg.command == _REPLY and len(msg.frames) > 1:
                 self._discard(msg)
 
     def _discard(self, msg: _core.Message) -> None:
@@ -316,14 +357,17 @@ class Node:
 
     def _drain_worker(self) -> None:
         worker = self.worker
-        while worker is not None and self.worker is worker:
-            msg = worker.recv()
+        if worker is None:
+            return
+        recv = worker.recv
+        while self.worker is worker:
+            msg = recv()
             if msg is None:
                 break
             cmd = msg.command
-            if cmd == _core.REQUEST:
+            if cmd == _REQUEST:
                 self._tasks[msg.id] = self.loop.create_task(self._serve_one(msg))
-            elif cmd == _core.CANCEL:
+            elif cmd == _CANCEL:
                 task = self._tasks.pop(msg.id, None)
                 if task is not None:
                     task.cancel()
@@ -346,12 +390,22 @@ class Node:
     async def _serve_one(self, msg: _core.Message) -> None:
         rid = msg.id
         try:
-            if not msg.frames:
+            frames = msg.frames
+            if not frames:
                 raise PyisolateError("empty request")
             op, target, method, args, kwargs = self.codec.loads(
-                msg.frames[0], msg.frames[1:], self.pickle_all)
+                frames[0], frames[1:], self.pickle_all)
             if op == "call":
-                result = await self._dispatch(msg.service, target, method, args, kwargs)
+                # invoke(), inlined: the common case (an async def or a
+                # function that need not leave the loop) costs no coroutine
+                # of its own.
+                fn, offload = self._resolve(msg.service, target, method)
+                if offload and not _async_callable(fn):
+                    result = await invoke(fn, args, kwargs, True)
+                else:
+                    result = fn(*args, **kwargs)
+                    if type(result) is _CoroutineType or inspect.isawaitable(result):
+                        result = await result
             else:
                 handler = self.ops.get(op)
                 if handler is None:
@@ -374,7 +428,9 @@ class Node:
                 self.worker.reply(rid, body)
             except PyisolateError as exc:
                 logger.warning("%s: cannot reply: %s", self.name, exc)
-            self._schedule_drain()
+            # Sending may have consumed the socket's edge-triggered wake-up:
+            # read what is already there now (only this socket).
+            self._drain_worker()
 
     def _send_error(self, rid: int, exc: BaseException) -> None:
         if self.worker is None:
@@ -390,6 +446,13 @@ class Node:
 
     async def _dispatch(self, service: str, target: str, method: str, args: list[Any],
                         kwargs: dict[str, Any]) -> Any:
+        fn, offload = self._resolve(service, target, method)
+        return await invoke(fn, args, kwargs, offload)
+
+    def _resolve(self, service: str, target: str,
+                 method: str) -> tuple[Callable[..., Any], bool]:
+        """The callable a request names, and whether a plain function should
+        run in the executor (the extension's own methods)."""
         if service.startswith("api."):
             cls = self.singletons.get(service[4:])
             if cls is None:
@@ -416,7 +479,7 @@ class Node:
             fn = obj
         if not callable(fn):
             raise TypeError(f"{method!r} of {type(obj).__qualname__} is not callable")
-        return await invoke(fn, args, kwargs, offload)
+        return fn, offload
 
     # -- references -----------------------------------------------------------
     def _encode_ref(self, obj: Any) -> tuple[str, str, str, str] | None:

@@ -75,25 +75,29 @@ class Codec:
         """Pack obj into frames: [msgpack, buffer, ...]. ``where`` names the
         root in error messages."""
         self._pickle = allow_pickle
-        return self._encode(obj, lambda: msgpack.packb(
-            self._convert(obj, where), strict_types=True, use_bin_type=True))
+        return self._encode(obj, self._slow_value, (obj, where))
 
     def dumps_call(self, op: str, target: str, method: str, args: tuple[Any, ...],
                    kwargs: dict[str, Any], allow_pickle: bool = False) -> list[Any]:
         self._pickle = allow_pickle
+        return self._encode([op, target, method, list(args), kwargs], self._slow_call,
+                            (op, target, method, args, kwargs))
 
-        def slow() -> bytes:
-            conv_args = [self._convert(a, f"argument {i}") for i, a in enumerate(args)]
-            conv_kwargs = {k: self._convert(v, f"keyword argument {k!r}")
-                           for k, v in kwargs.items()}
-            return msgpack.packb([op, target, method, conv_args, conv_kwargs],
-                                 strict_types=True, use_bin_type=True)
+    def _slow_value(self, obj: Any, where: str) -> bytes:
+        return msgpack.packb(self._convert(obj, where), strict_types=True, use_bin_type=True)
 
-        return self._encode([op, target, method, list(args), kwargs], slow)
+    def _slow_call(self, op: str, target: str, method: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> bytes:
+        conv_args = [self._convert(a, f"argument {i}") for i, a in enumerate(args)]
+        conv_kwargs = {k: self._convert(v, f"keyword argument {k!r}")
+                       for k, v in kwargs.items()}
+        return msgpack.packb([op, target, method, conv_args, conv_kwargs],
+                             strict_types=True, use_bin_type=True)
 
-    def _encode(self, obj: Any, slow: Callable[[], bytes]) -> list[Any]:
+    def _encode(self, obj: Any, slow: Callable[..., bytes],
+                slow_args: tuple[Any, ...]) -> list[Any]:
         """Pack obj with the fast packer (msgpack with a default hook), else
-        with slow() (a walk that knows where each value sits, for big ints
+        with slow(*slow_args) (a walk that knows where each value sits, for big ints
         and exact error messages). Shared regions described by a failed
         attempt get their in-flight count back; the others' references are
         released once the frames are made (the counts keep the regions for
@@ -106,14 +110,17 @@ class Codec:
             except (TypeError, OverflowError, ValueError):
                 self._unsend()
                 self._oob = []
-                head = slow()
+                head = slow(*slow_args)
+            if not self._oob and not self._sent:
+                return [head]  # the common case: no buffers, no regions
             frames = [head, *self._oob]
             for r in self._sent:
                 _tensors.release_region(r)
             self._sent = []
             return frames
         finally:
-            self._unsend()
+            if self._sent:
+                self._unsend()
             self._oob = None
             self._sent = None
 

@@ -1,0 +1,831 @@
+#!/usr/bin/env python3
+"""pyisolate's benchmark suite: this project beside its peer and the floors.
+
+One run, one machine, the same workloads on:
+
+- ``ours``:    this project through its public Python API (the .venv that runs
+  this script);
+- ``peer``:    ``pyisolate==0.10.2`` from PyPI, installed by the suite into a
+  venv of its own (uv), driven through its public API;
+- ``asyncio``: the Python floor: an asyncio echo over a Unix socket pair to a
+  second process;
+- ``zmq``:     a direct ZeroMQ DEALER<->DEALER ``ipc://`` echo (pyzmq) to a
+  second process;
+- ``c-socketpair`` and ``c-zmq``: the C floors, from ``build/perf/pyi_bench
+  --quick --json`` run in the same suite (built with ``make c`` if missing).
+
+Each Python system is a host process running perf/peer_adapter.py; the
+suite sends every system the same command in turn (A B A B, ``rounds``
+times per workload row) and merges the samples. It prints a table, writes
+``suite.json`` (every number, the machine, the versions), ``suite.md`` (the
+full table: mean, std, min, max, p50, p99 per system) and ``suite.png``
+(latency against tensor size; calls/s against calls in flight), and
+evaluates the goals of issue 5 as PASS / MISS lines. A missed goal never
+makes the exit status non-zero; only a broken harness does.
+
+    .venv/bin/python perf/suite.py [--quick|--full|--tiny] [--no-peer] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+ADAPTER = HERE / "peer_adapter.py"
+PEER_SPEC = "pyisolate==0.10.2"
+PEER_VENV = Path(os.environ.get("PYI_SUITE_PEER_VENV",
+                                Path.home() / ".cache" / "pyisolate-suite" / "peer-0.10.2"))
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+IMAGE_8K = (4320, 7680, 3)  # 7680x4320 RGB uint8
+
+SYSTEMS = ["ours", "peer", "asyncio", "zmq"]
+C_SYSTEMS = ["c-socketpair", "c-zmq"]
+FLOOR_FOR_RATIO = ["asyncio", "zmq"]
+
+MODES = {
+    # rounds: turns per row; n: samples per turn
+    "tiny": dict(rounds=2, small_n=20, small_1m_n=3,
+                 sizes=[4 * KiB, 1 * MiB], first_n=2, rep_n=10,
+                 depths=[1, 8, 64, 512], tp_calls=1024, tp_rounds=1,
+                 nested_n=5, startup_rounds=1, mem_ks=[1, 2],
+                 shm_k=2, shm_bytes=4 * MiB, c_bench=False, tensor_budget=0.5),
+    "quick": dict(rounds=4, small_n=400, small_1m_n=25,
+                  sizes=[4 * KiB, 1 * MiB, 64 * MiB, "8k", 1 * GiB],
+                  first_n=None, rep_n=60,
+                  depths=[1, 8, 64, 512], tp_calls=3000, tp_rounds=2,
+                  nested_n=30, startup_rounds=1, mem_ks=[1, 10],
+                  shm_k=4, shm_bytes=1 * GiB, c_bench=True, tensor_budget=0.25),
+    "full": dict(rounds=10, small_n=1000, small_1m_n=100,
+                 sizes=[4 * KiB, 1 * MiB, 64 * MiB, "8k", 1 * GiB, 4 * GiB],
+                 first_n=None, rep_n=300,
+                 depths=[1, 8, 64, 512], tp_calls=10000, tp_rounds=5,
+                 nested_n=100, startup_rounds=3, mem_ks=[1, 10, 50],
+                 shm_k=10, shm_bytes=1 * GiB, c_bench=True, tensor_budget=3.0),
+}
+
+
+def log(*a) -> None:
+    print(*a, file=sys.stderr, flush=True)
+
+
+def label(size) -> str:
+    if size == "8k":
+        return "8K image"
+    for unit, s in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if size >= s:
+            return f"{size // s} {unit}"
+    return f"{size} B"
+
+
+def nbytes(size) -> int:
+    return IMAGE_8K[0] * IMAGE_8K[1] * IMAGE_8K[2] if size == "8k" else size
+
+
+def first_n(size, mode) -> int:
+    b = nbytes(size)
+    if mode == "tiny":
+        return 2
+    if b <= MiB:
+        return 50
+    if b <= 128 * MiB:
+        return 4
+    return 1
+
+
+def stats(xs: list[float], scale: float = 1.0) -> dict:
+    xs = sorted(x * scale for x in xs)
+    n = len(xs)
+
+    def pct(q):
+        return xs[min(n - 1, int(q * n))]
+    return {"n": n, "mean": statistics.fmean(xs), "std": statistics.pstdev(xs) if n > 1 else 0.0,
+            "min": xs[0], "max": xs[-1], "p50": statistics.median(xs), "p99": pct(0.99)}
+
+
+# --------------------------------------------------------------------------
+# the peer's venv
+
+
+def run_cmd(cmd, timeout=600, env=None) -> tuple[int, str]:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        return p.returncode, (p.stdout + p.stderr)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return 1, f"{type(e).__name__}: {e}"
+
+
+def ensure_peer_venv() -> tuple[Path | None, str, dict]:
+    """(python of the peer venv, why not, info). uv from the host's venv; the
+    host's torch (CPU) reaches the peer through a .pth, never a new torch."""
+    info: dict = {"venv": str(PEER_VENV), "spec": PEER_SPEC}
+    py = PEER_VENV / "bin" / "python"
+    uv = [sys.executable, "-m", "uv"]
+    rc, out = run_cmd(uv + ["--version"])
+    if rc != 0:
+        uv = ["uv"] if shutil.which("uv") else None
+    if uv is None:
+        return None, "uv is not available (neither `python -m uv` nor `uv` on PATH)", info
+    t0 = time.perf_counter()
+    ok = False
+    if py.exists():
+        rc, out = run_cmd([str(py), "-c", "import pyisolate; print(pyisolate.__version__)"])
+        ok = rc == 0 and out.strip() == PEER_SPEC.split("==")[1]
+    if not ok:
+        shutil.rmtree(PEER_VENV, ignore_errors=True)
+        PEER_VENV.parent.mkdir(parents=True, exist_ok=True)
+        rc, out = run_cmd(uv + ["venv", "-q", "--python", sys.executable, str(PEER_VENV)])
+        if rc != 0:
+            return None, f"`uv venv` failed: {out.strip()[-400:]}", info
+        rc, out = run_cmd(uv + ["pip", "install", "-q", "--python", str(py), PEER_SPEC])
+        if rc != 0:
+            return None, f"`uv pip install {PEER_SPEC}` failed: {out.strip()[-600:]}", info
+        info["installed_now_s"] = time.perf_counter() - t0
+    # torch, numpy (and the rest of the host's packages, after the peer's
+    # own: its pyisolate, uv, packaging win) through a .pth
+    import site
+    rc, out = run_cmd([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
+    if rc != 0:
+        return None, f"the peer venv's python does not run: {out.strip()[-400:]}", info
+    peer_site = Path(out.strip())
+    host_site = [p for p in site.getsitepackages() if p.startswith(sys.prefix)]
+    (peer_site / "_pyi_suite_host_packages.pth").write_text("\n".join(host_site) + "\n")
+    rc, out = run_cmd([str(py), "-c", "import pyisolate, torch, numpy; "
+                       "print(pyisolate.__file__, torch.__version__)"])
+    info["check"] = out.strip()[-300:]
+    if rc != 0:
+        return None, f"the peer venv cannot import pyisolate/torch/numpy: {out.strip()[-400:]}", info
+    return py, "", info
+
+
+def ensure_host_packages() -> dict:
+    """pyzmq (the zmq floor) and matplotlib (the chart) in this venv."""
+    got = {}
+    for mod, pkg in (("zmq", "pyzmq"), ("matplotlib", "matplotlib")):
+        try:
+            __import__(mod)
+            got[pkg] = "present"
+        except ImportError:
+            log(f"installing {pkg} into {sys.prefix}")
+            rc, out = run_cmd([sys.executable, "-m", "pip", "install", "-q", pkg])
+            got[pkg] = "installed" if rc == 0 else f"failed: {out.strip()[-300:]}"
+    return got
+
+
+def c_bench(out_dir: Path) -> tuple[dict | None, str]:
+    exe = ROOT / "build" / "perf" / "pyi_bench"
+    if not exe.exists():
+        log("building build/perf/pyi_bench (make c)")
+        rc, out = run_cmd(["make", "-C", str(ROOT), "c"], timeout=900)
+        if rc != 0 or not exe.exists():
+            return None, f"`make c` failed: {out.strip()[-300:]}"
+    path = out_dir / "pyi_bench.json"
+    rc, out = run_cmd([str(exe), "--quick", "--json", str(path)], timeout=300)
+    if rc != 0 and not path.exists():
+        return None, f"pyi_bench failed ({rc}): {out.strip()[-300:]}"
+    return json.loads(path.read_text()), ""
+
+
+# --------------------------------------------------------------------------
+# the system processes
+
+
+class System:
+    def __init__(self, name: str, python: str, work: Path, env=None):
+        self.name = name
+        self.why = ""
+        self.info: dict = {}
+        self.stderr = open(work / f"{name}.stderr.log", "w")
+        self.proc = subprocess.Popen(
+            [python, str(ADAPTER), "--lib", name, "--work", str(work / name)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+            text=True, env=env, cwd=str(work))
+        first = self._read(120)
+        if "error" in first:
+            self.why = first["error"]
+            self.info["traceback"] = first.get("traceback", "")
+
+    def _read(self, timeout: float) -> dict:
+        import select
+        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not r:
+            return {"error": f"no answer within {timeout:.0f} s"}
+        line = self.proc.stdout.readline()
+        if not line:
+            tail = Path(self.stderr.name).read_text()[-800:]
+            return {"error": f"the {self.name} host process exited ({self.proc.poll()}): {tail}"}
+        return json.loads(line)
+
+    def cmd(self, timeout: float = 300, **c) -> dict:
+        if self.why:
+            return {"error": self.why}
+        try:
+            self.proc.stdin.write(json.dumps(c) + "\n")
+            self.proc.stdin.flush()
+        except OSError as e:
+            self.why = f"the {self.name} host process is gone: {e}"
+            return {"error": self.why}
+        res = self._read(timeout)
+        if "error" in res and ("exited" in res["error"] or "no answer" in res["error"]):
+            self.why = res["error"]
+        return res
+
+    def close(self) -> None:
+        try:
+            if self.proc.poll() is None:
+                self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.proc.stdin.flush()
+                self.proc.wait(60)
+        except Exception:
+            pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.stderr.close()
+
+
+# --------------------------------------------------------------------------
+# the run
+
+
+class Suite:
+    def __init__(self, args):
+        self.args = args
+        self.mode = "tiny" if args.tiny else "full" if args.full else "quick"
+        self.p = MODES[self.mode]
+        self.out = Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.work = Path(tempfile.mkdtemp(prefix="pyi-suite-"))
+        self.rows: list[dict] = []
+        self.systems: dict[str, System] = {}
+        self.excluded: dict[str, str] = {}
+        self.meta: dict = {"mode": self.mode}
+
+    # -- helpers
+    def live(self) -> list[System]:
+        return [s for s in self.systems.values() if not s.why]
+
+    def add_row(self, workload, row, unit, per_sys: dict, **extra) -> dict:
+        r = {"workload": workload, "row": row, "unit": unit, "systems": per_sys}
+        r.update(extra)
+        self.rows.append(r)
+        return r
+
+    def alternate(self, systems, rounds, make_cmd, timeout=300):
+        """A B A B: each system runs make_cmd(round) in turn; samples merged."""
+        names = [s.name for s in systems]
+        merged: dict[str, dict] = {n: {"samples": []} for n in names}
+        for rnd in range(rounds):
+            for name in names:
+                s = self.systems[name]
+                m = merged[s.name]
+                if "skip" in m or "error" in m or s.why:
+                    continue
+                res = s.cmd(timeout=timeout, **make_cmd(rnd, rounds))
+                if s.why:
+                    self.restart(s.name)
+                if "samples" in res:
+                    m["samples"].extend(res["samples"])
+                    if "what" in res:
+                        m["what"] = res["what"]
+                elif "skip" in res:
+                    m["skip"] = res["skip"]
+                else:
+                    m["error"] = res.get("error", "?").split("\n")[0][:300]
+                    if res.get("traceback"):
+                        log(f"[{s.name}] {res['traceback'][-1500:]}")
+                for k, v in res.items():
+                    if k not in ("samples", "what", "skip", "error", "traceback"):
+                        m.setdefault("extra", []).append({k: v})
+        return merged
+
+    def finish(self, merged, scale=1e6) -> dict:
+        out = {}
+        for name, m in merged.items():
+            if m.get("samples"):
+                st = stats(m["samples"], scale)
+                if "what" in m:
+                    st["what"] = m["what"]
+                if "error" in m:  # some samples, then an error: keep both
+                    st["error"] = m["error"]
+                out[name] = st
+            elif "skip" in m:
+                out[name] = {"skip": m["skip"]}
+            else:
+                out[name] = {"error": m.get("error", "no samples")}
+        return out
+
+    # -- workloads
+    def small(self):
+        p = self.p
+        for kind, lab in (("int", "int"), ("str", "short str"), ("10k", "10 KB str"),
+                          ("1m", "1 MB str")):
+            n = p["small_1m_n"] if kind == "1m" else p["small_n"]
+            log(f"small calls: {lab}")
+            m = self.alternate(self.live(), p["rounds"], lambda r, R: dict(
+                op="small", value=kind, n=n, warm=5, check=(r == 0)))
+            self.add_row("small calls", lab, "us", self.finish(m), value=kind)
+
+    def tensors(self):
+        p = self.p
+        torch_ok = "torch" in self.systems["ours"].info if "ours" in self.systems else False
+        libs = ["numpy", "torch"] if torch_ok else ["numpy"]
+        for lib in libs:
+            for size in p["sizes"]:
+                b = nbytes(size)
+                shape = list(IMAGE_8K) if size == "8k" else None
+                for case in ("first", "repeated"):
+                    n = first_n(size, self.mode) if case == "first" else p["rep_n"]
+                    log(f"tensors: {lib} {label(size)} {case}")
+                    m = self.alternate(self.live(), min(p["rounds"], 3), lambda r, R: dict(
+                        op="tensor", lib=lib, bytes=b, case=case, shape=shape, n=n,
+                        budget=p["tensor_budget"], last=(r == R - 1)), timeout=600)
+                    self.add_row("tensors", f"{lib} {label(size)} {case}", "us",
+                                 self.finish(m), lib=lib, bytes=b, case=case)
+
+    def throughput(self):
+        p = self.p
+        for depth in p["depths"]:
+            calls = max(p["tp_calls"], 2 * depth)
+            log(f"throughput: {depth} in flight")
+            merged: dict[str, dict] = {s.name: {"samples": []} for s in self.live()}
+            for _ in range(p["tp_rounds"]):
+                for s in self.live():
+                    res = s.cmd(op="throughput", depth=depth, calls=calls)
+                    if "calls_per_s" in res:
+                        merged[s.name]["samples"].append(res["calls_per_s"])
+                    else:
+                        merged[s.name]["error"] = res.get("error", "?")
+            self.add_row("throughput", f"{depth} in flight", "calls/s",
+                         self.finish(merged, 1.0), depth=depth, higher_is_better=True)
+
+    def nested(self):
+        p = self.p
+        log("nested calls")
+        m = self.alternate(self.live(), p["rounds"], lambda r, R: dict(
+            op="nested", n=p["nested_n"], per_call=10))
+        self.add_row("nested calls", "ext -> host singleton -> back", "us", self.finish(m))
+
+    def startup(self):
+        p = self.p
+        got: dict[str, dict] = {}
+        for _ in range(p["startup_rounds"]):
+            for s in self.live():
+                log(f"start-up: {s.name}")
+                res = s.cmd(op="startup", timeout=600)
+                g = got.setdefault(s.name, {})
+                for case in ("venv_create", "fresh", "existing"):
+                    if case in res:
+                        g.setdefault(case, []).append(res[case])
+                    elif "skip" in res:
+                        g[case] = {"skip": res["skip"]}
+                    elif "error" in res:
+                        g[case] = {"error": res["error"]}
+                        if res.get("traceback"):
+                            log(f"[{s.name}] {res['traceback'][-1500:]}")
+        for case, lab in (("venv_create", "venv creation alone"),
+                          ("fresh", "load to first call, fresh venv (uv cache warm)"),
+                          ("existing", "load to first call, existing venv")):
+            per = {}
+            for name, g in got.items():
+                v = g.get(case)
+                per[name] = stats(v, 1e3) if isinstance(v, list) else (v or {"error": "none"})
+            self.add_row("start-up", lab, "ms", per, case=case)
+
+    def memory(self):
+        p = self.p
+        for k in p["mem_ks"]:
+            per_host, per_ext, per_first = {}, {}, {}
+            for s in self.live():
+                log(f"memory: {s.name}, {k} extensions")
+                res = s.cmd(op="memory", k=k, timeout=900)
+                if "host_rss_growth_per_ext" in res:
+                    per_host[s.name] = stats([res["host_rss_growth_per_ext"]], 1 / MiB)
+                    per_ext[s.name] = stats(res["ext_rss"], 1 / MiB)
+                    per_first[s.name] = stats([res["host_rss_manager_and_first_ext"]], 1 / MiB)
+                else:
+                    bad = {"skip": res["skip"]} if "skip" in res else {"error": res.get("error")}
+                    per_host[s.name] = per_ext[s.name] = per_first[s.name] = bad
+            if k == p["mem_ks"][0]:
+                self.add_row("memory", "host RSS growth: manager + first extension", "MiB",
+                             per_first, k=1)
+            self.add_row("memory", f"host RSS growth per extension, {k} loaded", "MiB",
+                         per_host, k=k)
+            self.add_row("memory", f"each extension's RSS, {k} loaded", "MiB", per_ext, k=k)
+        k, b = p["shm_k"], p["shm_bytes"]
+        per = {}
+        for s in self.live():
+            if "torch" not in s.info:
+                per[s.name] = {"skip": "torch is not importable"}
+                continue
+            log(f"memory: {s.name}, /dev/shm after a {label(b)} tensor to {k} extensions")
+            res = s.cmd(op="shm", k=k, bytes=b, timeout=900)
+            if "shm_delta" in res:
+                per[s.name] = stats([res["shm_delta"]], 1 / MiB)
+                per[s.name]["copies"] = res["shm_delta"] / b
+            else:
+                per[s.name] = {"skip": res["skip"]} if "skip" in res else {
+                    "error": res.get("error")}
+        self.add_row("memory", f"/dev/shm used after a {label(b)} tensor to {k} extensions",
+                     "MiB", per, k=k, bytes=b)
+
+    def c_rows(self, data: dict):
+        lat = {(d["system"], d["size"]): d for d in data.get("latency", [])}
+        tp = {(d["system"], d["in_flight"]): d for d in data.get("throughput", [])}
+        csys = {"c-socketpair": "socketpair", "c-zmq": "zmq-direct"}
+        # small calls: int/short str ~ 16 B, 1 MB str ~ 1 MiB (pyi_bench's sizes)
+        for r in self.rows:
+            size = None
+            if r["workload"] == "small calls":
+                size = {"int": 16, "str": 16, "1m": MiB}.get(r["value"])
+            for cs, src in csys.items():
+                if r["workload"] == "throughput":
+                    d = tp.get((src, r["depth"]))
+                    r["systems"][cs] = ({"n": d["calls"], "p50": d["calls_per_s"],
+                                         "mean": d["calls_per_s"], "min": d["round_min_calls_per_s"],
+                                         "max": d["round_max_calls_per_s"], "std": float("nan"),
+                                         "p99": float("nan")} if d else
+                                        {"skip": "not measured by pyi_bench"})
+                elif size is not None and (src, size) in lat:
+                    d = lat[(src, size)]
+                    r["systems"][cs] = {"n": d["calls"], "mean": d["mean_us"], "std": float("nan"),
+                                        "min": d["min_us"], "max": d["max_us"],
+                                        "p50": d["p50_us"], "p99": d["p99_us"],
+                                        "what": f"pyi_bench {size} B payload"}
+
+    # -- the whole run
+    def run(self) -> int:
+        a, p = self.args, self.p
+        t_start = time.time()
+        self.meta.update(self.machine())
+        self.meta["host_packages"] = ensure_host_packages()
+        peer_py = None
+        if a.no_peer:
+            self.excluded["peer"] = "--no-peer"
+        else:
+            log(f"peer: preparing {PEER_VENV}")
+            try:
+                peer_py, why, info = ensure_peer_venv()
+            except Exception as e:  # say why, go on without it
+                peer_py, why, info = None, f"preparing its venv failed: {type(e).__name__}: {e}", {}
+            self.meta["peer_venv"] = info
+            if peer_py is None:
+                self.excluded["peer"] = why
+        cdata = None
+        if p["c_bench"]:
+            log("C floors: pyi_bench --quick")
+            cdata, why = c_bench(self.out)
+            if cdata is None:
+                self.excluded["c-socketpair"] = self.excluded["c-zmq"] = why
+            else:
+                self.meta["pyi_bench"] = {k: cdata.get(k) for k in
+                                          ("machine", "libzmq", "cpus", "run_seconds", "goals")}
+        else:
+            self.excluded["c-socketpair"] = self.excluded["c-zmq"] = "not run in --tiny"
+        self.peer_py = peer_py
+        for name in SYSTEMS:
+            if name in self.excluded:
+                continue
+            s = self.spawn(name)
+            if s.why:
+                self.excluded[name] = f"did not start: {s.why}"
+                log(f"{name} did not start: {s.why}")
+                continue
+            self.systems[name] = s
+        try:
+            # tensors last: a host process that dies there (the peer's has,
+            # see the notes) is restarted, but loses nothing else
+            for step in (self.small, self.throughput, self.nested, self.startup,
+                         self.memory, self.tensors):
+                t0 = time.time()
+                step()
+                self.meta.setdefault("step_seconds", {})[step.__name__] = time.time() - t0
+        finally:
+            for s in self.systems.values():
+                self.meta.setdefault("versions", {})[s.name] = s.info
+                if s.why:
+                    self.excluded.setdefault(s.name, "failed during the run: "
+                                             + s.why.split("\n")[0][:300])
+                s.close()
+        if cdata:
+            self.c_rows(cdata)
+        self.meta["run_seconds"] = time.time() - t_start
+        self.report()
+        shutil.rmtree(self.work, ignore_errors=True)
+        return 0
+
+    def spawn(self, name: str) -> System:
+        py, env = sys.executable, dict(os.environ)
+        if name == "peer":
+            py = str(self.peer_py)
+            env["PATH"] = f"{PEER_VENV / 'bin'}:{env.get('PATH', '')}"  # its uv
+            env["PYISOLATE_UV_CACHE_DIR"] = str(PEER_VENV.parent / "uv-cache")
+        log(f"starting {name}")
+        s = System(name, py, self.work, env)
+        if not s.why:
+            res = s.cmd(op="setup", torch=True, timeout=300)
+            if "error" in res:
+                s.why = res["error"]
+                log(f"[{name}] {res.get('traceback', '')[-1500:]}")
+            else:
+                s.info = res
+        if s.why:
+            s.close()
+        return s
+
+    def restart(self, name: str) -> bool:
+        """A host process that died mid-run: note it, start a new one."""
+        old = self.systems[name]
+        self.meta.setdefault("restarts", []).append({"system": name, "why": old.why[:2000]})
+        log(f"{name}: host process lost ({old.why[:300]}); restarting it")
+        old.close()
+        new = self.spawn(name)
+        if new.why:
+            return False
+        self.systems[name] = new
+        return True
+
+    def machine(self) -> dict:
+        m = {"platform": platform.platform(), "machine": platform.machine(),
+             "cpus": os.cpu_count(), "python": sys.version.split()[0],
+             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        try:
+            for line in open("/proc/cpuinfo"):
+                if line.startswith("model name"):
+                    m["cpu"] = line.split(":", 1)[1].strip()
+                    break
+            for line in open("/proc/meminfo"):
+                if line.startswith("MemTotal"):
+                    m["mem_total_kib"] = int(line.split()[1])
+            st = os.statvfs("/dev/shm")
+            m["dev_shm_bytes"] = st.f_blocks * st.f_frsize
+        except OSError:
+            pass
+        return m
+
+    # -- the report
+    def columns(self) -> list[str]:
+        cols = [n for n in SYSTEMS if n in self.systems or n in self.excluded and n != "peer"]
+        cols = [n for n in SYSTEMS if n in self.systems]
+        return cols + [c for c in C_SYSTEMS if c not in self.excluded]
+
+    @staticmethod
+    def ratio(r, num, den):
+        a, b = r["systems"].get(num, {}), r["systems"].get(den, {})
+        if "p50" not in a or "p50" not in b or not b["p50"]:
+            return None
+        return a["p50"] / b["p50"]
+
+    def goals(self) -> list[dict]:
+        g = []
+
+        def row(workload, pred):
+            return [r for r in self.rows if r["workload"] == workload and pred(r)]
+
+        def add(goal, ok, measured, detail):
+            g.append({"goal": goal, "pass": ok, "measured": measured, "detail": detail})
+
+        small = row("small calls", lambda r: True)
+        rs = [(r["row"], self.ratio(r, "ours", "peer")) for r in small]
+        rs = [x for x in rs if x[1] is not None]
+        if rs:
+            worst = max(rs, key=lambda x: x[1])
+            add("small-call p50 <= 1/3 of the peer's", worst[1] <= 1 / 3, worst[1],
+                f"worst ours/peer {worst[1]:.2f}x ({worst[0]}); limit 0.33x; "
+                + ", ".join(f"{k} {v:.2f}x" for k, v in rs))
+        else:
+            add("small-call p50 <= 1/3 of the peer's", None, None, "peer not measured")
+        rs = [(r["row"], self.ratio(r, "ours", "asyncio")) for r in small]
+        rs = [x for x in rs if x[1] is not None]
+        if rs:
+            worst = max(rs, key=lambda x: x[1])
+            add("small-call p50 within 2x of the asyncio floor", worst[1] <= 2.0, worst[1],
+                f"worst ours/asyncio {worst[1]:.2f}x ({worst[0]}); limit 2x; "
+                + ", ".join(f"{k} {v:.2f}x" for k, v in rs))
+        for lib in ("numpy", "torch"):
+            rep = sorted(row("tensors", lambda r: r["lib"] == lib and r["case"] == "repeated"),
+                         key=lambda r: r["bytes"])
+            rep = [r for r in rep if "p50" in r["systems"].get("ours", {})]
+            if len(rep) >= 2:
+                lo, hi = rep[0], rep[-1]
+                q = hi["systems"]["ours"]["p50"] / lo["systems"]["ours"]["p50"]
+                note = "" if hi["bytes"] >= 4 * GiB else " (4 GiB only in --full)"
+                add(f"repeated {lib} crossing flat: largest within 2x of smallest", q <= 2.0, q,
+                    f"{hi['row']} / {lo['row']} = {q:.2f}x; limit 2x{note}")
+            big = [r for r in rep if r["bytes"] >= 64 * MiB]
+            rs = [(r["row"], self.ratio(r, "peer", "ours")) for r in big]
+            rs = [x for x in rs if x[1] is not None]
+            if rs:
+                worst = min(rs, key=lambda x: x[1])
+                add(f"repeated {lib} crossing >= 10x faster than the peer from 64 MiB",
+                    worst[1] >= 10, worst[1],
+                    f"worst peer/ours {worst[1]:.1f}x ({worst[0]}); minimum 10x; "
+                    + ", ".join(f"{k} {v:.1f}x" for k, v in rs))
+            elif big:
+                why = big[0]["systems"].get("peer", {}).get("skip") or "peer not measured"
+                add(f"repeated {lib} crossing >= 10x faster than the peer from 64 MiB", None,
+                    None, why)
+        tp = row("throughput", lambda r: r["depth"] == 64)
+        if tp:
+            q = self.ratio(tp[0], "ours", "peer")
+            add("throughput at 64 in flight >= 3x the peer's",
+                None if q is None else q >= 3, q,
+                "peer not measured" if q is None else f"ours/peer {q:.2f}x; minimum 3x")
+        st = row("start-up", lambda r: r["case"] == "existing")
+        if st:
+            q = self.ratio(st[0], "ours", "peer")
+            add("start-up with an existing venv <= half the peer's",
+                None if q is None else q <= 0.5, q,
+                "peer not measured" if q is None else f"ours/peer {q:.2f}x; limit 0.5x")
+        mem = row("memory", lambda r: r["row"].startswith("host RSS growth per extension"))
+        vals = [(r["row"], r["systems"].get("ours", {}).get("p50")) for r in mem]
+        vals = [v for v in vals if v[1] is not None]
+        if vals:
+            worst = max(vals, key=lambda v: v[1])
+            add("host RSS <= 15 MB per loaded extension", worst[1] * MiB <= 15e6, worst[1],
+                f"worst {worst[1]:.1f} MiB ({worst[0]}); limit 15 MB (14.3 MiB)")
+        return g
+
+    def fmt(self, v, unit) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        if unit == "calls/s":
+            return f"{v:,.0f}"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
+
+    def report(self) -> None:
+        cols = self.columns()
+        goals = self.goals()
+        ratio_cols = []
+        if "peer" in self.systems:
+            ratio_cols.append(("ours/peer", "ours", "peer"))
+        for f in FLOOR_FOR_RATIO:
+            if f in self.systems:
+                ratio_cols.append((f"ours/{f}", "ours", f))
+        if "c-socketpair" in cols:
+            ratio_cols.append(("ours/c-sock", "ours", "c-socketpair"))
+        for r in self.rows:
+            r["ratios_p50"] = {lab: self.ratio(r, a, b) for lab, a, b in ratio_cols}
+
+        # console: p50 (p99) per system
+        head = f"{'workload':14} {'row':46} {'unit':7}" + "".join(f" {c:>20}" for c in cols) \
+            + "".join(f" {lab:>11}" for lab, _, _ in ratio_cols)
+        lines = [f"pyisolate suite, {self.mode} mode: p50 (p99) per system; ratios of p50",
+                 head, "-" * len(head)]
+        for r in self.rows:
+            cells = []
+            for c in cols:
+                s = r["systems"].get(c)
+                if s is None:
+                    cells.append("-")
+                elif "p50" in s and "error" in s:
+                    cells.append(f"{self.fmt(s['p50'], r['unit'])} !err")
+                elif "p50" in s:
+                    if s.get("n", 0) > 1 and not math.isnan(s.get("p99", float("nan"))):
+                        cells.append(f"{self.fmt(s['p50'], r['unit'])} ({self.fmt(s['p99'], r['unit'])})")
+                    else:
+                        cells.append(self.fmt(s["p50"], r["unit"]))
+                else:
+                    cells.append("skip" if "skip" in s else "ERROR")
+            rat = [r["ratios_p50"][lab] for lab, _, _ in ratio_cols]
+            lines.append(f"{r['workload'][:14]:14} {r['row'][:46]:46} {r['unit']:7}"
+                         + "".join(f" {c:>20}" for c in cells)
+                         + "".join(f" {('-' if x is None else f'{x:.2f}x'):>11}" for x in rat))
+        notes = []
+        for r in self.rows:
+            for c, s in r["systems"].items():
+                if "skip" in s or "error" in s:
+                    why = s.get("skip") or "ERROR " + str(s.get("error")).split("\n")[0][:300]
+                    notes.append(f"  {r['row']} / {c}: {why}")
+        lines.append("")
+        for rs in self.meta.get("restarts", []):
+            lines.append(f"restarted {rs['system']}'s host process after: "
+                         + rs["why"].split("\n")[0][:300])
+        if self.excluded:
+            lines.append("systems not measured:")
+            for k, v in self.excluded.items():
+                lines.append(f"  {k}: {v}")
+        if notes:
+            lines.append("skipped cells:")
+            seen = set()
+            for n in notes:
+                key = n.split(": ", 1)[1][:80]
+                if key in seen and len(notes) > 12:
+                    continue
+                seen.add(key)
+                lines.append(n)
+        lines.append("")
+        lines.append("goals (issue 5):")
+        for g in goals:
+            tag = "PASS" if g["pass"] else ("MISS" if g["pass"] is False else "N/A ")
+            lines.append(f"  {tag} {g['goal']}: {g['detail']}")
+        text = "\n".join(lines)
+        print(text, flush=True)
+
+        # markdown: the full table
+        md = [f"# pyisolate suite ({self.mode})", "",
+              f"{self.meta.get('cpu', '')}, {self.meta.get('cpus')} CPUs, "
+              f"{self.meta.get('platform')}, {self.meta.get('date_utc')}", ""]
+        md.append("| workload | row | unit | stat | " + " | ".join(cols) + " | "
+                  + " | ".join(l for l, _, _ in ratio_cols) + " |")
+        md.append("|" + "---|" * (4 + len(cols) + len(ratio_cols)))
+        for r in self.rows:
+            for i, st in enumerate(("mean", "std", "min", "max", "p50", "p99")):
+                cells = []
+                for c in cols:
+                    s = r["systems"].get(c, {})
+                    cells.append(self.fmt(s.get(st), r["unit"]) if st in s else
+                                 ("skip" if "skip" in s else "-"))
+                rat = [r["ratios_p50"][l] for l, _, _ in ratio_cols] if st == "p50" else []
+                md.append(f"| {r['workload'] if i == 0 else ''} | {r['row'] if i == 0 else ''} | "
+                          f"{r['unit']} | {st} | " + " | ".join(cells) + " | "
+                          + " | ".join(("-" if x is None else f"{x:.2f}x") for x in rat)
+                          + (" |" * (len(ratio_cols) - len(rat))) + " |")
+        md += ["", "```", text, "```", ""]
+        (self.out / "suite.md").write_text("\n".join(md))
+
+        data = {"meta": self.meta, "excluded": self.excluded, "columns": cols,
+                "rows": self.rows, "goals": goals}
+        (self.out / "suite.json").write_text(json.dumps(data, indent=1, default=str))
+        self.chart(cols)
+        log(f"wrote {self.out / 'suite.json'}, {self.out / 'suite.md'}, {self.out / 'suite.png'}")
+
+    def chart(self, cols) -> None:
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as e:
+            self.meta["chart"] = f"no matplotlib: {e}"
+            return
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+        colors = {"ours": "C0", "peer": "C3", "asyncio": "C2", "zmq": "C1"}
+        for sysname in [c for c in cols if c in colors]:
+            for lib, style in (("torch", "-"), ("numpy", "--")):
+                for case, marker in (("repeated", "o"), ("first", "x")):
+                    pts = sorted((r["bytes"], r["systems"][sysname]["p50"]) for r in self.rows
+                                 if r["workload"] == "tensors" and r["lib"] == lib
+                                 and r["case"] == case and "p50" in r["systems"].get(sysname, {}))
+                    if sysname in ("asyncio", "zmq") and case == "first":
+                        continue  # the floors' first and repeated are the same copy
+                    if pts:
+                        ax1.plot([p[0] for p in pts], [p[1] for p in pts], style, marker=marker,
+                                 color=colors[sysname], label=f"{sysname} {lib} {case}"
+                                 if sysname not in ("asyncio", "zmq") else f"{sysname} {lib} (copy)")
+            pts = sorted((r["depth"], r["systems"][sysname]["p50"]) for r in self.rows
+                         if r["workload"] == "throughput" and "p50" in r["systems"].get(sysname, {}))
+            if pts:
+                ax2.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=colors[sysname],
+                         label=sysname)
+        for c, col in (("c-zmq", "C4"), ("c-socketpair", "C5")):
+            pts = sorted((r["depth"], r["systems"][c]["p50"]) for r in self.rows
+                         if r["workload"] == "throughput" and "p50" in r["systems"].get(c, {}))
+            if pts:
+                ax2.plot([p[0] for p in pts], [p[1] for p in pts], ":o", color=col, label=c)
+        ax1.set_xscale("log")
+        ax1.set_yscale("log")
+        ax1.set_xlabel("tensor size (bytes)")
+        ax1.set_ylabel("round trip p50 (us)")
+        ax1.set_title("latency against tensor size")
+        ax1.legend(fontsize=6)
+        ax1.grid(True, which="both", alpha=0.3)
+        ax2.set_xscale("log")
+        ax2.set_yscale("log")
+        ax2.set_xlabel("calls in flight")
+        ax2.set_ylabel("calls/s")
+        ax2.set_title("throughput against calls in flight")
+        ax2.legend(fontsize=7)
+        ax2.grid(True, which="both", alpha=0.3)
+        fig.suptitle(f"pyisolate suite ({self.mode}), {self.meta.get('cpus')} CPUs")
+        fig.tight_layout()
+        fig.savefig(self.out / "suite.png", dpi=110)
+        plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="under 3 minutes (the default)")
+    g.add_argument("--full", action="store_true", help="more rounds, 4 GiB, 50 extensions")
+    g.add_argument("--tiny", action="store_true", help="a few iterations, small sizes, for tests")
+    ap.add_argument("--no-peer", action="store_true", help="leave the peer out")
+    ap.add_argument("--out", default="suite-out", help="where to write suite.json/.md/.png")
+    args = ap.parse_args()
+    return Suite(args).run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
