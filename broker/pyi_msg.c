@@ -7,6 +7,7 @@
     could make it reserve gigabytes.
 */
 #include "pyisolate/pyi_msg.h"
+#include "pyi_reader.h"
 #include <zmq.h>
 #include <msgpack.h>
 #include <stdlib.h>
@@ -314,104 +315,17 @@ pyi_msg_encode (const pyi_msg_t *self, void *buffer, size_t size)
 
 /*  Decoding ---------------------------------------------------------- */
 
-typedef struct {
-    const uint8_t *p;
-    const uint8_t *end;
-} s_reader_t;
-
+/*  A text of at most PYI_MAX_TEXT bytes into a new heap string (NULL for
+    ""). */
 static bool
-s_need (s_reader_t *r, size_t n)
+s_read_text (pyi_reader_t *r, char **text)
 {
-    return (size_t) (r->end - r->p) >= n;
-}
-
-static uint64_t
-s_be (const uint8_t *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = (v << 8) | p [i];
-    return v;
-}
-
-/*  Read a length-prefixed or fixed-width field after a one-byte tag. */
-static bool
-s_read_be (s_reader_t *r, int n, uint64_t *value)
-{
-    if (!s_need (r, n))
+    const char *data;
+    size_t size;
+    if (!pyi_reader_str (r, &data, &size, PYI_MAX_TEXT))
         return false;
-    *value = s_be (r->p, n);
-    r->p += n;
-    return true;
-}
-
-static bool
-s_read_uint (s_reader_t *r, uint64_t *value)
-{
-    if (!s_need (r, 1))
-        return false;
-    uint8_t tag = *r->p++;
-    if (tag <= 0x7f) {
-        *value = tag;
-        return true;
-    }
-    switch (tag) {
-        case 0xcc: return s_read_be (r, 1, value);
-        case 0xcd: return s_read_be (r, 2, value);
-        case 0xce: return s_read_be (r, 4, value);
-        case 0xcf: return s_read_be (r, 8, value);
-        default: return false;
-    }
-}
-
-static bool
-s_read_array (s_reader_t *r, uint64_t *count)
-{
-    if (!s_need (r, 1))
-        return false;
-    uint8_t tag = *r->p++;
-    if ((tag & 0xf0) == 0x90) {
-        *count = tag & 0x0f;
-        return true;
-    }
-    if (tag == 0xdc)
-        return s_read_be (r, 2, count);
-    if (tag == 0xdd)
-        return s_read_be (r, 4, count);
-    return false;
-}
-
-/*  Read a string of at most limit bytes without NULs into dest
-    (limit + 1 bytes), or into a new heap string when dest_p is given. */
-static bool
-s_read_str (s_reader_t *r, char *dest, char **dest_p, size_t limit)
-{
-    if (!s_need (r, 1))
-        return false;
-    uint8_t tag = *r->p++;
-    uint64_t size;
-    if ((tag & 0xe0) == 0xa0)
-        size = tag & 0x1f;
-    else
-    if (tag == 0xd9 || tag == 0xda || tag == 0xdb) {
-        if (!s_read_be (r, tag == 0xd9 ? 1 : tag == 0xda ? 2 : 4, &size))
-            return false;
-    }
-    else
-        return false;
-    if (size > limit || !s_need (r, size) || memchr (r->p, 0, size))
-        return false;
-    if (dest_p) {
-        *dest_p = size ? strndup ((const char *) r->p, size) : NULL;
-        if (size && !*dest_p)
-            return false;
-    }
-    else {
-        memcpy (dest, r->p, size);
-        dest [size] = 0;
-    }
-    r->p += size;
-    return true;
+    *text = size ? strndup (data, size) : NULL;
+    return !size || *text;
 }
 
 static pyi_msg_t *
@@ -429,16 +343,16 @@ pyi_msg_decode (const void *data, size_t size)
     if (!self)
         return NULL;
     self->command = 0;
-    s_reader_t r = { (const uint8_t *) data, (const uint8_t *) data + size };
+    pyi_reader_t r = { (const uint8_t *) data, (const uint8_t *) data + size };
     uint64_t fields, version, command, value;
 
-    if (!s_read_array (&r, &fields) || fields < 2)
+    if (!pyi_reader_array (&r, &fields) || fields < 2)
         return s_fault (self, PYI_ERR_MALFORMED, "header is not a msgpack array of 2 or more fields");
-    if (!s_read_uint (&r, &version))
+    if (!pyi_reader_uint (&r, UINT64_MAX, &version))
         return s_fault (self, PYI_ERR_MALFORMED, "header field 1 (version) is not an unsigned integer");
     if (version != PYI_PROTOCOL_VERSION)
         return s_fault (self, PYI_ERR_VERSION, "protocol version not supported");
-    if (!s_read_uint (&r, &command) || command < PYI_READY || command > PYI_DISCONNECT)
+    if (!pyi_reader_uint (&r, UINT64_MAX, &command) || command < PYI_READY || command > PYI_DISCONNECT)
         return s_fault (self, PYI_ERR_MALFORMED, "unknown command");
     self->command = (pyi_command_t) command;
     if (fields != (uint64_t) s_fields [command])
@@ -447,51 +361,51 @@ pyi_msg_decode (const void *data, size_t size)
     switch (self->command) {
         case PYI_READY: {
             uint64_t count;
-            if (!s_read_str (&r, self->token, NULL, PYI_MAX_NAME))
+            if (!pyi_reader_str_copy (&r, self->token, PYI_MAX_NAME))
                 return s_fault (self, PYI_ERR_MALFORMED, "READY: bad token");
-            if (!s_read_array (&r, &count) || count > READY_MAX_SERVICES)
+            if (!pyi_reader_array (&r, &count) || count > READY_MAX_SERVICES)
                 return s_fault (self, PYI_ERR_MALFORMED, "READY: bad service list");
             for (uint64_t i = 0; i < count; i++) {
                 char name [PYI_MAX_NAME + 1];
-                if (!s_read_str (&r, name, NULL, PYI_MAX_NAME) || !*name
+                if (!pyi_reader_str_copy (&r, name, PYI_MAX_NAME) || !*name
                 ||  pyi_msg_add_service (self, name))
                     return s_fault (self, PYI_ERR_MALFORMED, "READY: bad service name");
             }
-            if (!s_read_uint (&r, &value) || value > UINT32_MAX)
+            if (!pyi_reader_uint (&r, UINT64_MAX, &value) || value > UINT32_MAX)
                 return s_fault (self, PYI_ERR_MALFORMED, "READY: bad heartbeat");
             self->timeout = (uint32_t) value;
             break;
         }
         case PYI_REQUEST:
-            if (!s_read_uint (&r, &self->id))
+            if (!pyi_reader_uint (&r, UINT64_MAX, &self->id))
                 return s_fault (self, PYI_ERR_MALFORMED, "REQUEST: bad id");
-            if (!s_read_str (&r, self->service, NULL, PYI_MAX_NAME))
+            if (!pyi_reader_str_copy (&r, self->service, PYI_MAX_NAME))
                 return s_fault (self, PYI_ERR_MALFORMED, "REQUEST: bad service name");
-            if (!s_read_uint (&r, &value) || value > UINT32_MAX)
+            if (!pyi_reader_uint (&r, UINT64_MAX, &value) || value > UINT32_MAX)
                 return s_fault (self, PYI_ERR_MALFORMED, "REQUEST: bad timeout");
             self->timeout = (uint32_t) value;
             break;
         case PYI_REPLY:
         case PYI_CANCEL:
-            if (!s_read_uint (&r, &self->id))
+            if (!pyi_reader_uint (&r, UINT64_MAX, &self->id))
                 return s_fault (self, PYI_ERR_MALFORMED, "bad id");
             break;
         case PYI_ERROR:
-            if (!s_read_uint (&r, &self->id))
+            if (!pyi_reader_uint (&r, UINT64_MAX, &self->id))
                 return s_fault (self, PYI_ERR_MALFORMED, "ERROR: bad id");
-            if (!s_read_uint (&r, &value) || value > INT32_MAX)
+            if (!pyi_reader_uint (&r, UINT64_MAX, &value) || value > INT32_MAX)
                 return s_fault (self, PYI_ERR_MALFORMED, "ERROR: bad code");
             self->code = (int) value;
-            if (!s_read_str (&r, NULL, &self->text, PYI_MAX_TEXT))
+            if (!s_read_text (&r, &self->text))
                 return s_fault (self, PYI_ERR_MALFORMED, "ERROR: bad text");
-            if (!s_read_str (&r, self->service, NULL, PYI_MAX_NAME))
+            if (!pyi_reader_str_copy (&r, self->service, PYI_MAX_NAME))
                 return s_fault (self, PYI_ERR_MALFORMED, "ERROR: bad service name");
             break;
         case PYI_DISCONNECT:
-            if (!s_read_uint (&r, &value) || value > INT32_MAX)
+            if (!pyi_reader_uint (&r, UINT64_MAX, &value) || value > INT32_MAX)
                 return s_fault (self, PYI_ERR_MALFORMED, "DISCONNECT: bad code");
             self->code = (int) value;
-            if (!s_read_str (&r, NULL, &self->text, PYI_MAX_TEXT))
+            if (!s_read_text (&r, &self->text))
                 return s_fault (self, PYI_ERR_MALFORMED, "DISCONNECT: bad text");
             break;
         case PYI_HEARTBEAT:

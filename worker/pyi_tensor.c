@@ -15,6 +15,7 @@
 #include "pyisolate/pyi_region.h"
 #include "pyisolate/pyi_broker.h"
 #include "pyi_proc.h"
+#include "pyi_reader.h"
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -302,132 +303,12 @@ pyi_tensor_encode (const DLTensor *t, pyi_msg_t *msg)
 
 /*  Decoding ------------------------------------------------------------- */
 
-typedef struct {
-    const uint8_t *p;
-    const uint8_t *end;
-} s_reader_t;
-
-static bool
-s_need (s_reader_t *r, size_t n)
-{
-    return (size_t) (r->end - r->p) >= n;
-}
-
-static bool
-s_read_be (s_reader_t *r, int n, uint64_t *value)
-{
-    if (!s_need (r, (size_t) n))
-        return false;
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = (v << 8) | r->p [i];
-    r->p += n;
-    *value = v;
-    return true;
-}
-
-/*  Any msgpack integer that fits int64. */
-static bool
-s_read_int (s_reader_t *r, int64_t *value)
-{
-    if (!s_need (r, 1))
-        return false;
-    uint8_t tag = *r->p++;
-    uint64_t v;
-    if (tag <= 0x7f) {
-        *value = tag;
-        return true;
-    }
-    if (tag >= 0xe0) {
-        *value = (int8_t) tag;
-        return true;
-    }
-    switch (tag) {
-        case 0xcc: case 0xcd: case 0xce: case 0xcf:
-            if (!s_read_be (r, 1 << (tag - 0xcc), &v) || v > INT64_MAX)
-                return false;
-            *value = (int64_t) v;
-            return true;
-        case 0xd0:
-            if (!s_read_be (r, 1, &v)) return false;
-            *value = (int8_t) v;
-            return true;
-        case 0xd1:
-            if (!s_read_be (r, 2, &v)) return false;
-            *value = (int16_t) v;
-            return true;
-        case 0xd2:
-            if (!s_read_be (r, 4, &v)) return false;
-            *value = (int32_t) v;
-            return true;
-        case 0xd3:
-            if (!s_read_be (r, 8, &v)) return false;
-            *value = (int64_t) v;
-            return true;
-        default:
-            return false;
-    }
-}
-
-/*  An integer in [0, max]. */
-static bool
-s_read_uint (s_reader_t *r, uint64_t max, uint64_t *value)
-{
-    int64_t v;
-    if (!s_read_int (r, &v) || v < 0 || (uint64_t) v > max)
-        return false;
-    *value = (uint64_t) v;
-    return true;
-}
-
-static bool
-s_read_array (s_reader_t *r, uint64_t *count)
-{
-    if (!s_need (r, 1))
-        return false;
-    uint8_t tag = *r->p++;
-    if ((tag & 0xf0) == 0x90) {
-        *count = tag & 0x0f;
-        return true;
-    }
-    if (tag == 0xdc)
-        return s_read_be (r, 2, count);
-    if (tag == 0xdd)
-        return s_read_be (r, 4, count);
-    return false;
-}
-
 /*  An array of exactly count elements. */
 static bool
-s_expect_array (s_reader_t *r, uint64_t count)
+s_expect_array (pyi_reader_t *r, uint64_t count)
 {
     uint64_t n;
-    return s_read_array (r, &n) && n == count;
-}
-
-/*  A string of at most limit bytes, no NULs, into dest (limit + 1). */
-static bool
-s_read_str (s_reader_t *r, char *dest, size_t limit)
-{
-    if (!s_need (r, 1))
-        return false;
-    uint8_t tag = *r->p++;
-    uint64_t size;
-    if ((tag & 0xe0) == 0xa0)
-        size = tag & 0x1f;
-    else
-    if (tag == 0xd9 || tag == 0xda || tag == 0xdb) {
-        if (!s_read_be (r, tag == 0xd9 ? 1 : tag == 0xda ? 2 : 4, &size))
-            return false;
-    }
-    else
-        return false;
-    if (size > limit || !s_need (r, size) || memchr (r->p, 0, size))
-        return false;
-    memcpy (dest, r->p, size);
-    dest [size] = 0;
-    r->p += size;
-    return true;
+    return pyi_reader_array (r, &n) && n == count;
 }
 
 static int
@@ -442,11 +323,11 @@ static int
 s_parse (s_meta_t *m, const void *data, size_t size)
 {
     memset (m, 0, sizeof (*m));
-    s_reader_t r = { (const uint8_t *) data, (const uint8_t *) data + size };
+    pyi_reader_t r = { (const uint8_t *) data, (const uint8_t *) data + size };
     uint64_t v, count;
     if (!data || !s_expect_array (&r, DESCRIPTOR_FIELDS))
         return s_bad ("not a msgpack array of 7 fields");
-    if (!s_read_uint (&r, UINT32_MAX, &v))
+    if (!pyi_reader_uint (&r, UINT32_MAX, &v))
         return s_bad ("field 1 (layout version) is not an unsigned integer");
     if (v != PYI_TENSOR_LAYOUT) {
         pyi_set_error ("tensor descriptor layout %llu not supported (this library reads %d)",
@@ -454,8 +335,8 @@ s_parse (s_meta_t *m, const void *data, size_t size)
         return -1;
     }
     uint64_t type, id;
-    if (!s_expect_array (&r, 2) || !s_read_uint (&r, INT32_MAX, &type)
-    ||  !s_read_uint (&r, INT32_MAX, &id))
+    if (!s_expect_array (&r, 2) || !pyi_reader_uint (&r, INT32_MAX, &type)
+    ||  !pyi_reader_uint (&r, INT32_MAX, &id))
         return s_bad ("field 2 (device) is not [type, id]");
     if (type != kDLCPU || id != 0) {
         pyi_set_error ("device (%llu, %llu) not supported: shared regions hold CPU tensors",
@@ -464,13 +345,13 @@ s_parse (s_meta_t *m, const void *data, size_t size)
     }
     m->device.device_type = kDLCPU;
     uint64_t code, bits, lanes;
-    if (!s_expect_array (&r, 3) || !s_read_uint (&r, UINT8_MAX, &code)
-    ||  !s_read_uint (&r, UINT8_MAX, &bits) || !s_read_uint (&r, UINT16_MAX, &lanes))
+    if (!s_expect_array (&r, 3) || !pyi_reader_uint (&r, UINT8_MAX, &code)
+    ||  !pyi_reader_uint (&r, UINT8_MAX, &bits) || !pyi_reader_uint (&r, UINT16_MAX, &lanes))
         return s_bad ("field 3 (dtype) is not [code, bits, lanes] in range");
     m->dtype.code = (uint8_t) code;
     m->dtype.bits = (uint8_t) bits;
     m->dtype.lanes = (uint16_t) lanes;
-    if (!s_read_array (&r, &count))
+    if (!pyi_reader_array (&r, &count))
         return s_bad ("field 4 (shape) is not an array");
     if (count > PYI_TENSOR_MAX_NDIM) {
         pyi_set_error ("ndim %llu is over the limit of %d",
@@ -479,23 +360,23 @@ s_parse (s_meta_t *m, const void *data, size_t size)
     }
     m->ndim = (int32_t) count;
     for (int i = 0; i < m->ndim; i++)
-        if (!s_read_int (&r, &m->shape [i]))
+        if (!pyi_reader_int (&r, &m->shape [i]))
             return s_bad ("field 4 (shape) holds a non-integer");
-    if (s_need (&r, 1) && *r.p == 0xc0) {
+    if (pyi_reader_need (&r, 1) && *r.p == 0xc0) {
         r.p++;
         s_contiguous (m);
     }
     else {
-        if (!s_read_array (&r, &count) || count != (uint64_t) m->ndim)
+        if (!pyi_reader_array (&r, &count) || count != (uint64_t) m->ndim)
             return s_bad ("field 5 (strides) is neither nil nor an array of ndim integers");
         for (int i = 0; i < m->ndim; i++)
-            if (!s_read_int (&r, &m->strides [i]))
+            if (!pyi_reader_int (&r, &m->strides [i]))
                 return s_bad ("field 5 (strides) holds a non-integer");
     }
-    if (!s_read_uint (&r, INT64_MAX, &m->byte_offset))
+    if (!pyi_reader_uint (&r, INT64_MAX, &m->byte_offset))
         return s_bad ("field 6 (byte_offset) is not an integer in [0, 2^63)");
-    if (!s_expect_array (&r, 3) || !s_read_str (&r, m->name, PYI_REGION_MAX_NAME)
-    ||  !s_read_uint (&r, INT64_MAX, &m->offset) || !s_read_uint (&r, INT64_MAX, &m->length))
+    if (!s_expect_array (&r, 3) || !pyi_reader_str_copy (&r, m->name, PYI_REGION_MAX_NAME)
+    ||  !pyi_reader_uint (&r, INT64_MAX, &m->offset) || !pyi_reader_uint (&r, INT64_MAX, &m->length))
         return s_bad ("field 7 (region) is not [name, offset, length]");
     if (r.p != r.end)
         return s_bad ("trailing bytes");
