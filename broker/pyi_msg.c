@@ -7,7 +7,7 @@
     could make it reserve gigabytes.
 */
 #include "pyisolate/pyi_msg.h"
-#include "pyi_reader.h"
+#include "pyi_msgpack.h"
 #include <zmq.h>
 #include <msgpack.h>
 #include <stdlib.h>
@@ -241,25 +241,6 @@ pyi_msg_add_service (pyi_msg_t *self, const char *service)
 
 /*  Encoding ---------------------------------------------------------- */
 
-typedef struct {
-    uint8_t *data;
-    size_t size;
-    size_t used;
-} s_writer_t;
-
-static int
-s_write (void *data, const char *buf, size_t len)
-{
-    s_writer_t *writer = (s_writer_t *) data;
-    if (len == 0)
-        return 0;
-    if (len > writer->size - writer->used)
-        return -1;
-    memcpy (writer->data + writer->used, buf, len);
-    writer->used += len;
-    return 0;
-}
-
 static int
 s_pack_str (msgpack_packer *pk, const char *str)
 {
@@ -272,9 +253,9 @@ pyi_msg_encode (const pyi_msg_t *self, void *buffer, size_t size)
 {
     if (self->command < PYI_READY || self->command > PYI_DISCONNECT)
         return -1;
-    s_writer_t writer = { (uint8_t *) buffer, size, 0 };
+    pyi_writer_t writer = { (uint8_t *) buffer, size, 0 };
     msgpack_packer pk;
-    msgpack_packer_init (&pk, &writer, s_write);
+    msgpack_packer_init (&pk, &writer, pyi_writer_write);
     int rc = msgpack_pack_array (&pk, s_fields [self->command]);
     rc |= msgpack_pack_uint32 (&pk, PYI_PROTOCOL_VERSION);
     rc |= msgpack_pack_uint32 (&pk, self->command);

@@ -15,7 +15,7 @@
 #include "pyisolate/pyi_region.h"
 #include "pyisolate/pyi_broker.h"
 #include "pyi_proc.h"
-#include "pyi_reader.h"
+#include "pyi_msgpack.h"
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -194,29 +194,12 @@ s_from_tensor (s_meta_t *m, const DLTensor *t)
 
 /*  Encoding ------------------------------------------------------------- */
 
-typedef struct {
-    uint8_t *data;
-    size_t size;
-    size_t used;
-} s_writer_t;
-
-static int
-s_write (void *data, const char *buf, size_t len)
-{
-    s_writer_t *writer = (s_writer_t *) data;
-    if (len > writer->size - writer->used)
-        return -1;
-    memcpy (writer->data + writer->used, buf, len);
-    writer->used += len;
-    return 0;
-}
-
 static int
 s_pack_meta (const s_meta_t *m, void *buffer, size_t size)
 {
-    s_writer_t writer = { (uint8_t *) buffer, size, 0 };
+    pyi_writer_t writer = { (uint8_t *) buffer, size, 0 };
     msgpack_packer pk;
-    msgpack_packer_init (&pk, &writer, s_write);
+    msgpack_packer_init (&pk, &writer, pyi_writer_write);
     int rc = msgpack_pack_array (&pk, DESCRIPTOR_FIELDS);
     rc |= msgpack_pack_uint32 (&pk, PYI_TENSOR_LAYOUT);
     rc |= msgpack_pack_array (&pk, 2);

@@ -307,7 +307,14 @@ def encode_numpy(np: Any, arr: Any) -> tuple[bytes, Any] | None:
         except BaseException:
             release_region(r)
             raise
-    m = _share(t)
+    return _describe_new(_share(t))
+
+
+def _describe_new(m: Any) -> tuple[bytes, Any]:
+    """(descriptor, region reference) of a tensor just made in a new region
+    (DLManagedTensor m, taken: its deleter runs here; the region reference
+    keeps the memory)."""
+    r = None
     try:
         r = _find(int(ffi.cast("uintptr_t", m.dl_tensor.data)))
         desc = _pack(ffi.addressof(m, "dl_tensor"))
@@ -401,17 +408,7 @@ def _empty_descriptor(t: Any) -> tuple[bytes, Any]:
     empty tensors no address to find)."""
     dl = torch_dl_dtype(sys.modules["torch"], t.dtype)
     assert dl is not None
-    m = _empty(tuple(t.shape), dl)
-    try:
-        r = _find(int(ffi.cast("uintptr_t", m.dl_tensor.data)))
-        desc = _pack(ffi.addressof(m, "dl_tensor"))
-    except BaseException:
-        if r is not None:
-            release_region(r)
-        raise
-    finally:
-        m.deleter(m)
-    return desc, r
+    return _describe_new(_empty(tuple(t.shape), dl))
 
 
 def encode_torch(torch: Any, t: Any) -> tuple[bytes, Any]:

@@ -1,15 +1,37 @@
-/*  pyi_reader: a strict, allocation-free msgpack reader for untrusted bytes
-    (headers and tensor descriptors). Every declared length is checked
+/*  pyi_msgpack: msgpack-c's packer writing into a fixed buffer, and a
+    strict, allocation-free msgpack reader for untrusted bytes (headers and
+    tensor descriptors). Every declared length is checked
     against the bytes present before it is used, and nothing is allocated
     for declared counts (msgpack-c's unpacker does allocate them, so it is
     never used on bytes from a peer). Internal to libpyisolate. */
-#ifndef PYI_READER_H_INCLUDED
-#define PYI_READER_H_INCLUDED
+#ifndef PYI_MSGPACK_H_INCLUDED
+#define PYI_MSGPACK_H_INCLUDED
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+/*  A fixed buffer for msgpack_packer_init (pyi_writer_write as the
+    callback): a write that does not fit fails, nothing is allocated. */
+typedef struct {
+    uint8_t *data;
+    size_t size;
+    size_t used;
+} pyi_writer_t;
+
+static inline int
+pyi_writer_write (void *data, const char *buf, size_t len)
+{
+    pyi_writer_t *writer = (pyi_writer_t *) data;
+    if (len == 0)
+        return 0;
+    if (len > writer->size - writer->used)
+        return -1;
+    memcpy (writer->data + writer->used, buf, len);
+    writer->used += len;
+    return 0;
+}
 
 typedef struct {
     const uint8_t *p;               /* next byte */
