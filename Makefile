@@ -50,7 +50,7 @@ test-fuzz: setup
 	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run $(FUZZ_BUILD)
 
 test-python: python
-	$(PY) -m pytest tests/python -q
+	$(PY) -m pytest tests/python -q -rs
 
 test: test-c test-asan test-fuzz test-python
 

@@ -16,7 +16,13 @@ each beside a small call (``echo(1)``) of the same run, interleaved
 JSON. The goal, reported and not asserted: a repeated crossing of any size
 within 2x of the small call.
 
-    python perf/tensor_bench.py [--full] [--json out.json] [--venv-root DIR]
+With --cuda, the same table for torch CUDA tensors (device='cuda', CUDA IPC)
+instead: first crossing of a fresh allocation (the allocator's cache emptied
+before each, outside the timed call) and repeated crossing of one tensor;
+each checks that the same memory comes back. Without torch or a GPU it
+prints "skipped: <reason>" and exits 0.
+
+    python perf/tensor_bench.py [--full] [--cuda] [--json out.json] [--venv-root DIR]
 """
 
 from __future__ import annotations
@@ -161,16 +167,85 @@ async def run(args) -> list[dict]:
     return rows
 
 
+def _cuda_unavailable() -> str:
+    """Why CUDA tensors cannot be measured here ('' when they can)."""
+    try:
+        import torch
+    except ImportError as exc:
+        return f"torch is not importable ({exc})"
+    if not torch.cuda.is_available():
+        return (f"torch.cuda.is_available() is False (torch {torch.__version__}, "
+                f"CUDA {torch.version.cuda})")
+    return ""
+
+
+async def run_cuda(args) -> list[dict]:
+    """The table for torch CUDA tensors: first and repeated crossings."""
+    import torch
+
+    sizes = [4 * KiB, 1 * MiB, 64 * MiB, 1 * GiB] + ([4 * GiB] if args.full else [])
+    if args.max_size:
+        sizes = [s for s in sizes if s <= args.max_size]
+    work = Path(tempfile.mkdtemp(prefix="pyi-bench-"))
+    (work / "bench_ext").mkdir()
+    (work / "bench_ext" / "__init__.py").write_text(EXT_SOURCE)
+    venv_root = Path(args.venv_root or work / "venvs")
+    rows: list[dict] = []
+    cfg = pyisolate.ExtensionManagerConfig(venv_root_path=venv_root)
+    async with pyisolate.ExtensionManager(pyisolate.ExtensionBase, cfg) as mgr:
+        ext = await mgr.load_extension(pyisolate.ExtensionConfig(
+            name="tensor_bench_cuda", module_path=str(work / "bench_ext"),
+            share_torch=True, dependencies=[]))
+        for _ in range(200):  # warm up
+            await ext.echo(1)
+        warm = torch.ones(1, device="cuda")
+        await ext.echo(warm)  # the extension's CUDA context starts here, untimed
+        del warm
+
+        def same(x, y):
+            assert y.is_cuda and y.data_ptr() == x.data_ptr(), "a copy came back"
+
+        for size in sizes:
+            n = size // 4
+            first_reps = 200 if size <= MiB else (10 if size <= 64 * MiB else 3)
+
+            def fresh(i):
+                torch.cuda.empty_cache()  # a new allocation, never shared before
+                t = torch.ones(n, device="cuda")
+                torch.cuda.synchronize()
+                return t
+
+            s, b = await _interleaved(ext, fresh, first_reps, same)
+            rows.append(_row("cuda", size, "first (fresh allocation)", s, b))
+            gc.collect()
+            t = torch.ones(n, device="cuda")
+            await ext.echo(t)  # its first crossing
+            s, b = await _interleaved(ext, lambda i: t, args.reps, same)
+            rows.append(_row("cuda", size, "repeated (same tensor)", s, b))
+            del t
+            gc.collect()
+            torch.cuda.empty_cache()
+            print(f"done {_label(size)}", file=sys.stderr)
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--full", action="store_true", help="add 4 GiB")
     ap.add_argument("--reps", type=int, default=1000, help="repeated-crossing calls per size")
     ap.add_argument("--max-size", type=int, default=0, help="skip sizes above this (bytes)")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--cuda", action="store_true",
+                    help="torch CUDA tensors instead ('skipped: <reason>', exit 0, without CUDA)")
     ap.add_argument("--venv-root", default=os.environ.get("PYI_BENCH_VENVS"))
     ap.add_argument("--json", default="tensor_bench.json")
     args = ap.parse_args()
-    rows = asyncio.run(run(args))
+    if args.cuda:
+        reason = _cuda_unavailable()
+        if reason:
+            print(f"skipped: {reason}")
+            return 0
+    rows = asyncio.run(run_cuda(args) if args.cuda else run(args))
     print(f"{'lib':6} {'size':>7}  {'case':32} {'p50 us':>10} {'p99 us':>10} "
           f"{'small p50':>10} {'ratio':>7}")
     for r in rows:
@@ -186,6 +261,9 @@ def main() -> int:
         import torch
 
         info["torch"] = torch.__version__
+        if args.cuda:
+            info["cuda"] = {"version": torch.version.cuda,
+                            "device": torch.cuda.get_device_name(0)}
     except ImportError:
         pass
     Path(args.json).write_text(json.dumps(info, indent=1))

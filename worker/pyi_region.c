@@ -10,6 +10,7 @@
 */
 #include "pyisolate/pyi_region.h"
 #include "pyisolate/pyi_broker.h"
+#include "pyisolate/pyi_cuda.h"
 #include "pyi_proc.h"
 #include <ctype.h>
 #include <dirent.h>
@@ -43,14 +44,26 @@ typedef struct {
     uint32_t header_size;           /* PYI_REGION_HEADER */
     uint64_t size;                  /* data bytes */
     _Atomic uint32_t inflight;      /* messages in flight that name the region */
-    uint32_t creator;               /* pid of the creator, for diagnostics */
+    uint32_t creator;               /* pid of the creator */
+    uint32_t kind;                  /* KIND_HOST or KIND_CUDA */
+    uint32_t reserved;
+    uint8_t uuid [PYI_CUDA_UUID];   /* CUDA: the device */
+    uint8_t handle [PYI_CUDA_HANDLE];   /* CUDA: IPC handle of the allocation */
 } s_header_t;
+
+#define KIND_HOST 0                 /* data follows the header page */
+#define KIND_CUDA 1                 /* header page only; data is a CUDA allocation */
 
 struct _pyi_region_t {
     char name [PYI_REGION_MAX_NAME + 1];   /* "/pyi-<session>-<pid>-<seq>" */
-    int fd;                         /* holds our LOCK_SH */
-    uint8_t *base;                  /* the mapping: header page, then data */
+    int fd;                         /* holds our LOCK_SH (not a CUDA exporter's) */
+    uint8_t *base;                  /* the mapping: header page, then host data */
+    size_t mapped;                  /* bytes mapped at base */
+    uint8_t *data;                  /* host data, or the CUDA device pointer */
     size_t size;                    /* data bytes */
+    int kind;                       /* KIND_* */
+    int device;                     /* CUDA: local device ordinal */
+    bool exporter;                  /* CUDA: made here from our own allocation */
     size_t refs;                    /* local references, under s_lock */
     pyi_region_t *next;             /* in s_regions */
 };
@@ -75,7 +88,10 @@ s_at_exit (void)
 {
     pthread_mutex_lock (&s_lock);
     for (pyi_region_t *r = s_regions; r; r = r->next)
-        if (flock (r->fd, LOCK_EX | LOCK_NB) == 0
+        if (r->exporter)
+            shm_unlink (r->name);   /* its CUDA memory dies with this process */
+        else
+        if (r->kind == KIND_HOST && flock (r->fd, LOCK_EX | LOCK_NB) == 0
         &&  atomic_load (&((s_header_t *) r->base)->inflight) == 0)
             shm_unlink (r->name);
     pthread_mutex_unlock (&s_lock);
@@ -184,6 +200,14 @@ s_lock_shared (int fd)
     return -1;
 }
 
+/*  Whether process pid exists (a reused pid counts as alive: never remove
+    what may be live). */
+static bool
+s_alive (uint32_t pid)
+{
+    return pid > 0 && (kill ((pid_t) pid, 0) == 0 || errno != ESRCH);
+}
+
 static s_header_t *
 s_header (pyi_region_t *self)
 {
@@ -210,19 +234,10 @@ s_lookup (const char *name)
     return NULL;
 }
 
-pyi_region_t *
-pyi_region_new (size_t size)
+/*  Create a new, empty shared memory object with a fresh name; 0 or -1. */
+static int
+s_create (pyi_region_t *self)
 {
-    pthread_once (&s_once, s_init);
-    if (size > PYI_REGION_MAX_SIZE) {
-        pyi_set_error ("region of %zu bytes is over the limit of %zu", size, PYI_REGION_MAX_SIZE);
-        return NULL;
-    }
-    pyi_region_t *self = (pyi_region_t *) calloc (1, sizeof (pyi_region_t));
-    if (!self) {
-        pyi_set_error ("out of memory");
-        return NULL;
-    }
     pthread_mutex_lock (&s_lock);
     s_default_session ();
     char session [MAX_SESSION + 1];
@@ -241,6 +256,25 @@ pyi_region_new (size_t size)
     }
     if (self->fd == -1) {
         pyi_set_error ("cannot create shared memory %s: %s", self->name, strerror (errno));
+        return -1;
+    }
+    return 0;
+}
+
+pyi_region_t *
+pyi_region_new (size_t size)
+{
+    pthread_once (&s_once, s_init);
+    if (size > PYI_REGION_MAX_SIZE) {
+        pyi_set_error ("region of %zu bytes is over the limit of %zu", size, PYI_REGION_MAX_SIZE);
+        return NULL;
+    }
+    pyi_region_t *self = (pyi_region_t *) calloc (1, sizeof (pyi_region_t));
+    if (!self) {
+        pyi_set_error ("out of memory");
+        return NULL;
+    }
+    if (s_create (self)) {
         free (self);
         return NULL;
     }
@@ -262,7 +296,10 @@ pyi_region_new (size_t size)
         pyi_set_error ("cannot map %s: %s", self->name, strerror (errno));
         goto failed;
     }
+    self->mapped = total;
+    self->data = self->base + PYI_REGION_HEADER;
     self->size = size;
+    self->kind = KIND_HOST;
     s_header_t *header = s_header (self);
     header->layout = REGION_LAYOUT;
     header->header_size = PYI_REGION_HEADER;
@@ -310,23 +347,44 @@ s_map (const char *name)
         pyi_set_error ("region %s has a bad size (%lld bytes)", name, (long long) st.st_size);
         goto failed;
     }
-    self->base = (uint8_t *) mmap (NULL, (size_t) st.st_size, PROT_READ | PROT_WRITE,
+    self->mapped = (size_t) st.st_size;
+    self->base = (uint8_t *) mmap (NULL, self->mapped, PROT_READ | PROT_WRITE,
                                    MAP_SHARED, self->fd, 0);
     if (self->base == MAP_FAILED) {
         self->base = NULL;
         pyi_set_error ("cannot map region %s: %s", name, strerror (errno));
         goto failed;
     }
-    self->size = (size_t) st.st_size - PYI_REGION_HEADER;
     s_header_t *header = s_header (self);
+    self->kind = (int) header->kind;
+    self->size = (size_t) header->size;
+    bool host = self->kind == KIND_HOST && self->mapped - PYI_REGION_HEADER == self->size;
+    bool cuda = self->kind == KIND_CUDA && self->mapped == PYI_REGION_HEADER
+             && self->size <= PYI_REGION_MAX_SIZE;
     if (header->magic != REGION_MAGIC || header->layout != REGION_LAYOUT
-    ||  header->header_size != PYI_REGION_HEADER || header->size != self->size) {
-        pyi_set_error ("region %s has no valid header (magic, layout %u, or size)",
-                       name, (unsigned) header->layout);
-        munmap (self->base, PYI_REGION_HEADER + self->size);
-        goto failed;
+    ||  header->header_size != PYI_REGION_HEADER || !(host || cuda)) {
+        pyi_set_error ("region %s has no valid header (magic, layout %u, kind %u, or size)",
+                       name, (unsigned) header->layout, (unsigned) header->kind);
+        goto unmap;
+    }
+    if (host)
+        self->data = self->base + PYI_REGION_HEADER;
+    else {
+        uintptr_t pointer;
+        if (pyi_cuda_open (header->uuid, header->handle, &pointer, &self->device)) {
+            /*  The descriptor that named it is consumed all the same. */
+            _Atomic uint32_t *inflight = &header->inflight;
+            uint32_t value = atomic_load (inflight);
+            while (value > 0 && !atomic_compare_exchange_weak (inflight, &value, value - 1))
+                ;
+            goto unmap;
+        }
+        self->data = (uint8_t *) pointer;
     }
     return self;
+
+unmap:
+    munmap (self->base, self->mapped);
 
 failed:
     close (self->fd);   /* drops our lock; the name is not ours to remove */
@@ -365,7 +423,9 @@ pyi_region_open (const char *name)
         self = s_insert (mapped);
     pthread_mutex_unlock (&s_lock);
     if (self != mapped) {
-        munmap (mapped->base, PYI_REGION_HEADER + mapped->size);
+        if (mapped->kind == KIND_CUDA)
+            pyi_cuda_close ((uintptr_t) mapped->data, mapped->device);
+        munmap (mapped->base, mapped->mapped);
         close (mapped->fd);
         free (mapped);
     }
@@ -378,18 +438,168 @@ pyi_region_find (const void *ptr, size_t *offset)
     const uint8_t *p = (const uint8_t *) ptr;
     pthread_mutex_lock (&s_lock);
     pyi_region_t *self = s_regions;
+    /*  Inside a region's data, else at the end of one (mappings and CUDA
+        allocations may be adjacent: inside wins). */
+    pyi_region_t *edge = NULL;
     for (; self; self = self->next) {
-        const uint8_t *data = self->base + PYI_REGION_HEADER;
-        if (p >= data && p <= data + self->size)
+        if (p >= self->data && p < self->data + self->size)
             break;
+        if (p == self->data + self->size)
+            edge = self;
     }
+    if (!self)
+        self = edge;
     if (self) {
         self->refs++;
         if (offset)
-            *offset = (size_t) (p - (self->base + PYI_REGION_HEADER));
+            *offset = (size_t) (p - self->data);
     }
     pthread_mutex_unlock (&s_lock);
     return self;
+}
+
+pyi_region_t *
+pyi_region_find_cuda (const void *ptr, size_t *offset)
+{
+    pthread_once (&s_once, s_init);
+    size_t at = 0;
+    pyi_region_t *self = pyi_region_find (ptr, &at);
+    if (self && at == self->size && self->size > 0)
+        pyi_region_release (&self);     /* just past an allocation: maybe the next */
+    if (self) {
+        if (offset)
+            *offset = at;
+        if (self->kind == KIND_CUDA)
+            return self;
+        pyi_region_release (&self);
+        pyi_set_error ("address %p is host memory of a shared region, not CUDA memory", ptr);
+        return NULL;
+    }
+    /*  Not shared yet: a region naming its whole allocation. */
+    uintptr_t base;
+    size_t size;
+    int device;
+    uint8_t uuid [PYI_CUDA_UUID], handle [PYI_CUDA_HANDLE];
+    if (pyi_cuda_export (ptr, &base, &size, &device, uuid, handle))
+        return NULL;
+    if (size > PYI_REGION_MAX_SIZE) {
+        pyi_set_error ("CUDA allocation of %zu bytes is over the limit of %zu",
+                       size, PYI_REGION_MAX_SIZE);
+        return NULL;
+    }
+    self = (pyi_region_t *) calloc (1, sizeof (pyi_region_t));
+    if (!self) {
+        pyi_set_error ("out of memory");
+        return NULL;
+    }
+    if (s_create (self)) {
+        free (self);
+        return NULL;
+    }
+    /*  No lock: the exporter alone holds none, so that pyi_region_collect
+        can tell by LOCK_EX whether a receiver still maps the region. */
+    int rc = posix_fallocate (self->fd, 0, PYI_REGION_HEADER);
+    if (rc) {
+        pyi_set_error ("cannot reserve shared memory for %s: %s", self->name, strerror (rc));
+        goto failed;
+    }
+    self->mapped = PYI_REGION_HEADER;
+    self->base = (uint8_t *) mmap (NULL, self->mapped, PROT_READ | PROT_WRITE, MAP_SHARED,
+                                   self->fd, 0);
+    if (self->base == MAP_FAILED) {
+        self->base = NULL;
+        pyi_set_error ("cannot map %s: %s", self->name, strerror (errno));
+        goto failed;
+    }
+    self->data = (uint8_t *) base;
+    self->size = size;
+    self->kind = KIND_CUDA;
+    self->device = device;
+    self->exporter = true;
+    s_header_t *header = s_header (self);
+    header->layout = REGION_LAYOUT;
+    header->header_size = PYI_REGION_HEADER;
+    header->size = size;
+    header->creator = (uint32_t) getpid ();
+    header->kind = KIND_CUDA;
+    memcpy (header->uuid, uuid, PYI_CUDA_UUID);
+    memcpy (header->handle, handle, PYI_CUDA_HANDLE);
+    atomic_thread_fence (memory_order_release);
+    header->magic = REGION_MAGIC;
+
+    pthread_mutex_lock (&s_lock);
+    /*  Another thread may have exported the same allocation meanwhile. */
+    pyi_region_t *other = s_regions;
+    while (other && !(other->kind == KIND_CUDA && other->data == self->data))
+        other = other->next;
+    if (other) {
+        other->refs++;
+        pthread_mutex_unlock (&s_lock);
+        munmap (self->base, self->mapped);
+        shm_unlink (self->name);
+        close (self->fd);
+        free (self);
+        self = other;
+    }
+    else {
+        s_insert (self);        /* the export's own reference */
+        self->refs++;           /* the caller's */
+        pthread_mutex_unlock (&s_lock);
+    }
+    if (offset)
+        *offset = (size_t) ((const uint8_t *) ptr - self->data);
+    return self;
+
+failed:
+    shm_unlink (self->name);
+    close (self->fd);
+    free (self);
+    return NULL;
+}
+
+int
+pyi_region_collect (char (*names) [PYI_REGION_MAX_NAME + 1], int capacity)
+{
+    int done = 0;
+    pthread_mutex_lock (&s_lock);
+    pyi_region_t **link = &s_regions;
+    while (*link && done < capacity) {
+        pyi_region_t *r = *link;
+        /*  Only the export's reference left, and no other process maps it
+            (LOCK_EX: nobody can start to while we hold it) nor is about to. */
+        bool free_it = r->exporter && r->refs == 1
+                    && flock (r->fd, LOCK_EX | LOCK_NB) == 0;
+        if (free_it && atomic_load (&s_header (r)->inflight) > 0) {
+            flock (r->fd, LOCK_UN);
+            free_it = false;
+        }
+        if (!free_it) {
+            link = &r->next;
+            continue;
+        }
+        *link = r->next;
+        s_count--;
+        shm_unlink (r->name);
+        if (names)
+            memcpy (names [done], r->name, sizeof (r->name));
+        done++;
+        munmap (r->base, r->mapped);
+        close (r->fd);
+        free (r);
+    }
+    pthread_mutex_unlock (&s_lock);
+    return done;
+}
+
+size_t
+pyi_region_exported (void)
+{
+    size_t count = 0;
+    pthread_mutex_lock (&s_lock);
+    for (pyi_region_t *r = s_regions; r; r = r->next)
+        count += r->exporter;
+    pthread_mutex_unlock (&s_lock);
+    return count;
 }
 
 pyi_region_t *
@@ -424,16 +634,23 @@ pyi_region_release (pyi_region_t **self_p)
         maps the region; while we hold it nobody can start to, so inflight
         is stable. (A failed conversion drops our LOCK_SH: harmless, we
         close next.) */
+    if (self->kind == KIND_CUDA && !self->exporter)
+        pyi_cuda_close ((uintptr_t) self->data, self->device);
     bool last = flock (self->fd, LOCK_EX | LOCK_NB) == 0;
     bool idle = last && atomic_load (&s_header (self)->inflight) == 0;
-    munmap (self->base, PYI_REGION_HEADER + self->size);
+    /*  A CUDA region's name is its creator's to remove (pyi_region_collect)
+        while the creator lives: it may name the allocation again. */
+    if (idle && self->kind == KIND_CUDA)
+        idle = self->exporter || !s_alive (s_header (self)->creator);
+    munmap (self->base, self->mapped);
     if (idle)
         shm_unlink (self->name);
     close (self->fd);
     free (self);
 }
 
-void *pyi_region_data (pyi_region_t *self) { return self->base + PYI_REGION_HEADER; }
+void *pyi_region_data (pyi_region_t *self) { return self->data; }
+int pyi_region_device (pyi_region_t *self) { return self->kind == KIND_CUDA ? self->device : -1; }
 size_t pyi_region_size (pyi_region_t *self) { return self->size; }
 const char *pyi_region_name (pyi_region_t *self) { return self->name; }
 
@@ -511,7 +728,9 @@ s_sweep (const char *session, pid_t creator, bool force)
             s_header_t *header = (s_header_t *) mmap (NULL, PYI_REGION_HEADER, PROT_READ,
                                                       MAP_SHARED, fd, 0);
             if (header != MAP_FAILED) {
-                bool idle = header->magic != REGION_MAGIC || atomic_load (&header->inflight) == 0;
+                bool idle = header->magic != REGION_MAGIC
+                         || (atomic_load (&header->inflight) == 0
+                             && (header->kind != KIND_CUDA || !s_alive (header->creator)));
                 munmap (header, PYI_REGION_HEADER);
                 if (idle)
                     removed += shm_unlink (name) == 0;

@@ -166,21 +166,28 @@ s_contiguous (s_meta_t *m)
     }
 }
 
-/*  Fill meta from a DLTensor and check it. 0 or -1. */
+/*  Fill meta from a DLTensor and check it: host memory, or CUDA device
+    memory when cuda is true. 0 or -1. */
 static int
-s_from_tensor (s_meta_t *m, const DLTensor *t)
+s_from_tensor (s_meta_t *m, const DLTensor *t, bool cuda)
 {
     memset (m, 0, sizeof (*m));
     if (!t || t->ndim < 0 || t->ndim > PYI_TENSOR_MAX_NDIM || (t->ndim && !t->shape)) {
         pyi_set_error ("not a valid DLTensor (ndim %d)", t ? t->ndim : -1);
         return -1;
     }
-    if (t->device.device_type != kDLCPU && t->device.device_type != kDLCUDAHost) {
-        pyi_set_error ("device type %d is not CPU memory", (int) t->device.device_type);
+    if (cuda && t->device.device_type == kDLCUDA)
+        m->device = t->device;
+    else
+    if (t->device.device_type == kDLCPU || t->device.device_type == kDLCUDAHost) {
+        m->device.device_type = kDLCPU;
+        m->device.device_id = 0;
+    }
+    else {
+        pyi_set_error ("device type %d is not %s", (int) t->device.device_type,
+                       cuda ? "CPU or CUDA memory" : "CPU memory");
         return -1;
     }
-    m->device.device_type = kDLCPU;
-    m->device.device_id = 0;
     m->dtype = t->dtype;
     m->ndim = t->ndim;
     for (int i = 0; i < m->ndim; i++)
@@ -230,12 +237,21 @@ s_pack_meta (const s_meta_t *m, void *buffer, size_t size)
 static pyi_region_t *
 s_locate (s_meta_t *m, const DLTensor *t)
 {
-    if (s_from_tensor (m, t))
+    if (s_from_tensor (m, t, true))
         return NULL;
     const uint8_t *first = (const uint8_t *) t->data + t->byte_offset;
     const uint8_t *start = first + m->lo;
     size_t offset;
-    pyi_region_t *region = pyi_region_find (start, &offset);
+    bool cuda = m->device.device_type == kDLCUDA;
+    pyi_region_t *region = cuda ? pyi_region_find_cuda (start, &offset)
+                                : pyi_region_find (start, &offset);
+    if (cuda && !region)
+        return NULL;        /* pyi_region_find_cuda said why */
+    if (region && (pyi_region_device (region) >= 0) != cuda) {
+        pyi_set_error ("tensor memory is in a region of another device type");
+        pyi_region_release (&region);
+        return NULL;
+    }
     if (!region || (uint64_t) (m->hi - m->lo) > pyi_region_size (region) - offset) {
         /*  (s_check made sure hi - lo does not overflow.) */
         pyi_set_error ("tensor memory is not in a shared region mapped here: "
@@ -321,12 +337,13 @@ s_parse (s_meta_t *m, const void *data, size_t size)
     if (!s_expect_array (&r, 2) || !pyi_reader_uint (&r, INT32_MAX, &type)
     ||  !pyi_reader_uint (&r, INT32_MAX, &id))
         return s_bad ("field 2 (device) is not [type, id]");
-    if (type != kDLCPU || id != 0) {
-        pyi_set_error ("device (%llu, %llu) not supported: shared regions hold CPU tensors",
+    if (!(type == kDLCPU && id == 0) && type != kDLCUDA) {
+        pyi_set_error ("device (%llu, %llu) not supported: only (1, 0) CPU and (2, n) CUDA",
                        (unsigned long long) type, (unsigned long long) id);
         return -1;
     }
-    m->device.device_type = kDLCPU;
+    m->device.device_type = (DLDeviceType) type;
+    m->device.device_id = (int32_t) id;
     uint64_t code, bits, lanes;
     if (!s_expect_array (&r, 3) || !pyi_reader_uint (&r, UINT8_MAX, &code)
     ||  !pyi_reader_uint (&r, UINT8_MAX, &bits) || !pyi_reader_uint (&r, UINT16_MAX, &lanes))
@@ -444,6 +461,16 @@ s_decode (const void *data, size_t size, bool versioned, uint64_t flags)
         return NULL;
     /*  Mapped and locked: this message no longer needs to keep it alive. */
     pyi_region_received (region);
+    int device = pyi_region_device (region);
+    if ((device >= 0) != (meta.device.device_type == kDLCUDA)) {
+        pyi_set_error ("descriptor of a %s tensor names %s region %s",
+                       device >= 0 ? "CPU" : "CUDA", device >= 0 ? "a CUDA" : "a host",
+                       meta.name);
+        pyi_region_release (&region);
+        return NULL;
+    }
+    if (device >= 0)
+        meta.device.device_id = device;     /* the receiver's ordinal of that GPU */
     size_t region_size = pyi_region_size (region);
     if (meta.length > region_size || meta.offset > region_size - meta.length) {
         pyi_set_error ("span [%llu, +%llu) is beyond region %s of %zu bytes",
@@ -536,7 +563,7 @@ DLManagedTensorVersioned *
 pyi_tensor_share (const DLTensor *t)
 {
     s_meta_t meta;
-    if (s_from_tensor (&meta, t))
+    if (s_from_tensor (&meta, t, false))
         return NULL;
     s_meta_t source = meta;
     s_holder_t *holder = s_allocate (&meta, DLPACK_FLAG_BITMASK_IS_COPIED);
@@ -553,7 +580,7 @@ pyi_tensor_empty (int32_t ndim, const int64_t *shape, DLDataType dtype)
 {
     DLTensor t = { NULL, { kDLCPU, 0 }, ndim, dtype, (int64_t *) shape, NULL, 0 };
     s_meta_t meta;
-    if (s_from_tensor (&meta, &t))
+    if (s_from_tensor (&meta, &t, false))
         return NULL;
     s_holder_t *holder = s_allocate (&meta, 0);
     return holder ? &holder->head.versioned : NULL;

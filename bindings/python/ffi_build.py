@@ -244,6 +244,15 @@ uint32_t pyi_region_inflight (pyi_region_t *self);
 size_t pyi_region_mapped (void);
 int pyi_region_sweep (const char *session, int creator);
 int pyi_region_remove_session (const char *session);
+pyi_region_t *pyi_region_find_cuda (const void *ptr, size_t *offset);
+int pyi_region_collect (char (*names) [64], int capacity);
+size_t pyi_region_exported (void);
+int pyi_region_device (pyi_region_t *self);
+
+/* pyi_cuda.h */
+int pyi_cuda_available (void);
+int pyi_cuda_synchronize (void);
+int pyi_cuda_active (void);
 
 /* pyi_tensor.h */
 #define PYI_TENSOR_MAX_NDIM 32
@@ -431,6 +440,18 @@ static PyObject *pyi_py_recv_worker (PyObject *self, PyObject *arg)
     when the frames do not fit in one message. */
 static pyi_msg_t *pyi_py_body (int command, PyObject *frames, int *too_many)
 {
+    /*  CUDA work on memory another process sees must be finished before
+        the message leaves (docs/tensors.md): a no-op without CUDA IPC. */
+    if (pyi_cuda_active ()) {
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = pyi_cuda_synchronize ();
+        Py_END_ALLOW_THREADS
+        if (rc != 0) {
+            PyErr_Format (PyExc_RuntimeError, "%s", pyi_last_error ());
+            return NULL;
+        }
+    }
     PyObject *seq = PySequence_Fast (frames, "frames must be a sequence");
     if (seq == NULL)
         return NULL;

@@ -61,13 +61,43 @@ PYI_EXPORT pyi_region_t *pyi_region_new (size_t size);
 /*  Map the region named name (from a descriptor: untrusted), or take one
     more reference to it when it is mapped here already (no syscall).
     NULL when the name is not of our form, no such region exists, or it is
-    not a valid region (bad header, size mismatch). */
+    not a valid region (bad header, size mismatch), or a CUDA region whose
+    handle cannot be opened here (then one message naming it counts as
+    received: it was consumed). */
 PYI_EXPORT pyi_region_t *pyi_region_open (const char *name);
 
 /*  The region mapped here whose data holds address ptr (its end counts,
     for empty tensors), with one more reference, and the offset of ptr in
     its data; NULL (no error text) when ptr is in no region mapped here. */
 PYI_EXPORT pyi_region_t *pyi_region_find (const void *ptr, size_t *offset);
+
+/*  CUDA regions (docs/tensors.md, section 8). A CUDA region's shared
+    object is the header page alone: it names one CUDA allocation by its
+    IPC handle and device UUID, and its "data" is that allocation (a
+    device pointer). Lifetime follows the same rules as host regions, with
+    one difference: the process that made it from its own allocation (the
+    exporter) holds no lock and keeps the region, and so must keep the
+    allocation alive, until pyi_region_collect finds that no other process
+    maps it and no message names it. Receivers open the IPC handle once
+    per process (the region cache) and close it at their last release. */
+
+/*  The CUDA region holding device pointer ptr, with one reference, and
+    the offset of ptr in it: a region mapped here (received, or exported
+    before), else a new region exporting ptr's whole allocation. NULL when
+    ptr is not device memory that CUDA IPC can share, or there is no CUDA. */
+PYI_EXPORT pyi_region_t *pyi_region_find_cuda (const void *ptr, size_t *offset);
+
+/*  Drop the CUDA regions this process exported that no other process maps
+    and no message in flight names; write their names (when names is not
+    NULL) so that the caller can let go of the memory it kept alive for
+    them. At most capacity; returns how many. */
+PYI_EXPORT int pyi_region_collect (char (*names) [PYI_REGION_MAX_NAME + 1], int capacity);
+
+/*  CUDA regions this process exports now. */
+PYI_EXPORT size_t pyi_region_exported (void);
+
+/*  The local CUDA device ordinal of a CUDA region, -1 for a host region. */
+PYI_EXPORT int pyi_region_device (pyi_region_t *self);
 
 /*  One more reference to a region the caller holds; returns self. */
 PYI_EXPORT pyi_region_t *pyi_region_ref (pyi_region_t *self);
@@ -78,8 +108,9 @@ PYI_EXPORT pyi_region_t *pyi_region_ref (pyi_region_t *self);
     names it is in flight. */
 PYI_EXPORT void pyi_region_release (pyi_region_t **self_p);
 
-/*  Data (page-aligned, size bytes, valid while a reference is held),
-    data size and name ("/pyi-...", borrowed like the data). */
+/*  Data (page-aligned host memory, or a CUDA region's device pointer;
+    size bytes, valid while a reference is held), data size and name
+    ("/pyi-...", borrowed like the data). */
 PYI_EXPORT void *pyi_region_data (pyi_region_t *self);
 PYI_EXPORT size_t pyi_region_size (pyi_region_t *self);
 PYI_EXPORT const char *pyi_region_name (pyi_region_t *self);

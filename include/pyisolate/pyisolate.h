@@ -22,5 +22,6 @@
 #include "pyi_worker.h"
 #include "pyi_region.h"
 #include "pyi_tensor.h"
+#include "pyi_cuda.h"
 
 #endif

@@ -544,7 +544,8 @@ test_validation (void)
     s = good; s.fields = 8;            REFUSED (s, "array of 7");
     s = good; s.layout = 2;            REFUSED (s, "layout 2 not supported");
     s = good; s.layout = -1;           REFUSED (s, "layout version");
-    s = good; s.device [0] = kDLCUDA;  REFUSED (s, "device (2, 0) not supported");
+    s = good; s.device [0] = kDLCUDA;  REFUSED (s, "CUDA tensor names a host region");
+    s = good; s.device [0] = kDLVulkan; REFUSED (s, "device (7, 0) not supported");
     s = good; s.device [1] = 1;        REFUSED (s, "device (1, 1) not supported");
     s = good; s.device [0] = -5;       REFUSED (s, "field 2 (device)");
     s = good; s.dtype [0] = 99;        REFUSED (s, "unknown dtype code 99");

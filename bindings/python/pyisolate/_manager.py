@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Awaitable, Callable, Generator, Generic, Mapping, TypeVar
 
-from . import _core
+from . import _core, _tensors
 from ._base import ExtensionBase, ProxiedSingleton, in_local_extension, singleton_key
 from ._errors import (
     CallTimeout,
@@ -247,6 +247,8 @@ class ExtensionManager(Generic[T]):
             if ev is None:
                 break
             logger.debug("broker event %s", ev)
+            if ev.type == _core.EVENT_EXIT:
+                _tensors.collect_cuda()  # what the dead process held is free
             ext = self._by_pid.get(ev.pid) if ev.pid else None
             if ext is None and ev.service.startswith("ext."):
                 cand = self._extensions.get(ev.service[4:])

@@ -12,6 +12,13 @@ library, so both sides see the same bytes.
   tensor that is the only user of its storage is then moved onto the copy
   (``tensor.set_``), so passing it again is free; a numpy array cannot be
   re-pointed and is copied at each crossing unless it was made shared.
+- A torch CUDA tensor crosses by CUDA IPC (docs/tensors.md, section 8): its
+  descriptor names a CUDA region, which names the tensor's whole allocation
+  by IPC handle; the receiver opens the handle once per process. The
+  sending process keeps the tensor's storage alive (``_cuda_keep``) until
+  the C library says no receiver holds the region any more
+  (:func:`collect_cuda`, run at each CUDA crossing and when an extension
+  process exits).
 - numpy >= 2.1 consumes a "dltensor_versioned" capsule through
   ``np.from_dlpack`` (writeable arrays); older numpy gets an ndarray over the
   same memory through ``__array_interface__`` of an owner object that
@@ -21,6 +28,7 @@ library, so both sides see the same bytes.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import Any
@@ -29,6 +37,7 @@ from . import _native as _native_mod
 from ._core import ffi, last_error, lib
 
 KDL_CPU = 1
+KDL_CUDA = 2
 _MAX_DESCRIPTOR = int(lib.PYI_TENSOR_MAX_DESCRIPTOR)
 _MAX_NDIM = int(lib.PYI_TENSOR_MAX_NDIM)
 
@@ -113,14 +122,15 @@ def _raise_nofile() -> None:
 
 
 # -- C tensors ----------------------------------------------------------------
-def _dltensor(ptr: int, shape: Any, strides: Any, code: int, bits: int) -> tuple[Any, Any]:
-    """A DLTensor (and the arrays that must outlive it) for CPU memory."""
+def _dltensor(ptr: int, shape: Any, strides: Any, code: int, bits: int,
+              device: tuple[int, int] = (KDL_CPU, 0)) -> tuple[Any, Any]:
+    """A DLTensor (and the arrays that must outlive it) for memory at ptr."""
     t = ffi.new("DLTensor *")
     keep = (ffi.new("int64_t[]", list(shape)) if len(shape) else ffi.NULL,
             ffi.new("int64_t[]", list(strides)) if len(shape) else ffi.NULL)
     t.data = ffi.cast("void *", ptr)
-    t.device.device_type = KDL_CPU
-    t.device.device_id = 0
+    t.device.device_type = device[0]
+    t.device.device_id = device[1]
     t.ndim = len(shape)
     t.dtype.code = code
     t.dtype.bits = bits
@@ -351,9 +361,79 @@ def _torch_dltensor(torch: Any, t: Any) -> tuple[Any, Any] | None:
 
 
 def torch_shareable(torch: Any, t: Any) -> bool:
-    return (t.device.type == "cpu" and t.layout == torch.strided
-            and not t.is_quantized and not getattr(t, "is_nested", False)
-            and torch_dl_dtype(torch, t.dtype) is not None)
+    """Whether t crosses by descriptor: a strided CPU tensor of a DLPack
+    dtype, or such a CUDA tensor when the CUDA driver is here (an empty
+    CUDA tensor has no memory to name: it goes by value)."""
+    if (t.layout != torch.strided or t.is_quantized or getattr(t, "is_nested", False)
+            or torch_dl_dtype(torch, t.dtype) is None):
+        return False
+    kind = t.device.type
+    return kind == "cpu" or (kind == "cuda" and t.numel() > 0 and cuda_available())
+
+
+# -- CUDA -----------------------------------------------------------------------
+_cuda_ok: bool | None = None
+# region name -> {storage address: storage}: what this process keeps alive
+# for the CUDA regions it exported, until no receiver holds them.
+_cuda_keep: dict[str, dict[int, Any]] = {}
+_cuda_lock = threading.Lock()
+
+
+def cuda_available() -> bool:
+    global _cuda_ok
+    if _cuda_ok is None:
+        _cuda_ok = bool(lib.pyi_cuda_available())
+    return _cuda_ok
+
+
+def collect_cuda() -> int:
+    """Let go of the CUDA storages kept alive for regions that no other
+    process maps and no message names any more; how many regions ended."""
+    if not _cuda_keep:
+        return 0
+    names = ffi.new("char[16][64]")
+    total = 0
+    while True:
+        n = lib.pyi_region_collect(names, 16)
+        with _cuda_lock:
+            for i in range(n):
+                _cuda_keep.pop(ffi.string(names[i]).decode(), None)
+        total += n
+        if n < 16:
+            return total
+
+
+def _exported_here(name: str) -> bool:
+    """Whether region name ("/pyi-<session>-<creator>-<seq>") was made here."""
+    parts = name.rsplit("-", 2)
+    return len(parts) == 3 and parts[1] == str(os.getpid())
+
+
+def encode_cuda(torch: Any, t: Any) -> tuple[bytes, Any]:
+    """(descriptor, region reference) for a CUDA tensor (torch_shareable):
+    its allocation is exported once (the device is synchronized first), and
+    this process keeps the storage alive until every receiver let go."""
+    if t.is_conj() or t.is_neg():
+        t = t.resolve_conj().resolve_neg()
+    collect_cuda()
+    r = lib.pyi_region_find_cuda(ffi.cast("void *", t.data_ptr()), ffi.NULL)
+    if r == ffi.NULL:
+        raise ValueError(f"cannot share the CUDA tensor: {last_error()}")
+    try:
+        dl = torch_dl_dtype(torch, t.dtype)
+        assert dl is not None
+        dlt, keep = _dltensor(t.data_ptr(), t.shape, t.stride(), *dl,
+                              device=(KDL_CUDA, t.device.index or 0))
+        desc = _pack(dlt)
+        name = ffi.string(lib.pyi_region_name(r)).decode()
+        if _exported_here(name):
+            storage = t.untyped_storage()
+            with _cuda_lock:
+                _cuda_keep.setdefault(name, {})[storage.data_ptr()] = storage
+    except BaseException:
+        release_region(r)
+        raise
+    return desc, r
 
 
 def _storage_users(torch: Any, t: Any) -> int:
@@ -416,6 +496,8 @@ def encode_torch(torch: Any, t: Any) -> tuple[bytes, Any]:
     no copy when it lives in a region mapped here; else its storage is moved
     into a new region (one copy) when nothing else uses it, or its elements
     are copied into a new region at each crossing."""
+    if t.device.type == "cuda":
+        return encode_cuda(torch, t)
     if t.is_conj() or t.is_neg():
         t = t.resolve_conj().resolve_neg()
     if t.numel() == 0:
@@ -480,6 +562,12 @@ def decode(kind: str, desc: Any, flags: int) -> Any:
         m = lib.pyi_tensor_decode(data, size)
         if m == ffi.NULL:
             raise TensorDescriptorError(f"refused a tensor descriptor: {last_error()}")
+        if m.dl_tensor.device.device_type == KDL_CUDA:
+            try:
+                torch.cuda.init()
+            except BaseException:
+                m.deleter(m)
+                raise
         t = torch_from_legacy(torch, m)
         if flags & FLAG_REQUIRES_GRAD and (t.is_floating_point() or t.is_complex()):
             t.requires_grad_(True)
@@ -491,6 +579,10 @@ def decode(kind: str, desc: Any, flags: int) -> Any:
         m = lib.pyi_tensor_decode_versioned(data, size, 0)
         if m == ffi.NULL:
             raise TensorDescriptorError(f"refused an array descriptor: {last_error()}")
+        if m.dl_tensor.device.device_type != KDL_CPU:
+            m.deleter(m)
+            raise TensorDescriptorError("refused an array descriptor: a numpy array must be "
+                                        "in host memory, this one names a CUDA region")
         arr = numpy_from_versioned(np, m)
         if flags & FLAG_READ_ONLY:
             arr.flags.writeable = False
@@ -571,9 +663,10 @@ def share(x: Any) -> Any:
         return numpy_from_versioned(np, _share(made[0]))
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(x, torch.Tensor):
-        if not torch_shareable(torch, x):
+        if x.device.type != "cpu" or not torch_shareable(torch, x):
             raise TypeError(f"only CPU strided tensors of DLPack dtypes can live in shared "
-                            f"memory (got {x.dtype} on {x.device})")
+                            f"memory (got {x.dtype} on {x.device}; CUDA tensors cross by "
+                            f"CUDA IPC as they are)")
         return share_torch(torch, x)
     raise TypeError(f"pyisolate.share takes a numpy array or a torch tensor, not "
                     f"{type(x).__qualname__}")
@@ -588,7 +681,7 @@ def region_name(x: Any) -> str | None:
         return region_name_at(x.__array_interface__["data"][0])
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(x, torch.Tensor):
-        if x.device.type != "cpu":
+        if x.device.type not in ("cpu", "cuda"):
             return None
         return region_name_at(x.data_ptr())
     raise TypeError(f"expected a numpy array or a torch tensor, not {type(x).__qualname__}")

@@ -1,0 +1,63 @@
+/*  pyi_cuda: the CUDA driver, loaded at run time when present, for CUDA
+    tensors crossing processes by IPC handle (docs/tensors.md, section 8).
+
+    Nothing here needs CUDA at build time or at run time: the driver
+    library (libcuda.so.1, or $PYI_CUDA_LIBRARY) is opened with dlopen on
+    first use; without it every call fails cleanly with a text in
+    pyi_last_error () and CPU tensors work as before.
+
+    All calls run in the primary context of their device (the one PyTorch
+    and the CUDA runtime use), pushed and popped around each call, so they
+    work from any thread. Thread-safe.
+*/
+#ifndef PYI_CUDA_H_INCLUDED
+#define PYI_CUDA_H_INCLUDED
+
+#include <stddef.h>
+#include <stdint.h>
+#include "pyi_msg.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*  Bytes of a CUDA IPC memory handle and of a device UUID. */
+#define PYI_CUDA_HANDLE 64
+#define PYI_CUDA_UUID 16
+
+/*  1 when the driver loads and sees at least one device, else 0 with
+    pyi_last_error () saying why. The answer is cached. */
+PYI_EXPORT int pyi_cuda_available (void);
+
+/*  Wait for all work queued on the devices whose memory this process has
+    shared or received, so that another process reads finished data. A
+    no-op (no driver call) in a process that never did. 0 or -1. */
+PYI_EXPORT int pyi_cuda_synchronize (void);
+
+/*  1 when this process has shared or received CUDA memory (so that
+    pyi_cuda_synchronize has work to do), else 0. No driver call. */
+PYI_EXPORT int pyi_cuda_active (void);
+
+/*  Internal to libpyisolate (regions call them); not exported. ------- */
+
+/*  The allocation that holds device pointer ptr: its base, size, device
+    ordinal and UUID, and an IPC handle for it. Fails (-1) when ptr is not
+    device memory, or its allocation cannot be shared by legacy CUDA IPC
+    (for example PyTorch's expandable segments). Finishes the device's
+    queued work first. */
+int pyi_cuda_export (const void *ptr, uintptr_t *base, size_t *size, int *device,
+                     uint8_t uuid [PYI_CUDA_UUID], uint8_t handle [PYI_CUDA_HANDLE]);
+
+/*  Open an IPC handle made by another process on the device with this
+    UUID: the device pointer and the local device ordinal, or -1. */
+int pyi_cuda_open (const uint8_t uuid [PYI_CUDA_UUID], const uint8_t handle [PYI_CUDA_HANDLE],
+                   uintptr_t *pointer, int *device);
+
+/*  Close what pyi_cuda_open opened on that device. */
+void pyi_cuda_close (uintptr_t pointer, int device);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,471 @@
+/*  test_cuda: CUDA tensors across processes, on a stand-in driver.
+
+    The machines that run the tests have no GPU, so the driver here is
+    tests/c/fake_cuda.c, loaded through $PYI_CUDA_LIBRARY exactly as
+    libcuda.so.1 would be: the code under test (pyi_cuda.c, the CUDA
+    regions, the descriptors) is the code that runs on a GPU. What only a
+    GPU can show (real IPC handles, streams, PyTorch) is in
+    tests/python/test_cuda.py, run by tests/gpu/run.
+
+    Real processes: this program starts copies of itself as a "child"
+    that decodes descriptors on command.
+
+    Guarantees checked:
+    - without a driver, CUDA is reported unavailable with a reason and a
+      CUDA tensor is refused with an error, not a crash;
+    - a CUDA tensor (a piece of a larger allocation, at an offset, as the
+      PyTorch caching allocator hands out) is described by one region per
+      allocation: 100 crossings of it make one region, and the receiver
+      opens the IPC handle once however many descriptors it decodes;
+    - the receiver sees the sender's bytes and the sender the receiver's
+      writes (same memory), at the right offset;
+    - the sender's work is finished before a descriptor leaves (the device
+      is synchronized at export);
+    - the exporter keeps the region until the receivers let go: collect
+      gives nothing while a receiver maps it or a message names it, and the
+      region's name once the receiver released it, exited, or was killed
+      with SIGKILL while holding it; then nothing is left in /dev/shm;
+    - a tensor coming back to its exporter is its own memory (no handle is
+      opened), and a receiver passes a received tensor on by the same
+      region (it exports nothing of its own);
+    - an allocation CUDA IPC cannot share (expandable segments) is refused
+      with a hint; a descriptor whose device type and region kind disagree
+      is refused; a device the receiver does not see is refused.
+*/
+#include "testutil.h"
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+extern char **environ;
+
+/*  From fake_cuda.c. */
+void *fake_cuda_alloc (size_t size);
+void *fake_cuda_alloc_vmm (size_t size);
+void fake_cuda_free (void *pointer);
+int fake_cuda_opened (void);
+int fake_cuda_opens (void);
+int fake_cuda_syncs (void);
+
+#define MAX_LINE 8192
+
+typedef struct {
+    pid_t pid;
+    FILE *in, *out;
+} s_child_t;
+
+static s_child_t s_kids [4];
+
+static void
+s_on_failure (void)
+{
+    for (size_t i = 0; i < sizeof s_kids / sizeof s_kids [0]; i++)
+        if (s_kids [i].pid > 0) {
+            kill (s_kids [i].pid, SIGKILL);
+            waitpid (s_kids [i].pid, NULL, 0);
+        }
+    pyi_region_remove_session (NULL);
+    /*  The stand-in's "device memory" of this process. */
+    char prefix [64];
+    snprintf (prefix, sizeof prefix, "pyifake-%d-", (int) getpid ());
+    DIR *dir = opendir ("/dev/shm");
+    struct dirent *entry;
+    while (dir && (entry = readdir (dir))) {
+        char name [300];
+        snprintf (name, sizeof name, "/%s", entry->d_name);
+        if (strncmp (entry->d_name, prefix, strlen (prefix)) == 0)
+            shm_unlink (name);
+    }
+    if (dir)
+        closedir (dir);
+}
+
+/*  Start a child; extra is one "NAME=value" for its environment, or NULL. */
+static s_child_t *
+s_spawn (const char *extra)
+{
+    s_child_t *child = NULL;
+    for (size_t i = 0; i < sizeof s_kids / sizeof s_kids [0] && !child; i++)
+        if (s_kids [i].pid <= 0)
+            child = &s_kids [i];
+    CHECK (child);
+    int to [2], from [2];
+    CHECK (pipe2 (to, O_CLOEXEC) == 0 && pipe2 (from, O_CLOEXEC) == 0);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init (&actions);
+    posix_spawn_file_actions_adddup2 (&actions, to [0], 0);
+    posix_spawn_file_actions_adddup2 (&actions, from [1], 1);
+    char *env [256];
+    int n = 0;
+    for (char **e = environ; *e && n < 254; e++)
+        env [n++] = *e;
+    if (extra)
+        env [n++] = (char *) extra;
+    env [n] = NULL;
+    char *argv [] = { "test_cuda", "child", NULL };
+    CHECK (posix_spawn (&child->pid, "/proc/self/exe", &actions, NULL, argv, env) == 0);
+    posix_spawn_file_actions_destroy (&actions);
+    close (to [0]);
+    close (from [1]);
+    child->in = fdopen (to [1], "w");
+    child->out = fdopen (from [0], "r");
+    CHECK (child->in && child->out);
+    return child;
+}
+
+static const char *
+s_ask (s_child_t *child, const char *format, ...)
+{
+    static char line [MAX_LINE];
+    va_list args;
+    va_start (args, format);
+    vfprintf (child->in, format, args);
+    va_end (args);
+    fputc ('\n', child->in);
+    fflush (child->in);
+    CHECK_MSG (fgets (line, sizeof line, child->out), "child %d gave no answer", child->pid);
+    line [strcspn (line, "\n")] = 0;
+    return line;
+}
+
+static int
+s_reap (s_child_t *child)
+{
+    int status = 0;
+    CHECK (waitpid (child->pid, &status, 0) == child->pid);
+    fclose (child->in);
+    fclose (child->out);
+    child->pid = 0;
+    return status;
+}
+
+/*  Descriptors travel as hex on the pipes. */
+static void
+s_hex (const uint8_t *data, size_t size, char *out)
+{
+    for (size_t i = 0; i < size; i++)
+        sprintf (out + 2 * i, "%02x", data [i]);
+    out [2 * size] = 0;
+}
+
+static size_t
+s_unhex (const char *text, uint8_t *out, size_t max)
+{
+    size_t n = 0;
+    unsigned byte;
+    while (n < max && sscanf (text + 2 * n, "%2x", &byte) == 1)
+        out [n++] = (uint8_t) byte;
+    return n;
+}
+
+/*  A 1-D float32 CUDA tensor of count elements at data. */
+static DLTensor
+s_tensor (void *data, int64_t *shape)
+{
+    DLTensor t = { data, { kDLCUDA, 0 }, 1, { kDLFloat, 32, 1 }, shape, NULL, 0 };
+    return t;
+}
+
+/*  Pack t into hex (one message in flight). */
+static void
+s_pack_hex (const DLTensor *t, char *out)
+{
+    uint8_t buffer [PYI_TENSOR_MAX_DESCRIPTOR];
+    int n = pyi_tensor_pack (t, buffer, sizeof buffer);
+    CHECK_MSG (n > 0, "%s", pyi_last_error ());
+    s_hex (buffer, (size_t) n, out);
+}
+
+/*  The child: decodes descriptors and keeps the tensors. */
+static int
+s_child_main (void)
+{
+    static char line [MAX_LINE];
+    DLManagedTensor *held [128];
+    int count = 0;
+    setvbuf (stdout, NULL, _IOLBF, 0);
+    while (fgets (line, sizeof line, stdin)) {
+        uint8_t desc [PYI_TENSOR_MAX_DESCRIPTOR];
+        char hex [2 * PYI_TENSOR_MAX_DESCRIPTOR + 1];
+        unsigned long a, b;
+        if (strncmp (line, "decode ", 7) == 0) {
+            size_t n = s_unhex (line + 7, desc, sizeof desc);
+            DLManagedTensor *m = pyi_tensor_decode (desc, n);
+            if (!m)
+                printf ("err %s\n", pyi_last_error ());
+            else {
+                held [count++] = m;
+                printf ("ok %d %d\n", (int) m->dl_tensor.device.device_type,
+                        m->dl_tensor.device.device_id);
+            }
+        }
+        else
+        if (sscanf (line, "read %lu", &a) == 1)
+            printf ("%u\n", ((uint8_t *) held [count - 1]->dl_tensor.data) [a]);
+        else
+        if (sscanf (line, "write %lu %lu", &a, &b) == 2) {
+            ((uint8_t *) held [count - 1]->dl_tensor.data) [a] = (uint8_t) b;
+            printf ("ok\n");
+        }
+        else
+        if (strncmp (line, "pack", 4) == 0) {
+            /*  Pass the last tensor on. */
+            int n = pyi_tensor_pack (&held [count - 1]->dl_tensor, desc, sizeof desc);
+            if (n < 0)
+                printf ("err %s\n", pyi_last_error ());
+            else {
+                s_hex (desc, (size_t) n, hex);
+                printf ("%s %zu\n", hex, pyi_region_exported ());
+            }
+        }
+        else
+        if (strncmp (line, "opened", 6) == 0)
+            printf ("%d %d\n", fake_cuda_opened (), fake_cuda_opens ());
+        else
+        if (strncmp (line, "release", 7) == 0) {
+            while (count > 0) {
+                DLManagedTensor *m = held [--count];
+                m->deleter (m);
+            }
+            printf ("ok\n");
+        }
+        else
+        if (strncmp (line, "exit", 4) == 0)
+            exit (0);
+        else
+            printf ("err unknown command\n");
+    }
+    return 0;
+}
+
+static int
+s_collect (char *name)
+{
+    char names [8][PYI_REGION_MAX_NAME + 1];
+    int n = pyi_region_collect (names, 8);
+    if (n > 0 && name)
+        snprintf (name, PYI_REGION_MAX_NAME + 1, "%s", names [0]);
+    return n;
+}
+
+static bool
+s_exists (const char *name)
+{
+    char path [300];
+    snprintf (path, sizeof path, "/dev/shm%s", name);
+    return access (path, F_OK) == 0;
+}
+
+static void
+test_no_driver (void)
+{
+    TEST_BEGIN ("no driver: unavailable, CUDA tensors refused cleanly");
+    /*  A process of its own: the driver is loaded once per process. */
+    char *argv [] = { "test_cuda", "nodriver", NULL };
+    char *env [] = { "PYI_CUDA_LIBRARY=/nonexistent/libcuda.so.1", NULL };
+    pid_t pid;
+    CHECK (posix_spawn (&pid, "/proc/self/exe", NULL, NULL, argv, env) == 0);
+    int status;
+    CHECK (waitpid (pid, &status, 0) == pid);
+    CHECK_MSG (WIFEXITED (status) && WEXITSTATUS (status) == 0, "status %d", status);
+}
+
+static int
+s_nodriver_main (void)
+{
+    CHECK_INT (pyi_cuda_available (), 0);
+    CHECK_MSG (strstr (pyi_last_error (), "no CUDA driver"), "%s", pyi_last_error ());
+    CHECK_INT (pyi_cuda_synchronize (), 0);        /* nothing to do */
+    float host [16];
+    int64_t shape [1] = { 16 };
+    DLTensor t = s_tensor (host, shape);
+    uint8_t buffer [PYI_TENSOR_MAX_DESCRIPTOR];
+    CHECK_INT (pyi_tensor_pack (&t, buffer, sizeof buffer), -1);
+    CHECK_MSG (strstr (pyi_last_error (), "no CUDA driver"), "%s", pyi_last_error ());
+    /*  Host regions work as ever. */
+    pyi_region_t *region = pyi_region_new (64);
+    CHECK (region);
+    pyi_region_release (&region);
+    return 0;
+}
+
+static void
+test_cross (void)
+{
+    TEST_BEGIN ("one region per allocation, one open per process, same memory");
+    CHECK_MSG (pyi_cuda_available () == 1, "%s", pyi_last_error ());
+    size_t size = 1 << 20;
+    uint8_t *block = (uint8_t *) fake_cuda_alloc (size);
+    CHECK (block);
+    for (size_t i = 0; i < size; i++)
+        block [i] = (uint8_t) (i % 251);
+    /*  A piece of the allocation, at an offset. */
+    int64_t shape [1] = { 1024 };
+    DLTensor t = s_tensor (block + 8192, shape);
+    int syncs = fake_cuda_syncs ();
+    static char hex [100][2 * PYI_TENSOR_MAX_DESCRIPTOR + 1];
+    for (int i = 0; i < 100; i++)
+        s_pack_hex (&t, hex [i]);
+    CHECK_MSG (fake_cuda_syncs () > syncs, "the device was not synchronized at export");
+    CHECK_INT (pyi_region_exported (), 1);
+    size_t offset = 0;
+    pyi_region_t *region = pyi_region_find_cuda (block + 8192, &offset);
+    CHECK (region);
+    CHECK_INT (offset, 8192);
+    CHECK (pyi_region_data (region) == block);
+    CHECK_INT (pyi_region_size (region), size);
+    CHECK_INT (pyi_region_device (region), 0);
+    char name [PYI_REGION_MAX_NAME + 1];
+    snprintf (name, sizeof name, "%s", pyi_region_name (region));
+    CHECK_INT (pyi_region_inflight (region), 100);
+    pyi_region_release (&region);
+    CHECK (s_exists (name));
+
+    s_child_t *child = s_spawn (NULL);
+    for (int i = 0; i < 100; i++)
+        CHECK_STR (s_ask (child, "decode %s", hex [i]), "ok 2 0");
+    CHECK_STR (s_ask (child, "opened"), "1 1");     /* one handle opened, once */
+    char expect [16];
+    snprintf (expect, sizeof expect, "%u", block [8192 + 5]);
+    CHECK_STR (s_ask (child, "read 5"), expect);    /* element 0 is at the offset */
+    CHECK_INT (s_collect (NULL), 0);                /* the child maps it */
+    CHECK_STR (s_ask (child, "write 3 77"), "ok");
+    CHECK_INT (block [8192 + 3], 77);
+    block [8192 + 4] = 99;
+    CHECK_STR (s_ask (child, "read 4"), "99");
+
+    /*  Passing on: the same region, nothing exported by the child. */
+    const char *answer = s_ask (child, "pack");
+    char passed [2 * PYI_TENSOR_MAX_DESCRIPTOR + 1];
+    size_t exported = 9;
+    CHECK (sscanf (answer, "%2048s %zu", passed, &exported) == 2);
+    CHECK_INT (exported, 0);
+    uint8_t desc [PYI_TENSOR_MAX_DESCRIPTOR];
+    size_t n = s_unhex (passed, desc, sizeof desc);
+    /*  Back at the exporter: its own memory, no handle opened. */
+    int opens = fake_cuda_opens ();
+    DLManagedTensor *back = pyi_tensor_decode (desc, n);
+    CHECK_MSG (back, "%s", pyi_last_error ());
+    CHECK (back->dl_tensor.data == block + 8192);
+    CHECK_INT (back->dl_tensor.device.device_type, kDLCUDA);
+    CHECK_INT (fake_cuda_opens (), opens);
+    CHECK_INT (s_collect (NULL), 0);                /* our own view holds it */
+    back->deleter (back);
+
+    CHECK_STR (s_ask (child, "release"), "ok");
+    CHECK_STR (s_ask (child, "opened"), "0 1");     /* closed at the last release */
+    char collected [PYI_REGION_MAX_NAME + 1] = "";
+    CHECK_INT (s_collect (collected), 1);
+    CHECK_STR (collected, name);
+    CHECK (!s_exists (name));
+    CHECK_INT (pyi_region_exported (), 0);
+    fprintf (child->in, "exit\n");
+    fflush (child->in);
+    CHECK (WIFEXITED (s_reap (child)));
+    fake_cuda_free (block);
+}
+
+static void
+test_killed (void)
+{
+    TEST_BEGIN ("a receiver killed while holding: the exporter can collect");
+    uint8_t *block = (uint8_t *) fake_cuda_alloc (65536);
+    CHECK (block);
+    int64_t shape [1] = { 16 };
+    DLTensor t = s_tensor (block, shape);
+    char hex [2 * PYI_TENSOR_MAX_DESCRIPTOR + 1];
+    s_pack_hex (&t, hex);
+    s_child_t *child = s_spawn (NULL);
+    CHECK_STR (s_ask (child, "decode %s", hex), "ok 2 0");
+    CHECK_INT (s_collect (NULL), 0);
+    kill (child->pid, SIGKILL);
+    CHECK (WIFSIGNALED (s_reap (child)));
+    CHECK_INT (s_collect (NULL), 1);
+    CHECK_INT (pyi_region_exported (), 0);
+
+    /*  A message in flight keeps it; a receiver that exits normally
+        without releasing lets go too. */
+    s_pack_hex (&t, hex);
+    CHECK_INT (s_collect (NULL), 0);
+    child = s_spawn (NULL);
+    CHECK_STR (s_ask (child, "decode %s", hex), "ok 2 0");
+    fprintf (child->in, "exit\n");
+    fflush (child->in);
+    CHECK (WIFEXITED (s_reap (child)));
+    CHECK_INT (s_collect (NULL), 1);
+    fake_cuda_free (block);
+}
+
+static void
+test_refused (void)
+{
+    TEST_BEGIN ("refused: unshareable allocation, kind mismatch, unseen device");
+    uint8_t *vmm = (uint8_t *) fake_cuda_alloc_vmm (4096);
+    CHECK (vmm);
+    int64_t shape [1] = { 16 };
+    DLTensor t = s_tensor (vmm, shape);
+    uint8_t buffer [PYI_TENSOR_MAX_DESCRIPTOR];
+    CHECK_INT (pyi_tensor_pack (&t, buffer, sizeof buffer), -1);
+    CHECK_MSG (strstr (pyi_last_error (), "expandable_segments"), "%s", pyi_last_error ());
+    fake_cuda_free (vmm);
+    /*  Host memory that claims to be CUDA. */
+    float host [16];
+    t = s_tensor (host, shape);
+    CHECK_INT (pyi_tensor_pack (&t, buffer, sizeof buffer), -1);
+    CHECK_MSG (strstr (pyi_last_error (), "not CUDA device memory"), "%s", pyi_last_error ());
+
+    /*  A host region's descriptor that says CUDA, and the other way. */
+    pyi_region_t *region = pyi_region_new (64);
+    CHECK (region);
+    DLTensor h = { pyi_region_data (region), { kDLCPU, 0 }, 1, { kDLFloat, 32, 1 }, shape,
+                   NULL, 0 };
+    int n = pyi_tensor_pack (&h, buffer, sizeof buffer);
+    CHECK (n > 4 && buffer [2] == 0x92 && buffer [3] == kDLCPU);
+    buffer [3] = kDLCUDA;
+    CHECK (pyi_tensor_decode (buffer, (size_t) n) == NULL);
+    CHECK_MSG (strstr (pyi_last_error (), "names a host region"), "%s", pyi_last_error ());
+    pyi_region_release (&region);
+
+    uint8_t *block = (uint8_t *) fake_cuda_alloc (4096);
+    t = s_tensor (block, shape);
+    n = pyi_tensor_pack (&t, buffer, sizeof buffer);
+    CHECK (n > 4 && buffer [3] == kDLCUDA);
+    char hex [2 * PYI_TENSOR_MAX_DESCRIPTOR + 1];
+    s_hex (buffer, (size_t) n, hex);
+    buffer [3] = kDLCPU;
+    CHECK (pyi_tensor_decode (buffer, (size_t) n) == NULL);
+    CHECK_MSG (strstr (pyi_last_error (), "names a CUDA region"), "%s", pyi_last_error ());
+
+    /*  A receiver whose GPU is another one. */
+    s_pack_hex (&t, hex);
+    s_child_t *child = s_spawn ("FAKE_CUDA_UUID=another-gpu");
+    const char *answer = s_ask (child, "decode %s", hex);
+    CHECK_MSG (strstr (answer, "not visible"), "%s", answer);
+    fprintf (child->in, "exit\n");
+    fflush (child->in);
+    CHECK (WIFEXITED (s_reap (child)));
+    CHECK_INT (s_collect (NULL), 1);
+    fake_cuda_free (block);
+}
+
+int
+main (int argc, char *argv [])
+{
+    if (argc > 1 && strcmp (argv [1], "child") == 0)
+        return s_child_main ();
+    if (argc > 1 && strcmp (argv [1], "nodriver") == 0)
+        return s_nodriver_main ();
+    t_setup_rundir ();
+    t_on_failure = s_on_failure;
+    setenv ("PYI_SESSION", pyi_region_session (), 1);
+    test_no_driver ();
+    test_cross ();
+    test_killed ();
+    test_refused ();
+    CHECK_INT (pyi_region_mapped (), 0);
+    CHECK_INT (t_shm_leftovers (NULL), 0);
+    fprintf (stderr, "test_cuda: OK\n");
+    return 0;
+}
