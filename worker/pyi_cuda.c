@@ -34,8 +34,10 @@ typedef struct { char bytes [PYI_CUDA_UUID]; } CUuuid;
 #define IPC_LAZY_ENABLE_PEER_ACCESS 1       /* CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS */
 #define MAX_DEVICES 64
 
-/*  The driver entry points; a name ending in _v2 is tried first, as cuda.h
-    maps the plain name to it. */
+/*  The driver entry points, by the symbol names cuda.h binds the plain
+    names to (a _v2 where the ABI changed, then the old name); never "_v2
+    first" in general: newer drivers export _v2 variants with other
+    signatures (cuCtxSynchronize_v2 takes a context). */
 static struct {
     CUresult (*init) (unsigned);
     CUresult (*error_string) (CUresult, const char **);
@@ -61,13 +63,20 @@ static CUcontext s_contexts [MAX_DEVICES]; /* primary contexts, retained on firs
 static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic uint64_t s_touched;         /* bit d: device d shared or received memory */
 
+/*  The first of names ("a|b") that library exports. */
 static void *
-s_symbol (void *library, const char *name)
+s_symbol (void *library, const char *names)
 {
-    char v2 [64];
-    snprintf (v2, sizeof (v2), "%s_v2", name);
-    void *symbol = dlsym (library, v2);
-    return symbol ? symbol : dlsym (library, name);
+    char name [64];
+    while (*names) {
+        size_t length = strcspn (names, "|");
+        snprintf (name, sizeof (name), "%.*s", (int) length, names);
+        void *symbol = dlsym (library, name);
+        if (symbol)
+            return symbol;
+        names += length + (names [length] == '|');
+    }
+    return NULL;
 }
 
 static void
@@ -86,14 +95,14 @@ s_load (void)
         { (void **) &s_cu.error_string, "cuGetErrorString" },
         { (void **) &s_cu.device_count, "cuDeviceGetCount" },
         { (void **) &s_cu.device_get, "cuDeviceGet" },
-        { (void **) &s_cu.device_uuid, "cuDeviceGetUuid" },
+        { (void **) &s_cu.device_uuid, "cuDeviceGetUuid_v2|cuDeviceGetUuid" },
         { (void **) &s_cu.primary_retain, "cuDevicePrimaryCtxRetain" },
-        { (void **) &s_cu.push, "cuCtxPushCurrent" },
-        { (void **) &s_cu.pop, "cuCtxPopCurrent" },
+        { (void **) &s_cu.push, "cuCtxPushCurrent_v2|cuCtxPushCurrent" },
+        { (void **) &s_cu.pop, "cuCtxPopCurrent_v2|cuCtxPopCurrent" },
         { (void **) &s_cu.synchronize, "cuCtxSynchronize" },
         { (void **) &s_cu.pointer_attribute, "cuPointerGetAttribute" },
         { (void **) &s_cu.ipc_get, "cuIpcGetMemHandle" },
-        { (void **) &s_cu.ipc_open, "cuIpcOpenMemHandle" },
+        { (void **) &s_cu.ipc_open, "cuIpcOpenMemHandle_v2|cuIpcOpenMemHandle" },
         { (void **) &s_cu.ipc_close, "cuIpcCloseMemHandle" },
     };
     for (size_t i = 0; i < sizeof (table) / sizeof (table [0]); i++)
@@ -210,16 +219,21 @@ pyi_cuda_synchronize (void)
 }
 
 int
-pyi_cuda_export (const void *ptr, uintptr_t *base, size_t *size, int *device,
+pyi_cuda_export (const void *ptr, int hint, uintptr_t *base, size_t *size, int *device,
                  uint8_t uuid [PYI_CUDA_UUID], uint8_t handle [PYI_CUDA_HANDLE])
 {
     if (!s_start ())
+        return -1;
+    /*  Ask in the context of the device the caller named, then work in
+        the context of the device the pointer is on. */
+    if (s_enter (hint >= 0 && hint < s_devices ? hint : 0))
         return -1;
     CUdeviceptr pointer = (CUdeviceptr) (uintptr_t) ptr;
     int ordinal = -1, kind = 0;
     CUresult rc = s_cu.pointer_attribute (&ordinal, ATTRIBUTE_DEVICE_ORDINAL, pointer);
     if (rc == 0)
         rc = s_cu.pointer_attribute (&kind, ATTRIBUTE_MEMORY_TYPE, pointer);
+    s_leave ();
     if (rc || kind != MEMORYTYPE_DEVICE)
         return s_fail (rc, "not CUDA device memory");
     if (s_enter (ordinal))

@@ -459,7 +459,7 @@ pyi_region_find (const void *ptr, size_t *offset)
 }
 
 pyi_region_t *
-pyi_region_find_cuda (const void *ptr, size_t *offset)
+pyi_region_find_cuda (const void *ptr, int device, size_t *offset)
 {
     pthread_once (&s_once, s_init);
     size_t at = 0;
@@ -478,9 +478,9 @@ pyi_region_find_cuda (const void *ptr, size_t *offset)
     /*  Not shared yet: a region naming its whole allocation. */
     uintptr_t base;
     size_t size;
-    int device;
+    int ordinal;
     uint8_t uuid [PYI_CUDA_UUID], handle [PYI_CUDA_HANDLE];
-    if (pyi_cuda_export (ptr, &base, &size, &device, uuid, handle))
+    if (pyi_cuda_export (ptr, device, &base, &size, &ordinal, uuid, handle))
         return NULL;
     if (size > PYI_REGION_MAX_SIZE) {
         pyi_set_error ("CUDA allocation of %zu bytes is over the limit of %zu",
@@ -514,7 +514,7 @@ pyi_region_find_cuda (const void *ptr, size_t *offset)
     self->data = (uint8_t *) base;
     self->size = size;
     self->kind = KIND_CUDA;
-    self->device = device;
+    self->device = ordinal;
     self->exporter = true;
     s_header_t *header = s_header (self);
     header->layout = REGION_LAYOUT;

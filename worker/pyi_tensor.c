@@ -243,7 +243,7 @@ s_locate (s_meta_t *m, const DLTensor *t)
     const uint8_t *start = first + m->lo;
     size_t offset;
     bool cuda = m->device.device_type == kDLCUDA;
-    pyi_region_t *region = cuda ? pyi_region_find_cuda (start, &offset)
+    pyi_region_t *region = cuda ? pyi_region_find_cuda (start, m->device.device_id, &offset)
                                 : pyi_region_find (start, &offset);
     if (cuda && !region)
         return NULL;        /* pyi_region_find_cuda said why */

@@ -244,7 +244,7 @@ uint32_t pyi_region_inflight (pyi_region_t *self);
 size_t pyi_region_mapped (void);
 int pyi_region_sweep (const char *session, int creator);
 int pyi_region_remove_session (const char *session);
-pyi_region_t *pyi_region_find_cuda (const void *ptr, size_t *offset);
+pyi_region_t *pyi_region_find_cuda (const void *ptr, int device, size_t *offset);
 int pyi_region_collect (char (*names) [64], int capacity);
 size_t pyi_region_exported (void);
 int pyi_region_device (pyi_region_t *self);

@@ -81,11 +81,12 @@ PYI_EXPORT pyi_region_t *pyi_region_find (const void *ptr, size_t *offset);
     maps it and no message names it. Receivers open the IPC handle once
     per process (the region cache) and close it at their last release. */
 
-/*  The CUDA region holding device pointer ptr, with one reference, and
-    the offset of ptr in it: a region mapped here (received, or exported
-    before), else a new region exporting ptr's whole allocation. NULL when
-    ptr is not device memory that CUDA IPC can share, or there is no CUDA. */
-PYI_EXPORT pyi_region_t *pyi_region_find_cuda (const void *ptr, size_t *offset);
+/*  The CUDA region holding device pointer ptr (on CUDA device ordinal
+    device, as the caller believes), with one reference, and the offset of
+    ptr in it: a region mapped here (received, or exported before), else a
+    new region exporting ptr's whole allocation. NULL when ptr is not
+    device memory that CUDA IPC can share, or there is no CUDA. */
+PYI_EXPORT pyi_region_t *pyi_region_find_cuda (const void *ptr, int device, size_t *offset);
 
 /*  Drop the CUDA regions this process exported that no other process maps
     and no message in flight names; write their names (when names is not

@@ -156,6 +156,10 @@ cuCtxSynchronize (void)
     return OK;
 }
 
+/*  Newer drivers export this variant, which takes a context: binding it
+    in place of cuCtxSynchronize would be a bug, so it fails here. */
+EXPORT int cuCtxSynchronize_v2 (void *context) { return INVALID_CONTEXT; }
+
 EXPORT int
 cuPointerGetAttribute (void *data, int attribute, unsigned long long pointer)
 {

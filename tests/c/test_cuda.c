@@ -311,7 +311,7 @@ test_cross (void)
     CHECK_MSG (fake_cuda_syncs () > syncs, "the device was not synchronized at export");
     CHECK_INT (pyi_region_exported (), 1);
     size_t offset = 0;
-    pyi_region_t *region = pyi_region_find_cuda (block + 8192, &offset);
+    pyi_region_t *region = pyi_region_find_cuda (block + 8192, 0, &offset);
     CHECK (region);
     CHECK_INT (offset, 8192);
     CHECK (pyi_region_data (region) == block);

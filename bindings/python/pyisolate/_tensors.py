@@ -416,7 +416,8 @@ def encode_cuda(torch: Any, t: Any) -> tuple[bytes, Any]:
     if t.is_conj() or t.is_neg():
         t = t.resolve_conj().resolve_neg()
     collect_cuda()
-    r = lib.pyi_region_find_cuda(ffi.cast("void *", t.data_ptr()), ffi.NULL)
+    r = lib.pyi_region_find_cuda(ffi.cast("void *", t.data_ptr()), t.device.index or 0,
+                                 ffi.NULL)
     if r == ffi.NULL:
         raise ValueError(f"cannot share the CUDA tensor: {last_error()}")
     try:
