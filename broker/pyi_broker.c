@@ -591,6 +591,18 @@ s_handle_ready (s_broker_t *self, pyi_msg_t *msg, const uint8_t *rid, size_t rid
     }
 }
 
+/*  A REQUEST or REPLY that goes no further: give back the in-flight
+    counts of the tensor descriptors it carries, so their regions go when
+    their holders let go instead of at the session's end. */
+static void
+s_discard (pyi_msg_t *msg)
+{
+    size_t frames = pyi_msg_frames (msg);
+    for (size_t i = 0; i < frames; i++)
+        if (pyi_msg_is_descriptor (msg, i))
+            pyi_tensor_discard (pyi_msg_frame_data (msg, i), pyi_msg_frame_size (msg, i));
+}
+
 static void
 s_handle_request (s_broker_t *self, pyi_msg_t **msg_p, const uint8_t *rid, size_t rid_size)
 {
@@ -600,6 +612,7 @@ s_handle_request (s_broker_t *self, pyi_msg_t **msg_p, const uint8_t *rid, size_
     s_service_t *service = (s_service_t *) pyi_table_lookup (self->services, name, strlen (name));
     char text [512];
     if (!service || !service->worker) {
+        s_discard (msg);
         if (service && service->lost [0]) {
             snprintf (text, sizeof (text), "service '%s' is gone: worker lost: %s",
                       name, service->lost);
@@ -613,6 +626,7 @@ s_handle_request (s_broker_t *self, pyi_msg_t **msg_p, const uint8_t *rid, size_
         return;
     }
     if ((int64_t) self->stats.pending >= self->max_pending) {
+        s_discard (msg);
         service->stats.errors++;
         s_send_error (self, rid, rid_size, id, PYI_ERR_BUSY, name,
                       "too many requests in flight");
@@ -620,6 +634,7 @@ s_handle_request (s_broker_t *self, pyi_msg_t **msg_p, const uint8_t *rid, size_
     }
     s_pending_t *pending = (s_pending_t *) malloc (sizeof (s_pending_t));
     if (!pending) {
+        s_discard (msg);
         s_send_error (self, rid, rid_size, id, PYI_ERR_BUSY, name, "out of memory");
         return;
     }
@@ -627,6 +642,7 @@ s_handle_request (s_broker_t *self, pyi_msg_t **msg_p, const uint8_t *rid, size_
     memcpy (pending->ckey + 8, rid, rid_size);
     pending->ckey_size = 8 + rid_size;
     if (pyi_table_lookup (self->callers, pending->ckey, pending->ckey_size)) {
+        s_discard (msg);
         free (pending);
         service->stats.errors++;
         s_send_error (self, rid, rid_size, id, PYI_ERR_MALFORMED, name,
@@ -680,8 +696,12 @@ s_handle_answer (s_broker_t *self, pyi_msg_t **msg_p, s_worker_t *worker)
     pyi_msg_t *msg = *msg_p;
     uint64_t rid = pyi_msg_id (msg);
     s_pending_t *pending = (s_pending_t *) pyi_table_lookup (self->pending, &rid, sizeof (rid));
-    if (!pending || pending->worker != worker)
-        return;                 /* cancelled, timed out, or not its own: drop */
+    if (!pending) {
+        s_discard (msg);        /* cancelled or timed out: drop */
+        return;
+    }
+    if (pending->worker != worker)
+        return;                 /* not its own: drop, and trust nothing of it */
     s_service_t *service = pending->service;
     if (pyi_msg_command (msg) == PYI_REPLY) {
         service->stats.replies++;

@@ -31,6 +31,8 @@ struct _pyi_msg_t {
     size_t nservices;
     uint8_t routing_id[PYI_MAX_NAME];   /* peer, for messages read from a ROUTER */
     size_t routing_id_size;
+    uint64_t descriptors[PYI_MAX_BODY_FRAMES / 64];   /* bit i: body frame i is a tensor descriptor */
+    bool has_descriptors;
     zmq_msg_t *frames;                  /* body frames */
     size_t nframes;
     size_t capacity;
@@ -59,6 +61,8 @@ pyi_msg_new (pyi_command_t command)
     self->services = NULL;
     self->nservices = 0;
     self->routing_id_size = 0;
+    memset (self->descriptors, 0, sizeof (self->descriptors));
+    self->has_descriptors = false;
     self->frames = self->inline_frames;
     self->nframes = 0;
     self->capacity = INLINE_FRAMES;
@@ -249,6 +253,23 @@ s_pack_str (msgpack_packer *pk, const char *str)
 }
 
 int
+pyi_msg_mark_descriptor (pyi_msg_t *self, size_t index)
+{
+    if (index >= PYI_MAX_BODY_FRAMES)
+        return -1;
+    self->descriptors [index / 64] |= (uint64_t) 1 << (index % 64);
+    self->has_descriptors = true;
+    return 0;
+}
+
+bool
+pyi_msg_is_descriptor (const pyi_msg_t *self, size_t index)
+{
+    return index < PYI_MAX_BODY_FRAMES
+        && (self->descriptors [index / 64] >> (index % 64)) & 1;
+}
+
+int
 pyi_msg_encode (const pyi_msg_t *self, void *buffer, size_t size)
 {
     if (self->command < PYI_READY || self->command > PYI_DISCONNECT)
@@ -256,7 +277,11 @@ pyi_msg_encode (const pyi_msg_t *self, void *buffer, size_t size)
     pyi_writer_t writer = { (uint8_t *) buffer, size, 0 };
     msgpack_packer pk;
     msgpack_packer_init (&pk, &writer, pyi_writer_write);
-    int rc = msgpack_pack_array (&pk, s_fields [self->command]);
+    /*  REQUEST and REPLY name their descriptor frames in one more field,
+        only when they have any. */
+    bool listed = self->has_descriptors
+               && (self->command == PYI_REQUEST || self->command == PYI_REPLY);
+    int rc = msgpack_pack_array (&pk, s_fields [self->command] + listed);
     rc |= msgpack_pack_uint32 (&pk, PYI_PROTOCOL_VERSION);
     rc |= msgpack_pack_uint32 (&pk, self->command);
     switch (self->command) {
@@ -288,6 +313,15 @@ pyi_msg_encode (const pyi_msg_t *self, void *buffer, size_t size)
             break;
         case PYI_HEARTBEAT:
             break;
+    }
+    if (listed) {
+        size_t count = 0;
+        for (size_t i = 0; i < PYI_MAX_BODY_FRAMES; i++)
+            count += pyi_msg_is_descriptor (self, i);
+        rc |= msgpack_pack_array (&pk, count);
+        for (size_t i = 0; i < PYI_MAX_BODY_FRAMES; i++)
+            if (pyi_msg_is_descriptor (self, i))
+                rc |= msgpack_pack_uint32 (&pk, (uint32_t) i);
     }
     if (rc)
         return -1;
@@ -336,7 +370,9 @@ pyi_msg_decode (const void *data, size_t size)
     if (!pyi_reader_uint (&r, UINT64_MAX, &command) || command < PYI_READY || command > PYI_DISCONNECT)
         return s_fault (self, PYI_ERR_MALFORMED, "unknown command");
     self->command = (pyi_command_t) command;
-    if (fields != (uint64_t) s_fields [command])
+    bool listed = (command == PYI_REQUEST || command == PYI_REPLY)
+               && fields == (uint64_t) s_fields [command] + 1;
+    if (fields != (uint64_t) s_fields [command] && !listed)
         return s_fault (self, PYI_ERR_MALFORMED, "wrong number of header fields for the command");
 
     switch (self->command) {
@@ -391,6 +427,19 @@ pyi_msg_decode (const void *data, size_t size)
             break;
         case PYI_HEARTBEAT:
             break;
+    }
+    if (listed) {
+        /*  Descriptor frames: 1 to 256 increasing body frame indexes. */
+        uint64_t count, index;
+        int64_t last = -1;
+        if (!pyi_reader_array (&r, &count) || count == 0 || count > PYI_MAX_BODY_FRAMES)
+            return s_fault (self, PYI_ERR_MALFORMED, "bad descriptor frame list");
+        for (uint64_t i = 0; i < count; i++) {
+            if (!pyi_reader_uint (&r, PYI_MAX_BODY_FRAMES - 1, &index) || (int64_t) index <= last)
+                return s_fault (self, PYI_ERR_MALFORMED, "bad descriptor frame index");
+            last = (int64_t) index;
+            pyi_msg_mark_descriptor (self, (size_t) index);
+        }
     }
     if (r.p != r.end)
         return s_fault (self, PYI_ERR_MALFORMED, "trailing bytes after the header");

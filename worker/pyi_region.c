@@ -675,6 +675,44 @@ pyi_region_inflight (pyi_region_t *self)
     return atomic_load (&s_header (self)->inflight);
 }
 
+int
+pyi_region_discard (const char *name)
+{
+    if (!s_valid_name (name)) {
+        pyi_set_error ("region name not of the form /pyi-<session>-<pid>-<seq>: %.64s",
+                       name ? name : "(null)");
+        return -1;
+    }
+    int fd = shm_open (name, O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
+    if (fd == -1) {
+        pyi_set_error ("unknown region %s: %s", name, strerror (errno));
+        return -1;
+    }
+    struct stat st;
+    s_header_t *header = MAP_FAILED;
+    if (fstat (fd, &st) == 0 && st.st_size >= PYI_REGION_HEADER)
+        header = (s_header_t *) mmap (NULL, PYI_REGION_HEADER, PROT_READ | PROT_WRITE,
+                                      MAP_SHARED, fd, 0);
+    if (header == MAP_FAILED || header->magic != REGION_MAGIC) {
+        if (header != MAP_FAILED)
+            munmap (header, PYI_REGION_HEADER);
+        close (fd);
+        pyi_set_error ("%s is not a valid region", name);
+        return -1;
+    }
+    _Atomic uint32_t *inflight = &header->inflight;
+    uint32_t value = atomic_load (inflight);
+    while (value > 0 && !atomic_compare_exchange_weak (inflight, &value, value - 1))
+        ;
+    /*  LOCK_EX: nobody maps it, and nobody can start to while we hold it. */
+    if (flock (fd, LOCK_EX | LOCK_NB) == 0 && atomic_load (inflight) == 0
+    &&  (header->kind != KIND_CUDA || !s_alive (header->creator)))
+        shm_unlink (name);
+    munmap (header, PYI_REGION_HEADER);
+    close (fd);
+    return 0;
+}
+
 size_t
 pyi_region_mapped (void)
 {

@@ -294,8 +294,10 @@ pyi_tensor_encode (const DLTensor *t, pyi_msg_t *msg)
     int rc = length < 0 ? -1 : pyi_msg_append (msg, buffer, (size_t) length);
     if (rc)
         pyi_set_error ("cannot append the descriptor frame (message full?)");
-    else
+    else {
+        pyi_msg_mark_descriptor (msg, pyi_msg_frames (msg) - 1);
         pyi_region_sent (region);
+    }
     pyi_region_release (&region);
     return rc;
 }
@@ -495,6 +497,15 @@ pyi_tensor_decode_versioned (const void *data, size_t size, uint64_t flags)
 {
     s_holder_t *holder = s_decode (data, size, true, flags);
     return holder ? &holder->head.versioned : NULL;
+}
+
+int
+pyi_tensor_discard (const void *data, size_t size)
+{
+    s_meta_t meta;
+    if (s_parse (&meta, data, size))
+        return -1;
+    return pyi_region_discard (meta.name);
 }
 
 /*  Wrapping, sharing, allocating ------------------------------------------ */

@@ -83,6 +83,7 @@ void pyi_msg_set_token (pyi_msg_t *self, const char *token);
 size_t pyi_msg_services (const pyi_msg_t *self);
 const char *pyi_msg_service_at (const pyi_msg_t *self, size_t index);
 int pyi_msg_add_service (pyi_msg_t *self, const char *service);
+int pyi_msg_mark_descriptor (pyi_msg_t *self, size_t index);
 int pyi_msg_status (const pyi_msg_t *self);
 const char *pyi_command_name (int command);
 const char *pyi_error_name (int code);
@@ -258,6 +259,7 @@ int pyi_cuda_active (void);
 #define PYI_TENSOR_MAX_NDIM 32
 #define PYI_TENSOR_MAX_DESCRIPTOR 1024
 int pyi_tensor_pack (const DLTensor *t, void *buffer, size_t size);
+int pyi_tensor_discard (const void *data, size_t size);
 DLManagedTensor *pyi_tensor_decode (const void *data, size_t size);
 DLManagedTensorVersioned *pyi_tensor_decode_versioned (const void *data, size_t size,
                                                        uint64_t flags);
@@ -341,11 +343,12 @@ static PyObject *pyi_py_capsule_legacy (PyObject *self, PyObject *arg)
                (writable copies that arrays and tensors may keep) and
                services (READY only, else empty) a list of str. The C
                message is destroyed before the call returns.
-        client_request (client, service: bytes, id, timeout_ms, frames)
-        worker_reply (worker, id, frames)
+        client_request (client, service: bytes, id, timeout_ms, frames[, marks])
+        worker_reply (worker, id, frames[, marks])
         worker_error (worker, id, code, text: bytes, frames)
             frames: a sequence of contiguous buffers, each copied into one
-            body frame. -> 0 sent; 1 not sent, the send queue is full
+            body frame; marks: the indexes of the frames that hold tensor
+            descriptors (pyi_msg_mark_descriptor). -> 0 sent; 1 not sent, the send queue is full
             (EAGAIN: try again later); -1 failed (pyi_last_error () says
             why); -2 more frames than a message may carry. */
 #define PYI_PY_BIG_FRAME (64 * 1024)
@@ -438,7 +441,8 @@ static PyObject *pyi_py_recv_worker (PyObject *self, PyObject *arg)
 /*  A new message for command holding copies of frames (a sequence of
     buffers). NULL with a Python exception set, or NULL with *too_many set
     when the frames do not fit in one message. */
-static pyi_msg_t *pyi_py_body (int command, PyObject *frames, int *too_many)
+static pyi_msg_t *pyi_py_body (int command, PyObject *frames, PyObject *marks,
+                               int *too_many)
 {
     /*  CUDA work on memory another process sees must be finished before
         the message leaves (docs/tensors.md): a no-op without CUDA IPC. */
@@ -481,6 +485,25 @@ static pyi_msg_t *pyi_py_body (int command, PyObject *frames, int *too_many)
         }
     }
     Py_DECREF (seq);
+    /*  Descriptor frames (a sequence of frame indexes), for the header. */
+    if (marks != NULL && PyObject_Length (marks) > 0) {
+        PyObject *list = PySequence_Fast (marks, "marks must be a sequence");
+        if (list == NULL) {
+            pyi_msg_destroy (&msg);
+            return NULL;
+        }
+        for (i = 0; i < PySequence_Fast_GET_SIZE (list); i++) {
+            Py_ssize_t index = PyLong_AsSsize_t (PySequence_Fast_GET_ITEM (list, i));
+            if (index < 0 || pyi_msg_mark_descriptor (msg, (size_t) index) != 0) {
+                if (!PyErr_Occurred ())
+                    PyErr_Format (PyExc_ValueError, "bad descriptor frame index %zd", index);
+                Py_DECREF (list);
+                pyi_msg_destroy (&msg);
+                return NULL;
+            }
+        }
+        Py_DECREF (list);
+    }
     return msg;
 failed:
     Py_DECREF (seq);
@@ -490,17 +513,18 @@ failed:
 
 static PyObject *pyi_py_client_request (PyObject *self, PyObject *args)
 {
-    PyObject *address, *frames;
+    PyObject *address, *frames, *marks = NULL;
     const char *service;
     unsigned long long id;
     unsigned int timeout_ms;
     int too_many = 0;
-    if (!PyArg_ParseTuple (args, "OyKIO", &address, &service, &id, &timeout_ms, &frames))
+    if (!PyArg_ParseTuple (args, "OyKIO|O", &address, &service, &id, &timeout_ms, &frames,
+                           &marks))
         return NULL;
     pyi_client_t *client = (pyi_client_t *) pyi_py_address (address);
     if (client == NULL)
         return NULL;
-    pyi_msg_t *body = pyi_py_body (PYI_REQUEST, frames, &too_many);
+    pyi_msg_t *body = pyi_py_body (PYI_REQUEST, frames, marks, &too_many);
     if (body == NULL)
         return too_many ? PyLong_FromLong (-2) : NULL;
     if (pyi_client_request (client, service, (uint64_t) id, (uint32_t) timeout_ms, &body) == 0)
@@ -510,15 +534,15 @@ static PyObject *pyi_py_client_request (PyObject *self, PyObject *args)
 
 static PyObject *pyi_py_worker_reply (PyObject *self, PyObject *args)
 {
-    PyObject *address, *frames;
+    PyObject *address, *frames, *marks = NULL;
     unsigned long long id;
     int too_many = 0;
-    if (!PyArg_ParseTuple (args, "OKO", &address, &id, &frames))
+    if (!PyArg_ParseTuple (args, "OKO|O", &address, &id, &frames, &marks))
         return NULL;
     pyi_worker_t *worker = (pyi_worker_t *) pyi_py_address (address);
     if (worker == NULL)
         return NULL;
-    pyi_msg_t *body = pyi_py_body (PYI_REPLY, frames, &too_many);
+    pyi_msg_t *body = pyi_py_body (PYI_REPLY, frames, marks, &too_many);
     if (body == NULL)
         return too_many ? PyLong_FromLong (-2) : NULL;
     if (pyi_worker_reply (worker, (uint64_t) id, &body) == 0)
@@ -538,7 +562,7 @@ static PyObject *pyi_py_worker_error (PyObject *self, PyObject *args)
     pyi_worker_t *worker = (pyi_worker_t *) pyi_py_address (address);
     if (worker == NULL)
         return NULL;
-    pyi_msg_t *body = pyi_py_body (PYI_ERROR, frames, &too_many);
+    pyi_msg_t *body = pyi_py_body (PYI_ERROR, frames, NULL, &too_many);
     if (body == NULL)
         return too_many ? PyLong_FromLong (-2) : NULL;
     if (pyi_worker_error (worker, (uint64_t) id, code, text, &body) == 0)

@@ -99,6 +99,14 @@ PYI_EXPORT size_t pyi_msg_frame_size (const pyi_msg_t *self, size_t index);
 /*  Sum of the body frames' sizes. */
 PYI_EXPORT size_t pyi_msg_body_size (const pyi_msg_t *self);
 
+/*  Body frame index holds a tensor descriptor (pyi_tensor_encode marks
+    its frames). REQUEST and REPLY carry the marks in their header, so that
+    a broker that drops such a message gives the descriptors' in-flight
+    counts back (pyi_tensor_discard) instead of leaving their regions for
+    the session's end. Mark: 0, or -1 when index >= PYI_MAX_BODY_FRAMES. */
+PYI_EXPORT int pyi_msg_mark_descriptor (pyi_msg_t *self, size_t index);
+PYI_EXPORT bool pyi_msg_is_descriptor (const pyi_msg_t *self, size_t index);
+
 /*  Every header field and the first body frame of a message, read in one
     call (for bindings, where each call into C has a cost). The pointers are
     borrowed: they live as long as the message and no longer; strings are

@@ -124,6 +124,13 @@ PYI_EXPORT void pyi_region_sent (pyi_region_t *self);
 PYI_EXPORT void pyi_region_received (pyi_region_t *self);
 PYI_EXPORT uint32_t pyi_region_inflight (pyi_region_t *self);
 
+/*  Take one message off the in-flight count of the region named name
+    without mapping its data (a message that named it was dropped), and
+    remove the name when that leaves it idle: no process maps it and no
+    other message names it (a CUDA region only once its exporter is gone:
+    the exporter collects its own). 0, or -1 for a bad or unknown name. */
+PYI_EXPORT int pyi_region_discard (const char *name);
+
 /*  Regions mapped in this process now. */
 PYI_EXPORT size_t pyi_region_mapped (void);
 

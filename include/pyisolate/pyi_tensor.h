@@ -72,7 +72,8 @@ typedef struct DLManagedTensorVersioned {
     a region: then copy it with pyi_tensor_share). */
 PYI_EXPORT int pyi_tensor_pack (const DLTensor *t, void *buffer, size_t size);
 
-/*  pyi_tensor_pack into a new body frame appended to msg. 0 or -1. */
+/*  pyi_tensor_pack into a new body frame appended to msg, marked as a
+    descriptor (pyi_msg_mark_descriptor). 0 or -1. */
 PYI_EXPORT int pyi_tensor_encode (const DLTensor *t, pyi_msg_t *msg);
 
 /*  Decode an untrusted descriptor: validate it, map its region (cached:
@@ -86,6 +87,12 @@ PYI_EXPORT DLManagedTensor *pyi_tensor_decode (const void *data, size_t size);
     (0: writeable; DLPACK_FLAG_BITMASK_READ_ONLY for a read-only view). */
 PYI_EXPORT DLManagedTensorVersioned *pyi_tensor_decode_versioned (const void *data,
                                                                   size_t size, uint64_t flags);
+
+/*  A descriptor that will never be decoded (its message was dropped):
+    give back the in-flight count it holds on its region, which then goes
+    as soon as nobody maps it. No mapping of the data, no CUDA call. 0, or
+    -1 when the descriptor is malformed or its region is gone. */
+PYI_EXPORT int pyi_tensor_discard (const void *data, size_t size);
 
 /*  A new managed tensor over the same memory as t (which must lie in a
     region mapped here), holding its own region reference: for example a

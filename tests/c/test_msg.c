@@ -1279,6 +1279,87 @@ test_info (void)
     pyi_msg_destroy (&msg);
 }
 
+static void
+test_descriptors (void)
+{
+    TEST_BEGIN ("descriptor frame marks in REQUEST and REPLY headers");
+    pyi_msg_t *msg = pyi_msg_new (PYI_REQUEST);
+    pyi_msg_set_service (msg, "svc");
+    size_t size;
+    uint8_t *data = s_encode (msg, &size);
+    CHECK_INT (data [0], 0x95);                 /* no marks: the plain header */
+    free (data);
+    CHECK_INT (pyi_msg_mark_descriptor (msg, 1), 0);
+    CHECK_INT (pyi_msg_mark_descriptor (msg, 255), 0);
+    CHECK_INT (pyi_msg_mark_descriptor (msg, 256), -1);
+    data = s_encode (msg, &size);
+    CHECK_INT (data [0], 0x96);
+    pyi_msg_t *back = DECODE_OK (data, size);
+    for (size_t i = 0; i < 300; i++)
+        CHECK_INT (pyi_msg_is_descriptor (back, i), i == 1 || i == 255);
+    pyi_msg_destroy (&back);
+    free (data);
+    /*  Kept when a reply is built from it; not sent with other commands. */
+    pyi_msg_set_command (msg, PYI_REPLY);
+    data = s_encode (msg, &size);
+    CHECK_INT (data [0], 0x94);
+    back = DECODE_OK (data, size);
+    CHECK (pyi_msg_is_descriptor (back, 1) && pyi_msg_is_descriptor (back, 255));
+    pyi_msg_destroy (&back);
+    free (data);
+    pyi_msg_set_command (msg, PYI_ERROR);
+    data = s_encode (msg, &size);
+    CHECK_INT (data [0], 0x96);                 /* ERROR's own 6 fields */
+    back = DECODE_OK (data, size);
+    CHECK (!pyi_msg_is_descriptor (back, 1));
+    pyi_msg_destroy (&back);
+    free (data);
+    pyi_msg_destroy (&msg);
+
+    /*  Hostile lists. */
+    mp_t *mp = (mp_t *) calloc (1, sizeof (mp_t));
+    const int64_t lists [][4] = {
+        { 0 },                  /* empty */
+        { 2, 3, 1 },            /* decreasing */
+        { 2, 1, 1 },            /* repeated */
+        { 1, 256 },             /* beyond the frame limit */
+        { 1, -1 },              /* negative */
+    };
+    for (size_t k = 0; k < sizeof lists / sizeof lists [0]; k++) {
+        mp->size = 0;
+        mp_array (mp, 6);
+        mp_uint (mp, 1);
+        mp_uint (mp, PYI_REQUEST);
+        mp_uint (mp, 9);
+        mp_str (mp, "svc");
+        mp_uint (mp, 0);
+        mp_array (mp, (uint32_t) lists [k][0]);
+        for (int64_t i = 1; i <= lists [k][0]; i++) {
+            if (lists [k][i] < 0)
+                mp_byte (mp, 0xff);     /* negative fixint -1 */
+            else
+                mp_uint (mp, (uint64_t) lists [k][i]);
+        }
+        MP_BAD (mp, PYI_ERR_MALFORMED);
+    }
+    mp->size = 0;                               /* not an array */
+    mp_array (mp, 4);
+    mp_uint (mp, 1);
+    mp_uint (mp, PYI_REPLY);
+    mp_uint (mp, 9);
+    mp_str (mp, "x");
+    MP_BAD (mp, PYI_ERR_MALFORMED);
+    mp->size = 0;                               /* CANCEL takes no list */
+    mp_array (mp, 4);
+    mp_uint (mp, 1);
+    mp_uint (mp, PYI_CANCEL);
+    mp_uint (mp, 9);
+    mp_array (mp, 1);
+    mp_uint (mp, 1);
+    MP_BAD (mp, PYI_ERR_MALFORMED);
+    free (mp);
+}
+
 int
 main (void)
 {
@@ -1289,6 +1370,7 @@ main (void)
     test_setters ();
     test_decode_hostile ();
     test_decode_mutations ();
+    test_descriptors ();
     test_zerocopy_local ();
     test_info ();
     test_socket_pair ("inproc://test-msg-pair");

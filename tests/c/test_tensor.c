@@ -27,6 +27,11 @@
       strides), span beyond the region, length beyond the region, name not
       of our form, unknown region, trailing bytes; every truncation and
       every single-byte corruption of a valid descriptor decodes safely;
+    - descriptor frames are marked in their message; a request the broker
+      refuses (unknown service) and a reply it drops (after the caller's
+      deadline) give their regions' in-flight counts back, so the regions
+      go with their last holder; pyi_tensor_discard of a descriptor whose
+      region is gone, or of garbage, is an error;
     - at the end nothing of ours stays in /dev/shm nor in the mappings.
 */
 #include "testutil.h"
@@ -658,6 +663,89 @@ s_on_failure (void)
     pyi_region_remove_session (NULL);
 }
 
+/*  A region with one float tensor in it, encoded into a new body. */
+static pyi_msg_t *
+s_body_with_tensor (pyi_region_t **region_p, char *name)
+{
+    pyi_region_t *region = pyi_region_new (4096);
+    CHECK (region);
+    snprintf (name, PYI_REGION_MAX_NAME + 1, "%s", pyi_region_name (region));
+    int64_t shape [1] = { 16 };
+    DLTensor t = { pyi_region_data (region), { kDLCPU, 0 }, 1, { kDLFloat, 32, 1 }, shape,
+                   NULL, 0 };
+    pyi_msg_t *body = pyi_msg_new (PYI_REQUEST);
+    CHECK_INT (pyi_msg_append (body, "call", 4), 0);
+    CHECK_INT (pyi_tensor_encode (&t, body), 0);
+    CHECK (!pyi_msg_is_descriptor (body, 0) && pyi_msg_is_descriptor (body, 1));
+    CHECK_INT (pyi_region_inflight (region), 1);
+    *region_p = region;
+    return body;
+}
+
+static void
+test_dropped (void)
+{
+    TEST_BEGIN ("messages the broker drops give their descriptors back");
+    pyi_broker_t *broker = pyi_broker_new ();
+    CHECK (broker);
+    pyi_client_t *client = pyi_client_new (pyi_broker_inproc (broker));
+    CHECK (client);
+    /*  A request for a service nobody offers. */
+    pyi_region_t *region;
+    char name [PYI_REGION_MAX_NAME + 1];
+    pyi_msg_t *body = s_body_with_tensor (&region, name);
+    CHECK_INT (pyi_client_request (client, "nobody.here", 1, 0, &body), 0);
+    pyi_msg_t *answer = pyi_client_recv (client, 5000);
+    CHECK (answer && pyi_msg_command (answer) == PYI_ERROR
+           && pyi_msg_code (answer) == PYI_ERR_UNKNOWN_SERVICE);
+    pyi_msg_destroy (&answer);
+    CHECK_INT (pyi_region_inflight (region), 0);
+    pyi_region_release (&region);
+    CHECK_MSG (!s_exists (name), "the dropped request kept %s", name);
+
+    /*  A reply that comes after the caller's deadline. */
+    char *token = pyi_broker_allow (broker, "late", NULL);
+    pyi_worker_t *worker = pyi_worker_new (pyi_broker_inproc (broker), token, 0, 0);
+    free (token);
+    CHECK (worker && pyi_worker_offer (worker, "late") == 0);
+    pyi_msg_t *ready = pyi_worker_recv (worker, 5000);
+    CHECK (ready && pyi_msg_command (ready) == PYI_READY);
+    pyi_msg_destroy (&ready);
+    CHECK_INT (pyi_client_request (client, "late", 2, 50, NULL), 0);
+    pyi_msg_t *request = pyi_worker_recv (worker, 5000);
+    CHECK (request && pyi_msg_command (request) == PYI_REQUEST);
+    answer = pyi_client_recv (client, 5000);
+    CHECK (answer && pyi_msg_code (answer) == PYI_ERR_TIMEOUT);
+    pyi_msg_destroy (&answer);
+    pyi_msg_t *reply = s_body_with_tensor (&region, name);
+    pyi_msg_set_command (reply, PYI_REPLY);
+    CHECK_INT (pyi_worker_reply (worker, pyi_msg_id (request), &reply), 0);
+    pyi_msg_destroy (&request);
+    /*  The broker drops it in its own thread: wait for the count. */
+    for (int i = 0; i < 500 && pyi_region_inflight (region) > 0; i++)
+        usleep (10000);
+    CHECK_INT (pyi_region_inflight (region), 0);
+    pyi_region_release (&region);
+    CHECK_MSG (!s_exists (name), "the dropped reply kept %s", name);
+    CHECK (pyi_client_recv (client, 100) == NULL);      /* nothing reached the caller */
+
+    /*  A discarded descriptor whose region is gone is an error, not a crash. */
+    uint8_t desc [PYI_TENSOR_MAX_DESCRIPTOR];
+    body = s_body_with_tensor (&region, name);
+    size_t size = pyi_msg_frame_size (body, 1);
+    memcpy (desc, pyi_msg_frame_data (body, 1), size);
+    CHECK_INT (pyi_tensor_discard (desc, size), 0);
+    CHECK_INT (pyi_region_inflight (region), 0);
+    pyi_msg_destroy (&body);
+    pyi_region_release (&region);
+    CHECK (!s_exists (name));
+    CHECK_INT (pyi_tensor_discard (desc, size), -1);
+    CHECK_INT (pyi_tensor_discard ("\x93", 1), -1);
+    pyi_worker_destroy (&worker);
+    pyi_client_destroy (&client);
+    pyi_broker_destroy (&broker);
+}
+
 int
 main (int argc, char *argv [])
 {
@@ -675,6 +763,7 @@ main (int argc, char *argv [])
     test_share ();
     test_cross_process ();
     test_validation ();
+    test_dropped ();
     pyi_region_release (&s_region);
     /*  Decodes that failed after mapping took in-flight counts off (never
         below 0), so the release removes the name. */

@@ -109,6 +109,9 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     s_same_string ("text", pyi_msg_text (first), pyi_msg_text (second));
     s_same_string ("token", pyi_msg_token (first), pyi_msg_token (second));
     s_same_number ("service count", pyi_msg_services (first), pyi_msg_services (second));
+    for (size_t i = 0; i < PYI_MAX_BODY_FRAMES; i++)
+        s_same_number ("descriptor mark", pyi_msg_is_descriptor (first, i),
+                       pyi_msg_is_descriptor (second, i));
     for (size_t i = 0; i < pyi_msg_services (first); i++)
         s_same_string ("service list", pyi_msg_service_at (first, i),
                        pyi_msg_service_at (second, i));

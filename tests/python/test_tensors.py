@@ -330,6 +330,32 @@ def test_no_leak_after_normal_stop(venv_root) -> None:
     _check_clean(before, "after a normal stop")
 
 
+def test_dropped_reply_frees_its_region_at_once(venv_root) -> None:
+    """A reply that comes after the caller's deadline is dropped by the
+    broker, which gives its descriptors' in-flight counts back: the region
+    goes while the extension still runs, not at the session's end."""
+    import pyisolate
+
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            ext = await mgr.load_extension(ext_config("np_two", "shm",
+                                                      dependencies=["numpy>=2.2"]))
+            pid = ext.pid
+
+            def made_there() -> list[str]:
+                return [n for n in _shm_names() if f"-{pid}-" in n]
+
+            assert not made_there()
+            with pytest.raises(pyisolate.CallTimeout):
+                await ext.with_timeout(0.1).late_array(0.5, 100_000)
+            await asyncio.sleep(0.6)  # the extension has replied by now
+            assert _wait(lambda: not made_there()), \
+                f"a dropped reply kept its region: {made_there()}"
+            assert (await ext.echo(np.arange(3)) == np.arange(3)).all()  # still runs
+            assert ext.pid == pid
+    run(main())
+
+
 def test_no_leak_after_extension_killed_holding_views(venv_root) -> None:
     import pyisolate
 

@@ -206,8 +206,11 @@ class Client:
     def fd(self) -> int:
         return int(lib.pyi_client_fd(self._ptr))
 
-    def request(self, service: str, rid: int, timeout_ms: int, frames: Sequence[Any]) -> bool:
-        """Send a request; False when the send queue is full (try again later)."""
+    def request(self, service: str, rid: int, timeout_ms: int, frames: Sequence[Any],
+                marks: tuple[int, ...] = ()) -> bool:
+        """Send a request (``marks``: the indexes of the frames that are
+        tensor descriptors); False when the send queue is full (try again
+        later)."""
         if self._ptr is None:
             raise PyisolateError("the client is closed")
         name = self._services.get(service)
@@ -215,7 +218,7 @@ class Client:
             name = service.encode()
             if len(self._services) < 1024:
                 self._services[service] = name
-        rc = _client_request(self._addr, name, rid, timeout_ms, _frames(frames))
+        rc = _client_request(self._addr, name, rid, timeout_ms, _frames(frames), marks)
         if rc == 0:
             return True
         if rc == 1:
@@ -265,10 +268,10 @@ class Worker:
         t = _recv_worker(self._addr)
         return None if t is None else Message(*t)
 
-    def reply(self, rid: int, frames: Sequence[Any]) -> None:
+    def reply(self, rid: int, frames: Sequence[Any], marks: tuple[int, ...] = ()) -> None:
         if self._ptr is None:
             raise PyisolateError("the worker is closed")
-        rc = _worker_reply(self._addr, rid, _frames(frames))
+        rc = _worker_reply(self._addr, rid, _frames(frames), marks)
         if rc == -2:
             raise PyisolateError(f"message has too many frames: {last_error()}")
         if rc != 0:

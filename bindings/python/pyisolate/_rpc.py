@@ -29,7 +29,7 @@ from typing import Any, Awaitable, Callable
 
 import msgpack
 
-from . import _core
+from . import _core, _tensors
 from ._base import ProxiedSingleton, is_singleton_proxy, singleton_key
 from ._errors import CallTimeout, PyisolateError, describe_exception, rebuild_exception
 from ._serialize import Codec
@@ -162,6 +162,10 @@ class Node:
         self._objects: dict[str, Any] = {}
         self._ref_sink: list[str] | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        # Requests whose task has not started yet: a CANCEL then drops the
+        # task before it decodes anything, so the request is decoded and
+        # dropped here instead (its shared arrays' in-flight counts).
+        self._waiting: dict[int, _core.Message] = {}
         self._client_fd = self.client.fd()
         self._worker_fd = -1
         self._token = ""
@@ -188,6 +192,7 @@ class Node:
             body = self.codec.dumps_call(op, target, method,
                                          args if type(args) is tuple else tuple(args), kwargs,
                                          service in self.pickle_services)
+            marks = self.codec.marks
         except BaseException:
             self._release(refs)
             raise
@@ -202,14 +207,19 @@ class Node:
         backstop: asyncio.TimerHandle | None = None
         try:
             delay = 0.001
-            while not client.request(service, rid, timeout_ms, body):
-                # Send queue full: let replies drain, then try again.
-                self._drain_client()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.05)
-                client = self.client
-                if client is None:
-                    raise PyisolateError(f"{self.name}: the connection to the broker is closed")
+            try:
+                while not client.request(service, rid, timeout_ms, body, marks):
+                    # Send queue full: let replies drain, then try again.
+                    self._drain_client()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+                    client = self.client
+                    if client is None:
+                        raise PyisolateError(
+                            f"{self.name}: the connection to the broker is closed")
+            except BaseException:
+                _tensors.discard(body, marks)  # never sent
+                raise
             # Sending may have consumed the socket's edge-triggered wake-up:
             # read what is already there now (only this socket).
             self._drain_client()
@@ -366,11 +376,15 @@ class Node:
                 break
             cmd = msg.command
             if cmd == _REQUEST:
+                self._waiting[msg.id] = msg
                 self._tasks[msg.id] = self.loop.create_task(self._serve_one(msg))
             elif cmd == _CANCEL:
                 task = self._tasks.pop(msg.id, None)
                 if task is not None:
                     task.cancel()
+                queued = self._waiting.pop(msg.id, None)
+                if queued is not None:
+                    self._discard(queued)
             elif cmd == _core.READY:
                 for name in msg.services or list(self._offers):
                     fut = self._offers.get(name)
@@ -389,6 +403,7 @@ class Node:
 
     async def _serve_one(self, msg: _core.Message) -> None:
         rid = msg.id
+        self._waiting.pop(rid, None)
         try:
             frames = msg.frames
             if not frames:
@@ -412,6 +427,7 @@ class Node:
                     raise PyisolateError(f"unknown operation {op!r}")
                 result = await handler(target, method, args, kwargs)
             body = self.codec.dumps(result, "return value", self.pickle_all)
+            marks = self.codec.marks
         except asyncio.CancelledError:
             # CANCEL from the caller (or shutdown): the broker forgot the request.
             self._tasks.pop(rid, None)
@@ -423,10 +439,13 @@ class Node:
             self._send_error(rid, exc)
             return
         self._tasks.pop(rid, None)
-        if self.worker is not None:
+        if self.worker is None:
+            _tensors.discard(body, marks)
+        else:
             try:
-                self.worker.reply(rid, body)
+                self.worker.reply(rid, body, marks)
             except PyisolateError as exc:
+                _tensors.discard(body, marks)
                 logger.warning("%s: cannot reply: %s", self.name, exc)
             # Sending may have consumed the socket's edge-triggered wake-up:
             # read what is already there now (only this socket).

@@ -61,6 +61,12 @@ class Codec:
         self._in: list[Any] = []
         # Regions described in the message being encoded (one reference each).
         self._sent: list[Any] | None = None
+        # Frame indexes of the tensor descriptors of the message being
+        # encoded; ``marks`` holds those of the last message encoded (the
+        # header names them, so that a broker dropping the message gives
+        # their regions back: pyi_msg_mark_descriptor).
+        self._marks: list[int] = []
+        self.marks: tuple[int, ...] = ()
         # Packers are reused (making one per message costs more than the
         # message); a failed pack resets its buffer.
         self._packer = msgpack.Packer(strict_types=True, use_bin_type=True)
@@ -104,15 +110,19 @@ class Codec:
         the receiver)."""
         self._oob = []
         self._sent = []
+        self._marks = []
+        self.marks = ()
         try:
             try:
                 head = self._fast.pack(obj)
             except (TypeError, OverflowError, ValueError):
                 self._unsend()
                 self._oob = []
+                self._marks = []
                 head = slow(*slow_args)
             if not self._oob and not self._sent:
                 return [head]  # the common case: no buffers, no regions
+            self.marks = tuple(self._marks)
             frames = [head, *self._oob]
             for r in self._sent:
                 _tensors.release_region(r)
@@ -151,6 +161,7 @@ class Codec:
         if self._oob is not None and len(self._oob) < MAX_OOB_FRAMES:
             self._oob.append(desc)
             ref = len(self._oob)
+            self._marks.append(ref)
         return msgpack.ExtType(EXT_SHARED, self._pack([kind, ref, flags]))
 
     def _pack(self, obj: Any) -> bytes:

@@ -161,6 +161,13 @@ def release_region(r: Any) -> None:
     lib.pyi_region_release(ffi.new("pyi_region_t **", r))
 
 
+def discard(frames: Any, marks: tuple[int, ...]) -> None:
+    """Give back the in-flight counts of the descriptors in frames (at the
+    indexes marks) of a message that was never sent."""
+    for i in marks:
+        lib.pyi_tensor_discard(ffi.from_buffer(frames[i]), len(frames[i]))
+
+
 def unsend_region(r: Any) -> None:
     """Undo pyi_tensor_pack's in-flight count (the message was not sent)."""
     lib.pyi_region_received(r)

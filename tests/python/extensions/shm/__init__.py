@@ -3,6 +3,7 @@
 import asyncio
 import os
 import signal
+import time
 
 import msgpack
 import numpy as np
@@ -72,6 +73,13 @@ class Shm(ExtensionBase):
         a[...] = value
         self.held.append(a)
         return a
+
+    async def late_array(self, delay, n):
+        """A new shared array, returned after delay and kept by nobody here.
+        The delay blocks the loop (CPU-bound work in an async method), so
+        the CANCEL of a deadline is read only after the reply left."""
+        time.sleep(delay)
+        return pyisolate.empty(n, "f8")
 
     async def roundtrip_via(self, other, x):
         # pass x on to another remote callable and return what comes back
