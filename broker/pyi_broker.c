@@ -61,6 +61,7 @@ struct _s_worker_t {
     s_service_t **services;         /* services it offers */
     size_t nservices;
     int64_t expiry;                 /* lost when silent past this (ms, mono) */
+    bool remote;                    /* connected over a network: tensors go inline */
     s_pending_t *pending;           /* requests in flight to it */
 };
 
@@ -72,6 +73,7 @@ struct _s_pending_t {
     s_worker_t *worker;
     int64_t deadline;               /* ms, mono; 0 = none */
     size_t heap;                    /* index in the deadline heap, or SIZE_MAX */
+    bool caller_remote;             /* the caller connected over a network */
     s_pending_t *prev, *next;       /* in worker->pending */
 };
 
@@ -532,6 +534,7 @@ s_handle_ready (s_broker_t *self, pyi_msg_t *msg, const uint8_t *rid, size_t rid
         worker->rid_size = rid_size;
         worker->grant = grant;
         worker->expiry = zclock_mono () + self->heartbeat_ms * self->liveness;
+        worker->remote = pyi_msg_remote (msg);
         if (pyi_table_insert (self->workers, worker)) {
             free (worker);
             return;
@@ -603,6 +606,24 @@ s_discard (pyi_msg_t *msg)
             pyi_tensor_discard (pyi_msg_frame_data (msg, i), pyi_msg_frame_size (msg, i));
 }
 
+/*  A message for a peer without shared memory: its descriptor frames in
+    inline form (pyi_tensor_inline). 0, or -1 with pyi_last_error () (the
+    frames not converted are discarded). */
+static int
+s_inline (pyi_msg_t *msg)
+{
+    size_t frames = pyi_msg_frames (msg);
+    for (size_t i = 0; i < frames; i++)
+        if (pyi_msg_is_descriptor (msg, i) && pyi_tensor_inline (msg, i)) {
+            char why [256];
+            snprintf (why, sizeof (why), "%s", pyi_last_error ());
+            s_discard (msg);
+            pyi_set_error ("%s", why);
+            return -1;
+        }
+    return 0;
+}
+
 static void
 s_handle_request (s_broker_t *self, pyi_msg_t **msg_p, const uint8_t *rid, size_t rid_size)
 {
@@ -651,6 +672,14 @@ s_handle_request (s_broker_t *self, pyi_msg_t **msg_p, const uint8_t *rid, size_
         return;
     }
     s_worker_t *worker = service->worker;
+    if (worker->remote && s_inline (msg)) {
+        free (pending);
+        service->stats.errors++;
+        snprintf (text, sizeof (text), "cannot send to remote service '%s': %s", name,
+                  pyi_last_error ());
+        s_send_error (self, rid, rid_size, id, PYI_ERR_DENIED, name, text);
+        return;
+    }
     uint32_t timeout = pyi_msg_timeout (msg);
     size_t bytes = pyi_msg_body_size (msg);
     pending->rid = ++self->next_rid;
@@ -658,6 +687,7 @@ s_handle_request (s_broker_t *self, pyi_msg_t **msg_p, const uint8_t *rid, size_
     pending->worker = worker;
     pending->deadline = timeout ? zclock_mono () + timeout : 0;
     pending->heap = SIZE_MAX;
+    pending->caller_remote = pyi_msg_remote (msg);
     pyi_msg_set_id (msg, pending->rid);
     if (pyi_msg_send (msg_p, self->handle, worker->rid, worker->rid_size, ZMQ_DONTWAIT)) {
         int error = errno;
@@ -715,7 +745,16 @@ s_handle_answer (s_broker_t *self, pyi_msg_t **msg_p, s_worker_t *worker)
         pyi_msg_set_service (msg, service->name);
     }
     pyi_msg_set_id (msg, s_caller_id (pending));
-    pyi_msg_send (msg_p, self->handle, pending->ckey + 8, pending->ckey_size - 8, ZMQ_DONTWAIT);
+    if (pending->caller_remote && s_inline (msg)) {
+        char text [512];
+        snprintf (text, sizeof (text), "cannot send the answer to a remote caller: %s",
+                  pyi_last_error ());
+        s_send_error (self, pending->ckey + 8, pending->ckey_size - 8, s_caller_id (pending),
+                      PYI_ERR_DENIED, service->name, text);
+    }
+    else
+        pyi_msg_send (msg_p, self->handle, pending->ckey + 8, pending->ckey_size - 8,
+                      ZMQ_DONTWAIT);
     s_pending_free (self, pending);
 }
 

@@ -33,6 +33,7 @@ struct _pyi_msg_t {
     size_t routing_id_size;
     uint64_t descriptors[PYI_MAX_BODY_FRAMES / 64];   /* bit i: body frame i is a tensor descriptor */
     bool has_descriptors;
+    bool remote;                        /* read from a peer connected over tcp */
     zmq_msg_t *frames;                  /* body frames */
     size_t nframes;
     size_t capacity;
@@ -63,6 +64,7 @@ pyi_msg_new (pyi_command_t command)
     self->routing_id_size = 0;
     memset (self->descriptors, 0, sizeof (self->descriptors));
     self->has_descriptors = false;
+    self->remote = false;
     self->frames = self->inline_frames;
     self->nframes = 0;
     self->capacity = INLINE_FRAMES;
@@ -252,6 +254,31 @@ s_pack_str (msgpack_packer *pk, const char *str)
     return msgpack_pack_str (pk, size) | msgpack_pack_str_body (pk, str, size);
 }
 
+bool pyi_msg_remote (const pyi_msg_t *self) { return self->remote; }
+
+void
+pyi_msg_clear_descriptors (pyi_msg_t *self)
+{
+    memset (self->descriptors, 0, sizeof (self->descriptors));
+    self->has_descriptors = false;
+}
+
+int
+pyi_msg_replace_frame (pyi_msg_t *self, size_t index, void *data, size_t size,
+                       pyi_free_fn *free_fn, void *hint)
+{
+    zmq_msg_t frame;
+    if (index >= self->nframes || zmq_msg_init_data (&frame, data, size, free_fn, hint)) {
+        if (free_fn)
+            free_fn (data, hint);
+        return -1;
+    }
+    zmq_msg_move (&self->frames [index], &frame);      /* closes the old frame */
+    zmq_msg_close (&frame);
+    self->descriptors [index / 64] &= ~((uint64_t) 1 << (index % 64));
+    return 0;
+}
+
 int
 pyi_msg_mark_descriptor (pyi_msg_t *self, size_t index)
 {
@@ -279,8 +306,11 @@ pyi_msg_encode (const pyi_msg_t *self, void *buffer, size_t size)
     msgpack_packer_init (&pk, &writer, pyi_writer_write);
     /*  REQUEST and REPLY name their descriptor frames in one more field,
         only when they have any. */
-    bool listed = self->has_descriptors
-               && (self->command == PYI_REQUEST || self->command == PYI_REPLY);
+    size_t marked = 0;
+    if (self->has_descriptors && (self->command == PYI_REQUEST || self->command == PYI_REPLY))
+        for (size_t i = 0; i < PYI_MAX_BODY_FRAMES / 64; i++)
+            marked += (size_t) __builtin_popcountll (self->descriptors [i]);
+    bool listed = marked > 0;
     int rc = msgpack_pack_array (&pk, s_fields [self->command] + listed);
     rc |= msgpack_pack_uint32 (&pk, PYI_PROTOCOL_VERSION);
     rc |= msgpack_pack_uint32 (&pk, self->command);
@@ -315,10 +345,7 @@ pyi_msg_encode (const pyi_msg_t *self, void *buffer, size_t size)
             break;
     }
     if (listed) {
-        size_t count = 0;
-        for (size_t i = 0; i < PYI_MAX_BODY_FRAMES; i++)
-            count += pyi_msg_is_descriptor (self, i);
-        rc |= msgpack_pack_array (&pk, count);
+        rc |= msgpack_pack_array (&pk, marked);
         for (size_t i = 0; i < PYI_MAX_BODY_FRAMES; i++)
             if (pyi_msg_is_descriptor (self, i))
                 rc |= msgpack_pack_uint32 (&pk, (uint32_t) i);
@@ -517,11 +544,16 @@ pyi_msg_recv (void *socket, bool router, size_t max_size, int flags)
     }
     uint8_t routing_id [PYI_MAX_NAME];
     size_t routing_id_size = 0;
+    bool remote = false;
     if (router) {
         routing_id_size = zmq_msg_size (&part);
         if (routing_id_size > PYI_MAX_NAME)
             routing_id_size = PYI_MAX_NAME;
         memcpy (routing_id, zmq_msg_data (&part), routing_id_size);
+        /*  ipc peers are "localhost:...", inproc ones have none: anything
+            else came over a network, without shared memory. */
+        const char *peer = zmq_msg_gets (&part, "Peer-Address");
+        remote = peer && strncmp (peer, "localhost", 9) != 0;
         if (!zmq_msg_more (&part)) {
             zmq_msg_close (&part);
             pyi_msg_t *self = pyi_msg_new (0);
@@ -543,6 +575,11 @@ pyi_msg_recv (void *socket, bool router, size_t max_size, int flags)
     }
     memcpy (self->routing_id, routing_id, routing_id_size);
     self->routing_id_size = routing_id_size;
+    if (remote) {
+        /*  A remote peer's descriptors name nothing here: never act on them. */
+        self->remote = true;
+        pyi_msg_clear_descriptors (self);
+    }
     bool too_large = max_size && total > max_size;
     /*  zmq_msg_move clears the flag: read it before moving each frame. */
     bool more = zmq_msg_more (&part);

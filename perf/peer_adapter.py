@@ -21,6 +21,11 @@ Commands (``op``): setup, small, tensor, throughput, nested, startup,
 memory, shm, quit. Times are seconds. An error answers {"error": "..."};
 the suite prints it and goes on.
 
+Tensor libraries: ``numpy``, ``torch`` (CPU) and ``cuda`` (torch tensors on
+device 'cuda', by CUDA IPC: ours always; the peer with its
+``share_cuda_ipc=True`` in an extension of its own; the floors skip them,
+they would copy through the host).
+
     python perf/peer_adapter.py --lib ours|peer|asyncio|zmq --work DIR
     python perf/peer_adapter.py --echo-server asyncio FD | zmq ENDPOINT
 """
@@ -117,6 +122,17 @@ class Lib:
         """(make(i) -> argument, what) for a tensor workload."""
         raise NotImplementedError
 
+    async def cuda_setup(self):
+        """(echo for the CUDA rows, what); raises Skip where this system has
+        none. Called once, before the first CUDA row; its CUDA contexts (host
+        and extension) start here, untimed."""
+        raise Skip("no CUDA tensors in this system")
+
+    def check_tensor(self, lib: str, x, y) -> str:
+        """Check one round trip's result (outside the timing); '' or a note
+        for the row's "what". Raises AssertionError when it is wrong."""
+        return ""
+
     async def close(self) -> None:
         pass
 
@@ -141,9 +157,43 @@ def _make_array(lib: str, nbytes: int, shape):
             return np.ones(shape, dtype=np.uint8)
         return np.ones(nbytes // 4, dtype=np.float32)
     import torch
+    if lib == "cuda":
+        t = (torch.ones(shape, dtype=torch.uint8, device="cuda") if shape
+             else torch.ones(nbytes // 4, device="cuda"))
+        torch.cuda.synchronize()  # made, and finished, outside the timed call
+        return t
     if shape:
         return torch.ones(shape, dtype=torch.uint8)
     return torch.ones(nbytes // 4)
+
+
+def _fresh_cuda(nbytes: int, shape):
+    """A CUDA tensor in a new allocation (the allocator's cache emptied first,
+    as perf/tensor_bench.py --cuda does), never shared before."""
+    import torch
+    torch.cuda.empty_cache()
+    return _make_array("cuda", nbytes, shape)
+
+
+def _cuda_unavailable() -> str:
+    """Why this process cannot make CUDA tensors ('' when it can)."""
+    try:
+        import torch
+    except Exception as e:
+        return f"torch is not importable ({e})"
+    if not torch.cuda.is_available():
+        return (f"torch.cuda.is_available() is False (torch {torch.__version__}, "
+                f"built for CUDA {torch.version.cuda})")
+    return ""
+
+
+async def _cuda_warm(echo) -> None:
+    """The far side's CUDA context starts at its first CUDA tensor: untimed."""
+    import torch
+    warm = torch.ones(1, device="cuda")
+    torch.cuda.synchronize()
+    await echo(warm)
+    del warm
 
 
 class Ours(Lib):
@@ -197,6 +247,12 @@ class Ours(Lib):
         return await self.ext.nested(n)
 
     def tensor_arg(self, lib, nbytes, case, shape=None):
+        if lib == "cuda":
+            if case == "first":
+                return ((lambda i: _fresh_cuda(nbytes, shape)),
+                        "fresh CUDA allocation each call")
+            t = _make_array(lib, nbytes, shape)
+            return (lambda i: t), "CUDA tensor after its first crossing (same allocation)"
         if case == "first":
             if lib == "numpy":
                 base = _make_array(lib, nbytes, shape)
@@ -207,6 +263,25 @@ class Ours(Lib):
             return (lambda i: shared), "pyisolate.share()d array"
         t = _make_array(lib, nbytes, shape)
         return (lambda i: t), "tensor after its first crossing"
+
+    async def cuda_setup(self):
+        why = _cuda_unavailable()
+        if why:
+            raise Skip(why)
+        # the same extension as every other row: CUDA tensors need no option
+        await _cuda_warm(self.echo)
+        return self.echo, "CUDA IPC (docs/tensors.md, section 8)"
+
+    def check_tensor(self, lib, x, y):
+        if lib != "cuda":
+            return ""
+        if not getattr(y, "is_cuda", False):
+            raise AssertionError(f"CUDA round trip: a {type(y).__name__} on "
+                                 f"{getattr(y, 'device', '?')} came back, not a CUDA tensor")
+        if y.data_ptr() != x.data_ptr() or tuple(y.shape) != tuple(x.shape):
+            raise AssertionError(f"CUDA round trip: other memory came back (data_ptr "
+                                 f"{y.data_ptr():#x}, sent {x.data_ptr():#x}): a copy")
+        return "checked: the same CUDA memory came back"
 
     async def close(self):
         for m in list(self.mgrs):
@@ -236,10 +311,10 @@ class Peer(Lib):
         self.Pinger = bench_apis.Pinger
         self.mgrs: list = []
 
-    def _config(self, name, torch, apis=True):
+    def _config(self, name, torch, apis=True, cuda_ipc=False):
         return self.pi.ExtensionConfig(
             name=name, module_path=str(self.ext_dir), isolated=True, dependencies=[],
-            apis=[self.Pinger] if apis else [], share_torch=True, share_cuda_ipc=False,
+            apis=[self.Pinger] if apis else [], share_torch=True, share_cuda_ipc=cuda_ipc,
             sandbox_mode=self.pi.SandboxMode.DISABLED)
 
     async def new_manager(self, root: Path):
@@ -249,8 +324,8 @@ class Peer(Lib):
         self.mgrs.append(m)
         return m
 
-    async def load(self, mgr, name, torch, apis=True):
-        ext = mgr.load_extension(self._config(name, torch, apis))
+    async def load(self, mgr, name, torch, apis=True, cuda_ipc=False):
+        ext = mgr.load_extension(self._config(name, torch, apis, cuda_ipc))
         await ext.pid()  # the process starts at the first call
         return ext
 
@@ -287,6 +362,8 @@ class Peer(Lib):
         if lib == "numpy" and nbytes > 64 * KiB:
             raise Skip("the peer sends numpy arrays as JSON lists (ndarray.tolist()): "
                        "about 1.4 s a call at 1 MiB here: skipped above 64 KiB")
+        if lib == "cuda" and case == "first":
+            return (lambda i: _fresh_cuda(nbytes, shape)), "fresh CUDA allocation each call"
         if case == "first":
             if lib == "numpy":
                 base = _make_array(lib, nbytes, shape)
@@ -294,6 +371,33 @@ class Peer(Lib):
             return (lambda i: _make_array(lib, nbytes, shape)), "fresh tensor each call"
         a = _make_array(lib, nbytes, shape)
         return (lambda i: a), "the same array/tensor again"
+
+    async def cuda_setup(self):
+        """0.10.2 (read from its wheel): with share_torch, its registered
+        tensor serializer sends a CUDA tensor by torch's CUDA IPC
+        (reductions.reduce_tensor) whatever share_cuda_ipc says; the option
+        makes its host probe CUDA IPC at start (refusing where it is
+        unavailable) and sets PYISOLATE_ENABLE_CUDA_IPC, which keeps CUDA
+        tensors on the device in its fallback paths instead of .cpu(). Set
+        it, in an extension of its own, so the CPU rows keep their config.
+        A CUDA tensor it received cannot be sent on by torch: it clones it
+        to send it back (so the round trip returns other memory)."""
+        why = _cuda_unavailable()
+        if why:
+            raise Skip(why)
+        self.cuda_ext = await self.load(self.mgr, "bench_cuda", True, apis=False, cuda_ipc=True)
+        await _cuda_warm(self.cuda_ext.echo)
+        return self.cuda_ext.echo, "share_cuda_ipc=True (torch CUDA IPC)"
+
+    def check_tensor(self, lib, x, y):
+        if lib != "cuda":
+            return ""
+        if not getattr(y, "is_cuda", False) or tuple(y.shape) != tuple(x.shape):
+            raise AssertionError(f"CUDA round trip: got {type(y).__name__} "
+                                 f"{getattr(y, 'device', '?')} {tuple(getattr(y, 'shape', ()))}")
+        same = y.data_ptr() == x.data_ptr()
+        return ("checked: the same CUDA memory came back" if same else
+                "checked: a CUDA tensor came back, in other memory (a copy)")
 
     async def close(self):
         for m in list(self.mgrs):
@@ -339,6 +443,10 @@ class _Framed(Lib):
         self.futs[cid] = fut
         self._send(cid, pickle.dumps(x, protocol=5))
         return await fut
+
+    async def cuda_setup(self):
+        raise Skip("a floor would copy a CUDA tensor through the host (.cpu(), pickle, "
+                   "socket): no CUDA floor")
 
     def tensor_arg(self, lib, nbytes, case, shape=None):
         if nbytes > self.max_tensor:
@@ -465,6 +573,7 @@ class Host:
     def __init__(self, lib: Lib):
         self.lib = lib
         self.tensor_cache: dict = {}
+        self.cuda = None  # (echo, what) or ("skip"|"error", message), after the first CUDA row
 
     async def op_setup(self, c):
         info = await self.lib.setup(c.get("torch", False))
@@ -474,7 +583,31 @@ class Host:
                 info[mod] = __import__(mod).__version__
             except Exception:
                 pass
+        if "torch" in info:  # does this process see a GPU? (no CUDA context yet)
+            import torch
+            info["torch_cuda"] = torch.version.cuda
+            info["cuda_available"] = bool(torch.cuda.is_available())
+            if info["cuda_available"] and self.lib.name == "ours":
+                info["cuda_device"] = torch.cuda.get_device_name(0)
         return info
+
+    async def _cuda_echo(self):
+        """The echo for the CUDA rows (set up once); raises Skip or
+        RuntimeError, the same each time, where there is none."""
+        if self.cuda is None:
+            try:
+                self.cuda = await self.lib.cuda_setup()
+            except Skip as e:
+                self.cuda = ("skip", str(e))
+            except Exception as e:
+                self.cuda = ("error", f"CUDA set-up failed: {type(e).__name__}: {e}")
+                traceback.print_exc()
+        first, second = self.cuda
+        if first == "skip":
+            raise Skip(second)
+        if first == "error":
+            raise RuntimeError(second)
+        return first, second
 
     async def op_small(self, c):
         x = small_value(c["value"])
@@ -486,20 +619,32 @@ class Host:
                 raise AssertionError("wrong echo")
         return {"samples": await timed(one, c["n"], c.get("warm", 5))}
 
+    def _clear_tensors(self) -> None:
+        cuda = any(k[0] == "cuda" for k in self.tensor_cache)
+        self.tensor_cache.clear()
+        gc.collect()
+        if cuda:
+            import torch
+            torch.cuda.empty_cache()
+
     async def op_tensor(self, c):
-        key = (c["lib"], c["bytes"], c["case"], tuple(c.get("shape") or ()))
+        lib = c["lib"]
+        key = (lib, c["bytes"], c["case"], tuple(c.get("shape") or ()))
+        echo = self.lib.echo
         try:
+            if lib == "cuda":
+                echo, how = await self._cuda_echo()
             if key not in self.tensor_cache:
-                self.tensor_cache.clear()
-                gc.collect()
-                make, what = self.lib.tensor_arg(c["lib"], c["bytes"], c["case"], c.get("shape"))
+                self._clear_tensors()
+                make, what = self.lib.tensor_arg(lib, c["bytes"], c["case"], c.get("shape"))
+                if lib == "cuda":
+                    what = f"{what}; {how}"
                 self.tensor_cache[key] = (make, what)
                 if c["case"] == "repeated":
-                    await self.lib.echo(make(0))  # its first crossing, untimed
+                    await echo(make(0))  # its first crossing, untimed
             make, what = self.tensor_cache[key]
         except Skip as e:
             return {"skip": str(e)}
-        echo = self.lib.echo
         out = []
         pc = time.perf_counter
         budget = c.get("budget", 1e9)  # seconds per turn; at least one sample
@@ -509,12 +654,16 @@ class Host:
             t0 = pc()
             y = await echo(x)
             out.append(pc() - t0)
+            if i == 0 and c.get("check"):  # outside the timing; raises if wrong
+                note = self.lib.check_tensor(lib, x, y)
+                if note:
+                    what = f"{what}; {note}"
+                    self.tensor_cache[key] = (make, what)
             del x, y
             if pc() - start > budget:
                 break
         if c.get("last"):
-            self.tensor_cache.clear()
-            gc.collect()
+            self._clear_tensors()
         return {"samples": out, "what": what}
 
     async def op_throughput(self, c):

@@ -23,7 +23,13 @@ full table: mean, std, min, max, p50, p99 per system) and ``suite.png``
 evaluates the goals of issue 5 as PASS / MISS lines. A missed goal never
 makes the exit status non-zero; only a broken harness does.
 
-    .venv/bin/python perf/suite.py [--quick|--full|--tiny] [--no-peer] [--out DIR]
+Where ours' host process sees a GPU (torch.cuda.is_available()), the tensor
+table has CUDA rows too (torch tensors on device 'cuda', by CUDA IPC; the
+floors skip them); elsewhere it prints "CUDA rows skipped: <reason>" and
+writes the reason into suite.json ("cuda"). --cuda-only runs the CUDA rows
+and the int call alone (tests/gpu/run).
+
+    .venv/bin/python perf/suite.py [--quick|--full|--tiny] [--no-peer] [--cuda-only] [--out DIR]
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 IMAGE_8K = (4320, 7680, 3)  # 7680x4320 RGB uint8
 
 SYSTEMS = ["ours", "peer", "asyncio", "zmq"]
+LIB_NAMES = {"numpy": "numpy", "torch": "torch", "cuda": "CUDA"}  # in the goals
 C_SYSTEMS = ["c-socketpair", "c-zmq"]
 FLOOR_FOR_RATIO = ["asyncio", "zmq"]
 
@@ -126,10 +133,26 @@ def run_cmd(cmd, timeout=600, env=None) -> tuple[int, str]:
         return 1, f"{type(e).__name__}: {e}"
 
 
+def peer_env() -> dict:
+    """The environment of the peer's processes: $PYTHONPATH without entries
+    that hold a pyisolate package (tests/gpu/run puts ours there, and it
+    would shadow the peer's own)."""
+    env = dict(os.environ)
+    if env.get("PYTHONPATH"):
+        keep = [d for d in env["PYTHONPATH"].split(os.pathsep)
+                if d and not (Path(d) / "pyisolate").exists()]
+        if keep:
+            env["PYTHONPATH"] = os.pathsep.join(keep)
+        else:
+            del env["PYTHONPATH"]
+    return env
+
+
 def ensure_peer_venv() -> tuple[Path | None, str, dict]:
     """(python of the peer venv, why not, info). uv from the host's venv; the
     host's torch (CPU) reaches the peer through a .pth, never a new torch."""
     info: dict = {"venv": str(PEER_VENV), "spec": PEER_SPEC}
+    penv = peer_env()
     py = PEER_VENV / "bin" / "python"
     uv = [sys.executable, "-m", "uv"]
     rc, out = run_cmd(uv + ["--version"])
@@ -140,7 +163,8 @@ def ensure_peer_venv() -> tuple[Path | None, str, dict]:
     t0 = time.perf_counter()
     ok = False
     if py.exists():
-        rc, out = run_cmd([str(py), "-c", "import pyisolate; print(pyisolate.__version__)"])
+        rc, out = run_cmd([str(py), "-c", "import pyisolate; print(pyisolate.__version__)"],
+                          env=penv)
         ok = rc == 0 and out.strip() == PEER_SPEC.split("==")[1]
     if not ok:
         shutil.rmtree(PEER_VENV, ignore_errors=True)
@@ -155,21 +179,22 @@ def ensure_peer_venv() -> tuple[Path | None, str, dict]:
     # torch, numpy (and the rest of the host's packages, after the peer's
     # own: its pyisolate, uv, packaging win) through a .pth
     import site
-    rc, out = run_cmd([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
+    rc, out = run_cmd([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                      env=penv)
     if rc != 0:
         return None, f"the peer venv's python does not run: {out.strip()[-400:]}", info
     peer_site = Path(out.strip())
     host_site = [p for p in site.getsitepackages() if p.startswith(sys.prefix)]
     (peer_site / "_pyi_suite_host_packages.pth").write_text("\n".join(host_site) + "\n")
     rc, out = run_cmd([str(py), "-c", "import pyisolate, torch, numpy; "
-                       "print(pyisolate.__file__, torch.__version__)"])
+                       "print(pyisolate.__file__, torch.__version__)"], env=penv)
     info["check"] = out.strip()[-300:]
     if rc != 0:
         return None, f"the peer venv cannot import pyisolate/torch/numpy: {out.strip()[-400:]}", info
     return py, "", info
 
 
-def ensure_host_packages() -> dict:
+def ensure_host_packages(install: bool = True) -> dict:
     """pyzmq (the zmq floor) and matplotlib (the chart) in this venv."""
     got = {}
     for mod, pkg in (("zmq", "pyzmq"), ("matplotlib", "matplotlib")):
@@ -177,6 +202,9 @@ def ensure_host_packages() -> dict:
             __import__(mod)
             got[pkg] = "present"
         except ImportError:
+            if not install:  # --cuda-only: the GPU machine has no index
+                got[pkg] = "missing (not installed with --cuda-only)"
+                continue
             log(f"installing {pkg} into {sys.prefix}")
             rc, out = run_cmd([sys.executable, "-m", "pip", "install", "-q", pkg])
             got[pkg] = "installed" if rc == 0 else f"failed: {out.strip()[-300:]}"
@@ -271,6 +299,8 @@ class Suite:
         self.systems: dict[str, System] = {}
         self.excluded: dict[str, str] = {}
         self.meta: dict = {"mode": self.mode}
+        self.cuda_only = bool(getattr(args, "cuda_only", False))
+        self.cuda_why = "not decided yet"  # '' where the CUDA rows run
 
     # -- helpers
     def live(self) -> list[System]:
@@ -329,18 +359,39 @@ class Suite:
     # -- workloads
     def small(self):
         p = self.p
-        for kind, lab in (("int", "int"), ("str", "short str"), ("10k", "10 KB str"),
-                          ("1m", "1 MB str")):
+        kinds = (("int", "int"), ("str", "short str"), ("10k", "10 KB str"), ("1m", "1 MB str"))
+        if self.cuda_only:  # the baseline of the CUDA rows
+            kinds = kinds[:1]
+        for kind, lab in kinds:
             n = p["small_1m_n"] if kind == "1m" else p["small_n"]
             log(f"small calls: {lab}")
             m = self.alternate(self.live(), p["rounds"], lambda r, R: dict(
                 op="small", value=kind, n=n, warm=5, check=(r == 0)))
             self.add_row("small calls", lab, "us", self.finish(m), value=kind)
 
+    def cuda_reason(self) -> str:
+        """Why there are no CUDA rows ('' where there are): ours' host
+        process decides (torch.cuda.is_available() there)."""
+        ours = self.systems.get("ours")
+        if ours is None or ours.why:
+            why = self.excluded.get("ours") or (ours.why if ours else "not started")
+            return f"ours is not running ({why.split(chr(10))[0][:200]})"
+        i = ours.info
+        if "torch" not in i:
+            return "torch is not importable in ours' host process"
+        if not i.get("cuda_available"):
+            return (f"torch.cuda.is_available() is False in ours' host process (torch "
+                    f"{i['torch']}, built for CUDA {i.get('torch_cuda')})")
+        return ""
+
     def tensors(self):
         p = self.p
         torch_ok = "torch" in self.systems["ours"].info if "ours" in self.systems else False
         libs = ["numpy", "torch"] if torch_ok else ["numpy"]
+        if self.cuda_only:
+            libs = []
+        if not self.cuda_why:
+            libs.append("cuda")
         for lib in libs:
             for size in p["sizes"]:
                 b = nbytes(size)
@@ -348,9 +399,12 @@ class Suite:
                 for case in ("first", "repeated"):
                     n = first_n(size, self.mode) if case == "first" else p["rep_n"]
                     log(f"tensors: {lib} {label(size)} {case}")
+                    # check: the first call of the first turn (CUDA: the same
+                    # memory comes back, for ours; outside the timing)
                     m = self.alternate(self.live(), min(p["rounds"], 3), lambda r, R: dict(
                         op="tensor", lib=lib, bytes=b, case=case, shape=shape, n=n,
-                        budget=p["tensor_budget"], last=(r == R - 1)), timeout=600)
+                        budget=p["tensor_budget"], last=(r == R - 1), check=(r == 0)),
+                        timeout=600)
                     self.add_row("tensors", f"{lib} {label(size)} {case}", "us",
                                  self.finish(m), lib=lib, bytes=b, case=case)
 
@@ -469,7 +523,8 @@ class Suite:
         a, p = self.args, self.p
         t_start = time.time()
         self.meta.update(self.machine())
-        self.meta["host_packages"] = ensure_host_packages()
+        self.meta["cuda_only"] = self.cuda_only
+        self.meta["host_packages"] = ensure_host_packages(install=not self.cuda_only)
         peer_py = None
         if a.no_peer:
             self.excluded["peer"] = "--no-peer"
@@ -483,7 +538,9 @@ class Suite:
             if peer_py is None:
                 self.excluded["peer"] = why
         cdata = None
-        if p["c_bench"]:
+        if self.cuda_only:
+            self.excluded["c-socketpair"] = self.excluded["c-zmq"] = "not run with --cuda-only"
+        elif p["c_bench"]:
             log("C floors: pyi_bench --quick")
             cdata, why = c_bench(self.out)
             if cdata is None:
@@ -503,11 +560,22 @@ class Suite:
                 log(f"{name} did not start: {s.why}")
                 continue
             self.systems[name] = s
+        self.cuda_why = self.cuda_reason()
+        if self.cuda_why:
+            self.meta["cuda"] = {"skipped": self.cuda_why}
+        else:
+            i = self.systems["ours"].info
+            self.meta["cuda"] = {"device": i.get("cuda_device"), "torch": i.get("torch"),
+                                 "torch_cuda": i.get("torch_cuda")}
+            log(f"CUDA rows: {i.get('cuda_device')} (torch {i.get('torch')})")
+        steps = (self.small, self.throughput, self.nested, self.startup, self.memory,
+                 self.tensors)
+        if self.cuda_only:
+            steps = (self.small, self.tensors)
         try:
             # tensors last: a host process that dies there (the peer's has,
             # see the notes) is restarted, but loses nothing else
-            for step in (self.small, self.throughput, self.nested, self.startup,
-                         self.memory, self.tensors):
+            for step in steps:
                 t0 = time.time()
                 step()
                 self.meta.setdefault("step_seconds", {})[step.__name__] = time.time() - t0
@@ -528,7 +596,7 @@ class Suite:
     def spawn(self, name: str) -> System:
         py, env = sys.executable, dict(os.environ)
         if name == "peer":
-            py = str(self.peer_py)
+            py, env = str(self.peer_py), peer_env()
             env["PATH"] = f"{PEER_VENV / 'bin'}:{env.get('PATH', '')}"  # its uv
             env["PYISOLATE_UV_CACHE_DIR"] = str(PEER_VENV.parent / "uv-cache")
         log(f"starting {name}")
@@ -613,7 +681,13 @@ class Suite:
             add("small-call p50 within 2x of the asyncio floor", worst[1] <= 2.0, worst[1],
                 f"worst ours/asyncio {worst[1]:.2f}x ({worst[0]}); limit 2x; "
                 + ", ".join(f"{k} {v:.2f}x" for k, v in rs))
-        for lib in ("numpy", "torch"):
+        for lib in ("numpy", "torch", "cuda"):
+            flat = f"repeated {LIB_NAMES[lib]} crossing flat: largest within 2x of smallest"
+            fast = f"repeated {LIB_NAMES[lib]} crossing >= 10x faster than the peer from 64 MiB"
+            if lib == "cuda" and self.cuda_why:
+                add(flat, None, None, "no CUDA rows (the reason is above, and in \"cuda\")")
+                add(fast, None, None, "no CUDA rows (the reason is above, and in \"cuda\")")
+                continue
             rep = sorted(row("tensors", lambda r: r["lib"] == lib and r["case"] == "repeated"),
                          key=lambda r: r["bytes"])
             rep = [r for r in rep if "p50" in r["systems"].get("ours", {})]
@@ -621,21 +695,25 @@ class Suite:
                 lo, hi = rep[0], rep[-1]
                 q = hi["systems"]["ours"]["p50"] / lo["systems"]["ours"]["p50"]
                 note = "" if hi["bytes"] >= 4 * GiB else " (4 GiB only in --full)"
-                add(f"repeated {lib} crossing flat: largest within 2x of smallest", q <= 2.0, q,
-                    f"{hi['row']} / {lo['row']} = {q:.2f}x; limit 2x{note}")
+                add(flat, q <= 2.0, q, f"{hi['row']} / {lo['row']} = {q:.2f}x; limit 2x{note}")
+            elif lib == "cuda":
+                add(flat, None, None, "fewer than two CUDA rows with a number for ours")
             big = [r for r in rep if r["bytes"] >= 64 * MiB]
             rs = [(r["row"], self.ratio(r, "peer", "ours")) for r in big]
             rs = [x for x in rs if x[1] is not None]
             if rs:
                 worst = min(rs, key=lambda x: x[1])
-                add(f"repeated {lib} crossing >= 10x faster than the peer from 64 MiB",
-                    worst[1] >= 10, worst[1],
+                add(fast, worst[1] >= 10, worst[1],
                     f"worst peer/ours {worst[1]:.1f}x ({worst[0]}); minimum 10x; "
                     + ", ".join(f"{k} {v:.1f}x" for k, v in rs))
             elif big:
-                why = big[0]["systems"].get("peer", {}).get("skip") or "peer not measured"
-                add(f"repeated {lib} crossing >= 10x faster than the peer from 64 MiB", None,
-                    None, why)
+                p = big[0]["systems"].get("peer", {})
+                why = p.get("skip") or ("ERROR " + str(p["error"])[:200] if "error" in p
+                                        else "peer not measured")
+                add(fast, None, None, why)
+            elif lib == "cuda":
+                add(fast, None, None, "no CUDA row of 64 MiB or more for ours in this mode"
+                    + (" (--tiny stops at 1 MiB)" if self.mode == "tiny" else ""))
         tp = row("throughput", lambda r: r["depth"] == 64)
         if tp:
             q = self.ratio(tp[0], "ours", "peer")
@@ -677,8 +755,17 @@ class Suite:
                 ratio_cols.append((f"ours/{f}", "ours", f))
         if "c-socketpair" in cols:
             ratio_cols.append(("ours/c-sock", "ours", "c-socketpair"))
+        base = next((r for r in self.rows if r["workload"] == "small calls"
+                     and r.get("value") == "int"), None)
         for r in self.rows:
             r["ratios_p50"] = {lab: self.ratio(r, a, b) for lab, a, b in ratio_cols}
+            if base and r["workload"] == "tensors" and r["lib"] == "cuda":
+                # the int call of the same run is the CUDA rows' baseline
+                r["over_int_p50"] = {}
+                for c in cols:
+                    a, b = r["systems"].get(c, {}), base["systems"].get(c, {})
+                    if a.get("p50") is not None and b.get("p50"):
+                        r["over_int_p50"][c] = a["p50"] / b["p50"]
 
         # console: p50 (p99) per system
         head = f"{'workload':14} {'row':46} {'unit':7}" + "".join(f" {c:>20}" for c in cols) \
@@ -718,6 +805,16 @@ class Suite:
             lines.append("systems not measured:")
             for k, v in self.excluded.items():
                 lines.append(f"  {k}: {v}")
+        if self.cuda_why:
+            lines.append(f"CUDA rows skipped: {self.cuda_why}")
+        else:
+            lines.append(f"CUDA rows: {self.meta['cuda'].get('device')}; p50 over the int "
+                         "call's p50 of the same system:")
+            for r in self.rows:
+                if r["workload"] == "tensors" and r["lib"] == "cuda":
+                    q = r.get("over_int_p50", {})
+                    lines.append(f"  {r['row']}: " + (", ".join(
+                        f"{k} {v:.2f}x" for k, v in q.items()) or "-"))
         if notes:
             lines.append("skipped cells:")
             seen = set()
@@ -758,7 +855,7 @@ class Suite:
         (self.out / "suite.md").write_text("\n".join(md))
 
         data = {"meta": self.meta, "excluded": self.excluded, "columns": cols,
-                "rows": self.rows, "goals": goals}
+                "rows": self.rows, "goals": goals, "cuda": self.meta.get("cuda")}
         (self.out / "suite.json").write_text(json.dumps(data, indent=1, default=str))
         self.chart(cols)
         log(f"wrote {self.out / 'suite.json'}, {self.out / 'suite.md'}, {self.out / 'suite.png'}")
@@ -774,7 +871,7 @@ class Suite:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
         colors = {"ours": "C0", "peer": "C3", "asyncio": "C2", "zmq": "C1"}
         for sysname in [c for c in cols if c in colors]:
-            for lib, style in (("torch", "-"), ("numpy", "--")):
+            for lib, style in (("torch", "-"), ("numpy", "--"), ("cuda", "-.")):
                 for case, marker in (("repeated", "o"), ("first", "x")):
                     pts = sorted((r["bytes"], r["systems"][sysname]["p50"]) for r in self.rows
                                  if r["workload"] == "tensors" and r["lib"] == lib
@@ -800,14 +897,16 @@ class Suite:
         ax1.set_xlabel("tensor size (bytes)")
         ax1.set_ylabel("round trip p50 (us)")
         ax1.set_title("latency against tensor size")
-        ax1.legend(fontsize=6)
+        if ax1.get_legend_handles_labels()[0]:
+            ax1.legend(fontsize=6)
         ax1.grid(True, which="both", alpha=0.3)
         ax2.set_xscale("log")
         ax2.set_yscale("log")
         ax2.set_xlabel("calls in flight")
         ax2.set_ylabel("calls/s")
         ax2.set_title("throughput against calls in flight")
-        ax2.legend(fontsize=7)
+        if ax2.get_legend_handles_labels()[0]:
+            ax2.legend(fontsize=7)
         ax2.grid(True, which="both", alpha=0.3)
         fig.suptitle(f"pyisolate suite ({self.mode}), {self.meta.get('cpus')} CPUs")
         fig.tight_layout()
@@ -822,6 +921,9 @@ def main() -> int:
     g.add_argument("--full", action="store_true", help="more rounds, 4 GiB, 50 extensions")
     g.add_argument("--tiny", action="store_true", help="a few iterations, small sizes, for tests")
     ap.add_argument("--no-peer", action="store_true", help="leave the peer out")
+    ap.add_argument("--cuda-only", action="store_true",
+                    help="only the CUDA tensor rows and the int call (their baseline), for "
+                    "tests/gpu/run; prints 'CUDA rows skipped: <reason>' and exits 0 without CUDA")
     ap.add_argument("--out", default="suite-out", help="where to write suite.json/.md/.png")
     args = ap.parse_args()
     return Suite(args).run()

@@ -54,6 +54,7 @@ typedef struct {
     char name [PYI_REGION_MAX_NAME + 1];
     uint64_t offset;                           /* span start in the region data */
     uint64_t length;                           /* span bytes */
+    const uint8_t *inline_data;                /* inline form: the span's bytes */
     /*  Derived by s_check: */
     int64_t itemsize;
     int64_t lo, hi;            /* bytes addressed, relative to element 0: [lo, hi) */
@@ -380,6 +381,13 @@ s_parse (s_meta_t *m, const void *data, size_t size)
     if (!s_expect_array (&r, 3) || !pyi_reader_str_copy (&r, m->name, PYI_REGION_MAX_NAME)
     ||  !pyi_reader_uint (&r, INT64_MAX, &m->offset) || !pyi_reader_uint (&r, INT64_MAX, &m->length))
         return s_bad ("field 7 (region) is not [name, offset, length]");
+    if (*m->name == 0) {
+        /*  Inline form: no region; the span's bytes follow. */
+        if (m->offset != 0 || (uint64_t) (r.end - r.p) != m->length)
+            return s_bad ("inline tensor: offset not 0, or not exactly length bytes after it");
+        m->inline_data = r.p;
+    }
+    else
     if (r.p != r.end)
         return s_bad ("trailing bytes");
     if (s_check (m))
@@ -458,6 +466,20 @@ s_decode (const void *data, size_t size, bool versioned, uint64_t flags)
     s_meta_t meta;
     if (s_parse (&meta, data, size))
         return NULL;
+    if (meta.inline_data) {
+        /*  From a peer without shared memory: into a region of our own,
+            so that it crosses on from here like any other. */
+        if (meta.device.device_type != kDLCPU) {
+            pyi_set_error ("an inline tensor must be CPU memory");
+            return NULL;
+        }
+        pyi_region_t *region = pyi_region_new ((size_t) meta.length);
+        if (!region)
+            return NULL;
+        memcpy (pyi_region_data (region), meta.inline_data, (size_t) meta.length);
+        uint8_t *first = (uint8_t *) pyi_region_data (region) + meta.byte_offset;
+        return s_holder_new (&meta, first, &region, versioned, flags);
+    }
     pyi_region_t *region = pyi_region_open (meta.name);
     if (!region)
         return NULL;
@@ -505,7 +527,98 @@ pyi_tensor_discard (const void *data, size_t size)
     s_meta_t meta;
     if (s_parse (&meta, data, size))
         return -1;
-    return pyi_region_discard (meta.name);
+    return meta.inline_data ? 0 : pyi_region_discard (meta.name);
+}
+
+/*  Inline form ------------------------------------------------------------ */
+
+static void
+s_free_buffer (void *data, void *hint)
+{
+    free (data);
+}
+
+/*  A new buffer holding the inline form of meta (its span's bytes at
+    span); NULL with the error set. */
+static uint8_t *
+s_inline_buffer (s_meta_t *m, const uint8_t *span, size_t *size)
+{
+    uint8_t head [PYI_TENSOR_MAX_DESCRIPTOR];
+    m->name [0] = 0;
+    m->offset = 0;
+    int length = s_pack_meta (m, head, sizeof (head));
+    uint8_t *buffer = length < 0 ? NULL : (uint8_t *) malloc ((size_t) length + m->length);
+    if (!buffer) {
+        pyi_set_error ("out of memory for an inline tensor of %llu bytes",
+                       (unsigned long long) m->length);
+        return NULL;
+    }
+    memcpy (buffer, head, (size_t) length);
+    if (m->length)
+        memcpy (buffer + length, span, (size_t) m->length);
+    *size = (size_t) length + (size_t) m->length;
+    return buffer;
+}
+
+int
+pyi_tensor_encode_inline (const DLTensor *t, pyi_msg_t *msg)
+{
+    s_meta_t meta;
+    if (s_from_tensor (&meta, t, false))
+        return -1;
+    const uint8_t *first = (const uint8_t *) t->data + t->byte_offset;
+    meta.length = (uint64_t) (meta.hi - meta.lo);
+    meta.byte_offset = (uint64_t) -meta.lo;
+    size_t size;
+    uint8_t *buffer = s_inline_buffer (&meta, first + meta.lo, &size);
+    if (!buffer)
+        return -1;
+    if (pyi_msg_append_zerocopy (msg, buffer, size, s_free_buffer, NULL)) {
+        pyi_set_error ("cannot append the tensor frame (message full?)");
+        return -1;
+    }
+    return 0;
+}
+
+int
+pyi_tensor_inline (pyi_msg_t *msg, size_t index)
+{
+    if (!pyi_msg_is_descriptor (msg, index)) {
+        pyi_set_error ("body frame %zu is not a tensor descriptor", index);
+        return -1;
+    }
+    const void *data = pyi_msg_frame_data (msg, index);
+    size_t size = pyi_msg_frame_size (msg, index);
+    s_meta_t meta;
+    if (s_parse (&meta, data, size))
+        return -1;
+    if (meta.inline_data)
+        return pyi_msg_replace_frame (msg, index, memcpy (malloc (size), data, size), size,
+                                      s_free_buffer, NULL);
+    if (meta.device.device_type != kDLCPU) {
+        pyi_tensor_discard (data, size);
+        pyi_set_error ("a CUDA tensor cannot cross to a peer without CUDA IPC (a remote "
+                       "worker): move it to the CPU first");
+        return -1;
+    }
+    pyi_region_t *region = pyi_region_open (meta.name);
+    if (!region)
+        return -1;
+    pyi_region_received (region);       /* this descriptor is consumed here */
+    size_t region_size = pyi_region_size (region);
+    uint8_t *buffer = NULL;
+    size_t length = 0;
+    if (meta.length > region_size || meta.offset > region_size - meta.length)
+        pyi_set_error ("span [%llu, +%llu) is beyond region %s of %zu bytes",
+                       (unsigned long long) meta.offset, (unsigned long long) meta.length,
+                       meta.name, region_size);
+    else
+        buffer = s_inline_buffer (&meta, (const uint8_t *) pyi_region_data (region)
+                                         + meta.offset, &length);
+    pyi_region_release (&region);
+    if (!buffer)
+        return -1;
+    return pyi_msg_replace_frame (msg, index, buffer, length, s_free_buffer, NULL);
 }
 
 /*  Wrapping, sharing, allocating ------------------------------------------ */

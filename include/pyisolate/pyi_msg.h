@@ -106,6 +106,19 @@ PYI_EXPORT size_t pyi_msg_body_size (const pyi_msg_t *self);
     the session's end. Mark: 0, or -1 when index >= PYI_MAX_BODY_FRAMES. */
 PYI_EXPORT int pyi_msg_mark_descriptor (pyi_msg_t *self, size_t index);
 PYI_EXPORT bool pyi_msg_is_descriptor (const pyi_msg_t *self, size_t index);
+PYI_EXPORT void pyi_msg_clear_descriptors (pyi_msg_t *self);
+
+/*  Replace body frame index by data (taken: free_fn (data, hint) runs when
+    ZeroMQ is done with it, or now on failure), unmarked. 0, or -1 when
+    there is no such frame. */
+PYI_EXPORT int pyi_msg_replace_frame (pyi_msg_t *self, size_t index, void *data, size_t size,
+                                      pyi_free_fn *free_fn, void *hint);
+
+/*  Whether a message read from a ROUTER came from a peer connected over a
+    network (tcp: no shared memory with this host; ipc and inproc peers are
+    local). The descriptor marks of such a message are cleared when it is
+    read: they cannot name regions of this host. */
+PYI_EXPORT bool pyi_msg_remote (const pyi_msg_t *self);
 
 /*  Every header field and the first body frame of a message, read in one
     call (for bindings, where each call into C has a cost). The pointers are

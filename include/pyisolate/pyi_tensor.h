@@ -94,6 +94,20 @@ PYI_EXPORT DLManagedTensorVersioned *pyi_tensor_decode_versioned (const void *da
     -1 when the descriptor is malformed or its region is gone. */
 PYI_EXPORT int pyi_tensor_discard (const void *data, size_t size);
 
+/*  Inline form, for peers without shared memory (workers on another
+    machine): the descriptor with region name "" and offset 0, followed by
+    the span's bytes, in one frame. pyi_tensor_decode takes it like any
+    descriptor and gives a tensor in a new region of this process.
+
+    pyi_tensor_encode_inline appends the inline form of CPU tensor t (any
+    memory, copied) to msg, unmarked: what a remote peer sends.
+    pyi_tensor_inline turns marked descriptor frame index of msg into its
+    inline form (the span's bytes copied from the region; the descriptor's
+    in-flight count consumed): what the broker does to a message for a
+    remote peer. A CUDA tensor has no inline form (refused). 0 or -1. */
+PYI_EXPORT int pyi_tensor_encode_inline (const DLTensor *t, pyi_msg_t *msg);
+PYI_EXPORT int pyi_tensor_inline (pyi_msg_t *msg, size_t index);
+
 /*  A new managed tensor over the same memory as t (which must lie in a
     region mapped here), holding its own region reference: for example a
     legacy capsule for torch over a versioned tensor's memory. NULL when

@@ -1280,6 +1280,12 @@ test_info (void)
 }
 
 static void
+s_free_strdup (void *data, void *hint)
+{
+    free (data);
+}
+
+static void
 test_descriptors (void)
 {
     TEST_BEGIN ("descriptor frame marks in REQUEST and REPLY headers");
@@ -1310,6 +1316,18 @@ test_descriptors (void)
     pyi_msg_set_command (msg, PYI_ERROR);
     data = s_encode (msg, &size);
     CHECK_INT (data [0], 0x96);                 /* ERROR's own 6 fields */
+    free (data);
+    /*  A replaced frame loses its mark; no marks left, no list. */
+    pyi_msg_t *one = pyi_msg_new (PYI_REPLY);
+    CHECK_INT (pyi_msg_append (one, "x", 1), 0);
+    CHECK_INT (pyi_msg_mark_descriptor (one, 0), 0);
+    CHECK_INT (pyi_msg_replace_frame (one, 0, strdup ("yz"), 2, s_free_strdup, NULL), 0);
+    CHECK (!pyi_msg_is_descriptor (one, 0));
+    CHECK_INT (pyi_msg_frame_size (one, 0), 2);
+    CHECK_INT (pyi_msg_replace_frame (one, 1, strdup ("no"), 2, s_free_strdup, NULL), -1);
+    data = s_encode (one, &size);
+    CHECK_INT (data [0], 0x93);
+    pyi_msg_destroy (&one);
     back = DECODE_OK (data, size);
     CHECK (!pyi_msg_is_descriptor (back, 1));
     pyi_msg_destroy (&back);

@@ -611,11 +611,12 @@ test_validation (void)
     CHECK_MSG (t, "%s", pyi_last_error ());
     t->deleter (t);
     /*  Names. */
-    const char *bad_names [] = { "/etc/passwd", "pyi-1-ab-1-1", "/pyi-1-ab-1-1/../x", "",
+    const char *bad_names [] = { "/etc/passwd", "pyi-1-ab-1-1", "/pyi-1-ab-1-1/../x",
                                  "/dev/shm/pyi-1-ab-1-1" };
     for (size_t i = 0; i < sizeof bad_names / sizeof bad_names [0]; i++) {
         s = good; s.name = bad_names [i]; REFUSED (s, "not of the form");
     }
+    s = good; s.name = "";             REFUSED (s, "inline tensor");   /* no bytes follow */
     char absent [128];
     snprintf (absent, sizeof absent, "/pyi-%s-1-4242424242", pyi_region_session ());
     s = good; s.name = absent;         REFUSED (s, "unknown region");
@@ -746,6 +747,92 @@ test_dropped (void)
     pyi_broker_destroy (&broker);
 }
 
+static void
+test_inline (void)
+{
+    TEST_BEGIN ("inline form for remote peers: encode, decode, broker conversion over tcp");
+    /*  A strided view of plain memory, inline and back. */
+    static int32_t plain [6][5];
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < 5; j++)
+            plain [i][j] = i * 10 + j;
+    int64_t shape [2] = { 3, 2 }, strides [2] = { 10, -2 };    /* every other row, reversed */
+    DLTensor view = { &plain [0][4], { kDLCPU, 0 }, 2, { kDLInt, 32, 1 }, shape, strides, 0 };
+    pyi_msg_t *msg = pyi_msg_new (PYI_REPLY);
+    CHECK_INT (pyi_tensor_encode_inline (&view, msg), 0);
+    CHECK (!pyi_msg_is_descriptor (msg, 0));
+    DLManagedTensor *m = pyi_tensor_decode (pyi_msg_frame_data (msg, 0),
+                                            pyi_msg_frame_size (msg, 0));
+    CHECK_MSG (m, "%s", pyi_last_error ());
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 2; j++) {
+            int32_t *e = (int32_t *) m->dl_tensor.data + i * m->dl_tensor.strides [0]
+                       + j * m->dl_tensor.strides [1];
+            CHECK_INT (*e, plain [2 * i][4 - 2 * j]);
+        }
+    size_t offset;
+    pyi_region_t *copy = pyi_region_find (m->dl_tensor.data, &offset);
+    CHECK_MSG (copy, "an inline tensor arrives in a region of its own");
+    pyi_region_release (&copy);
+    m->deleter (m);
+    pyi_msg_destroy (&msg);
+
+    /*  Through the broker: a worker connected over tcp is remote. */
+    pyi_broker_t *broker = pyi_broker_new ();
+    CHECK (broker);
+    char *tcp = pyi_broker_bind (broker, "tcp://127.0.0.1:*");
+    CHECK_MSG (tcp, "%s", pyi_last_error ());
+    char *token = pyi_broker_allow (broker, "far", NULL);
+    pyi_worker_t *worker = pyi_worker_new (tcp, token, 0, 0);
+    free (token);
+    free (tcp);
+    CHECK (worker && pyi_worker_offer (worker, "far") == 0);
+    pyi_msg_t *ready = pyi_worker_recv (worker, 5000);
+    CHECK (ready && pyi_msg_command (ready) == PYI_READY);
+    pyi_msg_destroy (&ready);
+    pyi_client_t *client = pyi_client_new (pyi_broker_inproc (broker));
+    pyi_region_t *region;
+    char name [PYI_REGION_MAX_NAME + 1];
+    pyi_msg_t *body = s_body_with_tensor (&region, name);
+    float *values = (float *) pyi_region_data (region);
+    for (int i = 0; i < 16; i++)
+        values [i] = (float) i * 1.5f;
+    CHECK_INT (pyi_client_request (client, "far", 1, 0, &body), 0);
+    pyi_msg_t *request = pyi_worker_recv (worker, 5000);
+    if (!request) {
+        pyi_msg_t *why = pyi_client_recv (client, 100);
+        CHECK_MSG (false, "the worker got nothing; the caller got %s",
+                   why ? pyi_msg_text (why) : "nothing");
+    }
+    CHECK (request && pyi_msg_command (request) == PYI_REQUEST);
+    CHECK_INT (pyi_msg_frames (request), 2);
+    CHECK (!pyi_msg_is_descriptor (request, 1));
+    m = pyi_tensor_decode (pyi_msg_frame_data (request, 1), pyi_msg_frame_size (request, 1));
+    CHECK_MSG (m, "%s", pyi_last_error ());
+    CHECK (m->dl_tensor.data != values);           /* a copy: no shared memory there */
+    for (int i = 0; i < 16; i++)
+        CHECK (((float *) m->dl_tensor.data) [i] == values [i]);
+    CHECK_INT (pyi_region_inflight (region), 0);    /* the broker consumed the descriptor */
+    pyi_region_release (&region);
+    CHECK_MSG (!s_exists (name), "%s outlived its holders", name);
+    /*  The remote worker answers inline; the caller gets a region of its own. */
+    pyi_msg_t *reply = pyi_msg_new (PYI_REPLY);
+    CHECK_INT (pyi_tensor_encode_inline (&m->dl_tensor, reply), 0);
+    m->deleter (m);
+    CHECK_INT (pyi_worker_reply (worker, pyi_msg_id (request), &reply), 0);
+    pyi_msg_destroy (&request);
+    pyi_msg_t *answer = pyi_client_recv (client, 5000);
+    CHECK (answer && pyi_msg_command (answer) == PYI_REPLY && pyi_msg_frames (answer) == 1);
+    m = pyi_tensor_decode (pyi_msg_frame_data (answer, 0), pyi_msg_frame_size (answer, 0));
+    CHECK_MSG (m, "%s", pyi_last_error ());
+    CHECK (((float *) m->dl_tensor.data) [3] == 4.5f);
+    m->deleter (m);
+    pyi_msg_destroy (&answer);
+    pyi_client_destroy (&client);
+    pyi_worker_destroy (&worker);
+    pyi_broker_destroy (&broker);
+}
+
 int
 main (int argc, char *argv [])
 {
@@ -764,6 +851,7 @@ main (int argc, char *argv [])
     test_cross_process ();
     test_validation ();
     test_dropped ();
+    test_inline ();
     pyi_region_release (&s_region);
     /*  Decodes that failed after mapping took in-flight counts off (never
         below 0), so the release removes the name. */

@@ -12,6 +12,9 @@
     - the decoded tensor encodes again and that decodes to the same view
       (data, dtype, shape, strides), and both calls keep the region's
       in-flight count balanced.
+    An input in inline form (region name "", the span's bytes after it)
+    decodes into a new region of this process, once per decode: its view
+    must lie inside that region, and the regions must go with the tensors.
     Any difference aborts, which libFuzzer reports as a crash.
 
     Seeds (tests/fuzz/corpus_tensor): contiguous float32 [4, 5]; int32
@@ -62,9 +65,10 @@ s_fail (const char *what)
     abort ();
 }
 
-/*  Check that the view lies inside the region and read it. */
+/*  Check that the view lies inside the region data [base, base + size)
+    and read it. */
 static unsigned
-s_touch (const DLTensor *t)
+s_touch (const DLTensor *t, const uint8_t *base, size_t size)
 {
     int64_t item = (int64_t) (t->dtype.bits / 8) * t->dtype.lanes;
     int64_t lo = 0, hi = 0;
@@ -80,7 +84,7 @@ s_touch (const DLTensor *t)
     }
     const uint8_t *first = (const uint8_t *) t->data + t->byte_offset + lo * item;
     const uint8_t *end = (const uint8_t *) t->data + t->byte_offset + hi * item + item;
-    if (first < s_data || end > s_data + REGION_SIZE || first >= end)
+    if (first < base || end > base + size || first >= end)
         s_fail ("accepted a view outside the region");
     unsigned sum = 0;
     for (const uint8_t *p = first; p < end; p++)
@@ -89,9 +93,9 @@ s_touch (const DLTensor *t)
 }
 
 static void
-s_same (const DLTensor *a, const DLTensor *b)
+s_same (const DLTensor *a, const DLTensor *b, bool same_data)
 {
-    if (a->data != b->data || a->ndim != b->ndim || a->dtype.code != b->dtype.code
+    if ((same_data && a->data != b->data) || a->ndim != b->ndim || a->dtype.code != b->dtype.code
     ||  a->dtype.bits != b->dtype.bits || a->dtype.lanes != b->dtype.lanes
     ||  a->byte_offset != b->byte_offset)
         s_fail ("round trip changed the tensor");
@@ -130,8 +134,23 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
             s_fail ("refused without an error text");
         return 0;
     }
-    s_touch (&legacy->dl_tensor);
-    s_same (&legacy->dl_tensor, &versioned->dl_tensor);
+    /*  The inline form (region name "") arrives in a new region of its own,
+        one per decode; anything else is a view of our region. */
+    pyi_region_t *own = NULL;
+    size_t offset;
+    bool inline_form = legacy->dl_tensor.data < (void *) s_data
+                    || legacy->dl_tensor.data > (void *) (s_data + REGION_SIZE);
+    if (inline_form) {
+        own = pyi_region_find (legacy->dl_tensor.data, &offset);
+        if (!own || own == s_region)
+            s_fail ("an inline tensor is not in a region of its own");
+        s_touch (&legacy->dl_tensor, (const uint8_t *) pyi_region_data (own),
+                 pyi_region_size (own));
+        pyi_region_release (&own);
+    }
+    else
+        s_touch (&legacy->dl_tensor, s_data, REGION_SIZE);
+    s_same (&legacy->dl_tensor, &versioned->dl_tensor, !inline_form);
 
     uint8_t again [PYI_TENSOR_MAX_DESCRIPTOR];
     int length = pyi_tensor_pack (&legacy->dl_tensor, again, sizeof again);
@@ -140,7 +159,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     DLManagedTensor *second = pyi_tensor_decode (again, (size_t) length);
     if (!second)
         s_fail ("the re-encoded descriptor is refused");
-    s_same (&legacy->dl_tensor, &second->dl_tensor);
+    s_same (&legacy->dl_tensor, &second->dl_tensor, true);
     second->deleter (second);
     legacy->deleter (legacy);
     versioned->deleter (versioned);
