@@ -1256,6 +1256,10 @@ s_broker_thread (void *arg)
     struct pollfd fds [2 + MAX_PROCS];
     int pipe_fd = zsock_fd (pipe);
     int router_fd = zsock_fd (self->router);
+    /*  Each look at a ZeroMQ socket costs libzmq syscalls: the pipe is
+        looked at when its descriptor fired (or a look found it busy), the
+        processes are reaped when a pidfd fired. */
+    bool pipe_ready = true;
     while (!self->terminated) {
         bool busy = false;
         for (int i = 0; i < BATCH; i++) {
@@ -1273,8 +1277,9 @@ s_broker_thread (void *arg)
             s_heartbeat (self, now);
         /*  Commands after messages: $TERM sees the effects of what came
             before it. */
-        while (!self->terminated && (zsock_events (pipe) & ZMQ_POLLIN))
-            s_handle_pipe (self);
+        if (pipe_ready)
+            while (!self->terminated && (zsock_events (pipe) & ZMQ_POLLIN))
+                s_handle_pipe (self);
         if (self->terminated)
             break;
 
@@ -1298,10 +1303,12 @@ s_broker_thread (void *arg)
         if (busy || (zsock_events (self->router) & ZMQ_POLLIN))
             wake = now;
         int timeout = wake > now ? (int) (wake - now) : 0;
-        if (poll (fds, nfds, timeout) > 0 && (nfds > 2 || polled_procs))
-            s_reap_all (self, WNOHANG);
-        else
-        if (polled_procs)
+        int ready = poll (fds, nfds, timeout);
+        pipe_ready = ready != 0 && (ready < 0 || fds [0].revents);
+        bool exited = polled_procs;
+        for (nfds_t i = 2; ready > 0 && i < nfds; i++)
+            exited |= fds [i].revents != 0;
+        if (exited)
             s_reap_all (self, WNOHANG);
     }
     s_shutdown (self);

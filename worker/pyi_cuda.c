@@ -251,7 +251,8 @@ pyi_cuda_export (const void *ptr, int hint, uintptr_t *base, size_t *size, int *
     if (rc == 0 && !capable) {
         s_leave ();
         pyi_set_error ("this CUDA allocation cannot be shared with CUDA IPC (made with the "
-                       "virtual memory API: with PyTorch, unset expandable_segments in "
+                       "virtual memory API or from a memory pool: with PyTorch, unset "
+                       "expandable_segments and backend:cudaMallocAsync in "
                        "PYTORCH_CUDA_ALLOC_CONF)");
         return -1;
     }
