@@ -95,9 +95,17 @@ typedef struct {
     char endpoint [256];
     char inproc [64];
     char events [64];
+    char curve_secret [41];         /* the broker's CURVE secret key, Z85 */
     int status;                     /* 0 once the thread runs */
     char error [256];
 } s_start_t;
+
+/*  A CURVE public key a remote peer may connect with. */
+typedef struct {
+    uint8_t key [32];
+} s_key_t;
+
+#define ZAP_ENDPOINT "inproc://zeromq.zap.01"   /* ZeroMQ's, one per process */
 
 typedef struct {
     zsock_t *pipe;                  /* commands from the host */
@@ -110,6 +118,9 @@ typedef struct {
     pyi_table_t *pending;           /* rid -> s_pending_t */
     pyi_table_t *callers;           /* caller id + routing id -> s_pending_t */
     pyi_table_t *offenders;         /* routing id -> s_offender_t */
+    pyi_table_t *keys;              /* CURVE public keys allowed -> s_key_t */
+    zsock_t *zap;                   /* ZAP handler (REP), once a CURVE endpoint is bound */
+    char curve_secret [41];
     s_pending_t **heap;             /* pending with deadlines, min-heap */
     size_t heap_size, heap_capacity;
     s_proc_t procs [MAX_PROCS];
@@ -135,6 +146,7 @@ struct _pyi_broker_t {
     char rundir [256];
     int lock_fd;                    /* holds the runtime directory's lock */
     char endpoint [256];            /* ipc:// */
+    char curve_public [41];         /* the broker's CURVE public key, Z85 ("" without CURVE) */
     char inproc [64];
 };
 
@@ -173,6 +185,13 @@ s_caller_key (const void *item, size_t *size)
 {
     *size = ((const s_pending_t *) item)->ckey_size;
     return ((const s_pending_t *) item)->ckey;
+}
+
+static const void *
+s_key_key (const void *item, size_t *size)
+{
+    *size = 32;
+    return ((const s_key_t *) item)->key;
 }
 
 static const void *
@@ -1073,6 +1092,88 @@ s_set_option (s_broker_t *self, int option, int64_t value)
 #define COMMAND_PICTURE "sssppii8"
 #define ANSWER_PICTURE "is"
 
+/*  CURVE ------------------------------------------------------------- */
+
+/*  Answer one ZAP request (RFC 27): CURVE peers whose public key was
+    allowed get 200, anything else 400. */
+static void
+s_handle_zap (s_broker_t *self)
+{
+    zmsg_t *request = zmsg_recv (self->zap);
+    if (!request)
+        return;
+    char *version = zmsg_popstr (request);
+    char *sequence = zmsg_popstr (request);
+    char *domain = zmsg_popstr (request);
+    char *address = zmsg_popstr (request);
+    zframe_t *identity = zmsg_pop (request);
+    char *mechanism = zmsg_popstr (request);
+    zframe_t *key = zmsg_pop (request);
+    bool ok = version && streq (version, "1.0") && mechanism && streq (mechanism, "CURVE")
+           && key && zframe_size (key) == 32
+           && pyi_table_lookup (self->keys, zframe_data (key), 32);
+    zmsg_t *reply = zmsg_new ();
+    zmsg_addstr (reply, "1.0");
+    zmsg_addstr (reply, sequence ? sequence : "");
+    zmsg_addstr (reply, ok ? "200" : "400");
+    zmsg_addstr (reply, ok ? "OK" : "key not allowed");
+    zmsg_addstr (reply, ok ? "pyi-curve" : "");
+    zmsg_addmem (reply, "", 0);
+    zmsg_send (&reply, self->zap);
+    zstr_free (&version);
+    zstr_free (&sequence);
+    zstr_free (&domain);
+    zstr_free (&address);
+    zstr_free (&mechanism);
+    zframe_destroy (&identity);
+    zframe_destroy (&key);
+    zmsg_destroy (&request);
+}
+
+/*  Bind endpoint with CURVE: the router's options at bind time apply to
+    that endpoint only, so the endpoints bound before and after stay plain. */
+static int
+s_bind_curve (s_broker_t *self, const char *endpoint, const char **bound)
+{
+    if (strncmp (endpoint, "tcp://", 6) != 0) {
+        pyi_set_error ("a CURVE endpoint is tcp://, not %s", endpoint);
+        return -1;
+    }
+    if (!self->zap) {
+        self->zap = zsock_new (ZMQ_REP);
+        if (!self->zap || zsock_bind (self->zap, ZAP_ENDPOINT) == -1) {
+            zsock_destroy (&self->zap);
+            pyi_set_error ("cannot start CURVE authentication: another broker in this "
+                           "process has CURVE endpoints (ZeroMQ allows one handler)");
+            return -1;
+        }
+    }
+    zsock_set_curve_server (self->router, 1);
+    zsock_set_curve_secretkey (self->router, self->curve_secret);
+    int rc = zsock_bind (self->router, "%s", endpoint);
+    if (rc == -1)
+        pyi_set_error ("cannot bind %s: %s", endpoint, zmq_strerror (zmq_errno ()));
+    zsock_set_curve_server (self->router, 0);      /* later endpoints: plain */
+    *bound = rc == -1 ? "" : zsock_endpoint (self->router);
+    return rc == -1 ? -1 : 0;
+}
+
+static int
+s_allow_key (s_broker_t *self, const char *z85)
+{
+    s_key_t *entry = (s_key_t *) calloc (1, sizeof (s_key_t));
+    if (!entry || !z85 || strlen (z85) != 40 || !zmq_z85_decode (entry->key, z85)) {
+        free (entry);
+        pyi_set_error ("not a CURVE public key (40 characters of Z85)");
+        return -1;
+    }
+    if (pyi_table_lookup (self->keys, entry->key, 32))
+        free (entry);
+    else
+        pyi_table_insert (self->keys, entry);
+    return 0;
+}
+
 static void
 s_handle_pipe (s_broker_t *self)
 {
@@ -1098,6 +1199,12 @@ s_handle_pipe (s_broker_t *self)
         else
             text = zsock_endpoint (self->router);
     }
+    else
+    if (streq (command, "BIND_CURVE"))
+        rc = s_bind_curve (self, s1, &text);
+    else
+    if (streq (command, "ALLOW_KEY"))
+        rc = s_allow_key (self, s1);
     else
     if (streq (command, "SET"))
         rc = s_set_option (self, i1, (int64_t) value);
@@ -1174,6 +1281,10 @@ s_destroy_tables (s_broker_t *self)
     cursor = 0;
     while ((item = pyi_table_next (self->offenders, &cursor)))
         free (item);
+    cursor = 0;
+    while (self->keys && (item = pyi_table_next (self->keys, &cursor)))
+        free (item);
+    pyi_table_destroy (&self->keys);
     pyi_table_destroy (&self->services);
     pyi_table_destroy (&self->workers);
     pyi_table_destroy (&self->grants);
@@ -1200,8 +1311,10 @@ s_setup (s_broker_t *self, s_start_t *start)
     self->pending = pyi_table_new (s_pending_key);
     self->callers = pyi_table_new (s_caller_key);
     self->offenders = pyi_table_new (s_offender_key);
+    self->keys = pyi_table_new (s_key_key);
+    snprintf (self->curve_secret, sizeof (self->curve_secret), "%s", start->curve_secret);
     if (!self->services || !self->workers || !self->grants || !self->pending
-    ||  !self->callers || !self->offenders) {
+    ||  !self->callers || !self->offenders || !self->keys) {
         snprintf (start->error, sizeof (start->error), "out of memory");
         return -1;
     }
@@ -1253,7 +1366,7 @@ s_broker_thread (void *arg)
         edge-triggered, so each socket is drained until it has nothing
         before the thread sleeps. Cheaper than zmq_poll, which re-polls
         every socket's signaller around each sleep. */
-    struct pollfd fds [2 + MAX_PROCS];
+    struct pollfd fds [3 + MAX_PROCS];
     int pipe_fd = zsock_fd (pipe);
     int router_fd = zsock_fd (self->router);
     /*  Each look at a ZeroMQ socket costs libzmq syscalls: the pipe is
@@ -1283,10 +1396,17 @@ s_broker_thread (void *arg)
         if (self->terminated)
             break;
 
+        /*  ZAP requests come while a peer connects: a few, never many. */
+        if (self->zap)
+            while (zsock_events (self->zap) & ZMQ_POLLIN)
+                s_handle_zap (self);
+
         nfds_t nfds = 2;
         bool polled_procs = false;
         fds [0] = (struct pollfd) { pipe_fd, POLLIN, 0 };
         fds [1] = (struct pollfd) { router_fd, POLLIN, 0 };
+        if (self->zap)
+            fds [nfds++] = (struct pollfd) { zsock_fd (self->zap), POLLIN, 0 };
         for (size_t i = 0; i < self->nprocs; i++) {
             if (self->procs [i].pidfd == -1)
                 polled_procs = true;
@@ -1306,7 +1426,7 @@ s_broker_thread (void *arg)
         int ready = poll (fds, nfds, timeout);
         pipe_ready = ready != 0 && (ready < 0 || fds [0].revents);
         bool exited = polled_procs;
-        for (nfds_t i = 2; ready > 0 && i < nfds; i++)
+        for (nfds_t i = self->zap ? 3 : 2; ready > 0 && i < nfds; i++)
             exited |= fds [i].revents != 0;
         if (exited)
             s_reap_all (self, WNOHANG);
@@ -1316,6 +1436,7 @@ done:
     if (self) {
         zsock_destroy (&self->router);
         zsock_destroy (&self->events);
+        zsock_destroy (&self->zap);
         if (self->services)
             s_destroy_tables (self);
         free (self);
@@ -1389,6 +1510,11 @@ pyi_broker_new (void)
     snprintf (start.endpoint, sizeof (start.endpoint), "%s", self->endpoint);
     snprintf (start.inproc, sizeof (start.inproc), "%s", self->inproc);
     snprintf (start.events, sizeof (start.events), "inproc://pyi-events-%lu", number);
+    if (zmq_curve_keypair (self->curve_public, start.curve_secret) != 0) {
+        /*  libzmq without CURVE: CURVE endpoints are refused later. */
+        self->curve_public [0] = 0;
+        start.curve_secret [0] = 0;
+    }
 
     self->pipe = zsys_create_pipe (&self->backend);
     s_thread_args_t args = { self->backend, &start };
@@ -1463,6 +1589,36 @@ s_command (pyi_broker_t *self, const char *command, const char *s1, const char *
     else
         zstr_free (&answer);
     return rc;
+}
+
+char *
+pyi_broker_bind_curve (pyi_broker_t *self, const char *endpoint)
+{
+    if (!*self->curve_public) {
+        pyi_set_error ("this libzmq has no CURVE security");
+        return NULL;
+    }
+    char *bound = NULL;
+    s_command (self, "BIND_CURVE", endpoint, NULL, NULL, NULL, 0, 0, 0, &bound);
+    return bound;
+}
+
+const char *pyi_broker_curve_key (pyi_broker_t *self) { return self->curve_public; }
+
+int
+pyi_broker_allow_key (pyi_broker_t *self, const char *public_key)
+{
+    return s_command (self, "ALLOW_KEY", public_key, NULL, NULL, NULL, 0, 0, 0, NULL);
+}
+
+int
+pyi_curve_keypair (char public_key [41], char secret_key [41])
+{
+    if (zmq_curve_keypair (public_key, secret_key) != 0) {
+        pyi_set_error ("cannot make a CURVE key pair: %s", zmq_strerror (zmq_errno ()));
+        return -1;
+    }
+    return 0;
 }
 
 char *

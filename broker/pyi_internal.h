@@ -5,4 +5,11 @@
 /*  Initialise czmq once, without its signal handlers. */
 void pyi_init (void);
 
+/*  A DEALER connected to endpoint, with the queue limits of clients and
+    workers, and CURVE when the three keys are given (all or none). NULL
+    with pyi_last_error () set. */
+struct _zsock_t;
+struct _zsock_t *pyi_dealer_new (const char *endpoint, int linger_ms, const char *server_key,
+                                 const char *public_key, const char *secret_key);
+
 #endif

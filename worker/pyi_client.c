@@ -11,28 +11,74 @@ struct _pyi_client_t {
     void *handle;                   /* its libzmq handle */
 };
 
+static bool
+s_z85_key (const char *text)
+{
+    uint8_t key [32];
+    return text && strlen (text) == 40 && zmq_z85_decode (key, text);
+}
+
+zsock_t *
+pyi_dealer_new (const char *endpoint, int linger_ms, const char *server_key,
+                const char *public_key, const char *secret_key)
+{
+    pyi_init ();
+    bool curve = server_key || public_key || secret_key;
+    if (curve && !(s_z85_key (server_key) && s_z85_key (public_key) && s_z85_key (secret_key))) {
+        pyi_set_error ("CURVE keys must be 40 characters of Z85 (server, public and secret)");
+        return NULL;
+    }
+    zsock_t *sock = zsock_new (ZMQ_DEALER);
+    if (!sock) {
+        pyi_set_error ("cannot create a socket");
+        return NULL;
+    }
+    zsock_set_sndhwm (sock, PEER_HWM);
+    zsock_set_rcvhwm (sock, PEER_HWM);
+    if (linger_ms >= 0)
+        zsock_set_linger (sock, linger_ms);
+    if (curve) {
+        zsock_set_curve_serverkey (sock, server_key);
+        zsock_set_curve_publickey (sock, public_key);
+        zsock_set_curve_secretkey (sock, secret_key);
+    }
+    if (!endpoint || zsock_connect (sock, "%s", endpoint) == -1) {
+        pyi_set_error ("cannot connect to %s", endpoint ? endpoint : "(null)");
+        zsock_destroy (&sock);
+    }
+    return sock;
+}
+
+static pyi_client_t *
+s_new (zsock_t *sock)
+{
+    if (!sock)
+        return NULL;
+    pyi_client_t *self = (pyi_client_t *) calloc (1, sizeof (pyi_client_t));
+    if (!self) {
+        zsock_destroy (&sock);
+        return NULL;
+    }
+    self->sock = sock;
+    self->handle = zsock_resolve (self->sock);
+    return self;
+}
+
 pyi_client_t *
 pyi_client_new (const char *endpoint)
 {
-    pyi_init ();
-    pyi_client_t *self = (pyi_client_t *) calloc (1, sizeof (pyi_client_t));
-    if (!self)
-        return NULL;
-    self->sock = zsock_new (ZMQ_DEALER);
-    if (!self->sock) {
-        free (self);
-        return NULL;
-    }
-    zsock_set_sndhwm (self->sock, PEER_HWM);
-    zsock_set_rcvhwm (self->sock, PEER_HWM);
-    if (!endpoint || zsock_connect (self->sock, "%s", endpoint) == -1) {
-        pyi_set_error ("cannot connect to %s", endpoint ? endpoint : "(null)");
-        zsock_destroy (&self->sock);
-        free (self);
+    return s_new (pyi_dealer_new (endpoint, -1, NULL, NULL, NULL));
+}
+
+pyi_client_t *
+pyi_client_new_curve (const char *endpoint, const char *server_key, const char *public_key,
+                      const char *secret_key)
+{
+    if (!server_key || !public_key || !secret_key) {
+        pyi_set_error ("a CURVE client needs the server, public and secret keys");
         return NULL;
     }
-    self->handle = zsock_resolve (self->sock);
-    return self;
+    return s_new (pyi_dealer_new (endpoint, -1, server_key, public_key, secret_key));
 }
 
 void

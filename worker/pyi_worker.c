@@ -4,7 +4,6 @@
 #include "pyi_proc.h"
 #include <czmq.h>
 
-#define PEER_HWM 100000             /* messages queued each way */
 #include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -26,7 +25,13 @@ struct _pyi_worker_t {
 pyi_worker_t *
 pyi_worker_new (const char *endpoint, const char *token, int heartbeat_ms, int liveness)
 {
-    pyi_init ();
+    return pyi_worker_new_curve (endpoint, token, heartbeat_ms, liveness, NULL, NULL, NULL);
+}
+
+pyi_worker_t *
+pyi_worker_new_curve (const char *endpoint, const char *token, int heartbeat_ms, int liveness,
+                      const char *server_key, const char *public_key, const char *secret_key)
+{
     if (!token || strlen (token) > PYI_MAX_NAME) {
         pyi_set_error ("invalid token");
         return NULL;
@@ -34,17 +39,8 @@ pyi_worker_new (const char *endpoint, const char *token, int heartbeat_ms, int l
     pyi_worker_t *self = (pyi_worker_t *) calloc (1, sizeof (pyi_worker_t));
     if (!self)
         return NULL;
-    self->sock = zsock_new (ZMQ_DEALER);
+    self->sock = pyi_dealer_new (endpoint, LINGER_MS, server_key, public_key, secret_key);
     if (!self->sock) {
-        free (self);
-        return NULL;
-    }
-    zsock_set_sndhwm (self->sock, PEER_HWM);
-    zsock_set_rcvhwm (self->sock, PEER_HWM);
-    zsock_set_linger (self->sock, LINGER_MS);
-    if (!endpoint || zsock_connect (self->sock, "%s", endpoint) == -1) {
-        pyi_set_error ("cannot connect to %s", endpoint ? endpoint : "(null)");
-        zsock_destroy (&self->sock);
         free (self);
         return NULL;
     }

@@ -50,10 +50,32 @@ PYI_EXPORT const char *pyi_broker_inproc (pyi_broker_t *self);
 PYI_EXPORT const char *pyi_broker_rundir (pyi_broker_t *self);
 PYI_EXPORT const char *pyi_broker_session (pyi_broker_t *self);
 
-/*  Bind one more endpoint (for example "tcp://127.0.0.1:*"). Returns the
+/*  Bind one more endpoint (for example "tcp://127.0.0.1:*"), without
+    security: on a trusted network only (else pyi_broker_bind_curve). Returns the
     endpoint actually bound (port resolved), which the caller frees, or
     NULL on failure. */
 PYI_EXPORT char *pyi_broker_bind (pyi_broker_t *self, const char *endpoint);
+
+/*  Bind a tcp:// endpoint secured with CURVE (RFC 26): traffic is
+    encrypted, peers know the broker by its public key, and only peers
+    whose public key was allowed with pyi_broker_allow_key may connect
+    (others fail the handshake and are never seen). Plain endpoints bound
+    with pyi_broker_bind stay plain. One broker per process may bind CURVE
+    endpoints (ZeroMQ has one authentication handler per process). Returns
+    the endpoint bound (the caller frees it), or NULL. */
+PYI_EXPORT char *pyi_broker_bind_curve (pyi_broker_t *self, const char *endpoint);
+
+/*  The broker's CURVE public key (40 characters of Z85, borrowed), which
+    peers give pyi_client_new_curve / pyi_worker_new_curve; "" when libzmq
+    has no CURVE. A new key pair is made for each broker. */
+PYI_EXPORT const char *pyi_broker_curve_key (pyi_broker_t *self);
+
+/*  Let the peer holding the secret key of public_key (Z85) connect to the
+    CURVE endpoints. 0, or -1 for a malformed key. */
+PYI_EXPORT int pyi_broker_allow_key (pyi_broker_t *self, const char *public_key);
+
+/*  A new CURVE key pair, Z85 (40 characters and a NUL each). 0 or -1. */
+PYI_EXPORT int pyi_curve_keypair (char public_key [41], char secret_key [41]);
 
 /*  Options; values are integers. */
 typedef enum {

@@ -25,6 +25,14 @@ typedef struct _pyi_client_t pyi_client_t;
     The connection is made in the background. NULL on a bad endpoint. */
 PYI_EXPORT pyi_client_t *pyi_client_new (const char *endpoint);
 
+/*  Connect to a CURVE endpoint of a broker (pyi_broker_bind_curve) whose
+    public key is server_key, as the holder of public_key / secret_key (the
+    broker must allow public_key). Keys are 40 characters of Z85. NULL on
+    a bad endpoint or key. A peer that is not allowed is never answered. */
+PYI_EXPORT pyi_client_t *pyi_client_new_curve (const char *endpoint, const char *server_key,
+                                               const char *public_key,
+                                               const char *secret_key);
+
 /*  Close the connection; requests in flight are abandoned. Safe on NULL. */
 PYI_EXPORT void pyi_client_destroy (pyi_client_t **self_p);
 

@@ -30,6 +30,13 @@ typedef struct _pyi_worker_t pyi_worker_t;
 PYI_EXPORT pyi_worker_t *pyi_worker_new (const char *endpoint, const char *token,
                               int heartbeat_ms, int liveness);
 
+/*  The same over a CURVE endpoint (see pyi_client_new_curve). */
+PYI_EXPORT pyi_worker_t *pyi_worker_new_curve (const char *endpoint, const char *token,
+                                               int heartbeat_ms, int liveness,
+                                               const char *server_key,
+                                               const char *public_key,
+                                               const char *secret_key);
+
 /*  Send DISCONNECT and close. Safe on NULL. */
 PYI_EXPORT void pyi_worker_destroy (pyi_worker_t **self_p);
 
