@@ -580,6 +580,47 @@ pyi_tensor_encode_inline (const DLTensor *t, pyi_msg_t *msg)
     return 0;
 }
 
+void *
+pyi_tensor_inline_copy (const void *data, size_t size, size_t *length)
+{
+    s_meta_t meta;
+    if (s_parse (&meta, data, size))
+        return NULL;
+    if (meta.inline_data) {
+        void *copy = malloc (size ? size : 1);
+        if (copy) {
+            memcpy (copy, data, size);
+            *length = size;
+        }
+        else
+            pyi_set_error ("out of memory");
+        return copy;
+    }
+    if (meta.device.device_type != kDLCPU) {
+        pyi_tensor_discard (data, size);
+        pyi_set_error ("a CUDA tensor cannot cross to a peer without CUDA IPC (a remote "
+                       "worker): move it to the CPU first");
+        return NULL;
+    }
+    pyi_region_t *region = pyi_region_open (meta.name);
+    if (!region)
+        return NULL;
+    pyi_region_received (region);       /* this descriptor is consumed here */
+    size_t region_size = pyi_region_size (region);
+    uint8_t *buffer = NULL;
+    if (meta.length > region_size || meta.offset > region_size - meta.length)
+        pyi_set_error ("span [%llu, +%llu) is beyond region %s of %zu bytes",
+                       (unsigned long long) meta.offset, (unsigned long long) meta.length,
+                       meta.name, region_size);
+    else
+        buffer = s_inline_buffer (&meta, (const uint8_t *) pyi_region_data (region)
+                                         + meta.offset, length);
+    pyi_region_release (&region);
+    return buffer;
+}
+
+void pyi_tensor_free (void *buffer) { free (buffer); }
+
 int
 pyi_tensor_inline (pyi_msg_t *msg, size_t index)
 {
@@ -587,35 +628,9 @@ pyi_tensor_inline (pyi_msg_t *msg, size_t index)
         pyi_set_error ("body frame %zu is not a tensor descriptor", index);
         return -1;
     }
-    const void *data = pyi_msg_frame_data (msg, index);
-    size_t size = pyi_msg_frame_size (msg, index);
-    s_meta_t meta;
-    if (s_parse (&meta, data, size))
-        return -1;
-    if (meta.inline_data)
-        return pyi_msg_replace_frame (msg, index, memcpy (malloc (size), data, size), size,
-                                      s_free_buffer, NULL);
-    if (meta.device.device_type != kDLCPU) {
-        pyi_tensor_discard (data, size);
-        pyi_set_error ("a CUDA tensor cannot cross to a peer without CUDA IPC (a remote "
-                       "worker): move it to the CPU first");
-        return -1;
-    }
-    pyi_region_t *region = pyi_region_open (meta.name);
-    if (!region)
-        return -1;
-    pyi_region_received (region);       /* this descriptor is consumed here */
-    size_t region_size = pyi_region_size (region);
-    uint8_t *buffer = NULL;
     size_t length = 0;
-    if (meta.length > region_size || meta.offset > region_size - meta.length)
-        pyi_set_error ("span [%llu, +%llu) is beyond region %s of %zu bytes",
-                       (unsigned long long) meta.offset, (unsigned long long) meta.length,
-                       meta.name, region_size);
-    else
-        buffer = s_inline_buffer (&meta, (const uint8_t *) pyi_region_data (region)
-                                         + meta.offset, &length);
-    pyi_region_release (&region);
+    void *buffer = pyi_tensor_inline_copy (pyi_msg_frame_data (msg, index),
+                                           pyi_msg_frame_size (msg, index), &length);
     if (!buffer)
         return -1;
     return pyi_msg_replace_frame (msg, index, buffer, length, s_free_buffer, NULL);

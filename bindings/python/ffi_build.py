@@ -97,6 +97,10 @@ const char *pyi_broker_endpoint (pyi_broker_t *self);
 const char *pyi_broker_inproc (pyi_broker_t *self);
 const char *pyi_broker_rundir (pyi_broker_t *self);
 char *pyi_broker_bind (pyi_broker_t *self, const char *endpoint);
+char *pyi_broker_bind_curve (pyi_broker_t *self, const char *endpoint);
+const char *pyi_broker_curve_key (pyi_broker_t *self);
+int pyi_broker_allow_key (pyi_broker_t *self, const char *public_key);
+int pyi_curve_keypair (char public_key [41], char secret_key [41]);
 
 typedef enum {
     PYI_OPT_HEARTBEAT_MS = 1,
@@ -162,6 +166,8 @@ const char *pyi_last_error (void);
 typedef struct _pyi_client_t pyi_client_t;
 
 pyi_client_t *pyi_client_new (const char *endpoint);
+pyi_client_t *pyi_client_new_curve (const char *endpoint, const char *server_key,
+                                    const char *public_key, const char *secret_key);
 void pyi_client_destroy (pyi_client_t **self_p);
 int pyi_client_request (pyi_client_t *self, const char *service,
                         uint64_t id, uint32_t timeout_ms, pyi_msg_t **body_p);
@@ -174,6 +180,9 @@ typedef struct _pyi_worker_t pyi_worker_t;
 
 pyi_worker_t *pyi_worker_new (const char *endpoint, const char *token,
                               int heartbeat_ms, int liveness);
+pyi_worker_t *pyi_worker_new_curve (const char *endpoint, const char *token,
+                                    int heartbeat_ms, int liveness, const char *server_key,
+                                    const char *public_key, const char *secret_key);
 void pyi_worker_destroy (pyi_worker_t **self_p);
 int pyi_worker_offer (pyi_worker_t *self, const char *service);
 pyi_msg_t *pyi_worker_recv (pyi_worker_t *self, int timeout_ms);
@@ -260,6 +269,8 @@ int pyi_cuda_active (void);
 #define PYI_TENSOR_MAX_DESCRIPTOR 1024
 int pyi_tensor_pack (const DLTensor *t, void *buffer, size_t size);
 int pyi_tensor_discard (const void *data, size_t size);
+void *pyi_tensor_inline_copy (const void *data, size_t size, size_t *length);
+void pyi_tensor_free (void *buffer);
 DLManagedTensor *pyi_tensor_decode (const void *data, size_t size);
 DLManagedTensorVersioned *pyi_tensor_decode_versioned (const void *data, size_t size,
                                                        uint64_t flags);

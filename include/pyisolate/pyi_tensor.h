@@ -108,6 +108,13 @@ PYI_EXPORT int pyi_tensor_discard (const void *data, size_t size);
 PYI_EXPORT int pyi_tensor_encode_inline (const DLTensor *t, pyi_msg_t *msg);
 PYI_EXPORT int pyi_tensor_inline (pyi_msg_t *msg, size_t index);
 
+/*  The inline form of descriptor data (size bytes) in a new buffer of
+    *length bytes, which the caller gives back with pyi_tensor_free; the
+    descriptor's in-flight count is consumed. NULL on failure (its count
+    is given back then too, when the region could be named). */
+PYI_EXPORT void *pyi_tensor_inline_copy (const void *data, size_t size, size_t *length);
+PYI_EXPORT void pyi_tensor_free (void *buffer);
+
 /*  A new managed tensor over the same memory as t (which must lie in a
     region mapped here), holding its own region reference: for example a
     legacy capsule for torch over a versioned tensor's memory. NULL when

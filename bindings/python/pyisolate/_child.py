@@ -31,6 +31,8 @@ from .config import ExtensionConfig
 
 logger = logging.getLogger("pyisolate.child")
 
+REMOTE_CONNECT_TIMEOUT = 60.0   # seconds a remote extension waits for the host
+
 
 def main() -> None:
     # The host decides when this process ends; Ctrl-C in a terminal reaches
@@ -42,23 +44,25 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     cfg = json.loads(os.environ.pop("PYI_CONFIG"))
-    code = asyncio.run(_amain(cfg))
+    code = asyncio.run(_amain(cfg, os.environ["PYI_ENDPOINT"], os.environ["PYI_SERVICE"],
+                              os.environ.pop("PYI_TOKEN")))
     sys.stdout.flush()
     sys.stderr.flush()
     sys.exit(code)
 
 
-async def _amain(cfg: dict[str, Any]) -> int:
+async def _amain(cfg: dict[str, Any], endpoint: str, service: str, token: str,
+                 curve: _core.Curve | None = None) -> int:
+    """Load the extension, serve it until the host stops it or the broker
+    is lost; the exit status. Also what a remote extension runs
+    (pyisolate.remote), with CURVE keys."""
     loop = asyncio.get_running_loop()
-    endpoint = os.environ["PYI_ENDPOINT"]
-    service = os.environ["PYI_SERVICE"]
-    token = os.environ.pop("PYI_TOKEN")
     host_service = cfg["host_service"]
     name = cfg["name"]
     for p in cfg.get("paths", []):
         if p not in sys.path:
             sys.path.append(p)
-    node = Node(loop, endpoint, f"ext.{name}")
+    node = Node(loop, endpoint, f"ext.{name}", curve)
     node.service = service  # so callables passed to the host can be called back
     node.offload_sync = True
     node.pickle_all = bool(cfg.get("allow_pickle"))
@@ -103,7 +107,17 @@ async def _amain(cfg: dict[str, Any]) -> int:
     node.resolver = lambda target: ext if target == "" else None
     node.ops["stop"] = op_stop
     node.on_lost = on_lost
-    await node.serve(service, token)
+    if curve is None:
+        await node.serve(service, token)
+    else:
+        try:  # a remote process: the host may be unreachable, or the ticket stale
+            await asyncio.wait_for(node.serve(service, token), REMOTE_CONNECT_TIMEOUT)
+        except asyncio.TimeoutError:
+            logger.error("no answer from the host at %s within %ss (host gone, ticket used or "
+                         "stale, or a firewall)", endpoint, REMOTE_CONNECT_TIMEOUT)
+            node.close()
+            return 1
+        logger.info("serving extension %r for the host at %s", name, endpoint)
     await done.wait()
     node.close()
     return 0

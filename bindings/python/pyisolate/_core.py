@@ -106,6 +106,27 @@ def _frames(frames: Sequence[Any]) -> Sequence[Any]:
     return frames if type(frames) is list or type(frames) is tuple else list(frames)
 
 
+@dataclass(frozen=True)
+class Curve:
+    """CURVE keys for a connection to a broker's secured tcp endpoint: the
+    broker's public key and this peer's pair (40 characters of Z85 each)."""
+    server_key: str
+    public_key: str
+    secret_key: str
+
+    def args(self) -> tuple[bytes, bytes, bytes]:
+        return self.server_key.encode(), self.public_key.encode(), self.secret_key.encode()
+
+
+def curve_keypair() -> tuple[str, str]:
+    """A new CURVE key pair: (public, secret), Z85."""
+    pub = ffi.new("char[41]")
+    sec = ffi.new("char[41]")
+    if lib.pyi_curve_keypair(pub, sec) != 0:
+        raise PyisolateError(f"cannot make a CURVE key pair: {last_error()}")
+    return _str(pub), _str(sec)
+
+
 @dataclass
 class BrokerEvent:
     type: int
@@ -134,6 +155,24 @@ class Broker:
     def set(self, option: int, value: int) -> None:
         if lib.pyi_broker_set(self._ptr, option, value) != 0:
             raise ValueError(f"broker option {option}={value} refused")
+
+    @property
+    def curve_key(self) -> str:
+        return _str(lib.pyi_broker_curve_key(self._ptr))
+
+    def bind_curve(self, endpoint: str) -> str:
+        """Bind a CURVE-secured tcp endpoint; returns it with its port."""
+        p = lib.pyi_broker_bind_curve(self._ptr, endpoint.encode())
+        if p == ffi.NULL:
+            raise PyisolateError(f"cannot bind {endpoint}: {last_error()}")
+        try:
+            return ffi.string(p).decode()
+        finally:
+            lib.free(p)
+
+    def allow_key(self, public_key: str) -> None:
+        if lib.pyi_broker_allow_key(self._ptr, public_key.encode()) != 0:
+            raise PyisolateError(f"not a CURVE public key: {last_error()}")
 
     def allow(self, service: str, token: str | None = None) -> str:
         p = lib.pyi_broker_allow(self._ptr, service.encode(),
@@ -196,8 +235,9 @@ class Broker:
 class Client:
     """A DEALER that calls services; replies come back in any order."""
 
-    def __init__(self, endpoint: str) -> None:
-        self._ptr = lib.pyi_client_new(endpoint.encode())
+    def __init__(self, endpoint: str, curve: Curve | None = None) -> None:
+        self._ptr = (lib.pyi_client_new(endpoint.encode()) if curve is None
+                     else lib.pyi_client_new_curve(endpoint.encode(), *curve.args()))
         if self._ptr == ffi.NULL:
             raise PyisolateError(f"cannot connect a client to {endpoint}: {last_error()}")
         self._addr = _address(self._ptr)
@@ -248,9 +288,13 @@ class Worker:
     """A DEALER that offers services and answers requests."""
 
     def __init__(self, endpoint: str, token: str, heartbeat_ms: int = 0,
-                 liveness: int = 0) -> None:
-        self._ptr = lib.pyi_worker_new(endpoint.encode(), token.encode(), heartbeat_ms,
-                                       liveness)
+                 liveness: int = 0, curve: Curve | None = None) -> None:
+        if curve is None:
+            self._ptr = lib.pyi_worker_new(endpoint.encode(), token.encode(), heartbeat_ms,
+                                           liveness)
+        else:
+            self._ptr = lib.pyi_worker_new_curve(endpoint.encode(), token.encode(),
+                                                 heartbeat_ms, liveness, *curve.args())
         if self._ptr == ffi.NULL:
             raise PyisolateError(f"cannot connect a worker to {endpoint}: {last_error()}")
         self._addr = _address(self._ptr)

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import sys
 import weakref
 from pathlib import Path
@@ -115,6 +116,7 @@ class ExtensionManager(Generic[T]):
         self._closed = False
         self._host_token = ""
         self._api_offers: dict[str, asyncio.Task[None]] = {}
+        self._remote_endpoint: str | None = None
 
     # -- public API -----------------------------------------------------------
     def load_extension(self, config: ExtensionConfig | Mapping[str, Any]) -> "Extension[T]":
@@ -125,7 +127,9 @@ class ExtensionManager(Generic[T]):
         Raises ValueError at once for a bad name or dependency string."""
         cfg = ExtensionConfig.from_any(config)
         validate_name(cfg.name)
-        if not cfg.module_path:
+        if cfg.remote and not cfg.isolated:
+            raise ValueError(f"extension {cfg.name!r}: a remote extension is isolated")
+        if not cfg.module_path and not cfg.remote:
             raise ValueError(f"extension {cfg.name!r}: module_path is required")
         deps = validate_dependencies(list(cfg.dependencies), Path.cwd())
         for api in cfg.apis:
@@ -141,6 +145,9 @@ class ExtensionManager(Generic[T]):
         elif cfg.dependencies:
             logger.warning("[%s] isolated=False: dependencies are not installed; the "
                            "extension uses the host's packages", cfg.name)
+        if cfg.remote and (cfg.dependencies or cfg.share_torch or cfg.env):
+            logger.warning("[%s] remote: dependencies, share_torch and env do not apply (the "
+                           "remote process brings its own environment)", cfg.name)
         if self._closed:
             raise PyisolateError("this ExtensionManager was stopped")
         loop = self._bind_loop()
@@ -152,6 +159,8 @@ class ExtensionManager(Generic[T]):
                 raise ValueError(f"an extension named {cfg.name!r} is already loaded")
             old._kill()  # lost but not exited: make room for the new one
         ext: Extension[T] = Extension(self, cfg, deps)
+        if cfg.remote:
+            ext.ticket = self._remote_ticket(ext)
         self._extensions[cfg.name] = ext
         ext._start_task = loop.create_task(ext._start(), name=f"pyisolate-load-{cfg.name}")
         ext._start_task.add_done_callback(ext._start_done)
@@ -215,6 +224,30 @@ class ExtensionManager(Generic[T]):
         elif self._loop is not loop:
             raise RuntimeError("this ExtensionManager is bound to another event loop")
         return loop
+
+    def _remote_ticket(self, ext: "Extension[T]") -> str:
+        """Bind the CURVE endpoint (once), admit a new key pair and grant a
+        token for the extension's service: the ticket its process needs."""
+        from .remote import make_ticket
+
+        broker = self._broker
+        assert broker is not None
+        if self._remote_endpoint is None:
+            bound = broker.bind_curve(self.config.remote_endpoint)
+            host, _, port = bound[len("tcp://"):].rpartition(":")
+            if self.config.remote_host:
+                host = self.config.remote_host
+            elif host in ("0.0.0.0", "*", "[::]", "::"):
+                host = socket.getfqdn()
+            self._remote_endpoint = f"tcp://{host}:{port}"
+            logger.info("remote extensions connect to %s (CURVE)", self._remote_endpoint)
+        public, secret = _core.curve_keypair()
+        broker.allow_key(public)
+        token = broker.allow(ext._service)
+        return make_ticket({"endpoint": self._remote_endpoint, "server_key": broker.curve_key,
+                            "public_key": public, "secret_key": secret, "token": token,
+                            "service": ext._service,
+                            "config": ext._child_config(ext._api_roots())})
 
     def _serve_api(self, api: type[ProxiedSingleton]) -> None:
         """Offer the singleton as the service ``api.<module>.<qualname>``."""
@@ -342,7 +375,7 @@ class Extension(Generic[T]):
 
     ``await ext.method(*args, **kwargs)`` runs ``method`` in the extension
     (the handle's own names, ``name config pid alive exit_status remote stop
-    wait_ready with_timeout``, are reached through ``ext.remote.<name>``).
+    ticket wait_ready with_timeout``, are reached through ``ext.remote.<name>``).
     ``await ext`` waits until it is loaded. ``ext.with_timeout(s).method()``
     gives one call a deadline (CallTimeout past it). ``await ext.stop()``
     runs the extension's ``stop()`` hook and ends its process.
@@ -373,6 +406,9 @@ class Extension(Generic[T]):
         self._out_logger = logging.getLogger(f"pyisolate.extension.{config.name}")
         t = config.timeout if config.timeout is not None else manager.config.default_timeout
         self._timeout = t
+        # For ExtensionConfig(remote=True): what its process is started with
+        # (python -m pyisolate.remote TICKET MODULE_PATH). A secret.
+        self.ticket: str | None = None
 
     # -- public -----------------------------------------------------------------
     @property
@@ -443,6 +479,9 @@ class Extension(Generic[T]):
             finally:
                 self._finished = True
             return
+        if self.config.remote:
+            await self._stop_remote()
+            return
         if self._pid is None or self._exited.done():
             self._finished = True
             return
@@ -463,6 +502,18 @@ class Extension(Generic[T]):
             except asyncio.TimeoutError:
                 pass
         self._drain_pipes()  # its last words reach the log before stop() returns
+        self._finished = True
+
+    async def _stop_remote(self) -> None:
+        node = self._manager._node
+        grace = self._manager.config.stop_timeout
+        if (self._is_ready and not self._exited.done() and node is not None
+                and not node.closed):
+            try:
+                await node.call(self._service, "", "", (), {}, op="stop", timeout=grace)
+                await asyncio.wait_for(asyncio.shield(self._exited), grace)
+            except Exception as exc:  # gone already, or it does not answer
+                logger.debug("[%s] stop request: %s", self.name, exc)
         self._finished = True
 
     # -- calls --------------------------------------------------------------------
@@ -522,9 +573,11 @@ class Extension(Generic[T]):
     async def _start(self) -> None:
         try:
             path = os.path.abspath(os.fspath(self.config.module_path))
-            if not os.path.exists(path):
+            if self.config.remote:
+                await self._start_remote()
+            elif not os.path.exists(path):
                 raise ExtensionLoadError(self.name, f"module path {path} does not exist")
-            if self.config.isolated:
+            elif self.config.isolated:
                 await self._start_process()
             else:
                 await self._start_local()
@@ -589,41 +642,7 @@ class Extension(Generic[T]):
         paths = [str(rt)]
         if self.config.share_torch:
             paths += _venv.host_site_packages()
-        module_path = os.path.abspath(os.fspath(self.config.module_path))
-        # Where the extension finds the host's API modules (shared.py and
-        # the like): their import roots, but never the host's site-packages.
-        extra: list[str] = []
-        host_sites = tuple(_venv.host_site_packages())
-        for cls in [mgr.extension_type, *self.config.apis]:
-            if cls.__module__ == "pyisolate" or cls.__module__.startswith("pyisolate."):
-                continue
-            mod = sys.modules.get(cls.__module__)
-            root = _import_root(mod) if mod is not None else None
-            if root is None or root in extra:
-                continue
-            if root.startswith(host_sites):
-                logger.warning("[%s] %s comes from the host's site-packages, which the "
-                               "extension does not see: add its package to the extension's "
-                               "dependencies", self.name, cls.__qualname__)
-                continue
-            extra.append(root)
-        # The host program's own directory, as a multiprocessing child would
-        # have it (so extensions can import the application's shared modules).
-        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-        if main_file:
-            main_dir = os.path.dirname(os.path.abspath(main_file))
-            if main_dir not in extra and not main_dir.startswith(host_sites):
-                extra.append(main_dir)
-        child_cfg = {
-            "name": self.name,
-            "module_path": module_path,
-            "extension_class": self.config.extension_class,
-            "base": [mgr.extension_type.__module__, mgr.extension_type.__qualname__],
-            "apis": [singleton_key(a) for a in self.config.apis],
-            "host_service": HOST_SERVICE,
-            "allow_pickle": bool(self.config.allow_pickle),
-            "paths": extra,
-        }
+        child_cfg = self._child_config(self._api_roots())
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("PYTHON", "PYI_", "VIRTUAL_ENV", "CONDA_"))}
         env.update({str(k): str(v) for k, v in self.config.env.items()})
@@ -657,6 +676,73 @@ class Extension(Generic[T]):
             raise ExtensionLoadError(self.name, f"not ready after "
                                      f"{mgr.config.start_timeout}s") from None
 
+    def _api_roots(self) -> list[str]:
+        """Where the extension finds the host's API modules (shared.py and
+        the like): their import roots, never the host's site-packages, and
+        the host program's own directory (as a multiprocessing child would
+        have it)."""
+        from . import _venv
+
+        extra: list[str] = []
+        host_sites = tuple(_venv.host_site_packages())
+        for cls in [self._manager.extension_type, *self.config.apis]:
+            if cls.__module__ == "pyisolate" or cls.__module__.startswith("pyisolate."):
+                continue
+            mod = sys.modules.get(cls.__module__)
+            root = _import_root(mod) if mod is not None else None
+            if root is None or root in extra:
+                continue
+            if root.startswith(host_sites):
+                logger.warning("[%s] %s comes from the host's site-packages, which the "
+                               "extension does not see: add its package to the extension's "
+                               "dependencies", self.name, cls.__qualname__)
+                continue
+            extra.append(root)
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        if main_file:
+            main_dir = os.path.dirname(os.path.abspath(main_file))
+            if main_dir not in extra and not main_dir.startswith(host_sites):
+                extra.append(main_dir)
+        return extra
+
+    def _child_config(self, paths: list[str]) -> dict[str, Any]:
+        """What the extension's process is told (pyisolate._child)."""
+        mgr = self._manager
+        module_path = (os.path.abspath(os.fspath(self.config.module_path))
+                       if self.config.module_path else "")
+        return {
+            "name": self.name,
+            "module_path": module_path,
+            "extension_class": self.config.extension_class,
+            "base": [mgr.extension_type.__module__, mgr.extension_type.__qualname__],
+            "apis": [singleton_key(a) for a in self.config.apis],
+            "host_service": HOST_SERVICE,
+            "allow_pickle": bool(self.config.allow_pickle),
+            "paths": paths,
+        }
+
+    async def _start_remote(self) -> None:
+        """Wait for the remote process (started with the ticket) to offer the
+        extension's service."""
+        mgr = self._manager
+        assert mgr._host_ready is not None
+        await mgr._host_ready
+        if mgr._node is not None:
+            if self.config.allow_pickle:
+                mgr._node.pickle_services.add(self._service)
+            else:
+                mgr._node.pickle_services.discard(self._service)
+        for api in self.config.apis:
+            await asyncio.shield(mgr._api_offers[singleton_key(api)])
+        logger.info("[%s] waiting for its remote process: python -m pyisolate.remote "
+                    "<ext.ticket> <module path>", self.name)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), mgr.config.start_timeout)
+        except asyncio.TimeoutError:
+            raise ExtensionLoadError(self.name, f"its remote process did not connect within "
+                                     f"{mgr.config.start_timeout}s (start it with: python -m "
+                                     f"pyisolate.remote <ticket> <module path>)") from None
+
     # -- events from the broker -------------------------------------------------
     def _on_ready(self) -> None:
         if not self._ready.done():
@@ -669,6 +755,11 @@ class Extension(Generic[T]):
             self._ready.exception()
 
     def _on_lost(self, text: str) -> None:
+        if self.config.remote:
+            # No process to watch: losing its connection is its end.
+            self._finished = True
+            if not self._exited.done():
+                self._exited.set_result(None)
         if self._stopping:
             return
         self._lost = text or "the broker lost the extension"

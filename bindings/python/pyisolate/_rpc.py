@@ -136,11 +136,13 @@ async def invoke(fn: Callable[..., Any], args: list[Any] | tuple[Any, ...],
 class Node:
     """One process's (or one host manager's) attachment to the broker."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, endpoint: str, name: str) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, endpoint: str, name: str,
+                 curve: _core.Curve | None = None) -> None:
         self.loop = loop
         self.endpoint = endpoint
         self.name = name
-        self.client: _core.Client | None = _core.Client(endpoint)
+        self.curve = curve
+        self.client: _core.Client | None = _core.Client(endpoint, curve)
         self.worker: _core.Worker | None = None
         self.service: str | None = None
         self.offload_sync = False
@@ -149,6 +151,9 @@ class Node:
         self.ops: dict[str, OpHandler] = {}
         self.on_lost: Callable[[str], None] | None = None
         self.codec = Codec(self._encode_ref, self._decode_ref)
+        # Over tcp there is no shared memory with the host: arrays and
+        # tensors leave this process inline (docs/tensors.md, section 9).
+        self.codec.inline = endpoint.startswith("tcp://")
         # Pickles (ExtensionConfig.allow_pickle): calls to these services and
         # their results may carry them; pickle_all, set in an extension that
         # allows them, also admits them in the requests it serves and its
@@ -344,7 +349,7 @@ class Node:
 
     def _start_worker(self) -> None:
         assert self.service is not None
-        self.worker = _core.Worker(self.endpoint, self._token)
+        self.worker = _core.Worker(self.endpoint, self._token, curve=self.curve)
         self._worker_fd = self.worker.fd()
         self.loop.add_reader(self._worker_fd, self._drain_worker)
         for service in self.services:

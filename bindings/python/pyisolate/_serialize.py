@@ -67,6 +67,9 @@ class Codec:
         # their regions back: pyi_msg_mark_descriptor).
         self._marks: list[int] = []
         self.marks: tuple[int, ...] = ()
+        # Send arrays and tensors in inline form (a peer without shared
+        # memory: this process talks to the broker over a network).
+        self.inline = False
         # Packers are reused (making one per message costs more than the
         # message); a failed pack resets its buffer.
         self._packer = msgpack.Packer(strict_types=True, use_bin_type=True)
@@ -153,15 +156,24 @@ class Codec:
 
     def _shared(self, kind: str, made: tuple[bytes, Any], flags: int = 0) -> Any:
         desc, region = made
-        if self._sent is not None:
+        if self.inline:
+            # The bytes themselves (the descriptor's count is consumed).
+            try:
+                desc = _tensors.inline_copy(desc)
+            finally:
+                _tensors.release_region(region)
+        elif self._sent is not None:
             self._sent.append(region)
         else:  # pragma: no cover - always inside dumps
             _tensors.release_region(region)
-        ref: Any = desc
+        ref: Any
         if self._oob is not None and len(self._oob) < MAX_OOB_FRAMES:
             self._oob.append(desc)
             ref = len(self._oob)
-            self._marks.append(ref)
+            if not self.inline:
+                self._marks.append(ref)
+        else:
+            ref = bytes(desc)
         return msgpack.ExtType(EXT_SHARED, self._pack([kind, ref, flags]))
 
     def _pack(self, obj: Any) -> bytes:

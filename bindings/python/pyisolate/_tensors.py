@@ -161,6 +161,16 @@ def release_region(r: Any) -> None:
     lib.pyi_region_release(ffi.new("pyi_region_t **", r))
 
 
+def inline_copy(desc: Any) -> Any:
+    """The inline form of a descriptor (its bytes after it), for a peer
+    without shared memory; consumes the descriptor's in-flight count."""
+    n = ffi.new("size_t *")
+    p = lib.pyi_tensor_inline_copy(ffi.from_buffer(desc), len(desc), n)
+    if p == ffi.NULL:
+        raise ValueError(f"cannot send the tensor inline: {last_error()}")
+    return ffi.buffer(ffi.gc(p, lib.pyi_tensor_free), n[0])
+
+
 def discard(frames: Any, marks: tuple[int, ...]) -> None:
     """Give back the in-flight counts of the descriptors in frames (at the
     indexes marks) of a message that was never sent."""

@@ -57,7 +57,12 @@ class ExtensionManagerConfig(_ConfigBase):
     - ``heartbeat_timeout``: seconds an extension (or the host's own event
       loop) may stay silent, e.g. with its event loop blocked, before the
       broker declares it lost. A process that dies is noticed at once,
-      whatever this says.
+      whatever this says (a remote one: after this).
+    - ``remote_endpoint``: the ``tcp://`` address remote extensions connect
+      to (bound at the first one, secured with CURVE); ``tcp://0.0.0.0:PORT``
+      accepts other machines.
+    - ``remote_host``: the host name or address written in remote tickets;
+      None: the bound address, or this machine's name when it is 0.0.0.0.
     """
 
     venv_root_path: str | os.PathLike[str] = "./venvs"
@@ -65,6 +70,8 @@ class ExtensionManagerConfig(_ConfigBase):
     start_timeout: float = 300.0
     stop_timeout: float = 10.0
     heartbeat_timeout: float = 60.0
+    remote_endpoint: str = "tcp://127.0.0.1:*"
+    remote_host: str | None = None
 
 
 @dataclass
@@ -89,6 +96,13 @@ class ExtensionConfig(_ConfigBase):
       calls to it, and its results). Unpickling runs code: set it only for
       an extension you trust with the host's own code execution. Calls an
       extension makes to the host's singletons never carry pickles.
+    - ``remote``: the extension runs elsewhere (another machine, a
+      container): you start it with ``python -m pyisolate.remote TICKET
+      MODULE_PATH``, where ``TICKET`` is the handle's ``ticket`` (a secret:
+      it holds the key that admits the process). It connects over tcp with
+      CURVE; its environment and dependencies are yours to provide
+      (``dependencies``, ``share_torch`` and ``env`` do not apply), and
+      arrays and tensors cross to it as copies (there is no shared memory).
     """
 
     name: str = ""
@@ -101,6 +115,7 @@ class ExtensionConfig(_ConfigBase):
     extension_class: str | None = None
     timeout: float | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    remote: bool = False
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
