@@ -125,3 +125,22 @@ def test_remote_cli_refuses_bad_tickets() -> None:
                               capture_output=True, text=True, env=subprocess_env(), timeout=60)
         assert proc.returncode == 2, (ticket, proc.stderr)
         assert "pyisolate.remote:" in proc.stderr and "ticket" in proc.stderr
+
+
+def test_sync_manager_remote_extension(venv_root) -> None:
+    import pyisolate
+
+    with pyisolate.SyncExtensionManager(
+            pyisolate.ExtensionBase,
+            pyisolate.ExtensionManagerConfig(venv_root_path=venv_root)) as mgr:
+        ext = mgr.load_extension(ext_config("far_sync", "basic", remote=True))
+        assert ext.ticket and ext.ticket.startswith("pyi1.")  # returned before it connects
+        proc = _remote(ext.ticket)
+        try:
+            ext.wait_ready(60)
+            assert ext.echo([1, 2]) == [1, 2]
+            assert ext.info()["pid"] == proc.pid
+            ext.stop()
+            assert proc.wait(timeout=30) == 0
+        finally:
+            _end(proc)

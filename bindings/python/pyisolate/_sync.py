@@ -59,9 +59,15 @@ class SyncExtensionManager:
         return self._manager
 
     def load_extension(self, config: ExtensionConfig | Mapping[str, Any]) -> "SyncExtension":
-        """Load an extension and wait until it is ready."""
+        """Load an extension and wait until it is ready. A remote one
+        (``remote=True``) is returned at once: start its process with the
+        handle's ``ticket``, then ``wait_ready()`` (or just call it)."""
+        cfg = ExtensionConfig.from_any(config)
+
         async def load() -> Extension[Any]:
-            return await self._manager.load_extension(config)
+            if cfg.remote:
+                return self._manager.load_extension(cfg)
+            return await self._manager.load_extension(cfg)
 
         return SyncExtension(self, self._run(load()))
 
@@ -98,6 +104,16 @@ class SyncExtension:
     @property
     def pid(self) -> int | None:
         return self._ext.pid
+
+    @property
+    def ticket(self) -> str | None:
+        """What a remote extension's process is started with (a secret)."""
+        return self._ext.ticket
+
+    def wait_ready(self, timeout: float | None = None) -> "SyncExtension":
+        """Block until the extension is loaded (a remote one: connected)."""
+        self._owner._run(self._ext.wait_ready(), timeout)
+        return self
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_"):
