@@ -496,9 +496,10 @@ pyi_region_find_cuda (const void *ptr, int device, size_t *offset)
         free (self);
         return NULL;
     }
-    /*  No lock: the exporter alone holds none, so that pyi_region_collect
-        can tell by LOCK_EX whether a receiver still maps the region. */
-    int rc = posix_fallocate (self->fd, 0, PYI_REGION_HEADER);
+    /*  The exporter holds no lock once the header is written, so that
+        pyi_region_collect can tell by LOCK_EX whether a receiver maps the
+        region; until then LOCK_SH keeps sweeps off the half-made object. */
+    int rc = flock (self->fd, LOCK_SH) ? errno : posix_fallocate (self->fd, 0, PYI_REGION_HEADER);
     if (rc) {
         pyi_set_error ("cannot reserve shared memory for %s: %s", self->name, strerror (rc));
         goto failed;
@@ -526,6 +527,7 @@ pyi_region_find_cuda (const void *ptr, int device, size_t *offset)
     memcpy (header->handle, handle, PYI_CUDA_HANDLE);
     atomic_thread_fence (memory_order_release);
     header->magic = REGION_MAGIC;
+    flock (self->fd, LOCK_UN);
 
     pthread_mutex_lock (&s_lock);
     /*  Another thread may have exported the same allocation meanwhile. */
