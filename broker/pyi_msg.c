@@ -550,10 +550,6 @@ pyi_msg_recv (void *socket, bool router, size_t max_size, int flags)
         if (routing_id_size > PYI_MAX_NAME)
             routing_id_size = PYI_MAX_NAME;
         memcpy (routing_id, zmq_msg_data (&part), routing_id_size);
-        /*  ipc peers are "localhost:...", inproc ones have none: anything
-            else came over a network, without shared memory. */
-        const char *peer = zmq_msg_gets (&part, "Peer-Address");
-        remote = peer && strncmp (peer, "localhost", 9) != 0;
         if (!zmq_msg_more (&part)) {
             zmq_msg_close (&part);
             pyi_msg_t *self = pyi_msg_new (0);
@@ -565,6 +561,12 @@ pyi_msg_recv (void *socket, bool router, size_t max_size, int flags)
             return self;
         }
         zmq_msg_recv (&part, socket, 0);
+        /*  ipc peers are "localhost:...", inproc ones have none: anything
+            else came over a network, without shared memory. Asked of the
+            header frame: a ROUTER's routing id frame does not always carry
+            the connection's properties (not when ZMQ_EVENTS prefetched it). */
+        const char *peer = zmq_msg_gets (&part, "Peer-Address");
+        remote = peer && strncmp (peer, "localhost", 9) != 0;
     }
     size_t total = zmq_msg_size (&part);
     pyi_msg_t *self = pyi_msg_decode (zmq_msg_data (&part), zmq_msg_size (&part));
