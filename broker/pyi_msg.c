@@ -32,7 +32,6 @@ struct _pyi_msg_t {
     uint8_t routing_id[PYI_MAX_NAME];   /* peer, for messages read from a ROUTER */
     size_t routing_id_size;
     uint64_t descriptors[PYI_MAX_BODY_FRAMES / 64];   /* bit i: body frame i is a tensor descriptor */
-    bool has_descriptors;
     bool remote;                        /* read from a peer connected over tcp */
     zmq_msg_t *frames;                  /* body frames */
     size_t nframes;
@@ -63,7 +62,6 @@ pyi_msg_new (pyi_command_t command)
     self->nservices = 0;
     self->routing_id_size = 0;
     memset (self->descriptors, 0, sizeof (self->descriptors));
-    self->has_descriptors = false;
     self->remote = false;
     self->frames = self->inline_frames;
     self->nframes = 0;
@@ -260,7 +258,6 @@ void
 pyi_msg_clear_descriptors (pyi_msg_t *self)
 {
     memset (self->descriptors, 0, sizeof (self->descriptors));
-    self->has_descriptors = false;
 }
 
 int
@@ -285,7 +282,6 @@ pyi_msg_mark_descriptor (pyi_msg_t *self, size_t index)
     if (index >= PYI_MAX_BODY_FRAMES)
         return -1;
     self->descriptors [index / 64] |= (uint64_t) 1 << (index % 64);
-    self->has_descriptors = true;
     return 0;
 }
 
@@ -307,7 +303,7 @@ pyi_msg_encode (const pyi_msg_t *self, void *buffer, size_t size)
     /*  REQUEST and REPLY name their descriptor frames in one more field,
         only when they have any. */
     size_t marked = 0;
-    if (self->has_descriptors && (self->command == PYI_REQUEST || self->command == PYI_REPLY))
+    if (self->command == PYI_REQUEST || self->command == PYI_REPLY)
         for (size_t i = 0; i < PYI_MAX_BODY_FRAMES / 64; i++)
             marked += (size_t) __builtin_popcountll (self->descriptors [i]);
     bool listed = marked > 0;

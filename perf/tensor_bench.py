@@ -94,13 +94,9 @@ def _row(lib: str, size: int, case: str, small: list[float], big: list[float]) -
             "ratio_p50": b50 / s50}
 
 
-async def run(args) -> list[dict]:
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch  # noqa: F811
-        except ImportError:
-            print("torch is not importable: numpy only", file=sys.stderr)
+def _setup(args) -> tuple[list[int], Path, "pyisolate.ExtensionManagerConfig"]:
+    """The sizes to measure, a folder holding the echo extension, and the
+    manager's config."""
     sizes = [4 * KiB, 1 * MiB, 64 * MiB, 1 * GiB] + ([4 * GiB] if args.full else [])
     if args.max_size:
         sizes = [s for s in sizes if s <= args.max_size]
@@ -108,8 +104,18 @@ async def run(args) -> list[dict]:
     (work / "bench_ext").mkdir()
     (work / "bench_ext" / "__init__.py").write_text(EXT_SOURCE)
     venv_root = Path(args.venv_root or work / "venvs")
+    return sizes, work, pyisolate.ExtensionManagerConfig(venv_root_path=venv_root)
+
+
+async def run(args) -> list[dict]:
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch  # noqa: F811
+        except ImportError:
+            print("torch is not importable: numpy only", file=sys.stderr)
+    sizes, work, cfg = _setup(args)
     rows: list[dict] = []
-    cfg = pyisolate.ExtensionManagerConfig(venv_root_path=venv_root)
     async with pyisolate.ExtensionManager(pyisolate.ExtensionBase, cfg) as mgr:
         ext = await mgr.load_extension(pyisolate.ExtensionConfig(
             name="tensor_bench", module_path=str(work / "bench_ext"),
@@ -183,15 +189,8 @@ async def run_cuda(args) -> list[dict]:
     """The table for torch CUDA tensors: first and repeated crossings."""
     import torch
 
-    sizes = [4 * KiB, 1 * MiB, 64 * MiB, 1 * GiB] + ([4 * GiB] if args.full else [])
-    if args.max_size:
-        sizes = [s for s in sizes if s <= args.max_size]
-    work = Path(tempfile.mkdtemp(prefix="pyi-bench-"))
-    (work / "bench_ext").mkdir()
-    (work / "bench_ext" / "__init__.py").write_text(EXT_SOURCE)
-    venv_root = Path(args.venv_root or work / "venvs")
+    sizes, work, cfg = _setup(args)
     rows: list[dict] = []
-    cfg = pyisolate.ExtensionManagerConfig(venv_root_path=venv_root)
     async with pyisolate.ExtensionManager(pyisolate.ExtensionBase, cfg) as mgr:
         ext = await mgr.load_extension(pyisolate.ExtensionConfig(
             name="tensor_bench_cuda", module_path=str(work / "bench_ext"),

@@ -32,14 +32,8 @@
       with a hint; a descriptor whose device type and region kind disagree
       is refused; a device the receiver does not see is refused.
 */
-#include "testutil.h"
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
+#include "testchild.h"
 #include <sys/mman.h>
-#include <sys/wait.h>
-
-extern char **environ;
 
 /*  From fake_cuda.c. */
 void *fake_cuda_alloc (size_t size);
@@ -49,23 +43,12 @@ int fake_cuda_opened (void);
 int fake_cuda_opens (void);
 int fake_cuda_syncs (void);
 
-#define MAX_LINE 8192
-
-typedef struct {
-    pid_t pid;
-    FILE *in, *out;
-} s_child_t;
-
-static s_child_t s_kids [4];
+#define MAX_LINE T_LINE
 
 static void
 s_on_failure (void)
 {
-    for (size_t i = 0; i < sizeof s_kids / sizeof s_kids [0]; i++)
-        if (s_kids [i].pid > 0) {
-            kill (s_kids [i].pid, SIGKILL);
-            waitpid (s_kids [i].pid, NULL, 0);
-        }
+    t_kill_children ();
     pyi_region_remove_session (NULL);
     /*  The stand-in's "device memory" of this process. */
     char prefix [64];
@@ -80,65 +63,6 @@ s_on_failure (void)
     }
     if (dir)
         closedir (dir);
-}
-
-/*  Start a child; extra is one "NAME=value" for its environment, or NULL. */
-static s_child_t *
-s_spawn (const char *extra)
-{
-    s_child_t *child = NULL;
-    for (size_t i = 0; i < sizeof s_kids / sizeof s_kids [0] && !child; i++)
-        if (s_kids [i].pid <= 0)
-            child = &s_kids [i];
-    CHECK (child);
-    int to [2], from [2];
-    CHECK (pipe2 (to, O_CLOEXEC) == 0 && pipe2 (from, O_CLOEXEC) == 0);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init (&actions);
-    posix_spawn_file_actions_adddup2 (&actions, to [0], 0);
-    posix_spawn_file_actions_adddup2 (&actions, from [1], 1);
-    char *env [256];
-    int n = 0;
-    for (char **e = environ; *e && n < 254; e++)
-        env [n++] = *e;
-    if (extra)
-        env [n++] = (char *) extra;
-    env [n] = NULL;
-    char *argv [] = { "test_cuda", "child", NULL };
-    CHECK (posix_spawn (&child->pid, "/proc/self/exe", &actions, NULL, argv, env) == 0);
-    posix_spawn_file_actions_destroy (&actions);
-    close (to [0]);
-    close (from [1]);
-    child->in = fdopen (to [1], "w");
-    child->out = fdopen (from [0], "r");
-    CHECK (child->in && child->out);
-    return child;
-}
-
-static const char *
-s_ask (s_child_t *child, const char *format, ...)
-{
-    static char line [MAX_LINE];
-    va_list args;
-    va_start (args, format);
-    vfprintf (child->in, format, args);
-    va_end (args);
-    fputc ('\n', child->in);
-    fflush (child->in);
-    CHECK_MSG (fgets (line, sizeof line, child->out), "child %d gave no answer", child->pid);
-    line [strcspn (line, "\n")] = 0;
-    return line;
-}
-
-static int
-s_reap (s_child_t *child)
-{
-    int status = 0;
-    CHECK (waitpid (child->pid, &status, 0) == child->pid);
-    fclose (child->in);
-    fclose (child->out);
-    child->pid = 0;
-    return status;
 }
 
 /*  Descriptors travel as hex on the pipes. */
@@ -323,21 +247,21 @@ test_cross (void)
     pyi_region_release (&region);
     CHECK (s_exists (name));
 
-    s_child_t *child = s_spawn (NULL);
+    t_child_t *child = t_spawn_self ("child", NULL);
     for (int i = 0; i < 100; i++)
-        CHECK_STR (s_ask (child, "decode %s", hex [i]), "ok 2 0");
-    CHECK_STR (s_ask (child, "opened"), "1 1");     /* one handle opened, once */
+        CHECK_STR (t_ask (child, "decode %s", hex [i]), "ok 2 0");
+    CHECK_STR (t_ask (child, "opened"), "1 1");     /* one handle opened, once */
     char expect [16];
     snprintf (expect, sizeof expect, "%u", block [8192 + 5]);
-    CHECK_STR (s_ask (child, "read 5"), expect);    /* element 0 is at the offset */
+    CHECK_STR (t_ask (child, "read 5"), expect);    /* element 0 is at the offset */
     CHECK_INT (s_collect (NULL), 0);                /* the child maps it */
-    CHECK_STR (s_ask (child, "write 3 77"), "ok");
+    CHECK_STR (t_ask (child, "write 3 77"), "ok");
     CHECK_INT (block [8192 + 3], 77);
     block [8192 + 4] = 99;
-    CHECK_STR (s_ask (child, "read 4"), "99");
+    CHECK_STR (t_ask (child, "read 4"), "99");
 
     /*  Passing on: the same region, nothing exported by the child. */
-    const char *answer = s_ask (child, "pack");
+    const char *answer = t_ask (child, "pack");
     char passed [2 * PYI_TENSOR_MAX_DESCRIPTOR + 1];
     size_t exported = 9;
     CHECK (sscanf (answer, "%2048s %zu", passed, &exported) == 2);
@@ -354,8 +278,8 @@ test_cross (void)
     CHECK_INT (s_collect (NULL), 0);                /* our own view holds it */
     back->deleter (back);
 
-    CHECK_STR (s_ask (child, "release"), "ok");
-    CHECK_STR (s_ask (child, "opened"), "0 1");     /* closed at the last release */
+    CHECK_STR (t_ask (child, "release"), "ok");
+    CHECK_STR (t_ask (child, "opened"), "0 1");     /* closed at the last release */
     char collected [PYI_REGION_MAX_NAME + 1] = "";
     CHECK_INT (s_collect (collected), 1);
     CHECK_STR (collected, name);
@@ -363,7 +287,7 @@ test_cross (void)
     CHECK_INT (pyi_region_exported (), 0);
     fprintf (child->in, "exit\n");
     fflush (child->in);
-    CHECK (WIFEXITED (s_reap (child)));
+    CHECK (WIFEXITED (t_reap (child)));
     fake_cuda_free (block);
 }
 
@@ -377,11 +301,11 @@ test_killed (void)
     DLTensor t = s_tensor (block, shape);
     char hex [2 * PYI_TENSOR_MAX_DESCRIPTOR + 1];
     s_pack_hex (&t, hex);
-    s_child_t *child = s_spawn (NULL);
-    CHECK_STR (s_ask (child, "decode %s", hex), "ok 2 0");
+    t_child_t *child = t_spawn_self ("child", NULL);
+    CHECK_STR (t_ask (child, "decode %s", hex), "ok 2 0");
     CHECK_INT (s_collect (NULL), 0);
     kill (child->pid, SIGKILL);
-    CHECK (WIFSIGNALED (s_reap (child)));
+    CHECK (WIFSIGNALED (t_reap (child)));
     CHECK_INT (s_collect (NULL), 1);
     CHECK_INT (pyi_region_exported (), 0);
 
@@ -389,11 +313,11 @@ test_killed (void)
         without releasing lets go too. */
     s_pack_hex (&t, hex);
     CHECK_INT (s_collect (NULL), 0);
-    child = s_spawn (NULL);
-    CHECK_STR (s_ask (child, "decode %s", hex), "ok 2 0");
+    child = t_spawn_self ("child", NULL);
+    CHECK_STR (t_ask (child, "decode %s", hex), "ok 2 0");
     fprintf (child->in, "exit\n");
     fflush (child->in);
-    CHECK (WIFEXITED (s_reap (child)));
+    CHECK (WIFEXITED (t_reap (child)));
     CHECK_INT (s_collect (NULL), 1);
     fake_cuda_free (block);
 }
@@ -440,12 +364,12 @@ test_refused (void)
 
     /*  A receiver whose GPU is another one. */
     s_pack_hex (&t, hex);
-    s_child_t *child = s_spawn ("FAKE_CUDA_UUID=another-gpu");
-    const char *answer = s_ask (child, "decode %s", hex);
+    t_child_t *child = t_spawn_self ("child", "FAKE_CUDA_UUID=another-gpu");
+    const char *answer = t_ask (child, "decode %s", hex);
     CHECK_MSG (strstr (answer, "not visible"), "%s", answer);
     fprintf (child->in, "exit\n");
     fflush (child->in);
-    CHECK (WIFEXITED (s_reap (child)));
+    CHECK (WIFEXITED (t_reap (child)));
     CHECK_INT (s_collect (NULL), 1);
     fake_cuda_free (block);
 }

@@ -30,108 +30,33 @@
     - at the end no pyi- name of this test's session is left in /dev/shm,
       and nothing of ours is mapped.
 */
-#include "testutil.h"
-#include <fcntl.h>
+#include "testchild.h"
 #include <pthread.h>
-#include <signal.h>
-#include <spawn.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
-
-extern char **environ;
-
-/*  Helper processes ---------------------------------------------------- */
-
-typedef struct {
-    pid_t pid;
-    FILE *in;       /* its stdin */
-    FILE *out;      /* its stdout */
-} s_child_t;
-
-static s_child_t s_children [8];
 
 /*  On failure: kill the helpers, remove what the test made. */
 static void
 s_on_failure (void)
 {
-    for (size_t i = 0; i < sizeof s_children / sizeof s_children [0]; i++)
-        if (s_children [i].pid > 0) {
-            kill (s_children [i].pid, SIGKILL);
-            waitpid (s_children [i].pid, NULL, 0);
-        }
+    t_kill_children ();
     pyi_region_remove_session (NULL);
-}
-
-static s_child_t *
-s_spawn (const char *mode)
-{
-    s_child_t *child = NULL;
-    for (size_t i = 0; i < sizeof s_children / sizeof s_children [0]; i++)
-        if (s_children [i].pid <= 0) {
-            child = &s_children [i];
-            break;
-        }
-    CHECK (child);
-    int to [2], from [2];
-    CHECK (pipe2 (to, O_CLOEXEC) == 0 && pipe2 (from, O_CLOEXEC) == 0);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init (&actions);
-    posix_spawn_file_actions_adddup2 (&actions, to [0], 0);
-    posix_spawn_file_actions_adddup2 (&actions, from [1], 1);
-    char *argv [] = { "test_region", (char *) mode, NULL };
-    CHECK (posix_spawn (&child->pid, "/proc/self/exe", &actions, NULL, argv, environ) == 0);
-    posix_spawn_file_actions_destroy (&actions);
-    close (to [0]);
-    close (from [1]);
-    child->in = fdopen (to [1], "w");
-    child->out = fdopen (from [0], "r");
-    CHECK (child->in && child->out);
-    return child;
-}
-
-/*  Send one command line, return the answer line (static buffer). */
-static const char *
-s_ask (s_child_t *child, const char *format, ...)
-{
-    static char line [512];
-    va_list args;
-    va_start (args, format);
-    vfprintf (child->in, format, args);
-    va_end (args);
-    fputc ('\n', child->in);
-    fflush (child->in);
-    CHECK_MSG (fgets (line, sizeof line, child->out), "child %d gave no answer", child->pid);
-    line [strcspn (line, "\n")] = 0;
-    return line;
-}
-
-/*  Wait for the child to end; returns its wait status. */
-static int
-s_reap (s_child_t *child)
-{
-    int status = 0;
-    CHECK (waitpid (child->pid, &status, 0) == child->pid);
-    fclose (child->in);
-    fclose (child->out);
-    child->pid = 0;
-    return status;
 }
 
 /*  Tell the child to exit (without releasing) and reap it. */
 static void
-s_exit (s_child_t *child)
+s_exit (t_child_t *child)
 {
     fprintf (child->in, "exit\n");
     fflush (child->in);
-    int status = s_reap (child);
+    int status = t_reap (child);
     CHECK (WIFEXITED (status) && WEXITSTATUS (status) == 0);
 }
 
 static void
-s_kill (s_child_t *child)
+s_kill (t_child_t *child)
 {
     kill (child->pid, SIGKILL);
-    CHECK (WIFSIGNALED (s_reap (child)));
+    CHECK (WIFSIGNALED (t_reap (child)));
 }
 
 /*  The child: maps regions on command (one current region). */
@@ -342,21 +267,21 @@ test_cross_process (void)
     char name [PYI_REGION_MAX_NAME + 1];
     snprintf (name, sizeof name, "%s", pyi_region_name (region));
 
-    s_child_t *child = s_spawn ("child");
-    CHECK_STR (s_ask (child, "open %s", name), "ok");
-    CHECK_STR (s_ask (child, "read 100"), "188");          /* 700 % 256 */
-    CHECK_STR (s_ask (child, "read 12287"), "249");        /* 86009 % 256 */
-    CHECK_STR (s_ask (child, "write 200 7"), "ok");
+    t_child_t *child = t_spawn_self ("child", NULL);
+    CHECK_STR (t_ask (child, "open %s", name), "ok");
+    CHECK_STR (t_ask (child, "read 100"), "188");          /* 700 % 256 */
+    CHECK_STR (t_ask (child, "read 12287"), "249");        /* 86009 % 256 */
+    CHECK_STR (t_ask (child, "write 200 7"), "ok");
     CHECK_INT (data [200], 7);
     data [300] = 9;
-    CHECK_STR (s_ask (child, "read 300"), "9");
+    CHECK_STR (t_ask (child, "read 300"), "9");
 
     /*  Host lets go first: the child still maps it, the name stays. */
     pyi_region_release (&region);
     CHECK (s_exists (name));
-    CHECK_STR (s_ask (child, "read 300"), "9");
+    CHECK_STR (t_ask (child, "read 300"), "9");
     /*  The child is the last: it removes the name. */
-    CHECK_STR (s_ask (child, "release"), "ok");
+    CHECK_STR (t_ask (child, "release"), "ok");
     CHECK (!s_exists (name));
     s_exit (child);
     s_check_clean ();
@@ -380,12 +305,12 @@ test_inflight (void)
     CHECK_INT (pyi_region_sweep (NULL, 0), 0);
     CHECK (s_exists (name));
 
-    s_child_t *child = s_spawn ("child");
-    CHECK_STR (s_ask (child, "open %s", name), "ok");
-    CHECK_STR (s_ask (child, "read 5"), "55");
-    CHECK_STR (s_ask (child, "received"), "ok");
-    CHECK_STR (s_ask (child, "received"), "ok");   /* never below 0 */
-    CHECK_STR (s_ask (child, "release"), "ok");
+    t_child_t *child = t_spawn_self ("child", NULL);
+    CHECK_STR (t_ask (child, "open %s", name), "ok");
+    CHECK_STR (t_ask (child, "read 5"), "55");
+    CHECK_STR (t_ask (child, "received"), "ok");
+    CHECK_STR (t_ask (child, "received"), "ok");   /* never below 0 */
+    CHECK_STR (t_ask (child, "release"), "ok");
     CHECK_MSG (!s_exists (name), "the receiver's release did not remove it");
     s_exit (child);
 
@@ -409,12 +334,12 @@ test_normal_exit (void)
     pyi_region_t *region = pyi_region_new (4096);
     char name [PYI_REGION_MAX_NAME + 1];
     snprintf (name, sizeof name, "%s", pyi_region_name (region));
-    s_child_t *child = s_spawn ("child");
+    t_child_t *child = t_spawn_self ("child", NULL);
     char own [PYI_REGION_MAX_NAME + 1];
-    snprintf (own, sizeof own, "%s", s_ask (child, "new 5000"));
+    snprintf (own, sizeof own, "%s", t_ask (child, "new 5000"));
     CHECK_MSG (strncmp (own, "/pyi-", 5) == 0, "%s", own);
     CHECK (s_exists (own));
-    CHECK_STR (s_ask (child, "open %s", name), "ok");
+    CHECK_STR (t_ask (child, "open %s", name), "ok");
     pyi_region_release (&region);
     CHECK (s_exists (name));                        /* the child maps it */
     s_exit (child);
@@ -431,9 +356,9 @@ test_child_killed (void)
     pyi_region_t *region = pyi_region_new (1 << 20);
     char name [PYI_REGION_MAX_NAME + 1];
     snprintf (name, sizeof name, "%s", pyi_region_name (region));
-    s_child_t *child = s_spawn ("child");
-    CHECK_STR (s_ask (child, "open %s", name), "ok");
-    CHECK_STR (s_ask (child, "write 1 1"), "ok");
+    t_child_t *child = t_spawn_self ("child", NULL);
+    CHECK_STR (t_ask (child, "open %s", name), "ok");
+    CHECK_STR (t_ask (child, "write 1 1"), "ok");
     s_kill (child);
     CHECK (s_exists (name));
     pyi_region_release (&region);
@@ -445,11 +370,11 @@ test_child_killed (void)
         it. The child's own regions go with a sweep by its pid. */
     region = pyi_region_new (4096);
     snprintf (name, sizeof name, "%s", pyi_region_name (region));
-    child = s_spawn ("child");
+    child = t_spawn_self ("child", NULL);
     pid_t pid = child->pid;
     char own [PYI_REGION_MAX_NAME + 1];
-    snprintf (own, sizeof own, "%s", s_ask (child, "new 4096"));
-    CHECK_STR (s_ask (child, "open %s", name), "ok");
+    snprintf (own, sizeof own, "%s", t_ask (child, "new 4096"));
+    CHECK_STR (t_ask (child, "open %s", name), "ok");
     pyi_region_release (&region);
     CHECK (s_exists (name));
     /*  While it lives, a sweep removes nothing it maps. */
@@ -507,7 +432,7 @@ static void
 test_host_killed (void)
 {
     TEST_BEGIN ("a host killed with SIGKILL: the next broker removes its regions");
-    s_child_t *host = s_spawn ("host");
+    t_child_t *host = t_spawn_self ("host", NULL);
     char line [512], name [256], session [128];
     CHECK_MSG (fgets (line, sizeof line, host->out), "the host helper did not start");
     CHECK (sscanf (line, "%255s %127s", name, session) == 2);

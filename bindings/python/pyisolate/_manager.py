@@ -795,26 +795,32 @@ class Extension(Generic[T]):
 
     # -- output -----------------------------------------------------------------
     def _on_output(self, fd: int) -> None:
+        self._read_pipe(fd)
+
+    def _read_pipe(self, fd: int) -> bool:
+        """Read what pipe fd holds once and log its whole lines; False when
+        there is nothing more to read now (would block, or closed)."""
         entry = self._pipes.get(fd)
         if entry is None:
-            return
+            return False
         stream, buf = entry
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if not data:
             if buf:
                 self._log_line(stream, bytes(buf))
             self._close_pipe(fd)
-            return
+            return False
         buf += data
         *lines, rest = bytes(buf).split(b"\n")
         buf[:] = rest
         for line in lines:
             self._log_line(stream, line)
+        return True
 
     def _log_line(self, stream: str, raw: bytes) -> None:
         line = raw.decode("utf-8", "replace").rstrip("\r")
@@ -828,25 +834,8 @@ class Extension(Generic[T]):
         """Log whatever the pipes hold now (without waiting for more)."""
         for fd in list(self._pipes):
             for _ in range(256):
-                if fd not in self._pipes:
+                if not self._read_pipe(fd):
                     break
-                try:
-                    data = os.read(fd, 65536)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    data = b""
-                stream, buf = self._pipes[fd]
-                if not data:
-                    if buf:
-                        self._log_line(stream, bytes(buf))
-                    self._close_pipe(fd)
-                    break
-                buf += data
-                *lines, rest = bytes(buf).split(b"\n")
-                buf[:] = rest
-                for line in lines:
-                    self._log_line(stream, line)
 
     def _close_pipe(self, fd: int) -> None:
         if self._pipes.pop(fd, None) is not None:
