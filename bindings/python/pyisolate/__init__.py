@@ -7,8 +7,7 @@ started by it in its own uv-made venv. See ExtensionManager.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from ._base import ExtensionBase, ProxiedSingleton, local_execution
 from ._errors import (
     CallTimeout,
