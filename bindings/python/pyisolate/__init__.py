@@ -18,8 +18,10 @@ from ._errors import (
     PyisolateError,
     RemoteError,
 )
-from ._manager import Extension, ExtensionManager
-from ._rpc import BrokerError, RemoteCallable, RemoteObject
+from ._codes import BrokerError
+from ._handle import Extension
+from ._manager import ExtensionManager
+from ._rpc import RemoteCallable, RemoteObject
 from ._tensors import TensorDescriptorError, empty, region_name, share
 from ._sync import SyncExtension, SyncExtensionManager
 from .config import ExtensionConfig, ExtensionManagerConfig
