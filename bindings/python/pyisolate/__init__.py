@@ -7,8 +7,7 @@ started by it in its own uv-made venv. See ExtensionManager.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from ._base import ExtensionBase, ProxiedSingleton, local_execution
 from ._errors import (
     CallTimeout,
@@ -19,8 +18,10 @@ from ._errors import (
     PyisolateError,
     RemoteError,
 )
-from ._manager import Extension, ExtensionManager
-from ._rpc import BrokerError, RemoteCallable, RemoteObject
+from ._codes import BrokerError
+from ._handle import Extension
+from ._manager import ExtensionManager
+from ._rpc import RemoteCallable, RemoteObject
 from ._tensors import TensorDescriptorError, empty, region_name, share
 from ._sync import SyncExtension, SyncExtensionManager
 from .config import ExtensionConfig, ExtensionManagerConfig

@@ -3,19 +3,19 @@
     <venv>/bin/python -I -u -c <bootstrap>
 
 with PYI_ENDPOINT, PYI_SERVICE, PYI_TOKEN and PYI_PARENT_PID (from the
-broker) and PYI_CONFIG (JSON, from the manager) in its environment.
+broker) and PYI_CONFIG (JSON: _launch.child_config) in its environment.
 
 It binds its life to the host's, imports the extension's module and runs the
 load hooks with a client to the host already connected (so hooks may call
 host singletons), and only then offers its service: the broker's READY event
 therefore means "loaded". If loading fails it sends the traceback to the
-host ("load_error") and exits with status 1.
+host ("load_error") and exits with status 1. The module is loaded by
+_loader, as an in-process extension's is.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import logging
 import os
@@ -23,15 +23,14 @@ import signal
 import sys
 from typing import Any
 
-from . import _base, _core
-from ._errors import PyisolateError, describe_exception
-from ._manager import _import_extension_module, _pick_class
-from ._rpc import BrokerError, Node, invoke
-from .config import ExtensionConfig
+from . import _base, _core, _loader
+from ._codes import BrokerError, Callee, call_error
+from ._errors import describe_exception
+from ._rpc import Node, invoke
 
 logger = logging.getLogger("pyisolate.child")
 
-REMOTE_CONNECT_TIMEOUT = 60.0   # seconds a remote extension waits for the host
+REMOTE_CONNECT_TIMEOUT = 60.0   # seconds a remote extension waits for the host (default)
 
 
 def main() -> None:
@@ -44,18 +43,20 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     cfg = json.loads(os.environ.pop("PYI_CONFIG"))
-    code = asyncio.run(_amain(cfg, os.environ["PYI_ENDPOINT"], os.environ["PYI_SERVICE"],
-                              os.environ.pop("PYI_TOKEN")))
+    code = asyncio.run(run(cfg, os.environ["PYI_ENDPOINT"], os.environ["PYI_SERVICE"],
+                           os.environ.pop("PYI_TOKEN")))
     sys.stdout.flush()
     sys.stderr.flush()
     sys.exit(code)
 
 
-async def _amain(cfg: dict[str, Any], endpoint: str, service: str, token: str,
-                 curve: _core.Curve | None = None) -> int:
+async def run(cfg: dict[str, Any], endpoint: str, service: str, token: str,
+              curve: _core.Curve | None = None,
+              connect_timeout: float = REMOTE_CONNECT_TIMEOUT) -> int:
     """Load the extension, serve it until the host stops it or the broker
     is lost; the exit status. Also what a remote extension runs
-    (pyisolate.remote), with CURVE keys."""
+    (pyisolate.remote), with CURVE keys: it gives up after connect_timeout
+    seconds without an answer from the host."""
     loop = asyncio.get_running_loop()
     host_service = cfg["host_service"]
     name = cfg["name"]
@@ -73,11 +74,7 @@ async def _amain(cfg: dict[str, Any], endpoint: str, service: str, token: str,
         try:
             return await node.call("api." + key, "", method, args, kwargs)
         except BrokerError as exc:
-            if exc.code == _core.ERR_UNKNOWN_SERVICE:
-                raise PyisolateError(
-                    f"the host does not serve the ProxiedSingleton {key!r}: list it in this "
-                    f"extension's ExtensionConfig(apis=[...])") from None
-            raise
+            raise call_error(exc.code, exc.text, Callee.SINGLETON, key) from None
 
     _base.set_child_runtime(call_host, host_service)
     try:
@@ -111,10 +108,10 @@ async def _amain(cfg: dict[str, Any], endpoint: str, service: str, token: str,
         await node.serve(service, token)
     else:
         try:  # a remote process: the host may be unreachable, or the ticket stale
-            await asyncio.wait_for(node.serve(service, token), REMOTE_CONNECT_TIMEOUT)
+            await asyncio.wait_for(node.serve(service, token), connect_timeout)
         except asyncio.TimeoutError:
             logger.error("no answer from the host at %s within %ss (host gone, ticket used or "
-                         "stale, or a firewall)", endpoint, REMOTE_CONNECT_TIMEOUT)
+                         "stale, or a firewall)", endpoint, connect_timeout)
             node.close()
             return 1
         logger.info("serving extension %r for the host at %s", name, endpoint)
@@ -124,15 +121,5 @@ async def _amain(cfg: dict[str, Any], endpoint: str, service: str, token: str,
 
 
 async def _load(cfg: dict[str, Any]) -> Any:
-    config = ExtensionConfig(name=cfg["name"], module_path=cfg["module_path"],
-                             extension_class=cfg.get("extension_class"))
-    base_mod, base_qual = cfg["base"]
-    base: Any = importlib.import_module(base_mod)
-    for part in base_qual.split("."):
-        base = getattr(base, part)
-    module = _import_extension_module(config)
-    cls = _pick_class(module, config, base)
-    ext = cls()
-    await invoke(ext.before_module_loaded, [], {}, False)
-    await invoke(ext.on_module_loaded, [module], {}, False)
-    return ext
+    base = _loader.find_class(*cfg["base"])
+    return await _loader.load(cfg["module_path"], cfg.get("extension_class"), base)

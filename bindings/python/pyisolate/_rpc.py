@@ -31,7 +31,8 @@ import msgpack
 
 from . import _core, _tensors
 from ._base import ProxiedSingleton, is_singleton_proxy, singleton_key
-from ._errors import CallTimeout, PyisolateError, describe_exception, rebuild_exception
+from ._codes import reply_error
+from ._errors import PyisolateError, describe_exception
 from ._serialize import Codec
 
 logger = logging.getLogger("pyisolate")
@@ -40,20 +41,6 @@ _REPLY = _core.REPLY
 _REQUEST = _core.REQUEST
 _CANCEL = _core.CANCEL
 _DISCONNECT = _core.DISCONNECT
-
-
-
-class BrokerError(PyisolateError):
-    """The broker answered a call with an error of its own (``code``)."""
-
-    def __init__(self, code: int | str, text: str = "") -> None:
-        if isinstance(code, str):  # rebuilt from another process: the message only
-            self.code, self.text = -1, code
-            super().__init__(code)
-            return
-        self.code = code
-        self.text = text
-        super().__init__(f"{_core.error_name(code)}: {text}" if text else _core.error_name(code))
 
 
 Resolver = Callable[[str], Any]
@@ -267,16 +254,7 @@ class Node:
             trusted = self.pickle_all or service in self.pickle_services
             return (self.codec.loads(msg.frames[0], msg.frames[1:], trusted)
                     if msg.frames else None)
-        if msg.command == _core.ERROR and msg.code >= _core.ERR_APPLICATION and msg.frames:
-            try:
-                data = msgpack.unpackb(msg.frames[0], raw=False, strict_map_key=False)
-            except Exception:
-                data = {"module": "builtins", "qualname": "RuntimeError", "message": msg.text}
-            raise rebuild_exception(data)
-        if msg.code == _core.ERR_TIMEOUT:
-            raise CallTimeout(f"call to {method or 'callable'!s} on {service!r} timed out "
-                              f"after {timeout}s")
-        raise BrokerError(msg.code, msg.text)
+        raise reply_error(msg, service, method, timeout)
 
     def _drain_client(self) -> None:
         client = self.client

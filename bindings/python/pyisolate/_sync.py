@@ -20,7 +20,8 @@ import threading
 from typing import Any, Callable, Coroutine, Mapping, TypeVar
 
 from ._base import ExtensionBase
-from ._manager import Extension, ExtensionManager
+from ._handle import Extension
+from ._manager import ExtensionManager
 from .config import ExtensionConfig, ExtensionManagerConfig
 
 R = TypeVar("R")
@@ -118,17 +119,17 @@ class SyncExtension:
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_"):
             raise AttributeError(name)
-        ext = self._ext
+        remote = self._ext.remote
 
         def method(*args: Any, **kwargs: Any) -> Any:
-            return self._owner._run(ext._call(name, args, kwargs, ext._timeout))
+            return self._owner._run(getattr(remote, name)(*args, **kwargs))
 
         method.__name__ = name
         return method
 
     def call(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         """Call ``method`` with a deadline of ``timeout`` seconds."""
-        return self._owner._run(self._ext._call(method, args, kwargs, timeout))
+        return self._owner._run(getattr(self._ext.with_timeout(timeout), method)(*args, **kwargs))
 
     def stop(self) -> None:
         self._owner._run(self._ext.stop())

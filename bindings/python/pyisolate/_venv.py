@@ -32,7 +32,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import _native
 from ._errors import DependencyInstallError
+from ._version import __version__
 
 logger = logging.getLogger("pyisolate.venv")
 
@@ -79,9 +81,6 @@ def _runtime_targets() -> dict[str, str]:
     import cffi
     import msgpack
 
-    import pyisolate
-    from pyisolate import _native
-
     targets: dict[str, str] = {
         "cffi": os.path.dirname(os.path.abspath(cffi.__file__)),
         "msgpack": os.path.dirname(os.path.abspath(msgpack.__file__)),
@@ -95,7 +94,7 @@ def _runtime_targets() -> dict[str, str]:
         pass
     # pyisolate/ is a real folder of links, one per entry: the compiled module
     # and libpyisolate may live apart from the .py files (editable installs).
-    pkg = os.path.dirname(os.path.abspath(pyisolate.__file__))
+    pkg = os.path.dirname(os.path.abspath(__file__))
     for entry in os.listdir(pkg):
         if entry != "__pycache__":
             targets[f"pyisolate/{entry}"] = os.path.join(pkg, entry)
@@ -128,8 +127,6 @@ def runtime_dir(root: Path) -> Path:
 
 
 def fingerprint(deps: Sequence[str], share_torch: bool) -> str:
-    from . import __version__
-
     data = {
         "dependencies": list(deps),
         "python": [sys.executable, sys.version],

@@ -17,42 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import binascii
-import json
 import logging
 import os
 import signal
 import sys
-from typing import Any
 
-from . import _core
-
-TICKET_PREFIX = "pyi1."
-_FIELDS = ("endpoint", "server_key", "public_key", "secret_key", "token", "service", "config")
-
-
-def make_ticket(fields: dict[str, Any]) -> str:
-    """A ticket string from its fields (the host's side)."""
-    raw = json.dumps({k: fields[k] for k in _FIELDS}, separators=(",", ":")).encode()
-    return TICKET_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def read_ticket(ticket: str) -> dict[str, Any]:
-    """The fields of a ticket; ValueError saying what is wrong with it."""
-    ticket = ticket.strip()
-    if not ticket.startswith(TICKET_PREFIX):
-        raise ValueError("not a pyisolate ticket (it starts with 'pyi1.')")
-    body = ticket[len(TICKET_PREFIX):]
-    try:
-        fields = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise ValueError("the ticket is damaged (copy it whole)") from None
-    if not isinstance(fields, dict) or any(k not in fields for k in _FIELDS):
-        raise ValueError("the ticket lacks fields: made by another pyisolate version?")
-    if not str(fields["endpoint"]).startswith("tcp://"):
-        raise ValueError("the ticket's endpoint is not tcp://")
-    return fields
+from . import _child, _core
+from ._ticket import TICKET_PREFIX, make_ticket, read_ticket  # noqa: F401 - the format, public here
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("ticket", help="the host's extension.ticket")
     parser.add_argument("module_path", nargs="?",
                         help="the extension's package directory or .py file here")
-    parser.add_argument("--connect-timeout", type=float, default=60.0,
+    parser.add_argument("--connect-timeout", type=float,
+                        default=_child.REMOTE_CONNECT_TIMEOUT,
                         help="seconds to wait for the host (default 60)")
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
@@ -81,16 +53,11 @@ def main(argv: list[str] | None = None) -> int:
                          f"{cfg.get('module_path')!r}: give its path\n")
         return 2
     curve = _core.Curve(fields["server_key"], fields["public_key"], fields["secret_key"])
-    from . import _child
-    from ._child import _amain
-
-    _child.REMOTE_CONNECT_TIMEOUT = args.connect_timeout
-
     # Ctrl-C ends the extension the way the host's stop() would not: say so.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return asyncio.run(_amain(cfg, fields["endpoint"], fields["service"],
-                                  fields["token"], curve))
+        return asyncio.run(_child.run(cfg, fields["endpoint"], fields["service"],
+                                      fields["token"], curve, args.connect_timeout))
     except KeyboardInterrupt:
         return 130
 

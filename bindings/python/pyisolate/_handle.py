@@ -1,0 +1,112 @@
+"""The host's handle to one extension (pyisolate.Extension): a thin facade
+over its launcher (_launch), which holds the extension's state.
+
+Any attribute that is not the handle's own is a method of the extension,
+so the handle has few names and no public helpers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Coroutine, Generator, Generic, TypeVar
+
+from ._base import ExtensionBase
+from ._launch import Launcher
+from .config import ExtensionConfig
+
+T = TypeVar("T", bound=ExtensionBase)
+
+
+class _Method:
+    """``ext.<name>``: calling it returns the call's coroutine."""
+
+    __slots__ = ("_launcher", "_name", "_timeout")
+
+    def __init__(self, launcher: Launcher, name: str, timeout: float | None) -> None:
+        self._launcher = launcher
+        self._name = name
+        self._timeout = timeout
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        return self._launcher.call(self._name, args, kwargs, self._timeout)
+
+    def __repr__(self) -> str:
+        return f"<method {self._name} of extension {self._launcher.name!r}>"
+
+
+class _TimeoutView:
+    """The extension's methods, every name of them, with one deadline."""
+
+    def __init__(self, launcher: Launcher, timeout: float | None) -> None:
+        self._launcher = launcher
+        self._timeout = timeout
+
+    def __getattr__(self, name: str) -> _Method:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _Method(self._launcher, name, self._timeout)
+
+
+class Extension(Generic[T]):
+    """The host's handle to one extension.
+
+    ``await ext.method(*args, **kwargs)`` runs ``method`` in the extension
+    (the handle's own names, ``name config pid alive exit_status remote stop
+    ticket wait_ready with_timeout``, are reached through ``ext.remote.<name>``).
+    ``await ext`` waits until it is loaded. ``ext.with_timeout(s).method()``
+    gives one call a deadline (CallTimeout past it). ``await ext.stop()``
+    runs the extension's ``stop()`` hook and ends its process.
+    """
+
+    def __init__(self, config: ExtensionConfig, launcher: Launcher,
+                 timeout: float | None) -> None:
+        self.name = config.name
+        self.config = config
+        # For ExtensionConfig(remote=True): what its process is started with
+        # (python -m pyisolate.remote TICKET MODULE_PATH). A secret.
+        self.ticket: str | None = launcher.ticket
+        self._launcher = launcher
+        self._timeout = timeout  # the calls' default deadline
+
+    @property
+    def pid(self) -> int | None:
+        """The extension's process id (None in-process or before it started)."""
+        return self._launcher.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._launcher.alive
+
+    @property
+    def exit_status(self) -> int | None:
+        return self._launcher.exit_status
+
+    def __await__(self) -> Generator[Any, None, "Extension[T]"]:
+        return self.wait_ready().__await__()
+
+    async def wait_ready(self) -> "Extension[T]":
+        """Wait until the extension is loaded; raise why it could not be."""
+        await self._launcher.wait_ready()
+        return self
+
+    def __getattr__(self, name: str) -> _Method:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _Method(self._launcher, name, self._timeout)
+
+    @property
+    def remote(self) -> Any:
+        """The extension's methods, also those whose names this handle uses
+        itself (``await ext.remote.stop()`` calls a method named stop)."""
+        return _TimeoutView(self._launcher, self._timeout)
+
+    def with_timeout(self, seconds: float | None) -> Any:
+        """A view of this handle whose calls have a deadline of ``seconds``."""
+        return _TimeoutView(self._launcher, seconds)
+
+    async def stop(self) -> None:
+        """Run the extension's stop() hook, then end its process (killing it if
+        it does not exit within the manager's stop_timeout)."""
+        await self._launcher.stop()
+
+    def __repr__(self) -> str:
+        return f"<Extension {self.name!r} pid={self.pid} {self._launcher.state.value}>"

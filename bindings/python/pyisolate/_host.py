@@ -1,0 +1,230 @@
+"""The host's end of the broker, one per ExtensionManager: the broker (a C
+thread), and on the manager's event loop one RPC node, whose client calls
+extensions and whose worker offers the service ``host`` (the callables the
+host passes to extensions) and one service per ProxiedSingleton
+(``api.<module>.<qualname>``).
+
+The broker's events (READY, EXIT, LOST, REFUSED) and the extensions'
+``load_error`` operation go to the Listener watching the extension's
+service (its launcher), or the one that spawned that pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import socket
+import weakref
+from typing import Any, Protocol, Sequence
+
+from . import _core, _tensors
+from ._base import ProxiedSingleton, singleton_key
+from ._errors import ExtensionLoadError
+from ._rpc import Node
+from .config import ExtensionManagerConfig
+
+logger = logging.getLogger("pyisolate")
+
+HOST_SERVICE = "host"
+_HEARTBEAT_MS = 1000
+
+_live_brokers: "weakref.WeakSet[_core.Broker]" = weakref.WeakSet()
+_live_nodes: "weakref.WeakSet[Node]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_brokers() -> None:  # pragma: no cover - interpreter exit
+    # A program that never called stop_all(): close the host's sockets, then
+    # the brokers (which end the extension processes).
+    for node in list(_live_nodes):
+        try:
+            node.close()
+        except Exception:
+            pass
+    for broker in list(_live_brokers):
+        try:
+            broker.close()
+        except Exception:
+            pass
+
+
+class Listener(Protocol):
+    """What the Host tells about one extension (implemented by its launcher)."""
+
+    name: str
+    pid: int | None
+
+    def on_ready(self) -> None: ...
+    def on_exit(self, status: int) -> None: ...
+    def on_lost(self, text: str) -> None: ...
+    def on_load_failed(self, exc: ExtensionLoadError) -> None: ...
+
+
+class Host:
+    """Started by the manager's first load_extension; ended by close()."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, config: ExtensionManagerConfig) -> None:
+        self.loop = loop
+        self._config = config
+        broker = _core.Broker()
+        _live_brokers.add(broker)
+        beats = max(2, int(config.heartbeat_timeout * 1000 / _HEARTBEAT_MS + 0.5))
+        broker.set(_core.lib.PYI_OPT_HEARTBEAT_MS, _HEARTBEAT_MS)
+        broker.set(_core.lib.PYI_OPT_LIVENESS, beats)
+        logger.debug("broker started at %s", broker.endpoint)
+        self._broker: _core.Broker | None = broker  # None once closed
+        self.node = Node(loop, broker.inproc, "host")
+        _live_nodes.add(self.node)
+        self.node.ops["load_error"] = self._op_load_error
+        self.node.on_lost = self._on_worker_lost
+        self._token = broker.allow(HOST_SERVICE)  # also grants the singletons' services
+        self._served = loop.create_task(self.node.serve(HOST_SERVICE, self._token))
+        self._api_offers: dict[str, asyncio.Task[None]] = {}  # singleton key -> its offer
+        self._listeners: dict[str, Listener] = {}  # service -> the latest extension's
+        self._by_pid: dict[int, Listener] = {}  # until the process's EXIT
+        self._remote_endpoint: str | None = None
+        self._event_fd = broker.event_fd()
+        loop.add_reader(self._event_fd, self._drain_events)
+        loop.call_soon(self._drain_events)
+
+    # -- for launchers ----------------------------------------------------------
+    async def ready(self) -> None:
+        """Wait until the service ``host`` is offered."""
+        await asyncio.shield(self._served)
+
+    def serve_api(self, api: type[ProxiedSingleton]) -> None:
+        """Offer the singleton as the service ``api.<module>.<qualname>`` (once)."""
+        key = singleton_key(api)
+        node = self.node
+        if node.singletons.get(key) is api:
+            return
+        if key in node.singletons:
+            raise ValueError(f"two ProxiedSingleton classes are named {key!r}")
+        node.singletons[key] = api
+
+        async def offer() -> None:
+            await self._served
+            assert self._broker is not None
+            self._broker.allow("api." + key, self._token)
+            await node.offer("api." + key)
+
+        self._api_offers[key] = self.loop.create_task(offer())
+
+    async def apis_offered(self, apis: Sequence[type]) -> None:
+        """Wait until these singletons (serve_api) are offered."""
+        for api in apis:
+            await asyncio.shield(self._api_offers[singleton_key(api)])
+
+    def allow_pickles(self, service: str, allowed: bool) -> None:
+        """Whether calls to ``service`` and their results may carry pickles."""
+        if allowed:
+            self.node.pickle_services.add(service)
+        else:
+            self.node.pickle_services.discard(service)
+
+    def watch(self, service: str, listener: Listener) -> None:
+        """Send the events of ``service`` to ``listener`` (replacing an
+        earlier one's, whose process's events still reach it by pid)."""
+        self._listeners[service] = listener
+
+    def spawn(self, service: str, argv: Sequence[str], env: dict[str, str], stdout_fd: int,
+              stderr_fd: int) -> int:
+        """Start a process for the watched ``service``; its pid."""
+        assert self._broker is not None
+        pid = self._broker.spawn(service, argv, env, stdout_fd, stderr_fd)
+        self._by_pid[pid] = self._listeners[service]
+        return pid
+
+    def admit_remote(self, service: str) -> dict[str, str]:
+        """Bind the CURVE endpoint (once), admit a new key pair and grant a
+        token for ``service``: a ticket's fields but its config."""
+        broker = self._broker
+        assert broker is not None
+        if self._remote_endpoint is None:
+            bound = broker.bind_curve(self._config.remote_endpoint)
+            host, _, port = bound[len("tcp://"):].rpartition(":")
+            if self._config.remote_host:
+                host = self._config.remote_host
+            elif host in ("0.0.0.0", "*", "[::]", "::"):
+                host = socket.getfqdn()
+            self._remote_endpoint = f"tcp://{host}:{port}"
+            logger.info("remote extensions connect to %s (CURVE)", self._remote_endpoint)
+        public, secret = _core.curve_keypair()
+        broker.allow_key(public)
+        token = broker.allow(service)
+        return {"endpoint": self._remote_endpoint, "server_key": broker.curve_key,
+                "public_key": public, "secret_key": secret, "token": token, "service": service}
+
+    # -- for the manager --------------------------------------------------------
+    def broker_stats(self) -> dict[str, int]:
+        return self._broker.stats() if self._broker is not None else {}
+
+    def service_stats(self, service: str) -> dict[str, int] | None:
+        return self._broker.service_stats(service) if self._broker is not None else None
+
+    async def close(self) -> None:
+        """Close the node, then the broker (which ends the extension processes)."""
+        if not self._served.done():
+            self._served.cancel()
+        for task in self._api_offers.values():
+            if not task.done():
+                task.cancel()
+        self.node.close()
+        try:
+            self.loop.remove_reader(self._event_fd)
+        except Exception:
+            pass
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            # Destroying waits up to the grace period for children: off the loop
+            # (unless the interpreter is exiting and executors are gone).
+            try:
+                await self.loop.run_in_executor(None, broker.close)
+            except RuntimeError:
+                broker.close()
+            _live_brokers.discard(broker)
+
+    # -- events -----------------------------------------------------------------
+    def _on_worker_lost(self, why: str) -> None:
+        if not self.node.closed:
+            logger.warning("host service lost (%s): offering it again", why)
+            self.node.restart_worker()
+
+    def _drain_events(self) -> None:
+        broker = self._broker
+        while broker is not None and not broker.closed:
+            ev = broker.next_event(0)
+            if ev is None:
+                break
+            logger.debug("broker event %s", ev)
+            if ev.type == _core.EVENT_EXIT:
+                _tensors.collect_cuda()  # what the dead process held is free
+            ext = self._by_pid.get(ev.pid) if ev.pid else None
+            if ext is None and ev.service.startswith("ext."):
+                cand = self._listeners.get(ev.service)
+                if cand is not None and (not ev.pid or cand.pid in (None, ev.pid)):
+                    ext = cand
+            if ext is None:
+                continue
+            if ev.type == _core.EVENT_READY:
+                ext.on_ready()
+            elif ev.type == _core.EVENT_EXIT:
+                self._by_pid.pop(ev.pid, None)
+                ext.on_exit(ev.status)
+            elif ev.type == _core.EVENT_LOST:
+                ext.on_lost(ev.text)
+            elif ev.type == _core.EVENT_REFUSED:
+                ext.on_load_failed(ExtensionLoadError(ext.name, f"the broker refused its "
+                                                      f"service: {ev.text}"))
+
+    async def _op_load_error(self, target: str, method: str, args: list[Any],
+                             kwargs: dict[str, Any]) -> None:
+        """An extension's process could not load it: ``target`` is its name,
+        ``args[0]`` the exception (_errors.describe_exception)."""
+        ext = self._listeners.get("ext." + target)
+        if ext is not None and args:
+            data = args[0]
+            ext.on_load_failed(ExtensionLoadError(ext.name, f"{data.get('qualname')}: "
+                                                  f"{data.get('message')}",
+                                                  str(data.get("traceback", ""))))

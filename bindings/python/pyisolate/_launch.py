@@ -1,0 +1,554 @@
+"""Launchers: each starts one extension, follows its life (``State``), runs
+the calls made through its handle and stops it. The handle
+(pyisolate.Extension) delegates everything here.
+
+- ``InProcess`` (``isolated=False``): the module imported and run in the host.
+- ``Process``: a process the broker spawns with the venv's python, the env
+  and config it needs, and pipes for its output (_output); it serves
+  ``ext.<name>``.
+- ``Remote`` (``remote=True``): a process started elsewhere with the
+  handle's ticket (``python -m pyisolate.remote``), serving ``ext.<name>``
+  over tcp.
+
+The Host tells the two served kinds about their process (the Listener
+methods ``on_*``). Both processes run pyisolate._child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+from . import _loader, _venv
+from ._base import in_local_extension, singleton_key
+from ._codes import BrokerError, Callee, call_error, exception_type
+from ._errors import CallTimeout, ExtensionCrashed, ExtensionLoadError, ExtensionStopped
+from ._host import HOST_SERVICE, Host
+from ._output import OutputReader
+from ._rpc import invoke
+from ._ticket import make_ticket
+from .config import ExtensionConfig, ExtensionManagerConfig
+
+logger = logging.getLogger("pyisolate")
+
+# What an extension's process runs (with PYI_SYS_PATH and PYI_CONFIG set).
+BOOTSTRAP = (
+    "import os, sys\n"
+    "sys.path[:] = [p for p in sys.path if p]\n"
+    "sys.path.extend(p for p in os.environ.pop('PYI_SYS_PATH', '').split(os.pathsep) if p)\n"
+    "from pyisolate._child import main\n"
+    "main()\n"
+)
+_EXIT_WAIT = 2.0  # seconds a failed call waits for the process's exit status
+_KILL_WAIT = 5.0  # seconds stop() waits for a killed process
+
+
+class State(enum.Enum):
+    """Where an extension is in its life. Transitions:
+
+    - LOADING -> READY: loaded (hooks run; a process's service offered).
+    - LOADING -> ENDED: loading failed, or its process exited first.
+    - LOADING, READY -> LOST: the broker lost a local process that has not
+      exited (its loop blocked past heartbeat_timeout, or it hung).
+    - LOADING, READY, LOST -> ENDED: its process exited; a remote one was lost.
+    - any other -> STOPPING: stop().
+    - STOPPING -> STOPPED: stop() done; or its process exited, a remote one
+      was lost.
+
+    alive: all but ENDED and STOPPED. Calls wait in LOADING, raise
+    ExtensionCrashed in LOST and ENDED (or the load error, if it never
+    loaded) and ExtensionStopped in STOPPING and STOPPED.
+    """
+
+    LOADING = "loading"
+    READY = "ready"
+    LOST = "lost"
+    ENDED = "ended"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+_READY = State.READY
+_STOPPING = (State.STOPPING, State.STOPPED)
+_GONE = (State.LOST, State.ENDED)
+
+
+class Launcher:
+    """One extension's life; subclasses say how it is started, called and
+    stopped (_launch, call, _stop)."""
+
+    ticket: str | None = None  # Remote: what its process is started with (a secret)
+
+    def __init__(self, config: ExtensionConfig, base: type,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.name = config.name
+        self.config = config
+        self.state = State.LOADING
+        self.pid: int | None = None  # its process's, once spawned
+        self.exit_status: int | None = None  # its process's, once exited
+        self.reason = ""  # why the broker lost it
+        self._base = base  # the manager's extension type
+        self._loop = loop
+        self._ready: asyncio.Future[None] = loop.create_future()  # the load's outcome (events)
+        self._exited: asyncio.Future[int | None] = loop.create_future()  # its process ended
+        self._start_task: asyncio.Task[None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.state is not State.ENDED and self.state is not State.STOPPED
+
+    @property
+    def stopping(self) -> bool:
+        return self.state in _STOPPING
+
+    def start(self) -> None:
+        """Start loading (a task on the loop)."""
+        self._start_task = self._loop.create_task(self._start(),
+                                                  name=f"pyisolate-load-{self.name}")
+        self._start_task.add_done_callback(self._start_done)
+
+    async def wait_ready(self) -> None:
+        """Wait until loaded; raise why it could not be (ExtensionStopped if
+        stop() came first)."""
+        st = self._start_task
+        assert st is not None
+        try:
+            await asyncio.shield(st)
+        except asyncio.CancelledError:
+            if st.cancelled():  # stop() cancelled the load, not our caller
+                raise ExtensionStopped(self.name) from None
+            raise
+
+    async def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   timeout: float | None) -> Any:
+        """Run ``method`` of the extension; its result."""
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Run the extension's stop() hook and end it (see _stop)."""
+        if self.stopping:
+            if self.pid is not None:
+                await asyncio.shield(self._exited)
+            return
+        was_ready = self.state is State.READY or self.state is State.LOST
+        self.state = State.STOPPING
+        st = self._start_task
+        if st is not None and not st.done():
+            st.cancel()
+            try:
+                await st
+            except BaseException:
+                pass
+        await self._stop(was_ready)
+        self.state = State.STOPPED
+
+    async def wait_exit(self, seconds: float) -> int | None:
+        """Wait up to ``seconds`` for the process to end; its exit status."""
+        if not self._exited.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exited), seconds)
+            except asyncio.TimeoutError:
+                pass
+        return self.exit_status
+
+    def kill(self) -> None:
+        """SIGKILL its process, if it has one that has not exited."""
+        if self.pid is not None and not self._exited.done():
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        """The manager has shut down: release what is left."""
+
+    # -- for subclasses -----------------------------------------------------------
+    async def _launch(self) -> None:
+        """Load the extension; return once it is ready."""
+        raise NotImplementedError
+
+    async def _stop(self, was_ready: bool) -> None:
+        """End the extension (state STOPPING; was_ready: it had loaded)."""
+        raise NotImplementedError
+
+    async def _admit(self) -> None:
+        """A call's slow path: the right loop, not stopped, loaded."""
+        if asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError(f"extension {self.name!r} belongs to another event loop: call it "
+                               "from the loop that loaded it (or use SyncExtensionManager)")
+        if self.stopping:
+            raise ExtensionStopped(self.name)
+        await self.wait_ready()
+
+    def _module_path(self) -> str:
+        path = os.path.abspath(os.fspath(self.config.module_path))
+        if not os.path.exists(path):
+            raise ExtensionLoadError(self.name, f"module path {path} does not exist")
+        return path
+
+    async def _start(self) -> None:
+        try:
+            await self._launch()
+        except BaseException:
+            self.kill()  # a process that never became ready
+            if not self.stopping:
+                self.state = State.ENDED  # the name may be loaded again at once
+            raise
+        if self.state is State.LOADING:
+            self.state = State.READY
+        logger.info("[%s] ready%s", self.name, f" (pid {self.pid})" if self.pid else "")
+
+    def _start_done(self, task: "asyncio.Task[None]") -> None:
+        # A handle nobody awaits must not end in "exception never retrieved":
+        # the failure is logged here and raised again by every call.
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            logger.warning("[%s] failed to load: %s", self.name, exc)
+
+
+class InProcess(Launcher):
+    """``isolated=False``: loaded by _loader in the host, called directly
+    (a plain def in the loop's default executor)."""
+
+    def __init__(self, config: ExtensionConfig, base: type,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(config, base, loop)
+        self._instance: Any = None
+
+    async def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   timeout: float | None) -> Any:
+        if asyncio.get_running_loop() is not self._loop or self.state is not _READY:
+            await self._admit()
+        fn = getattr(self._instance, method)
+        if timeout:
+            try:
+                return await asyncio.wait_for(self._run(fn, args, kwargs), timeout)
+            except asyncio.TimeoutError:
+                raise CallTimeout(f"call {self.name}.{method} timed out after {timeout}s") \
+                    from None
+        return await self._run(fn, args, kwargs)
+
+    async def _launch(self) -> None:
+        path = self._module_path()
+        token = in_local_extension.set(True)
+        try:
+            self._instance = await _loader.load(path, self.config.extension_class, self._base)
+        except Exception as exc:
+            raise ExtensionLoadError(self.name, f"{type(exc).__qualname__}: {exc}",
+                                     traceback.format_exc()) from exc
+        finally:
+            in_local_extension.reset(token)
+
+    async def _stop(self, was_ready: bool) -> None:
+        try:
+            if self._instance is not None:
+                await self._run(self._instance.stop, (), {})
+        finally:
+            self.state = State.STOPPED  # even when its hook failed
+
+    @staticmethod
+    async def _run(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        token = in_local_extension.set(True)
+        try:
+            return await invoke(fn, list(args), dict(kwargs), offload_sync=True)
+        finally:
+            in_local_extension.reset(token)
+
+
+class _Served(Launcher):
+    """An extension in a process of its own, serving ``ext.<name>`` through
+    the broker; the Host reports that process's events here."""
+
+    def __init__(self, config: ExtensionConfig, base: type, host: Host,
+                 settings: ExtensionManagerConfig) -> None:
+        super().__init__(config, base, host.loop)
+        self.service = f"ext.{config.name}"
+        self._host = host
+        self._settings = settings  # start_timeout, stop_timeout
+
+    def start(self) -> None:
+        self._host.watch(self.service, self)
+        super().start()
+
+    async def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   timeout: float | None) -> Any:
+        if asyncio.get_running_loop() is not self._loop or self.state is not _READY:
+            await self._admit()
+            if self.state in _GONE:
+                raise ExtensionCrashed(self.name, self.exit_status, self.reason)
+        node = self._host.node
+        if node.closed:
+            raise ExtensionStopped(self.name)
+        try:
+            return await node.call(self.service, "", method, args, kwargs, timeout=timeout)
+        except BrokerError as exc:
+            raise await self._call_error(exc) from None
+
+    async def _call_error(self, exc: BrokerError) -> Exception:
+        """What a call the broker failed raises: the table's EXTENSION column,
+        ExtensionStopped while stopping."""
+        status = None
+        if not self.stopping and exception_type(exc.code, Callee.EXTENSION) is ExtensionCrashed:
+            status = await self.wait_exit(_EXIT_WAIT)
+        if self.stopping:
+            return ExtensionStopped(self.name)
+        return call_error(exc.code, exc.text, Callee.EXTENSION, self.name, exit_status=status)
+
+    async def _connect(self) -> None:
+        """What the host offers before the process starts: its service, the
+        extension's singletons, its pickle setting."""
+        await self._host.ready()
+        self._host.allow_pickles(self.service, bool(self.config.allow_pickle))
+        await self._host.apis_offered(self.config.apis)
+
+    async def _until_ready(self, late: str) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), self._settings.start_timeout)
+        except asyncio.TimeoutError:
+            raise ExtensionLoadError(self.name, late) from None
+
+    async def _stop_request(self) -> None:
+        """Ask the process to run the stop() hook and exit."""
+        await self._host.node.call(self.service, "", "", (), {}, op="stop",
+                                   timeout=self._settings.stop_timeout)
+
+    def _output_tail(self) -> str:
+        return ""
+
+    # -- Listener ---------------------------------------------------------------------
+    def on_ready(self) -> None:
+        if not self._ready.done():
+            self._ready.set_result(None)
+
+    def on_load_failed(self, exc: ExtensionLoadError) -> None:
+        if not self._ready.done():
+            self._ready.set_exception(exc)
+            # Nobody may await it (a handle never used): don't warn about that.
+            self._ready.exception()
+
+    def on_lost(self, text: str) -> None:
+        if self.stopping:
+            return
+        self.reason = text or "the broker lost the extension"
+        if self.state is State.LOADING or self.state is State.READY:
+            self.state = State.LOST
+        logger.warning("[%s] lost: %s", self.name, self.reason)
+
+    def on_exit(self, status: int) -> None:
+        self.exit_status = status
+        stopping = self.stopping
+        self.state = State.STOPPED if stopping else State.ENDED
+        if not self._exited.done():
+            self._exited.set_result(status)
+        if not stopping:
+            level = logging.WARNING if status != 0 else logging.INFO
+            logger.log(level, "[%s] process %s exited with status %s", self.name, self.pid,
+                       status)
+        if not self._ready.done():
+            # Let the pipes deliver the last lines before reporting.
+            self._loop.call_later(0.05, self._fail_exit, status)
+
+    def _fail_exit(self, status: int) -> None:
+        what = f"its process exited with status {status} before it was ready"
+        if status < 0:
+            what = f"its process was killed by signal {-status} before it was ready"
+        self.on_load_failed(ExtensionLoadError(self.name, what, self._output_tail()))
+
+
+class Process(_Served):
+    """A process the broker spawns in the extension's venv (made by _venv)."""
+
+    def __init__(self, config: ExtensionConfig, base: type, host: Host,
+                 settings: ExtensionManagerConfig, deps: list[str], venv_root: Path) -> None:
+        super().__init__(config, base, host, settings)
+        self._deps = deps  # validated
+        self._venv_root = venv_root
+        self._output = OutputReader(host.loop, config.name)
+
+    async def _launch(self) -> None:
+        self._module_path()
+        deps = self._deps
+        share_torch = self.config.share_torch
+        if share_torch:
+            kept = [d for d in deps
+                    if re.split(r"[\s\[<>=!~;@(]", d, maxsplit=1)[0].lower() != "torch"]
+            if len(kept) != len(deps):
+                logger.info("[%s] share_torch: using the host's torch instead of installing it",
+                            self.name)
+            deps = kept
+        venv = await _venv.ensure_venv(self.name, self._venv_root, deps, share_torch)
+        rt = await self._loop.run_in_executor(None, _venv.runtime_dir, self._venv_root)
+        await self._connect()
+        paths = [str(rt)]
+        if share_torch:
+            paths += _venv.host_site_packages()
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("PYTHON", "PYI_", "VIRTUAL_ENV", "CONDA_"))}
+        env.update({str(k): str(v) for k, v in self.config.env.items()})
+        env["VIRTUAL_ENV"] = str(venv)
+        env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        env["PYI_SYS_PATH"] = os.pathsep.join(paths)
+        env["PYI_CONFIG"] = json.dumps(child_config(self.config, self._base,
+                                                    api_roots(self.config, self._base)))
+        env["PYTHONUNBUFFERED"] = "1"
+        argv = [str(venv / "bin" / "python"), "-I", "-u", "-c", BOOTSTRAP]
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            self.pid = self._host.spawn(self.service, argv, env, out_w, err_w)
+        except BaseException:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        logger.info("[%s] started process %d", self.name, self.pid)
+        self._output.add(out_r, "stdout")
+        self._output.add(err_r, "stderr")
+        await self._until_ready(f"not ready after {self._settings.start_timeout}s")
+
+    async def _stop(self, was_ready: bool) -> None:
+        """The stop request, then up to stop_timeout for the exit; else SIGKILL."""
+        if self.pid is None or self._exited.done():
+            return
+        grace = self._settings.stop_timeout
+        if was_ready and not self._host.node.closed:
+            try:
+                await self._stop_request()
+            except Exception as exc:  # the process may already be gone
+                logger.debug("[%s] stop request: %s", self.name, exc)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._exited), grace)
+        except asyncio.TimeoutError:
+            logger.warning("[%s] did not exit within %.1fs: killing it", self.name, grace)
+            self.kill()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exited), _KILL_WAIT)
+            except asyncio.TimeoutError:
+                pass
+        self._output.drain()  # its last words reach the log before stop() returns
+
+    def _output_tail(self) -> str:
+        self._output.drain()
+        return self._output.tail
+
+    def close(self) -> None:
+        self._output.close()
+
+
+class Remote(_Served):
+    """A process started elsewhere with ``ticket``; it connects over tcp with
+    CURVE. Losing its connection is its end (there is no process to watch)."""
+
+    def __init__(self, config: ExtensionConfig, base: type, host: Host,
+                 settings: ExtensionManagerConfig) -> None:
+        super().__init__(config, base, host, settings)
+        fields: dict[str, Any] = dict(host.admit_remote(self.service))
+        fields["config"] = child_config(config, base, api_roots(config, base))
+        self.ticket = make_ticket(fields)
+
+    async def _launch(self) -> None:
+        await self._connect()
+        logger.info("[%s] waiting for its remote process: python -m pyisolate.remote "
+                    "<ext.ticket> <module path>", self.name)
+        await self._until_ready(f"its remote process did not connect within "
+                                f"{self._settings.start_timeout}s (start it with: python -m "
+                                f"pyisolate.remote <ticket> <module path>)")
+
+    async def _stop(self, was_ready: bool) -> None:
+        """The stop request, then up to stop_timeout for its connection's end."""
+        if was_ready and not self._exited.done() and not self._host.node.closed:
+            try:
+                await self._stop_request()
+                await asyncio.wait_for(asyncio.shield(self._exited),
+                                       self._settings.stop_timeout)
+            except Exception as exc:  # gone already, or it does not answer
+                logger.debug("[%s] stop request: %s", self.name, exc)
+
+    def on_lost(self, text: str) -> None:
+        stopping = self.stopping
+        if not stopping:
+            self.reason = text or "the broker lost the extension"
+        self.state = State.STOPPED if stopping else State.ENDED
+        if not self._exited.done():
+            self._exited.set_result(None)
+        if not stopping:
+            logger.warning("[%s] lost: %s", self.name, self.reason)
+
+
+def make_launcher(config: ExtensionConfig, deps: list[str], base: type, host: Host,
+                  settings: ExtensionManagerConfig, venv_root: Path) -> Launcher:
+    """The launcher for a (validated) config: InProcess, Remote or Process."""
+    if not config.isolated:
+        return InProcess(config, base, host.loop)
+    if config.remote:
+        return Remote(config, base, host, settings)
+    return Process(config, base, host, settings, deps, venv_root)
+
+
+def child_config(config: ExtensionConfig, base: type, paths: list[str]) -> dict[str, Any]:
+    """What the extension's process is told (pyisolate._child)."""
+    module_path = os.path.abspath(os.fspath(config.module_path)) if config.module_path else ""
+    return {
+        "name": config.name,
+        "module_path": module_path,
+        "extension_class": config.extension_class,
+        "base": [base.__module__, base.__qualname__],
+        "apis": [singleton_key(a) for a in config.apis],
+        "host_service": HOST_SERVICE,
+        "allow_pickle": bool(config.allow_pickle),
+        "paths": paths,
+    }
+
+
+def api_roots(config: ExtensionConfig, base: type) -> list[str]:
+    """Where the extension finds the host's API modules (shared.py and the
+    like): their import roots, never the host's site-packages, and the host
+    program's own directory (as a multiprocessing child would have it)."""
+    extra: list[str] = []
+    host_sites = tuple(_venv.host_site_packages())
+    for cls in [base, *config.apis]:
+        if cls.__module__ == "pyisolate" or cls.__module__.startswith("pyisolate."):
+            continue
+        mod = sys.modules.get(cls.__module__)
+        root = _import_root(mod) if mod is not None else None
+        if root is None or root in extra:
+            continue
+        if root.startswith(host_sites):
+            logger.warning("[%s] %s comes from the host's site-packages, which the "
+                           "extension does not see: add its package to the extension's "
+                           "dependencies", config.name, cls.__qualname__)
+            continue
+        extra.append(root)
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file:
+        main_dir = os.path.dirname(os.path.abspath(main_file))
+        if main_dir not in extra and not main_dir.startswith(host_sites):
+            extra.append(main_dir)
+    return extra
+
+
+def _import_root(module: ModuleType) -> str | None:
+    """The sys.path entry a module was imported from."""
+    path = getattr(module, "__file__", None)
+    if not path:
+        return None
+    root = Path(path).resolve().parent
+    if Path(path).name == "__init__.py":
+        root = root.parent
+    for _ in range(module.__name__.count(".")):
+        root = root.parent
+    return str(root)
