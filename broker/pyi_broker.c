@@ -8,7 +8,7 @@
 #include "pyisolate/pyisolate.h"
 #include "pyi_table.h"
 #include "pyi_proc.h"
-#include "pyi_internal.h"
+#include "pyi_library_internal.h"
 #include <czmq.h>
 #include <errno.h>
 #include <poll.h>
@@ -199,26 +199,6 @@ s_offender_key (const void *item, size_t *size)
 {
     *size = ((const s_offender_t *) item)->rid_size;
     return ((const s_offender_t *) item)->rid;
-}
-
-static void
-s_init_once (void)
-{
-    /*  czmq must not take over SIGINT/SIGTERM: in a Python host Ctrl-C
-        belongs to Python. Must run before czmq initialises. */
-    zsys_handler_set (NULL);
-    /*  czmq's own messages ("dangling socket") belong on stderr, never in
-        the application's output. */
-    zsys_set_logstream (stderr);
-    zsys_init ();
-}
-
-/*  Shared by pyi_client and pyi_worker too. */
-void
-pyi_init (void)
-{
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once (&once, s_init_once);
 }
 
 /*  Deadline heap ------------------------------------------------------- */

@@ -2,9 +2,6 @@
 #ifndef PYI_INTERNAL_H_INCLUDED
 #define PYI_INTERNAL_H_INCLUDED
 
-/*  Initialise czmq once, without its signal handlers. */
-void pyi_init (void);
-
 /*  A DEALER connected to endpoint, with the queue limits of clients and
     workers, and CURVE when the three keys are given (all or none). NULL
     with pyi_last_error () set. */

@@ -1,6 +1,6 @@
 /*  pyi_proc: runtime directory, process spawning, exit status text. */
 #include "pyi_proc.h"
-#include "pyisolate/pyi_broker.h"
+#include "pyi_library_internal.h"
 #include "pyisolate/pyi_region.h"
 #include <dirent.h>
 #include <errno.h>
@@ -8,7 +8,6 @@
 #include <ftw.h>
 #include <signal.h>
 #include <spawn.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,23 +21,6 @@
 #include <unistd.h>
 
 extern char **environ;
-
-static __thread char s_last_error [512];
-
-void
-pyi_set_error (const char *format, ...)
-{
-    va_list args;
-    va_start (args, format);
-    vsnprintf (s_last_error, sizeof (s_last_error), format, args);
-    va_end (args);
-}
-
-const char *
-pyi_last_error (void)
-{
-    return s_last_error;
-}
 
 static int
 s_remove_entry (const char *path, const struct stat *sb, int flag, struct FTW *ftw)

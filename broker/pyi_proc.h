@@ -35,7 +35,4 @@ int pyi_proc_pidfd (pid_t pid);
     signal 9 (Killed)") and return the status as exit code, or -signal. */
 int pyi_proc_describe (int wstatus, char *text, size_t size);
 
-/*  Set this thread's last error (printf-style). */
-void pyi_set_error (const char *format, ...) __attribute__ ((format (printf, 1, 2)));
-
 #endif

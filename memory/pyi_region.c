@@ -9,9 +9,8 @@
     dies, however it dies.
 */
 #include "pyisolate/pyi_region.h"
-#include "pyisolate/pyi_broker.h"
 #include "pyisolate/pyi_cuda.h"
-#include "pyi_proc.h"
+#include "pyi_library_internal.h"
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>

@@ -1,7 +1,7 @@
 /*  pyi_client: a DEALER that calls named services through the broker. */
 #include "pyisolate/pyi_client.h"
 #include "pyi_internal.h"
-#include "pyi_proc.h"
+#include "pyi_library_internal.h"
 #include <czmq.h>
 
 #define PEER_HWM 100000             /* messages queued each way */

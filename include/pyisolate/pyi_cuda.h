@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "pyi_library.h"
 #include "pyi_msg.h"
 
 #ifdef __cplusplus
