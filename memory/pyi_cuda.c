@@ -6,7 +6,7 @@
     few types and constants needed are declared here with the ABI of
     cuda.h, so nothing of CUDA is needed to build.
 */
-#include "pyisolate/pyi_cuda.h"
+#include "pyi_cuda_internal.h"
 #include "pyi_library_internal.h"
 #include <dlfcn.h>
 #include <pthread.h>
