@@ -88,9 +88,9 @@ struct _pyi_broker_t {
 static void
 s_reap (s_broker_t *self, bool wait)
 {
-    pyi_exit_t exit;
-    while (pyi_supervisor_reap (self->supervisor, wait, &exit))
-        pyi_router_exited (self->router, &exit);
+    pyi_exit_t ended;
+    while (pyi_supervisor_reap (self->supervisor, wait, &ended))
+        pyi_router_exited (self->router, &ended);
 }
 
 static int
@@ -215,7 +215,7 @@ s_setup (s_broker_t *self, s_start_t *start)
     zsock_set_rcvhwm (self->socket, ROUTER_HWM);
     zsock_set_linger (self->socket, ROUTER_LINGER_MS);
     const char *endpoints [] = { start->endpoint, start->inproc };
-    for (int i = 0; i < 2; i++)
+    for (size_t i = 0; i < sizeof (endpoints) / sizeof (endpoints [0]); i++)
         if (zsock_bind (self->socket, "%s", endpoints [i]) == -1) {
             snprintf (start->error, sizeof (start->error), "cannot bind %s: %s",
                       endpoints [i], zmq_strerror (zmq_errno ()));

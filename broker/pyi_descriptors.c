@@ -14,10 +14,8 @@ pyi_descriptors_discard (pyi_msg_t *msg)
 }
 
 int
-pyi_descriptors_inline_for_remote (pyi_msg_t *msg, bool remote)
+pyi_descriptors_inline_for_remote (pyi_msg_t *msg)
 {
-    if (!remote)
-        return 0;
     size_t frames = pyi_msg_frames (msg);
     for (size_t i = 0; i < frames; i++)
         if (pyi_msg_is_descriptor (msg, i) && pyi_tensor_inline (msg, i)) {

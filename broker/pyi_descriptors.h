@@ -8,7 +8,6 @@
 #define PYI_DESCRIPTORS_H_INCLUDED
 
 #include "pyisolate/pyi_msg.h"
-#include <stdbool.h>
 
 /*  A REQUEST or REPLY that goes no further: give back the in-flight
     counts of the tensor descriptors it carries (pyi_tensor_discard), so
@@ -17,12 +16,12 @@
 void pyi_descriptors_discard (pyi_msg_t *msg);
 
 /*  REMOTE INLINE CONVERSION, to be removed once remote peers send and
-    take inline tensors themselves: for a peer without shared memory
-    (remote: connected over a network), turn msg's descriptor frames into
-    inline form (pyi_tensor_inline, which copies the bytes with
-    pyi_tensor_inline_copy). 0 (also when remote is false: nothing to
-    do), or -1 with pyi_last_error () set, the frames not converted
-    discarded. */
-int pyi_descriptors_inline_for_remote (pyi_msg_t *msg, bool remote);
+    take inline tensors themselves (with its two callers in
+    broker/pyi_router.c, "->remote && pyi_descriptors_inline_for_remote"):
+    for a peer without shared memory (connected over a network), turn
+    msg's descriptor frames into inline form (pyi_tensor_inline, which
+    copies the bytes with pyi_tensor_inline_copy). 0, or -1 with
+    pyi_last_error () set, the frames not converted discarded. */
+int pyi_descriptors_inline_for_remote (pyi_msg_t *msg);
 
 #endif

@@ -470,7 +470,7 @@ s_handle_request (pyi_router_t *self, pyi_msg_t **msg_p, const uint8_t *rid, siz
         return;
     }
     s_worker_t *worker = service->worker;
-    if (pyi_descriptors_inline_for_remote (msg, worker->remote)) {
+    if (worker->remote && pyi_descriptors_inline_for_remote (msg)) {
         free (pending);
         service->stats.errors++;
         snprintf (text, sizeof (text), "cannot send to remote service '%s': %s", name,
@@ -545,7 +545,7 @@ s_handle_answer (pyi_router_t *self, pyi_msg_t **msg_p, s_worker_t *worker)
     pyi_msg_set_id (msg, s_caller_id (pending));
     const uint8_t *caller = pending->ckey + CALLER_ID;
     size_t caller_size = pending->ckey_size - CALLER_ID;
-    if (pyi_descriptors_inline_for_remote (msg, pending->caller_remote)) {
+    if (pending->caller_remote && pyi_descriptors_inline_for_remote (msg)) {
         char text [ERROR_TEXT];
         snprintf (text, sizeof (text), "cannot send the answer to a remote caller: %s",
                   pyi_last_error ());
@@ -707,14 +707,14 @@ pyi_router_wake (pyi_router_t *self)
 /*  Processes ------------------------------------------------- */
 
 void
-pyi_router_exited (pyi_router_t *self, const pyi_exit_t *exit)
+pyi_router_exited (pyi_router_t *self, const pyi_exit_t *ended)
 {
-    pyi_grant_t *grant = pyi_grants_of_pid (self->grants, exit->pid);
+    pyi_grant_t *grant = pyi_grants_of_pid (self->grants, ended->pid);
     s_worker_t *worker = grant ? (s_worker_t *) pyi_grant_holder (grant) : NULL;
     if (worker)
-        s_worker_lost (self, worker, exit->text);
-    pyi_events_send (self->events, PYI_EVENT_EXIT, exit->pid, exit->status,
-                     grant ? pyi_grant_service (grant) : "", exit->text);
+        s_worker_lost (self, worker, ended->text);
+    pyi_events_send (self->events, PYI_EVENT_EXIT, ended->pid, ended->status,
+                     grant ? pyi_grant_service (grant) : "", ended->text);
     /*  The token dies with its process: a READY still queued from it is
         refused as "token not granted". */
     if (grant)

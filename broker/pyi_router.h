@@ -60,7 +60,7 @@ int64_t pyi_router_wake (pyi_router_t *self);
 
 /*  A spawned process ended: its worker is lost (requests in flight fail
     at once with the reason), EXIT is reported, and its token dies. */
-void pyi_router_exited (pyi_router_t *self, const pyi_exit_t *exit);
+void pyi_router_exited (pyi_router_t *self, const pyi_exit_t *ended);
 
 /*  The statistics of service; 0, or -1 when the broker never heard of it. */
 int pyi_router_service_stats (pyi_router_t *self, const char *service,

@@ -189,33 +189,33 @@ pyi_supervisor_size (pyi_supervisor_t *self)
 
 /*  Reap the process at index if it has ended; true when it did. */
 static bool
-s_reap (pyi_supervisor_t *self, size_t index, int options, pyi_exit_t *exit)
+s_reap (pyi_supervisor_t *self, size_t index, int options, pyi_exit_t *ended)
 {
     s_proc_t *proc = &self->procs [index];
     int wstatus = 0;
     pid_t rc = waitpid (proc->pid, &wstatus, options);
     if (rc == 0 || (rc == -1 && errno == EINTR))
         return false;
-    exit->pid = proc->pid;
+    ended->pid = proc->pid;
     if (rc == -1) {
-        snprintf (exit->text, sizeof (exit->text), "exit status unknown (reaped elsewhere)");
-        exit->status = 0;
+        snprintf (ended->text, sizeof (ended->text), "exit status unknown (reaped elsewhere)");
+        ended->status = 0;
     }
     else
-        exit->status = s_describe (wstatus, exit->text, sizeof (exit->text));
+        ended->status = s_describe (wstatus, ended->text, sizeof (ended->text));
     if (proc->pidfd != -1)
         close (proc->pidfd);
     self->procs [index] = self->procs [--self->nprocs];
     /*  Regions the process made that nobody maps any more go with it. */
-    pyi_region_sweep (self->session, exit->pid);
+    pyi_region_sweep (self->session, ended->pid);
     return true;
 }
 
 bool
-pyi_supervisor_reap (pyi_supervisor_t *self, bool wait, pyi_exit_t *exit)
+pyi_supervisor_reap (pyi_supervisor_t *self, bool wait, pyi_exit_t *ended)
 {
     for (size_t i = 0; i < self->nprocs; i++)
-        if (s_reap (self, i, wait ? 0 : WNOHANG, exit))
+        if (s_reap (self, i, wait ? 0 : WNOHANG, ended))
             return true;
     return false;
 }

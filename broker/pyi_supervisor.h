@@ -55,9 +55,9 @@ pid_t pyi_supervisor_spawn (pyi_supervisor_t *self, const char *service, const c
 size_t pyi_supervisor_size (pyi_supervisor_t *self);
 
 /*  Reap one process that ended (wait: block until the next one in turn
-    ends): fill *exit, remove the regions it made that no process maps and
+    ends): fill *ended, remove the regions it made that no process maps and
     no message names, and return true; false when none ended. */
-bool pyi_supervisor_reap (pyi_supervisor_t *self, bool wait, pyi_exit_t *exit);
+bool pyi_supervisor_reap (pyi_supervisor_t *self, bool wait, pyi_exit_t *ended);
 
 /*  SIGKILL pid if it is a process of ours not yet reaped. */
 void pyi_supervisor_kill (pyi_supervisor_t *self, pid_t pid);
