@@ -1,53 +1,13 @@
 /*  pyi_client: a DEALER that calls named services through the broker. */
 #include "pyisolate/pyi_client.h"
-#include "pyi_internal.h"
-#include "pyi_proc.h"
+#include "pyi_dealer.h"
+#include "pyi_library_internal.h"
 #include <czmq.h>
-
-#define PEER_HWM 100000             /* messages queued each way */
 
 struct _pyi_client_t {
     zsock_t *sock;                  /* DEALER to the broker */
     void *handle;                   /* its libzmq handle */
 };
-
-static bool
-s_z85_key (const char *text)
-{
-    uint8_t key [32];
-    return text && strlen (text) == 40 && zmq_z85_decode (key, text);
-}
-
-zsock_t *
-pyi_dealer_new (const char *endpoint, int linger_ms, const char *server_key,
-                const char *public_key, const char *secret_key)
-{
-    pyi_init ();
-    bool curve = server_key || public_key || secret_key;
-    if (curve && !(s_z85_key (server_key) && s_z85_key (public_key) && s_z85_key (secret_key))) {
-        pyi_set_error ("CURVE keys must be 40 characters of Z85 (server, public and secret)");
-        return NULL;
-    }
-    zsock_t *sock = zsock_new (ZMQ_DEALER);
-    if (!sock) {
-        pyi_set_error ("cannot create a socket");
-        return NULL;
-    }
-    zsock_set_sndhwm (sock, PEER_HWM);
-    zsock_set_rcvhwm (sock, PEER_HWM);
-    if (linger_ms >= 0)
-        zsock_set_linger (sock, linger_ms);
-    if (curve) {
-        zsock_set_curve_serverkey (sock, server_key);
-        zsock_set_curve_publickey (sock, public_key);
-        zsock_set_curve_secretkey (sock, secret_key);
-    }
-    if (!endpoint || zsock_connect (sock, "%s", endpoint) == -1) {
-        pyi_set_error ("cannot connect to %s", endpoint ? endpoint : "(null)");
-        zsock_destroy (&sock);
-    }
-    return sock;
-}
 
 static pyi_client_t *
 s_new (zsock_t *sock)

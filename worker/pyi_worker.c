@@ -1,7 +1,7 @@
 /*  pyi_worker: a DEALER that serves named services through the broker. */
 #include "pyisolate/pyi_worker.h"
-#include "pyi_internal.h"
-#include "pyi_proc.h"
+#include "pyi_dealer.h"
+#include "pyi_library_internal.h"
 #include <czmq.h>
 
 #include <signal.h>

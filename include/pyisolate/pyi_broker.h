@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include "pyi_library.h"
 #include "pyi_msg.h"
 
 #ifdef __cplusplus
@@ -163,9 +164,6 @@ PYI_EXPORT int pyi_broker_event_fd (pyi_broker_t *self);
 /*  Take the next event. timeout_ms: 0 = don't wait, -1 = wait forever.
     0 with *event filled, or -1 when none came. */
 PYI_EXPORT int pyi_broker_event (pyi_broker_t *self, pyi_event_t *event, int timeout_ms);
-
-/*  Text of the last error of a pyi_ call on this thread (borrowed). */
-PYI_EXPORT const char *pyi_last_error (void);
 
 #ifdef __cplusplus
 }

@@ -13,6 +13,7 @@
 #ifndef PYI_CLIENT_H_INCLUDED
 #define PYI_CLIENT_H_INCLUDED
 
+#include "pyi_library.h"
 #include "pyi_msg.h"
 
 #ifdef __cplusplus

@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "pyi_library.h"
 #include "pyi_msg.h"
 
 #ifdef __cplusplus
@@ -37,24 +38,6 @@ PYI_EXPORT int pyi_cuda_synchronize (void);
 /*  1 when this process has shared or received CUDA memory (so that
     pyi_cuda_synchronize has work to do), else 0. No driver call. */
 PYI_EXPORT int pyi_cuda_active (void);
-
-/*  Internal to libpyisolate (regions call them); not exported. ------- */
-
-/*  The allocation that holds device pointer ptr (on device hint, as the
-    caller believes): its base, size, device ordinal and UUID, and an IPC
-    handle for it. Fails (-1) when ptr is not device memory, or its
-    allocation cannot be shared by legacy CUDA IPC (for example PyTorch's
-    expandable segments). Finishes the device's queued work first. */
-int pyi_cuda_export (const void *ptr, int hint, uintptr_t *base, size_t *size, int *device,
-                     uint8_t uuid [PYI_CUDA_UUID], uint8_t handle [PYI_CUDA_HANDLE]);
-
-/*  Open an IPC handle made by another process on the device with this
-    UUID: the device pointer and the local device ordinal, or -1. */
-int pyi_cuda_open (const uint8_t uuid [PYI_CUDA_UUID], const uint8_t handle [PYI_CUDA_HANDLE],
-                   uintptr_t *pointer, int *device);
-
-/*  Close what pyi_cuda_open opened on that device. */
-void pyi_cuda_close (uintptr_t pointer, int device);
 
 #ifdef __cplusplus
 }

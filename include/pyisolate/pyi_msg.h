@@ -14,15 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include "pyi_library.h"
 
 #ifdef __cplusplus
 extern "C" {
-#endif
-
-#if defined(PYI_BUILDING)
-#   define PYI_EXPORT __attribute__ ((visibility ("default")))
-#else
-#   define PYI_EXPORT
 #endif
 
 #define PYI_PROTOCOL_VERSION 1

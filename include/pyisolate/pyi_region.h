@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include "pyi_library.h"
 #include "pyi_msg.h"
 
 #ifdef __cplusplus

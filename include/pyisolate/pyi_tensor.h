@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <dlpack/dlpack.h>
+#include "pyi_library.h"
 #include "pyi_msg.h"
 
 #ifdef __cplusplus

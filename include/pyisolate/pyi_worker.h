@@ -15,6 +15,7 @@
 #ifndef PYI_WORKER_H_INCLUDED
 #define PYI_WORKER_H_INCLUDED
 
+#include "pyi_library.h"
 #include "pyi_msg.h"
 
 #ifdef __cplusplus

@@ -1,4 +1,4 @@
-/*  fuzz_msg: libFuzzer target for the header codec.
+/*  fuzz_msg: libFuzzer target for the header codec (common/pyi_msg.c).
 
     Feeds arbitrary bytes to pyi_msg_decode (), which must never crash,
     leak or read out of bounds, whatever the bytes. When it accepts them

@@ -1,4 +1,5 @@
-/*  fuzz_tensor: libFuzzer target for the tensor descriptor decoder.
+/*  fuzz_tensor: libFuzzer target for the tensor descriptor decoder
+    (memory/pyi_tensor.c).
 
     Feeds arbitrary bytes to pyi_tensor_decode () and
     pyi_tensor_decode_versioned (), which must never crash, leak or read

@@ -1,5 +1,9 @@
-/*  make_corpus: writes the seed corpus of fuzz_msg, one valid header of
-    each command per file, encoded by pyi_msg_encode ().
+/*  make_corpus: writes the seed corpus of fuzz_msg (tests/fuzz/corpus),
+    one valid header of each command per file, and of REQUEST and REPLY
+    with descriptor marks, encoded by pyi_msg_encode () (common/pyi_msg.c).
+    tests/fuzz/run checks that the committed corpus is what this writes.
+    (The seeds of fuzz_tensor, tests/fuzz/corpus_tensor, are hand-written:
+    they hold forms pyi_tensor_pack never writes, such as nil strides.)
 
     Usage: make_corpus DIRECTORY
 */
@@ -56,9 +60,21 @@ int main (int argc, char *argv [])
     pyi_msg_set_service (msg, "a-much-longer-service-name-that-needs-more-than-31-bytes");
     rc |= s_write (dir, "request_large_id", &msg);
 
+    msg = pyi_msg_new (PYI_REQUEST);
+    pyi_msg_set_id (msg, 7);
+    pyi_msg_set_service (msg, "svc");
+    pyi_msg_mark_descriptor (msg, 1);
+    pyi_msg_mark_descriptor (msg, 3);
+    rc |= s_write (dir, "request_descriptors", &msg);
+
     msg = pyi_msg_new (PYI_REPLY);
     pyi_msg_set_id (msg, 42);
     rc |= s_write (dir, "reply", &msg);
+
+    msg = pyi_msg_new (PYI_REPLY);
+    pyi_msg_set_id (msg, 7);
+    pyi_msg_mark_descriptor (msg, 1);
+    rc |= s_write (dir, "reply_descriptors", &msg);
 
     msg = pyi_msg_new (PYI_ERROR);
     pyi_msg_set_id (msg, 7);

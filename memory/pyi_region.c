@@ -7,17 +7,16 @@
     held nobody can map it, so the header's inflight count cannot change:
     reading it then is exact. The kernel drops the locks of a process that
     dies, however it dies.
+
+    This file holds the regions mapped in this process; pyi_region_names.c
+    what is done to regions by name alone (discard, sweep, removal).
 */
-#include "pyisolate/pyi_region.h"
-#include "pyisolate/pyi_broker.h"
-#include "pyisolate/pyi_cuda.h"
-#include "pyi_proc.h"
-#include <ctype.h>
-#include <dirent.h>
+#include "pyi_region_internal.h"
+#include "pyi_cuda_internal.h"
+#include "pyi_library_internal.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -30,29 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define REGION_MAGIC 0x4e4f494745524950ULL   /* "PIREGION" little-endian */
-#define REGION_LAYOUT 1                      /* header layout version */
-#define SHM_DIR "/dev/shm"                   /* where shm_open's names live */
-#define NAME_PREFIX "pyi-"                   /* every name, after its '/' */
-#define MAX_SESSION 40                       /* "<pid>-<hex>" */
 #define LOCK_TRIES 1000                      /* 1 ms apart: a peer's LOCK_EX is brief */
-
-/*  The header page, shared by every process that maps the region. */
-typedef struct {
-    uint64_t magic;                 /* REGION_MAGIC */
-    uint32_t layout;                /* REGION_LAYOUT */
-    uint32_t header_size;           /* PYI_REGION_HEADER */
-    uint64_t size;                  /* data bytes */
-    _Atomic uint32_t inflight;      /* messages in flight that name the region */
-    uint32_t creator;               /* pid of the creator */
-    uint32_t kind;                  /* KIND_HOST or KIND_CUDA */
-    uint32_t reserved;
-    uint8_t uuid [PYI_CUDA_UUID];   /* CUDA: the device */
-    uint8_t handle [PYI_CUDA_HANDLE];   /* CUDA: IPC handle of the allocation */
-} s_header_t;
-
-#define KIND_HOST 0                 /* data follows the header page */
-#define KIND_CUDA 1                 /* header page only; data is a CUDA allocation */
 
 struct _pyi_region_t {
     char name [PYI_REGION_MAX_NAME + 1];   /* "/pyi-<session>-<pid>-<seq>" */
@@ -92,7 +69,7 @@ s_at_exit (void)
             shm_unlink (r->name);   /* its CUDA memory dies with this process */
         else
         if (r->kind == KIND_HOST && flock (r->fd, LOCK_EX | LOCK_NB) == 0
-        &&  atomic_load (&((s_header_t *) r->base)->inflight) == 0)
+        &&  atomic_load (&((pyi_region_header_t *) r->base)->inflight) == 0)
             shm_unlink (r->name);
     pthread_mutex_unlock (&s_lock);
 }
@@ -104,51 +81,10 @@ s_init (void)
     atexit (s_at_exit);
 }
 
-/*  Skip n decimal digits (1..max); NULL if there are none or too many. */
-static const char *
-s_digits (const char *p, int max, int (*is) (int))
-{
-    int n = 0;
-    while (is ((unsigned char) p [n]))
-        n++;
-    return n >= 1 && n <= max ? p + n : NULL;
-}
-
-/*  "<digits>-<hex>" of at most MAX_SESSION bytes; returns its end. */
-static const char *
-s_session_end (const char *p)
-{
-    const char *start = p;
-    if (!(p = s_digits (p, 10, isdigit)) || *p++ != '-' || !(p = s_digits (p, 16, isxdigit)))
-        return NULL;
-    return p - start <= MAX_SESSION ? p : NULL;
-}
-
-static bool
-s_valid_session (const char *session)
-{
-    const char *end = session ? s_session_end (session) : NULL;
-    return end && *end == 0;
-}
-
-/*  "/pyi-<session>-<pid>-<seq>", nothing else. */
-static bool
-s_valid_name (const char *name)
-{
-    if (!name || strnlen (name, PYI_REGION_MAX_NAME + 1) > PYI_REGION_MAX_NAME
-    ||  strncmp (name, "/" NAME_PREFIX, 5))
-        return false;
-    const char *p = s_session_end (name + 5);
-    if (!p || *p++ != '-' || !(p = s_digits (p, 10, isdigit))
-    ||  *p++ != '-' || !(p = s_digits (p, 20, isdigit)))
-        return false;
-    return *p == 0;
-}
-
 int
 pyi_region_set_session (const char *session)
 {
-    if (!s_valid_session (session)) {
+    if (!pyi_region_valid_session (session)) {
         pyi_set_error ("not a session id (<pid>-<hex>): %.64s", session ? session : "(null)");
         return -1;
     }
@@ -165,7 +101,7 @@ s_default_session (void)
     if (*s_session)
         return;
     const char *env = getenv ("PYI_SESSION");
-    if (s_valid_session (env)) {
+    if (pyi_region_valid_session (env)) {
         snprintf (s_session, sizeof (s_session), "%s", env);
         return;
     }
@@ -200,18 +136,10 @@ s_lock_shared (int fd)
     return -1;
 }
 
-/*  Whether process pid exists (a reused pid counts as alive: never remove
-    what may be live). */
-static bool
-s_alive (uint32_t pid)
-{
-    return pid > 0 && (kill ((pid_t) pid, 0) == 0 || errno != ESRCH);
-}
-
-static s_header_t *
+static pyi_region_header_t *
 s_header (pyi_region_t *self)
 {
-    return (s_header_t *) self->base;
+    return (pyi_region_header_t *) self->base;
 }
 
 /*  Add a mapped region to the cache with one reference; s_lock held. */
@@ -300,7 +228,7 @@ pyi_region_new (size_t size)
     self->data = self->base + PYI_REGION_HEADER;
     self->size = size;
     self->kind = KIND_HOST;
-    s_header_t *header = s_header (self);
+    pyi_region_header_t *header = s_header (self);
     header->layout = REGION_LAYOUT;
     header->header_size = PYI_REGION_HEADER;
     header->size = size;
@@ -355,7 +283,7 @@ s_map (const char *name)
         pyi_set_error ("cannot map region %s: %s", name, strerror (errno));
         goto failed;
     }
-    s_header_t *header = s_header (self);
+    pyi_region_header_t *header = s_header (self);
     self->kind = (int) header->kind;
     self->size = (size_t) header->size;
     bool host = self->kind == KIND_HOST && self->mapped - PYI_REGION_HEADER == self->size;
@@ -373,10 +301,7 @@ s_map (const char *name)
         uintptr_t pointer;
         if (pyi_cuda_open (header->uuid, header->handle, &pointer, &self->device)) {
             /*  The descriptor that named it is consumed all the same. */
-            _Atomic uint32_t *inflight = &header->inflight;
-            uint32_t value = atomic_load (inflight);
-            while (value > 0 && !atomic_compare_exchange_weak (inflight, &value, value - 1))
-                ;
+            pyi_region_header_consume (header);
             goto unmap;
         }
         self->data = (uint8_t *) pointer;
@@ -396,7 +321,7 @@ pyi_region_t *
 pyi_region_open (const char *name)
 {
     pthread_once (&s_once, s_init);
-    if (!s_valid_name (name)) {
+    if (!pyi_region_valid_name (name)) {
         pyi_set_error ("region name not of the form /pyi-<session>-<pid>-<seq>: %.64s",
                        name ? name : "(null)");
         return NULL;
@@ -517,7 +442,7 @@ pyi_region_find_cuda (const void *ptr, int device, size_t *offset)
     self->kind = KIND_CUDA;
     self->device = ordinal;
     self->exporter = true;
-    s_header_t *header = s_header (self);
+    pyi_region_header_t *header = s_header (self);
     header->layout = REGION_LAYOUT;
     header->header_size = PYI_REGION_HEADER;
     header->size = size;
@@ -643,7 +568,7 @@ pyi_region_release (pyi_region_t **self_p)
     /*  A CUDA region's name is its creator's to remove (pyi_region_collect)
         while the creator lives: it may name the allocation again. */
     if (idle && self->kind == KIND_CUDA)
-        idle = self->exporter || !s_alive (s_header (self)->creator);
+        idle = self->exporter || !pyi_region_alive (s_header (self)->creator);
     munmap (self->base, self->mapped);
     if (idle)
         shm_unlink (self->name);
@@ -665,54 +590,13 @@ pyi_region_sent (pyi_region_t *self)
 void
 pyi_region_received (pyi_region_t *self)
 {
-    _Atomic uint32_t *inflight = &s_header (self)->inflight;
-    uint32_t value = atomic_load (inflight);
-    while (value > 0 && !atomic_compare_exchange_weak (inflight, &value, value - 1))
-        ;
+    pyi_region_header_consume (s_header (self));
 }
 
 uint32_t
 pyi_region_inflight (pyi_region_t *self)
 {
     return atomic_load (&s_header (self)->inflight);
-}
-
-int
-pyi_region_discard (const char *name)
-{
-    if (!s_valid_name (name)) {
-        pyi_set_error ("region name not of the form /pyi-<session>-<pid>-<seq>: %.64s",
-                       name ? name : "(null)");
-        return -1;
-    }
-    int fd = shm_open (name, O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
-    if (fd == -1) {
-        pyi_set_error ("unknown region %s: %s", name, strerror (errno));
-        return -1;
-    }
-    struct stat st;
-    s_header_t *header = MAP_FAILED;
-    if (fstat (fd, &st) == 0 && st.st_size >= PYI_REGION_HEADER)
-        header = (s_header_t *) mmap (NULL, PYI_REGION_HEADER, PROT_READ | PROT_WRITE,
-                                      MAP_SHARED, fd, 0);
-    if (header == MAP_FAILED || header->magic != REGION_MAGIC) {
-        if (header != MAP_FAILED)
-            munmap (header, PYI_REGION_HEADER);
-        close (fd);
-        pyi_set_error ("%s is not a valid region", name);
-        return -1;
-    }
-    _Atomic uint32_t *inflight = &header->inflight;
-    uint32_t value = atomic_load (inflight);
-    while (value > 0 && !atomic_compare_exchange_weak (inflight, &value, value - 1))
-        ;
-    /*  LOCK_EX: nobody maps it, and nobody can start to while we hold it. */
-    if (flock (fd, LOCK_EX | LOCK_NB) == 0 && atomic_load (inflight) == 0
-    &&  (header->kind != KIND_CUDA || !s_alive (header->creator)))
-        shm_unlink (name);
-    munmap (header, PYI_REGION_HEADER);
-    close (fd);
-    return 0;
 }
 
 size_t
@@ -722,96 +606,4 @@ pyi_region_mapped (void)
     size_t count = s_count;
     pthread_mutex_unlock (&s_lock);
     return count;
-}
-
-/*  Visit /dev/shm entries named pyi-<session>-<creator>-*; force removes
-    them all, else only those nobody maps and no message names. */
-static int
-s_sweep (const char *session, pid_t creator, bool force)
-{
-    char prefix [PYI_REGION_MAX_NAME + 1];
-    if (!session)
-        session = pyi_region_session ();
-    if (!s_valid_session (session)) {
-        pyi_set_error ("not a session id (<pid>-<hex>): %.64s", session);
-        return -1;
-    }
-    if (creator > 0)
-        snprintf (prefix, sizeof (prefix), NAME_PREFIX "%s-%ld-", session, (long) creator);
-    else
-        snprintf (prefix, sizeof (prefix), NAME_PREFIX "%s-", session);
-    size_t length = strlen (prefix);
-    DIR *dir = opendir (SHM_DIR);
-    if (!dir) {
-        pyi_set_error ("cannot list " SHM_DIR ": %s", strerror (errno));
-        return -1;
-    }
-    int removed = 0;
-    struct dirent *entry;
-    while ((entry = readdir (dir))) {
-        char name [PYI_REGION_MAX_NAME + 2];
-        if (strncmp (entry->d_name, prefix, length)
-        ||  snprintf (name, sizeof (name), "/%s", entry->d_name) >= (int) sizeof (name)
-        ||  !s_valid_name (name))
-            continue;
-        if (force) {
-            removed += shm_unlink (name) == 0;
-            continue;
-        }
-        int fd = shm_open (name, O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
-        if (fd == -1)
-            continue;
-        struct stat st;
-        if (flock (fd, LOCK_EX | LOCK_NB) == 0 && fstat (fd, &st) == 0
-        &&  st.st_size >= PYI_REGION_HEADER) {
-            /*  Size 0: a creator between shm_open and its lock; skip. */
-            s_header_t *header = (s_header_t *) mmap (NULL, PYI_REGION_HEADER, PROT_READ,
-                                                      MAP_SHARED, fd, 0);
-            if (header != MAP_FAILED) {
-                bool idle = header->magic != REGION_MAGIC
-                         || (atomic_load (&header->inflight) == 0
-                             && (header->kind != KIND_CUDA || !s_alive (header->creator)));
-                munmap (header, PYI_REGION_HEADER);
-                if (idle)
-                    removed += shm_unlink (name) == 0;
-            }
-        }
-        close (fd);
-    }
-    closedir (dir);
-    return removed;
-}
-
-int
-pyi_region_sweep (const char *session, pid_t creator)
-{
-    return s_sweep (session, creator, false);
-}
-
-int
-pyi_region_remove_session (const char *session)
-{
-    return s_sweep (session, 0, true);
-}
-
-int
-pyi_region_remove_orphans (void)
-{
-    DIR *dir = opendir (SHM_DIR);
-    if (!dir)
-        return 0;
-    int removed = 0;
-    struct dirent *entry;
-    while ((entry = readdir (dir))) {
-        char name [PYI_REGION_MAX_NAME + 2];
-        if (strncmp (entry->d_name, NAME_PREFIX, strlen (NAME_PREFIX))
-        ||  snprintf (name, sizeof (name), "/%s", entry->d_name) >= (int) sizeof (name)
-        ||  !s_valid_name (name))
-            continue;
-        long pid = strtol (entry->d_name + strlen (NAME_PREFIX), NULL, 10);
-        if (pid > 0 && kill ((pid_t) pid, 0) == -1 && errno == ESRCH)
-            removed += shm_unlink (name) == 0;
-    }
-    closedir (dir);
-    return removed;
 }

@@ -1,4 +1,4 @@
-/*  test_routing: a C client and a C worker talk through the broker.
+/*  test_router: a C client and a C worker talk through the broker.
 
     Guarantees checked:
     - requests reach the worker offering the named service and answers
@@ -530,6 +530,6 @@ main (void)
     test_stats (broker);
     free (tcp);
     pyi_broker_destroy (&broker);
-    fprintf (stderr, "test_routing: OK\n");
+    fprintf (stderr, "test_router: OK\n");
     return 0;
 }

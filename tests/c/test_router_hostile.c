@@ -1,4 +1,4 @@
-/*  test_hostile: the broker survives hostile peers and says why it refuses.
+/*  test_router_hostile: the broker survives hostile peers and says why it refuses.
 
     A raw libzmq DEALER (its own context, no pyisolate code on its side)
     connects to the broker's ipc endpoint and sends hand-crafted msgpack.
@@ -511,6 +511,6 @@ main (void)
     pyi_worker_destroy (&s_worker);
     pyi_broker_destroy (&s_broker);
     zmq_ctx_term (s_ctx);
-    fprintf (stderr, "test_hostile: OK\n");
+    fprintf (stderr, "test_router_hostile: OK\n");
     return 0;
 }

@@ -6,9 +6,8 @@
     few types and constants needed are declared here with the ABI of
     cuda.h, so nothing of CUDA is needed to build.
 */
-#include "pyisolate/pyi_cuda.h"
-#include "pyisolate/pyi_broker.h"
-#include "pyi_proc.h"
+#include "pyi_cuda_internal.h"
+#include "pyi_library_internal.h"
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdatomic.h>

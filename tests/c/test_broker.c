@@ -1,4 +1,4 @@
-/*  test_broker_lifecycle: the broker starts and stops synchronously and
+/*  test_broker: the broker actor starts and stops synchronously and
     leaves nothing behind.
 
     Guarantees checked:
@@ -470,6 +470,6 @@ main (void)
     test_two_brokers ();
     test_stale_cleanup (base);
     test_bad_arguments ();
-    fprintf (stderr, "test_broker_lifecycle: OK\n");
+    fprintf (stderr, "test_broker: OK\n");
     return 0;
 }

@@ -13,8 +13,7 @@
 */
 #include "pyisolate/pyi_tensor.h"
 #include "pyisolate/pyi_region.h"
-#include "pyisolate/pyi_broker.h"
-#include "pyi_proc.h"
+#include "pyi_library_internal.h"
 #include "pyi_msgpack.h"
 #include <msgpack.h>
 #include <stdbool.h>

@@ -1,7 +1,7 @@
-/*  test_process: worker processes that the broker spawns and supervises.
+/*  test_supervisor: worker processes that the broker spawns and supervises.
 
-    Uses pyi_test_worker (test_worker_main.c) and pyi_test_host
-    (test_host_main.c).
+    Uses pyi_test_worker (pyi_test_worker.c) and pyi_test_host
+    (pyi_test_host.c).
 
     Guarantees checked:
     - pyi_broker_spawn starts the program with PYI_ENDPOINT, PYI_SERVICE,
@@ -571,6 +571,6 @@ main (void)
     test_redirect ();
     test_spawn_errors ();
     test_destroy_leaves_no_child ();
-    fprintf (stderr, "test_process: OK\n");
+    fprintf (stderr, "test_supervisor: OK\n");
     return 0;
 }

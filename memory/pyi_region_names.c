@@ -1,0 +1,202 @@
+/*  pyi_region: regions by name alone, without mapping their data: the
+    grammar of sessions and names, and what a host does to regions it
+    does not map (discard, sweep, remove_session, remove_orphans). The
+    mapped regions and their cache are in pyi_region.c; the lock protocol
+    both follow is described there and in docs/tensors.md.
+*/
+#include "pyi_region_internal.h"
+#include "pyi_library_internal.h"
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/*  Skip n decimal digits (1..max); NULL if there are none or too many. */
+static const char *
+s_digits (const char *p, int max, int (*is) (int))
+{
+    int n = 0;
+    while (is ((unsigned char) p [n]))
+        n++;
+    return n >= 1 && n <= max ? p + n : NULL;
+}
+
+/*  "<digits>-<hex>" of at most MAX_SESSION bytes; returns its end. */
+static const char *
+s_session_end (const char *p)
+{
+    const char *start = p;
+    if (!(p = s_digits (p, 10, isdigit)) || *p++ != '-' || !(p = s_digits (p, 16, isxdigit)))
+        return NULL;
+    return p - start <= MAX_SESSION ? p : NULL;
+}
+
+bool
+pyi_region_valid_session (const char *session)
+{
+    const char *end = session ? s_session_end (session) : NULL;
+    return end && *end == 0;
+}
+
+bool
+pyi_region_valid_name (const char *name)
+{
+    if (!name || strnlen (name, PYI_REGION_MAX_NAME + 1) > PYI_REGION_MAX_NAME
+    ||  strncmp (name, "/" NAME_PREFIX, 5))
+        return false;
+    const char *p = s_session_end (name + 5);
+    if (!p || *p++ != '-' || !(p = s_digits (p, 10, isdigit))
+    ||  *p++ != '-' || !(p = s_digits (p, 20, isdigit)))
+        return false;
+    return *p == 0;
+}
+
+bool
+pyi_region_alive (uint32_t pid)
+{
+    return pid > 0 && (kill ((pid_t) pid, 0) == 0 || errno != ESRCH);
+}
+
+void
+pyi_region_header_consume (pyi_region_header_t *header)
+{
+    _Atomic uint32_t *inflight = &header->inflight;
+    uint32_t value = atomic_load (inflight);
+    while (value > 0 && !atomic_compare_exchange_weak (inflight, &value, value - 1))
+        ;
+}
+
+int
+pyi_region_discard (const char *name)
+{
+    if (!pyi_region_valid_name (name)) {
+        pyi_set_error ("region name not of the form /pyi-<session>-<pid>-<seq>: %.64s",
+                       name ? name : "(null)");
+        return -1;
+    }
+    int fd = shm_open (name, O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
+    if (fd == -1) {
+        pyi_set_error ("unknown region %s: %s", name, strerror (errno));
+        return -1;
+    }
+    struct stat st;
+    pyi_region_header_t *header = MAP_FAILED;
+    if (fstat (fd, &st) == 0 && st.st_size >= PYI_REGION_HEADER)
+        header = (pyi_region_header_t *) mmap (NULL, PYI_REGION_HEADER,
+                                               PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (header == MAP_FAILED || header->magic != REGION_MAGIC) {
+        if (header != MAP_FAILED)
+            munmap (header, PYI_REGION_HEADER);
+        close (fd);
+        pyi_set_error ("%s is not a valid region", name);
+        return -1;
+    }
+    pyi_region_header_consume (header);
+    /*  LOCK_EX: nobody maps it, and nobody can start to while we hold it. */
+    if (flock (fd, LOCK_EX | LOCK_NB) == 0 && atomic_load (&header->inflight) == 0
+    &&  (header->kind != KIND_CUDA || !pyi_region_alive (header->creator)))
+        shm_unlink (name);
+    munmap (header, PYI_REGION_HEADER);
+    close (fd);
+    return 0;
+}
+
+/*  Visit /dev/shm entries named pyi-<session>-<creator>-*; force removes
+    them all, else only those nobody maps and no message names. */
+static int
+s_sweep (const char *session, pid_t creator, bool force)
+{
+    char prefix [PYI_REGION_MAX_NAME + 1];
+    if (!session)
+        session = pyi_region_session ();
+    if (!pyi_region_valid_session (session)) {
+        pyi_set_error ("not a session id (<pid>-<hex>): %.64s", session);
+        return -1;
+    }
+    if (creator > 0)
+        snprintf (prefix, sizeof (prefix), NAME_PREFIX "%s-%ld-", session, (long) creator);
+    else
+        snprintf (prefix, sizeof (prefix), NAME_PREFIX "%s-", session);
+    size_t length = strlen (prefix);
+    DIR *dir = opendir (SHM_DIR);
+    if (!dir) {
+        pyi_set_error ("cannot list " SHM_DIR ": %s", strerror (errno));
+        return -1;
+    }
+    int removed = 0;
+    struct dirent *entry;
+    while ((entry = readdir (dir))) {
+        char name [PYI_REGION_MAX_NAME + 2];
+        if (strncmp (entry->d_name, prefix, length)
+        ||  snprintf (name, sizeof (name), "/%s", entry->d_name) >= (int) sizeof (name)
+        ||  !pyi_region_valid_name (name))
+            continue;
+        if (force) {
+            removed += shm_unlink (name) == 0;
+            continue;
+        }
+        int fd = shm_open (name, O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
+        if (fd == -1)
+            continue;
+        struct stat st;
+        if (flock (fd, LOCK_EX | LOCK_NB) == 0 && fstat (fd, &st) == 0
+        &&  st.st_size >= PYI_REGION_HEADER) {
+            /*  Size 0: a creator between shm_open and its lock; skip. */
+            pyi_region_header_t *header = (pyi_region_header_t *) mmap (
+                NULL, PYI_REGION_HEADER, PROT_READ, MAP_SHARED, fd, 0);
+            if (header != MAP_FAILED) {
+                bool idle = header->magic != REGION_MAGIC
+                         || (atomic_load (&header->inflight) == 0
+                             && (header->kind != KIND_CUDA || !pyi_region_alive (header->creator)));
+                munmap (header, PYI_REGION_HEADER);
+                if (idle)
+                    removed += shm_unlink (name) == 0;
+            }
+        }
+        close (fd);
+    }
+    closedir (dir);
+    return removed;
+}
+
+int
+pyi_region_sweep (const char *session, pid_t creator)
+{
+    return s_sweep (session, creator, false);
+}
+
+int
+pyi_region_remove_session (const char *session)
+{
+    return s_sweep (session, 0, true);
+}
+
+int
+pyi_region_remove_orphans (void)
+{
+    DIR *dir = opendir (SHM_DIR);
+    if (!dir)
+        return 0;
+    int removed = 0;
+    struct dirent *entry;
+    while ((entry = readdir (dir))) {
+        char name [PYI_REGION_MAX_NAME + 2];
+        if (strncmp (entry->d_name, NAME_PREFIX, strlen (NAME_PREFIX))
+        ||  snprintf (name, sizeof (name), "/%s", entry->d_name) >= (int) sizeof (name)
+        ||  !pyi_region_valid_name (name))
+            continue;
+        long pid = strtol (entry->d_name + strlen (NAME_PREFIX), NULL, 10);
+        if (pid > 0 && kill ((pid_t) pid, 0) == -1 && errno == ESRCH)
+            removed += shm_unlink (name) == 0;
+    }
+    closedir (dir);
+    return removed;
+}
