@@ -48,7 +48,7 @@ struct _s_worker_t {
     s_service_t **services;         /* services it offers */
     size_t nservices;
     int64_t expiry;                 /* lost when silent past this (ms, mono) */
-    bool remote;                    /* connected over a network: tensors go inline */
+    bool remote;                    /* connected over a network: its tensors are inline */
     s_pending_t *pending;           /* requests in flight to it */
 };
 
@@ -430,6 +430,15 @@ s_handle_request (pyi_router_t *self, pyi_msg_t **msg_p, const uint8_t *rid, siz
     const char *name = pyi_msg_service (msg);
     s_service_t *service = (s_service_t *) pyi_table_lookup (self->services, name, strlen (name));
     char text [ERROR_TEXT];
+    if (pyi_msg_remote (msg) && pyi_msg_has_descriptors (msg)) {
+        /*  Its marks cannot name regions of this host: never act on them. */
+        self->stats.malformed++;
+        s_send_error (self, rid, rid_size, id, PYI_ERR_MALFORMED, name,
+                      "descriptor marks from a peer connected over a network: "
+                      "its tensors must be inline");
+        s_strike (self, rid, rid_size);
+        return;
+    }
     if (!service || !service->worker) {
         pyi_descriptors_discard (msg);
         if (service && service->lost [0]) {
@@ -470,11 +479,13 @@ s_handle_request (pyi_router_t *self, pyi_msg_t **msg_p, const uint8_t *rid, siz
         return;
     }
     s_worker_t *worker = service->worker;
-    if (worker->remote && pyi_descriptors_inline_for_remote (msg)) {
+    if (worker->remote && pyi_msg_has_descriptors (msg)) {
+        /*  The broker routes: it never copies a payload into a message. */
+        pyi_descriptors_discard (msg);
         free (pending);
         service->stats.errors++;
-        snprintf (text, sizeof (text), "cannot send to remote service '%s': %s", name,
-                  pyi_last_error ());
+        snprintf (text, sizeof (text), "service '%s' is remote (no shared memory with this "
+                  "host): send its tensors inline", name);
         s_send_error (self, rid, rid_size, id, PYI_ERR_DENIED, name, text);
         return;
     }
@@ -487,6 +498,7 @@ s_handle_request (pyi_router_t *self, pyi_msg_t **msg_p, const uint8_t *rid, siz
         timeout ? zclock_mono () + timeout : 0, PYI_DEADLINE_NONE, pending };
     pending->caller_remote = pyi_msg_remote (msg);
     pyi_msg_set_id (msg, pending->rid);
+    pyi_msg_set_answer_inline (msg, pending->caller_remote);
     if (pyi_msg_send (msg_p, self->socket, worker->rid, worker->rid_size, ZMQ_DONTWAIT)) {
         int error = errno;
         free (pending);
@@ -545,12 +557,20 @@ s_handle_answer (pyi_router_t *self, pyi_msg_t **msg_p, s_worker_t *worker)
     pyi_msg_set_id (msg, s_caller_id (pending));
     const uint8_t *caller = pending->ckey + CALLER_ID;
     size_t caller_size = pending->ckey_size - CALLER_ID;
-    if (pending->caller_remote && pyi_descriptors_inline_for_remote (msg)) {
-        char text [ERROR_TEXT];
-        snprintf (text, sizeof (text), "cannot send the answer to a remote caller: %s",
-                  pyi_last_error ());
+    if (worker->remote && pyi_msg_has_descriptors (msg)) {
+        /*  Its marks cannot name regions of this host: never act on them. */
+        self->stats.malformed++;
+        s_send_error (self, caller, caller_size, s_caller_id (pending), PYI_ERR_MALFORMED,
+                      service->name, "the remote service answered with descriptor marks: "
+                      "a peer connected over a network must send its tensors inline");
+        s_strike (self, worker->rid, worker->rid_size);
+    }
+    else if (pending->caller_remote && pyi_msg_has_descriptors (msg)) {
+        pyi_descriptors_discard (msg);
+        service->stats.errors++;
         s_send_error (self, caller, caller_size, s_caller_id (pending), PYI_ERR_DENIED,
-                      service->name, text);
+                      service->name, "the answer carried shared-memory tensors for a caller "
+                      "without shared memory: answer a request flagged answer-inline inline");
     }
     else
         pyi_msg_send (msg_p, self->socket, caller, caller_size, ZMQ_DONTWAIT);

@@ -17,6 +17,8 @@
 #define INLINE_FRAMES 4          /* body frames held without extra allocation */
 #define HEADER_STACK 2048        /* encode headers up to this size on the stack */
 #define READY_MAX_SERVICES 64    /* most services one READY may name */
+#define REQUEST_ANSWER_INLINE 1  /* REQUEST flags bit: answer with tensors inline */
+#define REQUEST_FLAGS 1          /* every REQUEST flags bit defined */
 
 struct _pyi_msg_t {
     pyi_command_t command;
@@ -33,6 +35,7 @@ struct _pyi_msg_t {
     size_t routing_id_size;
     uint64_t descriptors[PYI_MAX_BODY_FRAMES / 64];   /* bit i: body frame i is a tensor descriptor */
     bool remote;                        /* read from a peer connected over tcp */
+    bool answer_inline;                 /* REQUEST: the caller has no shared memory here */
     zmq_msg_t *frames;                  /* body frames */
     size_t nframes;
     size_t capacity;
@@ -63,6 +66,7 @@ pyi_msg_new (pyi_command_t command)
     self->routing_id_size = 0;
     memset (self->descriptors, 0, sizeof (self->descriptors));
     self->remote = false;
+    self->answer_inline = false;
     self->frames = self->inline_frames;
     self->nframes = 0;
     self->capacity = INLINE_FRAMES;
@@ -177,6 +181,7 @@ pyi_msg_info (const pyi_msg_t *self, pyi_msg_info_t *info)
     info->text = self->text ? self->text : "";
     info->services = self->nservices;
     info->frames = self->nframes;
+    info->answer_inline = self->answer_inline;
     if (self->nframes) {
         info->frame0 = zmq_msg_data ((zmq_msg_t *) &self->frames[0]);
         info->frame0_size = zmq_msg_size (&self->frames[0]);
@@ -253,6 +258,22 @@ s_pack_str (msgpack_packer *pk, const char *str)
 }
 
 bool pyi_msg_remote (const pyi_msg_t *self) { return self->remote; }
+bool pyi_msg_answer_inline (const pyi_msg_t *self) { return self->answer_inline; }
+
+void
+pyi_msg_set_answer_inline (pyi_msg_t *self, bool answer_inline)
+{
+    self->answer_inline = answer_inline;
+}
+
+bool
+pyi_msg_has_descriptors (const pyi_msg_t *self)
+{
+    for (size_t i = 0; i < PYI_MAX_BODY_FRAMES / 64; i++)
+        if (self->descriptors [i])
+            return true;
+    return false;
+}
 
 void
 pyi_msg_clear_descriptors (pyi_msg_t *self)
@@ -301,13 +322,15 @@ pyi_msg_encode (const pyi_msg_t *self, void *buffer, size_t size)
     msgpack_packer pk;
     msgpack_packer_init (&pk, &writer, pyi_writer_write);
     /*  REQUEST and REPLY name their descriptor frames in one more field,
-        only when they have any. */
+        only when they have any; a REQUEST to be answered inline adds the
+        flags field after it (the list then possibly empty). */
     size_t marked = 0;
     if (self->command == PYI_REQUEST || self->command == PYI_REPLY)
         for (size_t i = 0; i < PYI_MAX_BODY_FRAMES / 64; i++)
             marked += (size_t) __builtin_popcountll (self->descriptors [i]);
-    bool listed = marked > 0;
-    int rc = msgpack_pack_array (&pk, s_fields [self->command] + listed);
+    bool flagged = self->command == PYI_REQUEST && self->answer_inline;
+    bool listed = marked > 0 || flagged;
+    int rc = msgpack_pack_array (&pk, s_fields [self->command] + listed + flagged);
     rc |= msgpack_pack_uint32 (&pk, PYI_PROTOCOL_VERSION);
     rc |= msgpack_pack_uint32 (&pk, self->command);
     switch (self->command) {
@@ -346,6 +369,8 @@ pyi_msg_encode (const pyi_msg_t *self, void *buffer, size_t size)
             if (pyi_msg_is_descriptor (self, i))
                 rc |= msgpack_pack_uint32 (&pk, (uint32_t) i);
     }
+    if (flagged)
+        rc |= msgpack_pack_uint32 (&pk, REQUEST_ANSWER_INLINE);
     if (rc)
         return -1;
     return (int) writer.used;
@@ -393,8 +418,9 @@ pyi_msg_decode (const void *data, size_t size)
     if (!pyi_reader_uint (&r, UINT64_MAX, &command) || command < PYI_READY || command > PYI_DISCONNECT)
         return s_fault (self, PYI_ERR_MALFORMED, "unknown command");
     self->command = (pyi_command_t) command;
-    bool listed = (command == PYI_REQUEST || command == PYI_REPLY)
-               && fields == (uint64_t) s_fields [command] + 1;
+    bool flagged = command == PYI_REQUEST && fields == (uint64_t) s_fields [command] + 2;
+    bool listed = flagged || ((command == PYI_REQUEST || command == PYI_REPLY)
+                              && fields == (uint64_t) s_fields [command] + 1);
     if (fields != (uint64_t) s_fields [command] && !listed)
         return s_fault (self, PYI_ERR_MALFORMED, "wrong number of header fields for the command");
 
@@ -452,10 +478,12 @@ pyi_msg_decode (const void *data, size_t size)
             break;
     }
     if (listed) {
-        /*  Descriptor frames: 1 to 256 increasing body frame indexes. */
+        /*  Descriptor frames: 1 to 256 increasing body frame indexes (0
+            to 256 when the flags field follows). */
         uint64_t count, index;
         int64_t last = -1;
-        if (!pyi_reader_array (&r, &count) || count == 0 || count > PYI_MAX_BODY_FRAMES)
+        if (!pyi_reader_array (&r, &count) || (count == 0 && !flagged)
+        ||  count > PYI_MAX_BODY_FRAMES)
             return s_fault (self, PYI_ERR_MALFORMED, "bad descriptor frame list");
         for (uint64_t i = 0; i < count; i++) {
             if (!pyi_reader_uint (&r, PYI_MAX_BODY_FRAMES - 1, &index) || (int64_t) index <= last)
@@ -463,6 +491,11 @@ pyi_msg_decode (const void *data, size_t size)
             last = (int64_t) index;
             pyi_msg_mark_descriptor (self, (size_t) index);
         }
+    }
+    if (flagged) {
+        if (!pyi_reader_uint (&r, REQUEST_FLAGS, &value))
+            return s_fault (self, PYI_ERR_MALFORMED, "REQUEST: unknown flags");
+        self->answer_inline = (value & REQUEST_ANSWER_INLINE) != 0;
     }
     if (r.p != r.end)
         return s_fault (self, PYI_ERR_MALFORMED, "trailing bytes after the header");
@@ -573,11 +606,9 @@ pyi_msg_recv (void *socket, bool router, size_t max_size, int flags)
     }
     memcpy (self->routing_id, routing_id, routing_id_size);
     self->routing_id_size = routing_id_size;
-    if (remote) {
-        /*  A remote peer's descriptors name nothing here: never act on them. */
-        self->remote = true;
-        pyi_msg_clear_descriptors (self);
-    }
+    /*  A remote peer's descriptor marks are kept for the broker to refuse
+        (they cannot name this host's memory: nothing acts on them). */
+    self->remote = remote;
     bool too_large = max_size && total > max_size;
     /*  zmq_msg_move clears the flag: read it before moving each frame. */
     bool more = zmq_msg_more (&part);

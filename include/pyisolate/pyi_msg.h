@@ -109,11 +109,22 @@ PYI_EXPORT void pyi_msg_clear_descriptors (pyi_msg_t *self);
 PYI_EXPORT int pyi_msg_replace_frame (pyi_msg_t *self, size_t index, void *data, size_t size,
                                       pyi_free_fn *free_fn, void *hint);
 
+/*  Whether any body frame is marked as a tensor descriptor. */
+PYI_EXPORT bool pyi_msg_has_descriptors (const pyi_msg_t *self);
+
 /*  Whether a message read from a ROUTER came from a peer connected over a
     network (tcp: no shared memory with this host; ipc and inproc peers are
-    local). The descriptor marks of such a message are cleared when it is
-    read: they cannot name regions of this host. */
+    local). Such a peer sends tensors inline: the broker refuses its
+    messages that mark descriptors (they cannot name regions of this host)
+    and never acts on those marks. */
 PYI_EXPORT bool pyi_msg_remote (const pyi_msg_t *self);
+
+/*  REQUEST: whether the caller shares no memory with this host, so that
+    the answer must carry its tensors inline (pyi_tensor_encode_inline).
+    The broker sets it on every REQUEST it forwards (a peer's own value is
+    overwritten); it travels in the header's flags field. */
+PYI_EXPORT bool pyi_msg_answer_inline (const pyi_msg_t *self);
+PYI_EXPORT void pyi_msg_set_answer_inline (pyi_msg_t *self, bool answer_inline);
 
 /*  Every header field and the first body frame of a message, read in one
     call (for bindings, where each call into C has a cost). The pointers are
@@ -132,6 +143,7 @@ typedef struct {
     size_t frames;              /* as pyi_msg_frames () */
     const void *frame0;         /* as pyi_msg_frame_data (self, 0) */
     size_t frame0_size;         /* as pyi_msg_frame_size (self, 0) */
+    bool answer_inline;         /* as pyi_msg_answer_inline () */
 } pyi_msg_info_t;
 
 /*  Fill info with the message's fields (see pyi_msg_info_t). Never fails. */

@@ -104,8 +104,9 @@ PYI_EXPORT int pyi_tensor_discard (const void *data, size_t size);
     memory, copied) to msg, unmarked: what a remote peer sends.
     pyi_tensor_inline turns marked descriptor frame index of msg into its
     inline form (the span's bytes copied from the region; the descriptor's
-    in-flight count consumed): what the broker does to a message for a
-    remote peer. A CUDA tensor has no inline form (refused). 0 or -1. */
+    in-flight count consumed): what a sender does to a message for a
+    remote peer (the broker refuses marked descriptors bound for one). A
+    CUDA tensor has no inline form (refused). 0 or -1. */
 PYI_EXPORT int pyi_tensor_encode_inline (const DLTensor *t, pyi_msg_t *msg);
 PYI_EXPORT int pyi_tensor_inline (pyi_msg_t *msg, size_t index);
 

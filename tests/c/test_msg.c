@@ -11,7 +11,9 @@
     - pyi_msg_info reports the same fields as the single accessors, for
       messages with and without body frames and for a malformed decode;
     - descriptor frame marks travel in REQUEST and REPLY headers only, a
-      replaced frame loses its mark, and hostile mark lists are refused.
+      replaced frame loses its mark, and hostile mark lists are refused;
+    - the answer-inline flag travels in REQUEST headers only (as a flags
+      field after a possibly empty mark list); unknown flags are refused.
 */
 #include "testmsg.h"
 
@@ -355,12 +357,84 @@ test_descriptors (void)
     free (mp);
 }
 
+static void
+test_answer_inline (void)
+{
+    TEST_BEGIN ("the answer-inline flag of REQUEST headers");
+    pyi_msg_t *msg = pyi_msg_new (PYI_REQUEST);
+    pyi_msg_set_service (msg, "svc");
+    CHECK (!pyi_msg_answer_inline (msg));
+    pyi_msg_set_answer_inline (msg, true);
+    size_t size;
+    uint8_t *data = s_encode (msg, &size);
+    CHECK_INT (data [0], 0x97);                 /* an empty list, then the flags */
+    pyi_msg_t *back = DECODE_OK (data, size);
+    CHECK (pyi_msg_answer_inline (back) && !pyi_msg_has_descriptors (back));
+    pyi_msg_info_t info;
+    pyi_msg_info (back, &info);
+    CHECK (info.answer_inline);
+    pyi_msg_destroy (&back);
+    free (data);
+    CHECK_INT (pyi_msg_mark_descriptor (msg, 2), 0);
+    data = s_encode (msg, &size);
+    back = DECODE_OK (data, size);
+    CHECK (pyi_msg_answer_inline (back) && pyi_msg_is_descriptor (back, 2)
+           && pyi_msg_has_descriptors (back));
+    pyi_msg_destroy (&back);
+    free (data);
+    /*  Only a REQUEST carries it. */
+    pyi_msg_set_command (msg, PYI_REPLY);
+    data = s_encode (msg, &size);
+    CHECK_INT (data [0], 0x94);
+    back = DECODE_OK (data, size);
+    CHECK (!pyi_msg_answer_inline (back));
+    pyi_msg_destroy (&back);
+    free (data);
+    pyi_msg_destroy (&msg);
+
+    /*  Unknown flags, a flags field on a REPLY, a flags field not a uint. */
+    mp_t *mp = (mp_t *) calloc (1, sizeof (mp_t));
+    const uint64_t flags [] = { 2, 3, 1ull << 40 };
+    for (size_t k = 0; k < sizeof flags / sizeof flags [0]; k++) {
+        mp->size = 0;
+        mp_array (mp, 7);
+        mp_uint (mp, 1);
+        mp_uint (mp, PYI_REQUEST);
+        mp_uint (mp, 9);
+        mp_str (mp, "svc");
+        mp_uint (mp, 0);
+        mp_array (mp, 0);
+        mp_uint (mp, flags [k]);
+        MP_BAD (mp, PYI_ERR_MALFORMED);
+    }
+    mp->size = 0;
+    mp_array (mp, 5);
+    mp_uint (mp, 1);
+    mp_uint (mp, PYI_REPLY);
+    mp_uint (mp, 9);
+    mp_array (mp, 0);
+    mp_uint (mp, 1);
+    MP_BAD (mp, PYI_ERR_MALFORMED);
+    mp->size = 0;
+    mp_array (mp, 7);
+    mp_uint (mp, 1);
+    mp_uint (mp, PYI_REQUEST);
+    mp_uint (mp, 9);
+    mp_str (mp, "svc");
+    mp_uint (mp, 0);
+    mp_array (mp, 0);
+    mp_str (mp, "x");
+    MP_BAD (mp, PYI_ERR_MALFORMED);
+    free (mp);
+}
+
 int
 main (void)
 {
     test_round_trip ();
     test_setters ();
     test_descriptors ();
+    test_answer_inline ();
     test_info ();
     fprintf (stderr, "test_msg: OK\n");
     return 0;
