@@ -54,6 +54,8 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+import cffi
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 UMBRELLA = os.path.normpath(os.path.join(HERE, "..", "..", "include", "pyisolate",
                                          "pyisolate.h"))
@@ -190,7 +192,7 @@ class _Reader:
             if name in UNDEFINED:
                 return " 0 "
             return " UNKNOWN "
-        expr = re.sub(r"(?<![0-9xX])\b[A-Za-z_]\w*\b", lambda m: (
+        expr = re.sub(r"\b[A-Za-z_]\w*\b", lambda m: (
             m.group(0) if m.group(0) == "UNKNOWN" else ident(m)), expr)
         if "UNKNOWN" in expr:
             return None
@@ -413,9 +415,7 @@ def header_cdef(umbrella: str = UMBRELLA, bridge: str | None = BRIDGE) -> str:
     return "\n\n".join([head] + sections) + "\n"
 
 
-def make_builder(umbrella: str = UMBRELLA, bridge: str = BRIDGE) -> "cffi.FFI":  # noqa: F821
-    import cffi
-
+def make_builder(umbrella: str = UMBRELLA, bridge: str = BRIDGE) -> cffi.FFI:
     cdef = header_cdef(umbrella, bridge)
     ffibuilder = cffi.FFI()
     try:
