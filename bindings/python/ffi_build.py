@@ -85,14 +85,12 @@ SYSTEM_TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
                         "void *manager_ctx; "
                         "void (*deleter) (struct DLManagedTensor *self); ...; } "
                         "DLManagedTensor;", ("DLTensor",)),
-    "DLPackVersion": ("typedef struct { uint32_t major; uint32_t minor; ...; } DLPackVersion;",
-                      ()),
+    "DLPackVersion": ("typedef ... DLPackVersion;", ()),
     "DLManagedTensorVersioned": ("typedef struct DLManagedTensorVersioned { "
-                                 "DLPackVersion version; void *manager_ctx; "
+                                 "void *manager_ctx; "
                                  "void (*deleter) (struct DLManagedTensorVersioned *self); "
                                  "uint64_t flags; DLTensor dl_tensor; ...; } "
-                                 "DLManagedTensorVersioned;",
-                                 ("DLPackVersion", "DLTensor")),
+                                 "DLManagedTensorVersioned;", ("DLTensor",)),
 }
 # What Python calls besides the headers: strings the C API returns are the
 # caller's to free (pyi_broker_bind, pyi_broker_allow).
