@@ -1,647 +1,449 @@
 """Build-time generator of the cffi module ``pyisolate._native``.
 
-Run by bindings/python/CMakeLists.txt as ``python ffi_build.py OUT.c``: it
-writes the C source of an out-of-line, API-mode cffi extension module that
-CMake then compiles and links against ``libpyisolate``. The declarations
-below mirror include/pyisolate/*.h by hand (without the PYI_EXPORT macro);
-in API mode the C compiler checks them against the real headers.
+Run by bindings/python/CMakeLists.txt as
+
+    python ffi_build.py OUT.c [--umbrella include/pyisolate/pyisolate.h]
+                              [--bridge bindings/python/pyi_py.h]
+
+it writes the C source of an out-of-line, API-mode cffi extension module,
+which CMake compiles with the bridge's own C (pyi_py*.c) and links against
+libpyisolate. No C is written here: the declarations are read from the
+headers at build time (:func:`header_cdef`), so they cannot drift from them,
+and in API mode the C compiler checks them once more against the real
+headers.
+
+What the reader does with a header (and what it cannot do):
+
+- follows ``#include "..."`` lines in order, each header once (like include
+  guards); ``#include <...>`` names system headers: the types they supply
+  are declared here (``SYSTEM_TYPES``), each only when the headers use it,
+  opaque or partial wherever cffi allows (the C compiler fills in sizes,
+  layouts and values);
+- evaluates ``#if``/``#ifdef``/``#ifndef``/``#elif``/``#else`` on what it
+  knows: macros defined by the headers it read, ``__cplusplus`` and
+  ``PYI_BUILDING`` undefined (it reads the headers as a user of the library
+  does), ``defined``, ``!``, ``&&``, ``||``, comparisons and integer
+  literals. A condition on anything else (a macro a system header may
+  define, such as ``DLPACK_MAJOR_VERSION``) skips every branch of its
+  block: such blocks may only hold fallbacks for system declarations, which
+  ``SYSTEM_TYPES`` covers;
+- keeps ``#define NAME <integer literal>`` as is (cffi checks the value at
+  import) and ``#define NAME <integer constant expression>`` as
+  ``#define NAME ...`` (the compiler supplies the value); drops every other
+  macro, and removes from declarations the macros that expand to nothing or
+  to attributes only (``PYI_EXPORT`` outside the library's own build);
+- strips comments, ``extern "C"``, ``__attribute__ ((...))`` and function
+  bodies (``static inline`` helpers); keeps enums, structs, unions,
+  typedefs and the prototypes marked ``PYI_EXPORT`` (a prototype of a
+  public header without it is internal to libpyisolate and not exported:
+  cffi could not link it). The bridge's own header (``--bridge``) is not
+  part of the library: all its prototypes are kept.
+
+It does not expand function-like macros, nor macros used inside
+declarations (other than the empty/attribute ones above), nor token
+pasting; array sizes may use the integer macros it kept (cffi folds
+``NAME + 1``). Anything cffi's parser then refuses fails the build with the
+header's name in the message.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import re
 import sys
+from dataclasses import dataclass, field
 
 import cffi
 
-CDEF = r"""
-/* pyi_msg.h */
-#define PYI_PROTOCOL_VERSION 1
-#define PYI_MAX_BODY_FRAMES 256
-#define PYI_MAX_NAME 255
-#define PYI_MAX_TEXT 1023
+HERE = os.path.dirname(os.path.abspath(__file__))
+UMBRELLA = os.path.normpath(os.path.join(HERE, "..", "..", "include", "pyisolate",
+                                         "pyisolate.h"))
+BRIDGE = os.path.join(HERE, "pyi_py.h")
+MODULE = "pyisolate._native"
+EXPORT_MACRO = "PYI_EXPORT"
+# Macros a library user's compiler does not define.
+UNDEFINED = frozenset({"__cplusplus", "PYI_BUILDING"})
 
-typedef enum {
-    PYI_READY = 1,
-    PYI_REQUEST = 2,
-    PYI_REPLY = 3,
-    PYI_ERROR = 4,
-    PYI_CANCEL = 5,
-    PYI_HEARTBEAT = 6,
-    PYI_DISCONNECT = 7
-} pyi_command_t;
-
-typedef enum {
-    PYI_OK = 0,
-    PYI_ERR_UNKNOWN_SERVICE = 1,
-    PYI_ERR_WORKER_LOST = 2,
-    PYI_ERR_TIMEOUT = 3,
-    PYI_ERR_TOO_LARGE = 4,
-    PYI_ERR_BUSY = 5,
-    PYI_ERR_MALFORMED = 6,
-    PYI_ERR_VERSION = 7,
-    PYI_ERR_DENIED = 8,
-    PYI_ERR_SHUTDOWN = 9,
-    PYI_ERR_APPLICATION = 100
-} pyi_error_t;
-
-typedef struct _pyi_msg_t pyi_msg_t;
-
-pyi_msg_t *pyi_msg_new (pyi_command_t command);
-void pyi_msg_destroy (pyi_msg_t **self_p);
-int pyi_msg_append (pyi_msg_t *self, const void *data, size_t size);
-pyi_command_t pyi_msg_command (const pyi_msg_t *self);
-uint64_t pyi_msg_id (const pyi_msg_t *self);
-const char *pyi_msg_service (const pyi_msg_t *self);
-uint32_t pyi_msg_timeout (const pyi_msg_t *self);
-int pyi_msg_code (const pyi_msg_t *self);
-const char *pyi_msg_text (const pyi_msg_t *self);
-size_t pyi_msg_frames (const pyi_msg_t *self);
-const void *pyi_msg_frame_data (const pyi_msg_t *self, size_t index);
-size_t pyi_msg_frame_size (const pyi_msg_t *self, size_t index);
-size_t pyi_msg_body_size (const pyi_msg_t *self);
-typedef struct {
-    int command;
-    int status;
-    int code;
-    uint32_t timeout_ms;
-    uint64_t id;
-    const char *service;
-    const char *text;
-    size_t services;
-    size_t frames;
-    const void *frame0;
-    size_t frame0_size;
-} pyi_msg_info_t;
-void pyi_msg_info (const pyi_msg_t *self, pyi_msg_info_t *info);
-void pyi_msg_set_id (pyi_msg_t *self, uint64_t id);
-void pyi_msg_set_service (pyi_msg_t *self, const char *service);
-void pyi_msg_set_timeout (pyi_msg_t *self, uint32_t timeout_ms);
-void pyi_msg_set_code (pyi_msg_t *self, int code);
-void pyi_msg_set_text (pyi_msg_t *self, const char *text);
-const char *pyi_msg_token (const pyi_msg_t *self);
-void pyi_msg_set_token (pyi_msg_t *self, const char *token);
-size_t pyi_msg_services (const pyi_msg_t *self);
-const char *pyi_msg_service_at (const pyi_msg_t *self, size_t index);
-int pyi_msg_add_service (pyi_msg_t *self, const char *service);
-int pyi_msg_mark_descriptor (pyi_msg_t *self, size_t index);
-int pyi_msg_status (const pyi_msg_t *self);
-const char *pyi_command_name (int command);
-const char *pyi_error_name (int code);
-
-/* pyi_broker.h */
-typedef struct _pyi_broker_t pyi_broker_t;
-
-pyi_broker_t *pyi_broker_new (void);
-void pyi_broker_destroy (pyi_broker_t **self_p);
-const char *pyi_broker_endpoint (pyi_broker_t *self);
-const char *pyi_broker_inproc (pyi_broker_t *self);
-const char *pyi_broker_rundir (pyi_broker_t *self);
-char *pyi_broker_bind (pyi_broker_t *self, const char *endpoint);
-char *pyi_broker_bind_curve (pyi_broker_t *self, const char *endpoint);
-const char *pyi_broker_curve_key (pyi_broker_t *self);
-int pyi_broker_allow_key (pyi_broker_t *self, const char *public_key);
-int pyi_curve_keypair (char public_key [41], char secret_key [41]);
-
-typedef enum {
-    PYI_OPT_HEARTBEAT_MS = 1,
-    PYI_OPT_LIVENESS = 2,
-    PYI_OPT_MAX_MSG_SIZE = 3,
-    PYI_OPT_MAX_PENDING = 4,
-    PYI_OPT_MAX_STRIKES = 5,
-    PYI_OPT_GRACE_MS = 6
-} pyi_option_t;
-
-int pyi_broker_set (pyi_broker_t *self, pyi_option_t option, int64_t value);
-char *pyi_broker_allow (pyi_broker_t *self, const char *service, const char *token);
-int pyi_broker_spawn (pyi_broker_t *self, const char *service,
-                      const char *const argv[], const char *const envp[],
-                      int stdout_fd, int stderr_fd);
-
-typedef struct {
-    uint64_t requests;
-    uint64_t replies;
-    uint64_t errors;
-    uint64_t bytes_in;
-    uint64_t bytes_out;
-    uint64_t in_flight;
-    int64_t pid;
-    bool ready;
-} pyi_service_stats_t;
-
-int pyi_broker_service_stats (pyi_broker_t *self, const char *service,
-                              pyi_service_stats_t *stats);
-
-typedef struct {
-    uint64_t messages;
-    uint64_t malformed;
-    uint64_t rejected;
-    uint64_t disconnected;
-    uint64_t workers;
-    uint64_t pending;
-    uint64_t processes;
-} pyi_broker_stats_t;
-
-int pyi_broker_stats (pyi_broker_t *self, pyi_broker_stats_t *stats);
-
-typedef enum {
-    PYI_EVENT_READY = 1,
-    PYI_EVENT_LOST = 2,
-    PYI_EVENT_EXIT = 3,
-    PYI_EVENT_REFUSED = 4
-} pyi_event_type_t;
-
-typedef struct {
-    int type;
-    int pid;
-    int status;
-    char service[256];
-    char text[256];
-} pyi_event_t;
-
-int pyi_broker_event_fd (pyi_broker_t *self);
-int pyi_broker_event (pyi_broker_t *self, pyi_event_t *event, int timeout_ms);
-const char *pyi_last_error (void);
-
-/* pyi_client.h */
-typedef struct _pyi_client_t pyi_client_t;
-
-pyi_client_t *pyi_client_new (const char *endpoint);
-pyi_client_t *pyi_client_new_curve (const char *endpoint, const char *server_key,
-                                    const char *public_key, const char *secret_key);
-void pyi_client_destroy (pyi_client_t **self_p);
-int pyi_client_request (pyi_client_t *self, const char *service,
-                        uint64_t id, uint32_t timeout_ms, pyi_msg_t **body_p);
-int pyi_client_cancel (pyi_client_t *self, uint64_t id);
-pyi_msg_t *pyi_client_recv (pyi_client_t *self, int timeout_ms);
-int pyi_client_fd (pyi_client_t *self);
-
-/* pyi_worker.h */
-typedef struct _pyi_worker_t pyi_worker_t;
-
-pyi_worker_t *pyi_worker_new (const char *endpoint, const char *token,
-                              int heartbeat_ms, int liveness);
-pyi_worker_t *pyi_worker_new_curve (const char *endpoint, const char *token,
-                                    int heartbeat_ms, int liveness, const char *server_key,
-                                    const char *public_key, const char *secret_key);
-void pyi_worker_destroy (pyi_worker_t **self_p);
-int pyi_worker_offer (pyi_worker_t *self, const char *service);
-pyi_msg_t *pyi_worker_recv (pyi_worker_t *self, int timeout_ms);
-int pyi_worker_reply (pyi_worker_t *self, uint64_t id, pyi_msg_t **body_p);
-int pyi_worker_error (pyi_worker_t *self, uint64_t id, int code,
-                      const char *text, pyi_msg_t **body_p);
-int pyi_worker_heartbeat (pyi_worker_t *self);
-int pyi_worker_fd (pyi_worker_t *self);
-int pyi_worker_bind_to_parent (void);
-
-/* libc */
-void free (void *ptr);
-
-/* dlpack.h (0.6) and pyi_tensor.h's DLPack 1.0 versioned tensor */
-typedef int... DLDeviceType;
-typedef struct {
-    DLDeviceType device_type;
-    int device_id;
-} DLDevice;
-typedef struct {
-    uint8_t code;
-    uint8_t bits;
-    uint16_t lanes;
-} DLDataType;
-typedef struct {
-    void *data;
-    DLDevice device;
-    int ndim;
-    DLDataType dtype;
-    int64_t *shape;
-    int64_t *strides;
-    uint64_t byte_offset;
-} DLTensor;
-typedef struct DLManagedTensor {
-    DLTensor dl_tensor;
-    void *manager_ctx;
-    void (*deleter) (struct DLManagedTensor *self);
-} DLManagedTensor;
-typedef struct {
-    uint32_t major;
-    uint32_t minor;
-} DLPackVersion;
-typedef struct DLManagedTensorVersioned {
-    DLPackVersion version;
-    void *manager_ctx;
-    void (*deleter) (struct DLManagedTensorVersioned *self);
-    uint64_t flags;
-    DLTensor dl_tensor;
-} DLManagedTensorVersioned;
-
-/* pyi_region.h */
-typedef struct _pyi_region_t pyi_region_t;
-#define PYI_REGION_MAX_NAME 63
-#define PYI_REGION_HEADER 4096
-
-int pyi_region_set_session (const char *session);
-const char *pyi_region_session (void);
-pyi_region_t *pyi_region_new (size_t size);
-pyi_region_t *pyi_region_open (const char *name);
-pyi_region_t *pyi_region_find (const void *ptr, size_t *offset);
-pyi_region_t *pyi_region_ref (pyi_region_t *self);
-void pyi_region_release (pyi_region_t **self_p);
-void *pyi_region_data (pyi_region_t *self);
-size_t pyi_region_size (pyi_region_t *self);
-const char *pyi_region_name (pyi_region_t *self);
-void pyi_region_sent (pyi_region_t *self);
-void pyi_region_received (pyi_region_t *self);
-uint32_t pyi_region_inflight (pyi_region_t *self);
-size_t pyi_region_mapped (void);
-int pyi_region_sweep (const char *session, int creator);
-int pyi_region_remove_session (const char *session);
-pyi_region_t *pyi_region_find_cuda (const void *ptr, int device, size_t *offset);
-int pyi_region_collect (char (*names) [64], int capacity);
-size_t pyi_region_exported (void);
-int pyi_region_device (pyi_region_t *self);
-
-/* pyi_cuda.h */
-int pyi_cuda_available (void);
-int pyi_cuda_synchronize (void);
-int pyi_cuda_active (void);
-
-/* pyi_tensor.h */
-#define PYI_TENSOR_MAX_NDIM 32
-#define PYI_TENSOR_MAX_DESCRIPTOR 1024
-int pyi_tensor_pack (const DLTensor *t, void *buffer, size_t size);
-int pyi_tensor_discard (const void *data, size_t size);
-void *pyi_tensor_inline_copy (const void *data, size_t size, size_t *length);
-void pyi_tensor_free (void *buffer);
-DLManagedTensor *pyi_tensor_decode (const void *data, size_t size);
-DLManagedTensorVersioned *pyi_tensor_decode_versioned (const void *data, size_t size,
-                                                       uint64_t flags);
-DLManagedTensor *pyi_tensor_wrap (const DLTensor *t);
-DLManagedTensorVersioned *pyi_tensor_wrap_versioned (const DLTensor *t, uint64_t flags);
-DLManagedTensorVersioned *pyi_tensor_share (const DLTensor *t);
-DLManagedTensorVersioned *pyi_tensor_empty (int32_t ndim, const int64_t *shape,
-                                            DLDataType dtype);
-
-/* this module's own C (SOURCE below): DLPack capsules for numpy and torch,
-   and the hot path of _core.py (receive, request, reply) */
-int pyi_py_install (void);
-"""
-
-SOURCE = r"""
-#include <errno.h>
-#include <stdlib.h>
-#include <string.h>
-#include <pyisolate/pyisolate.h>
-
-/*  DLPack capsules, made here with the Python C API (cffi cannot return a
-    PyObject *): pyi_py_install () adds two functions to this module,
-        dlpack_capsule_versioned (address) -> "dltensor_versioned" capsule
-        dlpack_capsule (address)           -> "dltensor" capsule
-    over the DLManagedTensor[Versioned] at address. The capsule's destructor
-    calls the tensor's deleter when nobody consumed it (numpy and torch
-    rename a consumed capsule to "used_..." and call the deleter themselves
-    when their array or tensor dies). */
-static void pyi_py_capsule_versioned_dtor (PyObject *capsule)
-{
-    if (PyCapsule_IsValid (capsule, "dltensor_versioned")) {
-        DLManagedTensorVersioned *m =
-            (DLManagedTensorVersioned *) PyCapsule_GetPointer (capsule, "dltensor_versioned");
-        if (m && m->deleter)
-            m->deleter (m);
-    }
+# Types the headers take from system headers, as cffi needs them: name ->
+# (declaration, the names it uses). "int..." is an integer type of a size
+# the compiler knows; "...;" ends a struct whose other fields and layout the
+# compiler knows. cffi knows size_t, bool and <stdint.h> types itself.
+SYSTEM_TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "pid_t": ("typedef int... pid_t;", ()),
+    "ssize_t": ("typedef int... ssize_t;", ()),
+    "off_t": ("typedef int... off_t;", ()),
+    "DLDeviceType": ("typedef int... DLDeviceType;", ()),
+    "DLDevice": ("typedef struct { DLDeviceType device_type; int device_id; ...; } DLDevice;",
+                 ("DLDeviceType",)),
+    "DLDataType": ("typedef struct { uint8_t code; uint8_t bits; uint16_t lanes; ...; } "
+                   "DLDataType;", ()),
+    "DLTensor": ("typedef struct { void *data; DLDevice device; int ndim; DLDataType dtype; "
+                 "int64_t *shape; int64_t *strides; uint64_t byte_offset; ...; } DLTensor;",
+                 ("DLDevice", "DLDataType")),
+    "DLManagedTensor": ("typedef struct DLManagedTensor { DLTensor dl_tensor; "
+                        "void *manager_ctx; "
+                        "void (*deleter) (struct DLManagedTensor *self); ...; } "
+                        "DLManagedTensor;", ("DLTensor",)),
+    "DLPackVersion": ("typedef ... DLPackVersion;", ()),
+    "DLManagedTensorVersioned": ("typedef struct DLManagedTensorVersioned { "
+                                 "void *manager_ctx; "
+                                 "void (*deleter) (struct DLManagedTensorVersioned *self); "
+                                 "uint64_t flags; DLTensor dl_tensor; ...; } "
+                                 "DLManagedTensorVersioned;", ("DLTensor",)),
 }
+# What Python calls besides the headers: strings the C API returns are the
+# caller's to free (pyi_broker_bind, pyi_broker_allow).
+EXTRA = "void free (void *ptr);"
 
-static void pyi_py_capsule_legacy_dtor (PyObject *capsule)
-{
-    if (PyCapsule_IsValid (capsule, "dltensor")) {
-        DLManagedTensor *m = (DLManagedTensor *) PyCapsule_GetPointer (capsule, "dltensor");
-        if (m && m->deleter)
-            m->deleter (m);
-    }
-}
-
-static PyObject *pyi_py_capsule_versioned (PyObject *self, PyObject *arg)
-{
-    void *p = PyLong_AsVoidPtr (arg);
-    if (p == NULL) {
-        if (!PyErr_Occurred ())
-            PyErr_SetString (PyExc_ValueError, "NULL DLManagedTensorVersioned");
-        return NULL;
-    }
-    return PyCapsule_New (p, "dltensor_versioned", pyi_py_capsule_versioned_dtor);
-}
-
-static PyObject *pyi_py_capsule_legacy (PyObject *self, PyObject *arg)
-{
-    void *p = PyLong_AsVoidPtr (arg);
-    if (p == NULL) {
-        if (!PyErr_Occurred ())
-            PyErr_SetString (PyExc_ValueError, "NULL DLManagedTensor");
-        return NULL;
-    }
-    return PyCapsule_New (p, "dltensor", pyi_py_capsule_legacy_dtor);
-}
-
-/*  The hot path of _core.py, in the Python C API: one call per message
-    instead of one cffi call per header field and frame. The first argument
-    of each is the address (an int) of a live pyi_client_t or pyi_worker_t:
-    the caller keeps it alive for the call. They hold the GIL while they run
-    (the receives never block: timeout 0), except around copies of large
-    frames.
-
-        recv_client (client) / recv_worker (worker)
-            -> None when nothing is waiting, else the tuple
-               (command, id, service, code, text, timeout_ms, frames, services)
-               where frames[0] is bytes and the other frames are bytearrays
-               (writable copies that arrays and tensors may keep) and
-               services (READY only, else empty) a list of str. The C
-               message is destroyed before the call returns.
-        client_request (client, service: bytes, id, timeout_ms, frames[, marks])
-        worker_reply (worker, id, frames[, marks])
-        worker_error (worker, id, code, text: bytes, frames)
-            frames: a sequence of contiguous buffers, each copied into one
-            body frame; marks: the indexes of the frames that hold tensor
-            descriptors (pyi_msg_mark_descriptor). -> 0 sent; 1 not sent, the send queue is full
-            (EAGAIN: try again later); -1 failed (pyi_last_error () says
-            why); -2 more frames than a message may carry. */
-#define PYI_PY_BIG_FRAME (64 * 1024)
-
-static PyObject *pyi_py_str (const char *s)
-{
-    return PyUnicode_DecodeUTF8 (s, (Py_ssize_t) strlen (s), "replace");
-}
-
-static PyObject *pyi_py_take (pyi_msg_t *msg)
-{
-    pyi_msg_info_t info;
-    PyObject *frames = NULL, *services = NULL, *result = NULL;
-    size_t i;
-    pyi_msg_info (msg, &info);
-    frames = PyList_New ((Py_ssize_t) info.frames);
-    services = PyList_New (0);
-    if (frames == NULL || services == NULL)
-        goto done;
-    for (i = 0; i < info.frames; i++) {
-        const char *data = i ? (const char *) pyi_msg_frame_data (msg, i)
-                              : (const char *) info.frame0;
-        Py_ssize_t size = (Py_ssize_t) (i ? pyi_msg_frame_size (msg, i) : info.frame0_size);
-        PyObject *frame = i ? PyByteArray_FromStringAndSize (NULL, size)
-                            : PyBytes_FromStringAndSize (data, size);
-        if (frame == NULL)
-            goto done;
-        if (i && size) {
-            char *to = PyByteArray_AS_STRING (frame);
-            if (size >= PYI_PY_BIG_FRAME) {
-                Py_BEGIN_ALLOW_THREADS
-                memcpy (to, data, (size_t) size);
-                Py_END_ALLOW_THREADS
-            }
-            else
-                memcpy (to, data, (size_t) size);
-        }
-        PyList_SET_ITEM (frames, (Py_ssize_t) i, frame);
-    }
-    if (info.command == PYI_READY) {
-        for (i = 0; i < info.services; i++) {
-            PyObject *name = pyi_py_str (pyi_msg_service_at (msg, i));
-            if (name == NULL || PyList_Append (services, name) < 0) {
-                Py_XDECREF (name);
-                goto done;
-            }
-            Py_DECREF (name);
-        }
-    }
-    result = Py_BuildValue ("(iKNiNIOO)", info.command, (unsigned long long) info.id,
-                            pyi_py_str (info.service), info.code, pyi_py_str (info.text),
-                            (unsigned int) info.timeout_ms, frames, services);
-done:
-    Py_XDECREF (frames);
-    Py_XDECREF (services);
-    pyi_msg_destroy (&msg);
-    return result;
-}
-
-static void *pyi_py_address (PyObject *arg)
-{
-    void *p = PyLong_AsVoidPtr (arg);
-    if (p == NULL && !PyErr_Occurred ())
-        PyErr_SetString (PyExc_ValueError, "NULL handle");
-    return p;
-}
-
-static PyObject *pyi_py_recv_client (PyObject *self, PyObject *arg)
-{
-    pyi_client_t *client = (pyi_client_t *) pyi_py_address (arg);
-    if (client == NULL)
-        return NULL;
-    pyi_msg_t *msg = pyi_client_recv (client, 0);
-    if (msg == NULL)
-        Py_RETURN_NONE;
-    return pyi_py_take (msg);
-}
-
-static PyObject *pyi_py_recv_worker (PyObject *self, PyObject *arg)
-{
-    pyi_worker_t *worker = (pyi_worker_t *) pyi_py_address (arg);
-    if (worker == NULL)
-        return NULL;
-    pyi_msg_t *msg = pyi_worker_recv (worker, 0);
-    if (msg == NULL)
-        Py_RETURN_NONE;
-    return pyi_py_take (msg);
-}
-
-/*  A new message for command holding copies of frames (a sequence of
-    buffers). NULL with a Python exception set, or NULL with *too_many set
-    when the frames do not fit in one message. */
-static pyi_msg_t *pyi_py_body (int command, PyObject *frames, PyObject *marks,
-                               int *too_many)
-{
-    /*  CUDA work on memory another process sees must be finished before
-        the message leaves (docs/tensors.md): a no-op without CUDA IPC. */
-    if (pyi_cuda_active ()) {
-        int rc;
-        Py_BEGIN_ALLOW_THREADS
-        rc = pyi_cuda_synchronize ();
-        Py_END_ALLOW_THREADS
-        if (rc != 0) {
-            PyErr_Format (PyExc_RuntimeError, "%s", pyi_last_error ());
-            return NULL;
-        }
-    }
-    PyObject *seq = PySequence_Fast (frames, "frames must be a sequence");
-    if (seq == NULL)
-        return NULL;
-    pyi_msg_t *msg = pyi_msg_new ((pyi_command_t) command);
-    if (msg == NULL) {
-        Py_DECREF (seq);
-        PyErr_NoMemory ();
-        return NULL;
-    }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE (seq), i;
-    for (i = 0; i < n; i++) {
-        Py_buffer view;
-        int rc;
-        if (PyObject_GetBuffer (PySequence_Fast_GET_ITEM (seq, i), &view, PyBUF_SIMPLE) < 0)
-            goto failed;
-        if (view.len >= PYI_PY_BIG_FRAME) {
-            Py_BEGIN_ALLOW_THREADS
-            rc = pyi_msg_append (msg, view.buf, (size_t) view.len);
-            Py_END_ALLOW_THREADS
-        }
-        else
-            rc = pyi_msg_append (msg, view.buf, (size_t) view.len);
-        PyBuffer_Release (&view);
-        if (rc != 0) {
-            *too_many = 1;
-            goto failed;
-        }
-    }
-    Py_DECREF (seq);
-    /*  Descriptor frames (a sequence of frame indexes), for the header. */
-    if (marks != NULL && PyObject_Length (marks) > 0) {
-        PyObject *list = PySequence_Fast (marks, "marks must be a sequence");
-        if (list == NULL) {
-            pyi_msg_destroy (&msg);
-            return NULL;
-        }
-        for (i = 0; i < PySequence_Fast_GET_SIZE (list); i++) {
-            Py_ssize_t index = PyLong_AsSsize_t (PySequence_Fast_GET_ITEM (list, i));
-            if (index < 0 || pyi_msg_mark_descriptor (msg, (size_t) index) != 0) {
-                if (!PyErr_Occurred ())
-                    PyErr_Format (PyExc_ValueError, "bad descriptor frame index %zd", index);
-                Py_DECREF (list);
-                pyi_msg_destroy (&msg);
-                return NULL;
-            }
-        }
-        Py_DECREF (list);
-    }
-    return msg;
-failed:
-    Py_DECREF (seq);
-    pyi_msg_destroy (&msg);
-    return NULL;
-}
-
-static PyObject *pyi_py_client_request (PyObject *self, PyObject *args)
-{
-    PyObject *address, *frames, *marks = NULL;
-    const char *service;
-    unsigned long long id;
-    unsigned int timeout_ms;
-    int too_many = 0;
-    if (!PyArg_ParseTuple (args, "OyKIO|O", &address, &service, &id, &timeout_ms, &frames,
-                           &marks))
-        return NULL;
-    pyi_client_t *client = (pyi_client_t *) pyi_py_address (address);
-    if (client == NULL)
-        return NULL;
-    pyi_msg_t *body = pyi_py_body (PYI_REQUEST, frames, marks, &too_many);
-    if (body == NULL)
-        return too_many ? PyLong_FromLong (-2) : NULL;
-    if (pyi_client_request (client, service, (uint64_t) id, (uint32_t) timeout_ms, &body) == 0)
-        return PyLong_FromLong (0);
-    return PyLong_FromLong (errno == EAGAIN ? 1 : -1);
-}
-
-static PyObject *pyi_py_worker_reply (PyObject *self, PyObject *args)
-{
-    PyObject *address, *frames, *marks = NULL;
-    unsigned long long id;
-    int too_many = 0;
-    if (!PyArg_ParseTuple (args, "OKO|O", &address, &id, &frames, &marks))
-        return NULL;
-    pyi_worker_t *worker = (pyi_worker_t *) pyi_py_address (address);
-    if (worker == NULL)
-        return NULL;
-    pyi_msg_t *body = pyi_py_body (PYI_REPLY, frames, marks, &too_many);
-    if (body == NULL)
-        return too_many ? PyLong_FromLong (-2) : NULL;
-    if (pyi_worker_reply (worker, (uint64_t) id, &body) == 0)
-        return PyLong_FromLong (0);
-    return PyLong_FromLong (errno == EAGAIN ? 1 : -1);
-}
-
-static PyObject *pyi_py_worker_error (PyObject *self, PyObject *args)
-{
-    PyObject *address, *frames;
-    unsigned long long id;
-    int code;
-    const char *text;
-    int too_many = 0;
-    if (!PyArg_ParseTuple (args, "OKiyO", &address, &id, &code, &text, &frames))
-        return NULL;
-    pyi_worker_t *worker = (pyi_worker_t *) pyi_py_address (address);
-    if (worker == NULL)
-        return NULL;
-    pyi_msg_t *body = pyi_py_body (PYI_ERROR, frames, NULL, &too_many);
-    if (body == NULL)
-        return too_many ? PyLong_FromLong (-2) : NULL;
-    if (pyi_worker_error (worker, (uint64_t) id, code, text, &body) == 0)
-        return PyLong_FromLong (0);
-    return PyLong_FromLong (errno == EAGAIN ? 1 : -1);
-}
-
-static PyMethodDef pyi_py_methods[] = {
-    {"recv_client", pyi_py_recv_client, METH_O,
-     "The next message for a client (address), or None: see _core.py."},
-    {"recv_worker", pyi_py_recv_worker, METH_O,
-     "The next message for a worker (address), or None: see _core.py."},
-    {"client_request", pyi_py_client_request, METH_VARARGS,
-     "Send a request: 0 sent, 1 queue full, -1 failed, -2 too many frames."},
-    {"worker_reply", pyi_py_worker_reply, METH_VARARGS,
-     "Send a reply: 0 sent, 1 queue full, -1 failed, -2 too many frames."},
-    {"worker_error", pyi_py_worker_error, METH_VARARGS,
-     "Send an error reply: 0 sent, 1 queue full, -1 failed, -2 too many frames."},
-    {"dlpack_capsule_versioned", pyi_py_capsule_versioned, METH_O,
-     "A 'dltensor_versioned' capsule over the DLManagedTensorVersioned at an address."},
-    {"dlpack_capsule", pyi_py_capsule_legacy, METH_O,
-     "A 'dltensor' capsule over the DLManagedTensor at an address."},
-    {NULL, NULL, 0, NULL}
-};
-
-/*  cffi calls C with the GIL released: take it. 0, or -1. */
-int pyi_py_install (void)
-{
-    int rc = -1;
-    PyGILState_STATE gil = PyGILState_Ensure ();
-    PyObject *mod = PyImport_AddModule ("pyisolate._native");   /* borrowed */
-    if (mod) {
-        PyMethodDef *def;
-        rc = 0;
-        for (def = pyi_py_methods; def->ml_name; def++) {
-            PyObject *fn = PyCFunction_NewEx (def, NULL, NULL);
-            if (fn == NULL || PyObject_SetAttrString (mod, def->ml_name, fn) < 0)
-                rc = -1;
-            Py_XDECREF (fn);
-        }
-    }
-    if (rc)
-        PyErr_Clear ();
-    PyGILState_Release (gil);
-    return rc;
-}
-"""
+_COMMENT_OR_STRING = re.compile(
+    r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'', re.S)
+_DIRECTIVE = re.compile(r"^\s*#\s*(\w+)\s*(.*?)\s*$")
+_INCLUDE_LOCAL = re.compile(r'^"([^"]+)"$')
+_DEFINE = re.compile(r"^([A-Za-z_]\w*)(\(?)(.*)$", re.S)
+_INT_LITERAL = re.compile(r"^[-+]?(?:0[xX][0-9a-fA-F]+|\d+)[uUlL]*$")
+_CAST = re.compile(r"\(\s*(?:(?:unsigned|signed)\s+)?(?:size_t|u?int(?:8|16|32|64)_t|"
+                   r"char|short|int|long|long\s+long)\s*\)")
+_INT_TOKEN = re.compile(r"\s*(?:0[xX][0-9a-fA-F]+[uUlL]*|\d+[uUlL]*|<<|>>|[()+\-*/%&|^~])")
+_IDENT = re.compile(r"[A-Za-z_]\w*")
+_ATTRIBUTE = re.compile(r"\b__attribute__\s*\(")
 
 
-def make_builder() -> cffi.FFI:
+class HeaderError(Exception):
+    """A header the reader cannot turn into declarations."""
+
+
+def _is_int_expr(body: str) -> bool:
+    """Whether body is an integer constant expression: literals, operators,
+    parentheses and casts to integer types."""
+    body = _CAST.sub(" ", body)
+    pos = 0
+    while pos < len(body.rstrip()):
+        m = _INT_TOKEN.match(body, pos)
+        if m is None:
+            return False
+        pos = m.end()
+    return re.search(r"\d", body) is not None
+
+
+def _strip_comments(text: str) -> str:
+    def repl(m: re.Match[str]) -> str:
+        s = m.group(0)
+        if s.startswith("/*"):
+            return " " + "\n" * s.count("\n")  # keep line numbers
+        if s.startswith("//"):
+            return " "
+        return s
+    return _COMMENT_OR_STRING.sub(repl, text)
+
+
+def _drop_balanced(text: str, opener: re.Pattern[str]) -> str:
+    """Remove each match of opener (ending in '(') with its balanced
+    parenthesised argument."""
+    while True:
+        m = opener.search(text)
+        if m is None:
+            return text
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            i += 1
+        text = text[:m.start()] + " " + text[i:]
+
+
+@dataclass
+class _Header:
+    path: str
+    exported_only: bool
+    lines: list[str] = field(default_factory=list)  # active non-directive lines
+    defines: list[str] = field(default_factory=list)  # cdef lines for its macros
+    skipped: list[str] = field(default_factory=list)  # conditions not known
+
+
+class _Reader:
+    """Reads headers as a user's preprocessor would, to the extent above."""
+
+    def __init__(self) -> None:
+        self.macros: dict[str, str] = {}
+        self.seen: set[str] = set()
+        self.headers: list[_Header] = []
+        self.guards: set[str] = set()  # include guards of the headers read
+
+    # -- conditions -------------------------------------------------------
+    def _condition(self, expr: str) -> bool | None:
+        """Value of an #if expression, or None when it depends on anything
+        unknown."""
+        def defined(m: re.Match[str]) -> str:
+            name = m.group(1) or m.group(2)
+            if name in self.macros:
+                return " 1 "
+            if name in UNDEFINED or name in self.guards:
+                return " 0 "
+            return " UNKNOWN "
+        expr = re.sub(r"\bdefined\s*(?:\(\s*(\w+)\s*\)|(\w+))", defined, expr)
+
+        def ident(m: re.Match[str]) -> str:
+            name = m.group(0)
+            body = self.macros.get(name)
+            if body is not None and _INT_LITERAL.match(body):
+                return " " + body.rstrip("uUlL") + " "
+            if name in UNDEFINED:
+                return " 0 "
+            return " UNKNOWN "
+        expr = re.sub(r"\b[A-Za-z_]\w*\b", lambda m: (
+            m.group(0) if m.group(0) == "UNKNOWN" else ident(m)), expr)
+        if "UNKNOWN" in expr:
+            return None
+        expr = re.sub(r"(\d)[uUlL]+\b", r"\1", expr).replace("/", "//")
+        py = (expr.replace("&&", " and ").replace("||", " or ")
+              .replace("!=", " __NE__ ").replace("!", " not ").replace(" __NE__ ", " != "))
+        if re.search(r"[^\s0-9a-fA-FxX()<>=!+\-*/%notadr]", py):
+            return None
+        try:
+            return bool(eval(py, {"__builtins__": {}}, {}))  # noqa: S307 - digits and operators
+        except Exception:
+            return None
+
+    # -- reading ----------------------------------------------------------
+    def read(self, path: str, exported_only: bool) -> None:
+        path = os.path.realpath(path)
+        if path in self.seen:
+            return
+        self.seen.add(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            raise HeaderError(f"cannot read header {path}: {exc}") from None
+        header = _Header(path, exported_only)
+        text = _strip_comments(text).replace("\\\n", " ")
+        # An include guard (#ifndef X, then #define X, before anything else)
+        # names a macro of ours, not one a system header might define.
+        directives = [m for m in map(_DIRECTIVE.match, text.split("\n")) if m]
+        if (len(directives) >= 2 and directives[0].group(1) == "ifndef"
+                and directives[1].group(1) == "define"
+                and directives[1].group(2).split()[:1] == [directives[0].group(2)]):
+            self.guards.add(directives[0].group(2))
+        # Each entry: [this branch active, some branch taken, condition known]
+        stack: list[list[bool]] = []
+
+        def active() -> bool:
+            return all(s[0] for s in stack)
+
+        for number, line in enumerate(text.split("\n"), 1):
+            where = f"{os.path.basename(path)}:{number}"
+            m = _DIRECTIVE.match(line)
+            if m is None:
+                if active() and line.strip():
+                    header.lines.append(line)
+                continue
+            word, rest = m.group(1), m.group(2)
+            if word in ("if", "ifdef", "ifndef"):
+                if word == "ifdef":
+                    rest = f"defined({rest})"
+                elif word == "ifndef":
+                    rest = f"!defined({rest})"
+                value = self._condition(rest) if active() else False
+                if value is None:
+                    header.skipped.append(f"{where}: #{word} {m.group(2)}")
+                    stack.append([False, True, False])
+                else:
+                    stack.append([value, value, True])
+            elif word == "elif":
+                if not stack:
+                    raise HeaderError(f"{where}: #elif without #if")
+                top = stack[-1]
+                if not top[2] or top[1]:
+                    top[0] = False
+                else:
+                    value = self._condition(rest)
+                    if value is None:
+                        header.skipped.append(f"{where}: #elif {rest}")
+                        top[:] = [False, True, False]
+                    else:
+                        top[:] = [value, value, True]
+            elif word == "else":
+                if not stack:
+                    raise HeaderError(f"{where}: #else without #if")
+                top = stack[-1]
+                top[0] = top[2] and not top[1]
+                top[1] = True
+            elif word == "endif":
+                if not stack:
+                    raise HeaderError(f"{where}: #endif without #if")
+                stack.pop()
+            elif not active():
+                continue
+            elif word == "include":
+                inc = _INCLUDE_LOCAL.match(rest)
+                if inc is not None:
+                    # The included header's declarations come first, as the
+                    # preprocessor would put them.
+                    self.read(os.path.join(os.path.dirname(path), inc.group(1)),
+                              exported_only)
+            elif word == "define":
+                d = _DEFINE.match(rest)
+                if d is None:
+                    raise HeaderError(f"{where}: cannot read #define {rest}")
+                name, paren, body = d.group(1), d.group(2), d.group(3).strip()
+                if paren:  # function-like: not for cffi
+                    continue
+                self.macros[name] = body
+                if _INT_LITERAL.match(body):
+                    header.defines.append(f"#define {name} {body}")
+                elif _is_int_expr(body):
+                    header.defines.append(f"#define {name} ...")
+            elif word == "undef":
+                self.macros.pop(rest, None)
+            # #pragma, #error, #warning, #line: nothing to declare
+        if stack:
+            raise HeaderError(f"{path}: #if without #endif")
+        self.headers.append(header)
+
+    # -- declarations -----------------------------------------------------
+    def _vanishing(self) -> set[str]:
+        """Macros that expand to nothing or to attributes only."""
+        out = set()
+        for name, body in self.macros.items():
+            if not _drop_balanced(body, _ATTRIBUTE).strip():
+                out.add(name)
+        return out
+
+    def declarations(self, header: _Header) -> list[str]:
+        text = "\n".join(header.lines)
+        text = re.sub(r'\bextern\s*"C"\s*\{?', " ", text)
+        text = _drop_balanced(text, _ATTRIBUTE)
+        text = _drop_balanced(text, re.compile(r"\b__declspec\s*\("))
+        out = []
+        vanishing = self._vanishing()
+        for decl in _split(text, header.path):
+            exported = re.search(rf"\b{EXPORT_MACRO}\b", decl) is not None
+            words = _IDENT.findall(decl)
+            if any(w in vanishing for w in words):
+                decl = re.sub(r"\b(" + "|".join(sorted(vanishing)) + r")\b", " ", decl)
+            decl = " ".join(decl.split())
+            if not decl:
+                continue
+            first = decl.split()[0]
+            if first in ("typedef", "struct", "union", "enum") and (
+                    first == "typedef" or "{" in decl):
+                out.append(decl + ";")
+            elif first == "static" or (header.exported_only and not exported):
+                continue  # internal to libpyisolate, or a static helper
+            else:
+                out.append(decl + ";")
+        return out
+
+
+def _split(text: str, path: str) -> list[str]:
+    """Top-level declarations of text (without their ';'); function bodies
+    dropped along with their function."""
+    decls, depth, start, i, body_from = [], 0, 0, 0, -1
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == '"' or c == "'":  # skip a literal
+            j = i + 1
+            while j < n and text[j] != c:
+                j += 2 if text[j] == "\\" else 1
+            i = j + 1
+            continue
+        if c in "({[":
+            if c == "{" and depth == 0 and text[start:i].rstrip().endswith(")"):
+                body_from = start  # a function definition: skip its body
+            depth += 1
+        elif c in ")}]":
+            depth -= 1
+            if depth < 0:
+                raise HeaderError(f"{path}: unbalanced '{c}'")
+            if c == "}" and depth == 0 and body_from >= 0:
+                body_from = -1
+                start = i + 1
+        elif c == ";" and depth == 0:
+            decls.append(text[start:i])
+            start = i + 1
+        i += 1
+    if text[start:].strip():
+        raise HeaderError(f"{path}: declaration without ';' at the end: "
+                          f"{text[start:].strip()[:60]!r}")
+    return decls
+
+
+def _system_types(used: set[str], defined: set[str]) -> list[str]:
+    out: list[str] = []
+    done: set[str] = set()
+
+    def add(name: str) -> None:
+        if name in done or name in defined:
+            return
+        done.add(name)
+        decl, deps = SYSTEM_TYPES[name]
+        for dep in deps:
+            add(dep)
+        out.append(decl)
+    for name in SYSTEM_TYPES:
+        if name in used:
+            add(name)
+    return out
+
+
+def header_cdef(umbrella: str = UMBRELLA, bridge: str | None = BRIDGE) -> str:
+    """The cdef of the library's public headers (umbrella and what it
+    includes, in order) and of the bridge's own header."""
+    reader = _Reader()
+    reader.read(umbrella, exported_only=True)
+    if bridge is not None:
+        reader.read(bridge, exported_only=False)
+    sections, used, defined = [], set(), set()
+    for header in reader.headers:
+        decls = reader.declarations(header)
+        body = header.defines + decls
+        if not body:
+            continue
+        note = "".join(f"\n   skipped (condition not known here): {s}"
+                       for s in header.skipped)
+        sections.append(f"/* {os.path.basename(header.path)}{note} */\n" + "\n".join(body))
+        for decl in decls:
+            used.update(_IDENT.findall(decl))
+            m = re.search(r"\}\s*(\w+)\s*;$", decl) or re.search(r"(\w+)\s*;$", decl)
+            if decl.startswith("typedef") and m:
+                defined.add(m.group(1))
+    system = _system_types(used, defined)
+    head = "/* system types, as cffi needs them */\n" + "\n".join(system + [EXTRA])
+    return "\n\n".join([head] + sections) + "\n"
+
+
+def make_builder(umbrella: str = UMBRELLA, bridge: str = BRIDGE) -> cffi.FFI:
+    cdef = header_cdef(umbrella, bridge)
     ffibuilder = cffi.FFI()
-    ffibuilder.cdef(CDEF)
-    ffibuilder.set_source("pyisolate._native", SOURCE)
+    try:
+        ffibuilder.cdef(cdef)
+    except Exception as exc:  # cffi.CDefError and pycparser's errors
+        raise HeaderError(f"cffi cannot read the declarations made from the headers: {exc}\n"
+                          f"--- cdef ---\n{cdef}") from None
+    ffibuilder.set_source(
+        MODULE,
+        "#include <stdlib.h>\n"
+        "#include <pyisolate/pyisolate.h>\n"
+        f'#include "{os.path.basename(bridge)}"\n')
     return ffibuilder
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        sys.stderr.write("usage: ffi_build.py OUTPUT.c\n")
-        return 2
-    make_builder().emit_c_code(argv[1])
-    # The module is built for one Python ABI (CMake: WITH_SOABI), and its own
-    # C (the hot path above) uses the buffer protocol and list macros, outside
-    # the limited API that cffi selects by default.
-    with open(argv[1], encoding="utf-8") as f:
-        text = f.read()
-    with open(argv[1], "w", encoding="utf-8") as f:
-        f.write("#define _CFFI_NO_LIMITED_API\n" + text)
+    ap = argparse.ArgumentParser(description="Write the C source of pyisolate._native.")
+    ap.add_argument("output", help="the .c file to write")
+    ap.add_argument("--umbrella", default=UMBRELLA, help="the library's umbrella header")
+    ap.add_argument("--bridge", default=BRIDGE, help="the bridge's own header")
+    ap.add_argument("--cdef", action="store_true", help="print the cdef instead")
+    args = ap.parse_args(argv[1:])
+    try:
+        if args.cdef:
+            sys.stdout.write(header_cdef(args.umbrella, args.bridge))
+            return 0
+        make_builder(args.umbrella, args.bridge).emit_c_code(args.output)
+    except HeaderError as exc:
+        sys.stderr.write(f"ffi_build.py: {exc}\n")
+        return 1
     return 0
 
 

@@ -52,14 +52,14 @@ def test_unconsumed_capsules_release_their_region() -> None:
 
     gc.collect()
     before = _tensors.mapped_regions()
-    cap = _tensors._capsule_versioned(_tensors._address(_tensors._empty((4,), (2, 32))))
+    cap = _tensors._capsule_versioned(_tensors._empty((4,), (2, 32)))
     assert _tensors.mapped_regions() == before + 1
     del cap
     assert _tensors.mapped_regions() == before
     m = _tensors._empty((2, 2), (0, 8))
     w = _tensors.lib.pyi_tensor_wrap(_tensors.ffi.addressof(m, "dl_tensor"))
     m.deleter(m)
-    cap = _tensors._capsule_legacy(_tensors._address(w))
+    cap = _tensors._capsule_legacy(w)
     assert _tensors.mapped_regions() == before + 1
     del cap
     assert _tensors.mapped_regions() == before

@@ -3,11 +3,13 @@ pyi_worker), reached through the cffi module ``pyisolate._native``.
 
 Every C function that takes ownership of a ``pyi_msg_t`` gets it through a
 ``pyi_msg_t **`` that C nulls; Python never attaches a destructor to those
-messages, so nothing is freed twice. Messages that C hands to Python are
-copied into a :class:`Message` and destroyed at once. Receiving and sending
-messages goes through the module's own C functions (ffi_build.py: one call
-per message, the message never reaches Python); the wrappers pass them the
-handle's address and never after close().
+messages, so nothing is freed twice. Receiving and sending messages goes
+through the bridge's own C functions (bindings/python/pyi_py.h: one call per
+message, the message never reaches Python as a handle); the wrappers pass
+them their handle, a cffi pointer, and never after close(). Large frames
+cross without a copy: sent ones are lent from their Python buffer until
+libzmq is done with them, received ones are read-only memoryviews that keep
+the received message alive (see :class:`Message`).
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ ERR_TIMEOUT = lib.PYI_ERR_TIMEOUT
 ERR_SHUTDOWN = lib.PYI_ERR_SHUTDOWN
 ERR_APPLICATION = lib.PYI_ERR_APPLICATION
 
-# The hot path (receive, request, reply: one call per message) lives in
-# ffi_build.py's C source as Python C API functions added to _native.
+# The hot path (receive, request, reply: one call per message) is the
+# bridge's C (bindings/python/pyi_py.c): Python C API functions that
+# pyi_py_install adds to _native.
 if lib.pyi_py_install() != 0:  # pragma: no cover - only with a broken build
     raise ImportError("pyisolate._native: cannot install its functions")
 _recv_client = _native.recv_client  # type: ignore[attr-defined]
@@ -73,9 +76,11 @@ def _str(p: object) -> str:
 
 
 class Message:
-    """A received message, copied out of C (frame 0 as bytes, the other
-    frames as writable bytearrays that arrays and tensors can use without
-    another copy)."""
+    """A received message. Frames shorter than 64 KiB are copies (frame 0
+    bytes, the others writable bytearrays); longer ones are read-only
+    memoryviews of the bytes received, which keep the C message alive until
+    they are released or collected (msgpack, numpy.frombuffer and
+    ffi.from_buffer take them as they are)."""
 
     __slots__ = ("command", "id", "service", "code", "text", "timeout_ms", "frames",
                  "services")
@@ -95,10 +100,6 @@ class Message:
     def __repr__(self) -> str:
         return (f"Message(command={self.command}, id={self.id}, service={self.service!r}, "
                 f"code={self.code}, text={self.text!r}, frames={len(self.frames)})")
-
-
-def _address(ptr: object) -> int:
-    return int(ffi.cast("uintptr_t", ptr))
 
 
 def _frames(frames: Sequence[Any]) -> Sequence[Any]:
@@ -240,7 +241,6 @@ class Client:
                      else lib.pyi_client_new_curve(endpoint.encode(), *curve.args()))
         if self._ptr == ffi.NULL:
             raise PyisolateError(f"cannot connect a client to {endpoint}: {last_error()}")
-        self._addr = _address(self._ptr)
         self._services: dict[str, bytes] = {}
 
     def fd(self) -> int:
@@ -258,7 +258,7 @@ class Client:
             name = service.encode()
             if len(self._services) < 1024:
                 self._services[service] = name
-        rc = _client_request(self._addr, name, rid, timeout_ms, _frames(frames), marks)
+        rc = _client_request(self._ptr, name, rid, timeout_ms, _frames(frames), marks)
         if rc == 0:
             return True
         if rc == 1:
@@ -274,7 +274,7 @@ class Client:
     def recv(self) -> Message | None:
         if self._ptr is None:
             return None
-        t = _recv_client(self._addr)
+        t = _recv_client(self._ptr)
         return None if t is None else Message(*t)
 
     def close(self) -> None:
@@ -297,7 +297,6 @@ class Worker:
                                                  heartbeat_ms, liveness, *curve.args())
         if self._ptr == ffi.NULL:
             raise PyisolateError(f"cannot connect a worker to {endpoint}: {last_error()}")
-        self._addr = _address(self._ptr)
 
     def fd(self) -> int:
         return int(lib.pyi_worker_fd(self._ptr))
@@ -309,13 +308,13 @@ class Worker:
     def recv(self) -> Message | None:
         if self._ptr is None:
             return None
-        t = _recv_worker(self._addr)
+        t = _recv_worker(self._ptr)
         return None if t is None else Message(*t)
 
     def reply(self, rid: int, frames: Sequence[Any], marks: tuple[int, ...] = ()) -> None:
         if self._ptr is None:
             raise PyisolateError("the worker is closed")
-        rc = _worker_reply(self._addr, rid, _frames(frames), marks)
+        rc = _worker_reply(self._ptr, rid, _frames(frames), marks)
         if rc == -2:
             raise PyisolateError(f"message has too many frames: {last_error()}")
         if rc != 0:
@@ -325,7 +324,7 @@ class Worker:
         if self._ptr is None:
             raise PyisolateError("the worker is closed")
         raw = text.encode("utf-8", "replace")[:1000].replace(b"\0", b"")
-        rc = _worker_error(self._addr, rid, code, raw, _frames(frames))
+        rc = _worker_error(self._ptr, rid, code, raw, _frames(frames))
         if rc == -2:
             raise PyisolateError(f"message has too many frames: {last_error()}")
         if rc != 0:

@@ -280,7 +280,8 @@ class Codec:
     def loads(self, data: bytes, frames: list[Any] | None = None,
               allow_pickle: bool = False) -> Any:
         """Unpack a msgpack frame; ``frames`` are the message's other body
-        frames (out-of-band buffers, writable bytearrays)."""
+        frames (out-of-band buffers: bytearrays, or read-only memoryviews
+        from 64 KiB on)."""
         if frames is not None:
             self._in = frames
             self._pickle = allow_pickle
@@ -327,7 +328,8 @@ class Codec:
             try:
                 kind, ref, flags = msgpack.unpackb(data, raw=False)
                 desc = self._frame(ref)
-                if not isinstance(desc, (bytes, bytearray)) or not isinstance(flags, int):
+                if (not isinstance(desc, (bytes, bytearray, memoryview))
+                        or not isinstance(flags, int)):
                     raise ValueError("not a descriptor")
             except (ValueError, TypeError, msgpack.UnpackException) as exc:
                 raise _tensors.TensorDescriptorError(

@@ -200,10 +200,6 @@ def _share(t: Any) -> Any:
     return m
 
 
-def _address(m: Any) -> int:
-    return int(ffi.cast("uintptr_t", m))
-
-
 # -- numpy --------------------------------------------------------------------
 _np_route: str | None = None
 
@@ -285,7 +281,7 @@ def numpy_from_versioned(np: Any, m: Any) -> Any:
         m.deleter(m)
         raise
     if _numpy_route(np) == "dlpack":
-        arr = np.from_dlpack(_Exporter(_capsule_versioned(_address(m))))
+        arr = np.from_dlpack(_Exporter(_capsule_versioned(m)))
         if arr.flags.writeable:
             return arr
         # A numpy that gives read-only arrays from writeable capsules: a
@@ -358,7 +354,7 @@ def _describe_new(m: Any) -> tuple[bytes, Any]:
 def torch_from_legacy(torch: Any, m: Any) -> Any:
     """A tensor over DLManagedTensor m (taken: its deleter runs when the
     tensor dies, or now on failure)."""
-    capsule = _capsule_legacy(_address(m))
+    capsule = _capsule_legacy(m)
     return torch.from_dlpack(capsule)
 
 
