@@ -12,7 +12,7 @@ JOBS ?= $(shell nproc)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup c c-asan python demo demo-c test test-c test-asan test-fuzz test-python bench clean
+.PHONY: setup c c-asan python demo demo-c test check-layout test-c test-asan test-fuzz test-python bench clean
 
 setup:
 	./setup.sh
@@ -52,7 +52,12 @@ test-fuzz: setup
 test-python: python
 	$(PY) -m pytest tests/python -q -rs
 
-test: test-c test-asan test-fuzz test-python
+# One direction between C folders, no import cycle in the Python package,
+# no C file over 800 lines.
+check-layout:
+	python3 tests/check_layout.py
+
+test: check-layout test-c test-asan test-fuzz test-python
 
 bench: c
 	$(BUILD)/perf/pyi_bench --json $(BUILD)/pyi_bench.json

@@ -152,9 +152,9 @@ s_take (pyi_msg_t *msg)
             goto done;
         PyList_SET_ITEM (frames, (Py_ssize_t) i, frame);
     }
-    result = Py_BuildValue ("(iKOiOIOO)", info.command, (unsigned long long) info.id,
+    result = Py_BuildValue ("(iKOiOIOOO)", info.command, (unsigned long long) info.id,
                             service, info.code, text, (unsigned int) info.timeout_ms,
-                            frames, services);
+                            frames, services, info.answer_inline ? Py_True : Py_False);
 done:
     Py_XDECREF (service);
     Py_XDECREF (text);

@@ -67,6 +67,13 @@ def test_remote_extension_serves_calls_singletons_and_copies(venv_root) -> None:
                 assert pyisolate.region_name(b).rsplit("-", 2)[1] == str(os.getpid())
                 b[...] = -1
                 assert (a >= 0).all()
+                # the host answers the remote process's calls inline too (the
+                # broker flags them answer-inline): an array kept by the
+                # host's singleton, read back from there
+                await ext.store_set("arr", a[:4])
+                assert Store().data["arr"].shape == (4, 64)
+                got = await ext.store_get("arr")
+                assert (got == a[:4]).all()
                 with pytest.raises(ValueError, match="bad value"):
                     await ext.fail("value")
                 await ext.stop()

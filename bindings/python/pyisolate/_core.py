@@ -83,11 +83,11 @@ class Message:
     ffi.from_buffer take them as they are)."""
 
     __slots__ = ("command", "id", "service", "code", "text", "timeout_ms", "frames",
-                 "services")
+                 "services", "answer_inline")
 
     def __init__(self, command: int, id: int, service: str, code: int, text: str,
                  timeout_ms: int, frames: list[Any] | None = None,
-                 services: list[str] | None = None) -> None:
+                 services: list[str] | None = None, answer_inline: bool = False) -> None:
         self.command = command
         self.id = id
         self.service = service
@@ -96,6 +96,9 @@ class Message:
         self.timeout_ms = timeout_ms
         self.frames = [] if frames is None else frames
         self.services = [] if services is None else services
+        # REQUEST: the caller shares no memory with this host; answer with
+        # tensors inline (docs/tensors.md, section 9).
+        self.answer_inline = answer_inline
 
     def __repr__(self) -> str:
         return (f"Message(command={self.command}, id={self.id}, service={self.service!r}, "

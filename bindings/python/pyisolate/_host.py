@@ -132,6 +132,7 @@ class Host:
               stderr_fd: int) -> int:
         """Start a process for the watched ``service``; its pid."""
         assert self._broker is not None
+        self.node.remote_services.discard(service)     # a local process now
         pid = self._broker.spawn(service, argv, env, stdout_fd, stderr_fd)
         self._by_pid[pid] = self._listeners[service]
         return pid
@@ -153,6 +154,8 @@ class Host:
         public, secret = _core.curve_keypair()
         broker.allow_key(public)
         token = broker.allow(service)
+        # It shares no memory with this host: calls to it send tensors inline.
+        self.node.remote_services.add(service)
         return {"endpoint": self._remote_endpoint, "server_key": broker.curve_key,
                 "public_key": public, "secret_key": secret, "token": token, "service": service}
 

@@ -140,7 +140,10 @@ class Node:
         self.codec = Codec(self._encode_ref, self._decode_ref)
         # Over tcp there is no shared memory with the host: arrays and
         # tensors leave this process inline (docs/tensors.md, section 9).
-        self.codec.inline = endpoint.startswith("tcp://")
+        self.remote = endpoint.startswith("tcp://")
+        # Services served over tcp (remote extensions): calls to them carry
+        # their tensors inline; the broker refuses shared memory for them.
+        self.remote_services: set[str] = set()
         # Pickles (ExtensionConfig.allow_pickle): calls to these services and
         # their results may carry them; pickle_all, set in an extension that
         # allows them, also admits them in the requests it serves and its
@@ -183,7 +186,8 @@ class Node:
         try:
             body = self.codec.dumps_call(op, target, method,
                                          args if type(args) is tuple else tuple(args), kwargs,
-                                         service in self.pickle_services)
+                                         service in self.pickle_services,
+                                         self.remote or service in self.remote_services)
             marks = self.codec.marks
         except BaseException:
             self._release(refs)
@@ -409,7 +413,8 @@ class Node:
                 if handler is None:
                     raise PyisolateError(f"unknown operation {op!r}")
                 result = await handler(target, method, args, kwargs)
-            body = self.codec.dumps(result, "return value", self.pickle_all)
+            body = self.codec.dumps(result, "return value", self.pickle_all,
+                                    self.remote or msg.answer_inline)
             marks = self.codec.marks
         except asyncio.CancelledError:
             # CANCEL from the caller (or shutdown): the broker forgot the request.

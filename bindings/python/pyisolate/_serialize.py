@@ -67,9 +67,10 @@ class Codec:
         # their regions back: pyi_msg_mark_descriptor).
         self._marks: list[int] = []
         self.marks: tuple[int, ...] = ()
-        # Send arrays and tensors in inline form (a peer without shared
-        # memory: this process talks to the broker over a network).
-        self.inline = False
+        # Whether the message being encoded carries arrays and tensors in
+        # inline form (its receiver shares no memory with this process);
+        # set per message by the caller.
+        self._inline = False
         # Packers are reused (making one per message costs more than the
         # message); a failed pack resets its buffer.
         self._packer = msgpack.Packer(strict_types=True, use_bin_type=True)
@@ -80,15 +81,21 @@ class Codec:
         self._pickle = False
 
     # -- encoding ---------------------------------------------------------
-    def dumps(self, obj: Any, where: str = "value", allow_pickle: bool = False) -> list[Any]:
+    def dumps(self, obj: Any, where: str = "value", allow_pickle: bool = False,
+              inline: bool = False) -> list[Any]:
         """Pack obj into frames: [msgpack, buffer, ...]. ``where`` names the
-        root in error messages."""
+        root in error messages; ``inline``: arrays and tensors as copies of
+        their bytes, for a receiver without shared memory (docs/tensors.md,
+        section 9)."""
         self._pickle = allow_pickle
+        self._inline = inline
         return self._encode(obj, self._slow_value, (obj, where))
 
     def dumps_call(self, op: str, target: str, method: str, args: tuple[Any, ...],
-                   kwargs: dict[str, Any], allow_pickle: bool = False) -> list[Any]:
+                   kwargs: dict[str, Any], allow_pickle: bool = False,
+                   inline: bool = False) -> list[Any]:
         self._pickle = allow_pickle
+        self._inline = inline
         return self._encode([op, target, method, list(args), kwargs], self._slow_call,
                             (op, target, method, args, kwargs))
 
@@ -156,7 +163,7 @@ class Codec:
 
     def _shared(self, kind: str, made: tuple[bytes, Any], flags: int = 0) -> Any:
         desc, region = made
-        if self.inline:
+        if self._inline:
             # The bytes themselves (the descriptor's count is consumed).
             try:
                 desc = _tensors.inline_copy(desc)
@@ -170,7 +177,7 @@ class Codec:
         if self._oob is not None and len(self._oob) < MAX_OOB_FRAMES:
             self._oob.append(desc)
             ref = len(self._oob)
-            if not self.inline:
+            if not self._inline:
                 self._marks.append(ref)
         else:
             ref = bytes(desc)
