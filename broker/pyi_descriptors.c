@@ -13,3 +13,21 @@ pyi_descriptors_discard (pyi_msg_t *msg)
         if (pyi_msg_is_descriptor (msg, i))
             pyi_tensor_discard (pyi_msg_frame_data (msg, i), pyi_msg_frame_size (msg, i));
 }
+
+const char *
+pyi_descriptors_refusal (pyi_msg_t *msg, bool to_remote, int *code)
+{
+    if (!pyi_msg_has_descriptors (msg))
+        return NULL;
+    if (pyi_msg_remote (msg)) {
+        *code = PYI_ERR_MALFORMED;
+        return "descriptor marks from a peer connected over a network: "
+               "its tensors must be inline";
+    }
+    if (!to_remote)
+        return NULL;
+    pyi_descriptors_discard (msg);
+    *code = PYI_ERR_DENIED;
+    return "the receiver is connected over a network (no shared memory with this host): "
+           "send its tensors inline (a request flagged answer-inline is answered inline)";
+}

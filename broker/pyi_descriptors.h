@@ -17,4 +17,14 @@
     (pyi_msg_remote): they name nothing of this host. */
 void pyi_descriptors_discard (pyi_msg_t *msg);
 
+/*  Why msg (a REQUEST or an answer) may not go on to its receiver, or NULL
+    when it may. The broker routes and never copies a payload, so a peer
+    connected over a network gets tensors inline, made so by their sender:
+    - a remote sender's marks cannot name this host's regions: refused,
+      *code PYI_ERR_MALFORMED, never acted on;
+    - marks for a remote receiver (to_remote): refused, *code
+      PYI_ERR_DENIED, their in-flight counts given back.
+    The text is static. */
+const char *pyi_descriptors_refusal (pyi_msg_t *msg, bool to_remote, int *code);
+
 #endif

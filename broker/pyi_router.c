@@ -430,15 +430,6 @@ s_handle_request (pyi_router_t *self, pyi_msg_t **msg_p, const uint8_t *rid, siz
     const char *name = pyi_msg_service (msg);
     s_service_t *service = (s_service_t *) pyi_table_lookup (self->services, name, strlen (name));
     char text [ERROR_TEXT];
-    if (pyi_msg_remote (msg) && pyi_msg_has_descriptors (msg)) {
-        /*  Its marks cannot name regions of this host: never act on them. */
-        self->stats.malformed++;
-        s_send_error (self, rid, rid_size, id, PYI_ERR_MALFORMED, name,
-                      "descriptor marks from a peer connected over a network: "
-                      "its tensors must be inline");
-        s_strike (self, rid, rid_size);
-        return;
-    }
     if (!service || !service->worker) {
         pyi_descriptors_discard (msg);
         if (service && service->lost [0]) {
@@ -479,14 +470,14 @@ s_handle_request (pyi_router_t *self, pyi_msg_t **msg_p, const uint8_t *rid, siz
         return;
     }
     s_worker_t *worker = service->worker;
-    if (worker->remote && pyi_msg_has_descriptors (msg)) {
-        /*  The broker routes: it never copies a payload into a message. */
-        pyi_descriptors_discard (msg);
+    int code;
+    const char *why = pyi_descriptors_refusal (msg, worker->remote, &code);
+    if (why) {
         free (pending);
         service->stats.errors++;
-        snprintf (text, sizeof (text), "service '%s' is remote (no shared memory with this "
-                  "host): send its tensors inline", name);
-        s_send_error (self, rid, rid_size, id, PYI_ERR_DENIED, name, text);
+        s_send_error (self, rid, rid_size, id, code, name, why);
+        if (code == PYI_ERR_MALFORMED)
+            s_strike (self, rid, rid_size);
         return;
     }
     uint32_t timeout = pyi_msg_timeout (msg);
@@ -557,20 +548,13 @@ s_handle_answer (pyi_router_t *self, pyi_msg_t **msg_p, s_worker_t *worker)
     pyi_msg_set_id (msg, s_caller_id (pending));
     const uint8_t *caller = pending->ckey + CALLER_ID;
     size_t caller_size = pending->ckey_size - CALLER_ID;
-    if (worker->remote && pyi_msg_has_descriptors (msg)) {
-        /*  Its marks cannot name regions of this host: never act on them. */
-        self->stats.malformed++;
-        s_send_error (self, caller, caller_size, s_caller_id (pending), PYI_ERR_MALFORMED,
-                      service->name, "the remote service answered with descriptor marks: "
-                      "a peer connected over a network must send its tensors inline");
-        s_strike (self, worker->rid, worker->rid_size);
-    }
-    else if (pending->caller_remote && pyi_msg_has_descriptors (msg)) {
-        pyi_descriptors_discard (msg);
-        service->stats.errors++;
-        s_send_error (self, caller, caller_size, s_caller_id (pending), PYI_ERR_DENIED,
-                      service->name, "the answer carried shared-memory tensors for a caller "
-                      "without shared memory: answer a request flagged answer-inline inline");
+    int code;
+    const char *why = pyi_descriptors_refusal (msg, pending->caller_remote, &code);
+    if (why) {
+        s_send_error (self, caller, caller_size, s_caller_id (pending), code,
+                      service->name, why);
+        if (code == PYI_ERR_MALFORMED)
+            s_strike (self, worker->rid, worker->rid_size);
     }
     else
         pyi_msg_send (msg_p, self->socket, caller, caller_size, ZMQ_DONTWAIT);
