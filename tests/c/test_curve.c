@@ -16,7 +16,8 @@
     - malformed keys are refused (allow_key, new_curve); a second broker
       in the same process cannot bind CURVE endpoints (one authentication
       handler per process) and says so;
-    - tensors cross to a CURVE peer inline (it is remote).
+    - tensors cross to a CURVE peer inline (it is remote), made so by the
+      sender: a shared-memory descriptor for it is refused.
 */
 #include "testutil.h"
 
@@ -169,7 +170,7 @@ main (void)
         pyi_worker_destroy (&worker);
     }
 
-    TEST_BEGIN ("tensors cross to a CURVE peer inline");
+    TEST_BEGIN ("tensors cross to a CURVE peer inline, made so by the sender");
     pyi_region_t *region = pyi_region_new (64);
     CHECK (region);
     char name [PYI_REGION_MAX_NAME + 1];
@@ -180,6 +181,14 @@ main (void)
                    0 };
     pyi_msg_t *body = pyi_msg_new (PYI_REQUEST);
     CHECK_INT (pyi_tensor_encode (&t, body), 0);
+    CHECK_INT (pyi_client_request (local, "remote.echo", 19, 0, &body), 0);
+    answer = pyi_client_recv (local, WAIT_MS);     /* shared memory: refused */
+    CHECK (answer && pyi_msg_code (answer) == PYI_ERR_DENIED);
+    pyi_msg_destroy (&answer);
+    CHECK_INT (pyi_region_inflight (region), 0);
+    body = pyi_msg_new (PYI_REQUEST);
+    CHECK_INT (pyi_tensor_encode (&t, body), 0);
+    CHECK_INT (pyi_tensor_inline (body, 0), 0);
     CHECK_INT (pyi_client_request (local, "remote.echo", 20, 0, &body), 0);
     pyi_msg_t *request = pyi_worker_recv (remote, WAIT_MS);
     CHECK (request && pyi_msg_frames (request) == 1);
