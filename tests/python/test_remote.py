@@ -74,6 +74,7 @@ def test_remote_extension_serves_calls_singletons_and_copies(venv_root) -> None:
                 assert Store().data["arr"].shape == (4, 64)
                 got = await ext.store_get("arr")
                 assert (got == a[:4]).all()
+                del Store().data["arr"], got    # the singleton outlives the test
                 with pytest.raises(ValueError, match="bad value"):
                     await ext.fail("value")
                 await ext.stop()
