@@ -27,7 +27,7 @@ pyi_descriptors_refusal (pyi_msg_t *msg, bool to_remote, int *code)
     if (!to_remote)
         return NULL;
     pyi_descriptors_discard (msg);
-    *code = PYI_ERR_DENIED;
+    *code = PYI_ERR_INLINE;
     return "the receiver is connected over a network (no shared memory with this host): "
            "send its tensors inline (a request flagged answer-inline is answered inline)";
 }

@@ -23,7 +23,7 @@ void pyi_descriptors_discard (pyi_msg_t *msg);
     - a remote sender's marks cannot name this host's regions: refused,
       *code PYI_ERR_MALFORMED, never acted on;
     - marks for a remote receiver (to_remote): refused, *code
-      PYI_ERR_DENIED, their in-flight counts given back.
+      PYI_ERR_INLINE, their in-flight counts given back.
     The text is static. */
 const char *pyi_descriptors_refusal (pyi_msg_t *msg, bool to_remote, int *code);
 

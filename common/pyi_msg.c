@@ -653,9 +653,9 @@ pyi_error_name (int code)
 {
     static const char *names[] = {
         "OK", "UNKNOWN_SERVICE", "WORKER_LOST", "TIMEOUT", "TOO_LARGE", "BUSY",
-        "MALFORMED", "VERSION", "DENIED", "SHUTDOWN"
+        "MALFORMED", "VERSION", "DENIED", "SHUTDOWN", "INLINE"
     };
-    if (code >= 0 && code <= PYI_ERR_SHUTDOWN)
+    if (code >= 0 && code <= PYI_ERR_INLINE)
         return names [code];
     return code >= PYI_ERR_APPLICATION ? "APPLICATION" : "UNKNOWN";
 }

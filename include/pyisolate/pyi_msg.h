@@ -53,6 +53,8 @@ typedef enum {
     PYI_ERR_VERSION = 7,           /* protocol version not spoken */
     PYI_ERR_DENIED = 8,            /* the broker's policy refused it */
     PYI_ERR_SHUTDOWN = 9,          /* the broker is stopping */
+    PYI_ERR_INLINE = 10,           /* shared-memory tensors for a peer without
+                                      shared memory: send them inline */
     PYI_ERR_APPLICATION = 100      /* the worker's handler failed */
 } pyi_error_t;
 

@@ -183,7 +183,7 @@ main (void)
     CHECK_INT (pyi_tensor_encode (&t, body), 0);
     CHECK_INT (pyi_client_request (local, "remote.echo", 19, 0, &body), 0);
     answer = pyi_client_recv (local, WAIT_MS);     /* shared memory: refused */
-    CHECK (answer && pyi_msg_code (answer) == PYI_ERR_DENIED);
+    CHECK (answer && pyi_msg_code (answer) == PYI_ERR_INLINE);
     pyi_msg_destroy (&answer);
     CHECK_INT (pyi_region_inflight (region), 0);
     body = pyi_msg_new (PYI_REQUEST);

@@ -9,12 +9,12 @@
       region is gone, or of garbage, is an error;
     - the broker routes and never copies a payload: a request with a marked
       (shared-memory) descriptor for a worker connected over tcp is refused
-      (PYI_ERR_DENIED, saying to send inline) and its count given back; a
+      (PYI_ERR_INLINE, saying to send inline) and its count given back; a
       sender that inlines it itself (pyi_tensor_inline) is served, the
       worker gets a copy, the region goes with its holder;
     - a request from a caller connected over tcp reaches a local worker
       flagged answer-inline (a local caller's is not); the worker's answer
-      with a marked descriptor is refused to that caller (DENIED, count
+      with a marked descriptor is refused to that caller (INLINE, count
       given back), its inline answer reaches it;
     - a peer over tcp that marks descriptors is refused (PYI_ERR_MALFORMED)
       and the broker never acts on its marks, even when they name a live
@@ -140,7 +140,7 @@ test_to_remote_worker (void)
     /*  A shared-memory descriptor for the remote worker: refused, count back. */
     pyi_msg_t *body = s_body_with_tensor (&region, name);
     CHECK_INT (pyi_client_request (client, "far", 1, 0, &body), 0);
-    s_expect_error (client, PYI_ERR_DENIED, "inline");
+    s_expect_error (client, PYI_ERR_INLINE, "inline");
     CHECK_INT (pyi_region_inflight (region), 0);
     CHECK (pyi_worker_recv (worker, 100) == NULL);
     pyi_region_release (&region);
@@ -212,7 +212,7 @@ test_from_remote_caller (void)
     pyi_msg_set_command (reply, PYI_REPLY);
     CHECK_INT (pyi_worker_reply (worker, pyi_msg_id (request), &reply), 0);
     pyi_msg_destroy (&request);
-    s_expect_error (client, PYI_ERR_DENIED, "inline");
+    s_expect_error (client, PYI_ERR_INLINE, "inline");
     CHECK_INT (pyi_region_inflight (region), 0);
 
     /*  Answered inline: served. */

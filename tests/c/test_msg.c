@@ -177,6 +177,7 @@ test_setters (void)
     CHECK_STR (pyi_command_name (PYI_DISCONNECT), "DISCONNECT");
     CHECK_STR (pyi_error_name (PYI_ERR_TIMEOUT), "TIMEOUT");
     CHECK_STR (pyi_error_name (PYI_ERR_WORKER_LOST), "WORKER_LOST");
+    CHECK_STR (pyi_error_name (PYI_ERR_INLINE), "INLINE");
     CHECK (pyi_command_name (99) != NULL);
     CHECK (pyi_command_name (-1) != NULL);
     CHECK (pyi_error_name (-5) != NULL);

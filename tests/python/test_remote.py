@@ -86,6 +86,35 @@ def test_remote_extension_serves_calls_singletons_and_copies(venv_root) -> None:
     run(main())
 
 
+def test_extension_calls_a_remote_extension_with_an_array(venv_root) -> None:
+    """A local extension calls a callable of a remote extension directly
+    (through the broker, not the host): its first request names shared
+    memory, the broker refuses it (INLINE: it never copies a payload), and
+    the caller's node sends it again inline, and inline from then on."""
+
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            far = mgr.load_extension(ext_config("far_adder", "basic", remote=True))
+            proc = _remote(far.ticket)
+            try:
+                await asyncio.wait_for(far.wait_ready(), 60)
+                near = await mgr.load_extension(ext_config("near_caller", "basic",
+                                                           dependencies=["numpy>=2.2"]))
+                add = await far.make_adder(1.5)
+                assert await near.call_back(add, 2) == 3.5
+                a = np.arange(8, dtype=np.float64)
+                for _ in range(2):
+                    got = await near.call_back(add, a)
+                    assert (got == a + 1.5).all()
+                stats = mgr.service_stats("ext.far_adder")
+                assert stats is not None and stats["errors"] == 1, stats  # the one refusal
+                await far.stop()
+            finally:
+                out = _end(proc)
+            assert "serving extension 'far_adder'" in out, out
+    run(main())
+
+
 def test_remote_extension_lost_and_bad_tickets(venv_root) -> None:
     import pyisolate
 

@@ -70,6 +70,7 @@ EXCEPTIONS: dict[int, _Row] = {
     _lib.PYI_ERR_VERSION: _BROKER,
     _lib.PYI_ERR_DENIED: _BROKER,
     _lib.PYI_ERR_SHUTDOWN: (ExtensionStopped, BrokerError, BrokerError),
+    _lib.PYI_ERR_INLINE: _BROKER,
     _lib.PYI_ERR_APPLICATION: _BROKER,
 }
 

@@ -242,6 +242,13 @@ class Node:
                 return None
             return self.codec.loads(frames[0], frames[1:],
                                     self.pickle_all or service in self.pickle_services)
+        if msg.code == _core.ERR_INLINE and marks and service not in self.remote_services:
+            # A service this node did not know was remote (another
+            # extension's, over tcp): the broker refused the shared memory
+            # before anything ran. From now on its tensors go inline.
+            self.remote_services.add(service)
+            return await self.call(service, target, method, args, kwargs, op=op,
+                                   timeout=timeout)
         return self._result(msg, service, method, timeout)
 
     def _backstop(self, rid: int) -> None:

@@ -82,6 +82,11 @@ class Basic(ExtensionBase):
     async def call_back(self, cb, value):
         return await cb(value)
 
+    async def make_adder(self, n):
+        def add(v):
+            return v + n
+        return add
+
     async def store_set(self, key, value):
         db = Store()
         await db.set(key, value)
