@@ -2,14 +2,13 @@
 
 - one table turns every broker error code (PYI_ERR_*) into an exception,
   by callee, and the RPC node, the handle and the extension process use it;
-- the launchers' state machine follows the transitions State documents;
-- the package's modules import each other in one direction only (function
-  level imports included).
+- the launchers' state machine follows the transitions State documents.
+(That the package's modules import each other in one direction only is
+tests/check_layout.py's, run by make test.)
 """
 
 from __future__ import annotations
 
-import ast
 import asyncio
 from pathlib import Path
 
@@ -69,45 +68,6 @@ def test_error_replies() -> None:
     bare = reply_error(_core.Message(_core.ERROR, 1, "", lib.PYI_ERR_APPLICATION, "t", 0),
                        "ext.e", "m", None)
     assert type(bare) is pyisolate.BrokerError
-
-
-def _imports(path: Path, modules: set[str]) -> set[str]:
-    """The package modules that ``path`` imports, anywhere in it."""
-    out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1 or node.module == "pyisolate" or (
-                    node.module or "").startswith("pyisolate."):
-                base = node.module if node.level == 0 else f"pyisolate.{node.module or ''}"
-                base = base.rstrip(".")
-                if base == "pyisolate":
-                    for alias in node.names:  # a submodule, else a name of __init__
-                        native = any(PACKAGE.glob(f"{alias.name}.*"))
-                        out.add(f"pyisolate.{alias.name}" if native else "pyisolate")
-                else:
-                    out.add(base)
-        elif isinstance(node, ast.Import):
-            out.update(a.name for a in node.names if a.name.split(".")[0] == "pyisolate")
-    return out & modules
-
-
-def test_modules_import_in_one_direction() -> None:
-    files = {("pyisolate" if p.stem == "__init__" else f"pyisolate.{p.stem}"): p
-             for p in PACKAGE.glob("*.py")}
-    graph = {name: _imports(path, set(files)) - {name} for name, path in files.items()}
-    done: set[str] = set()
-
-    def visit(name: str, path: list[str]) -> None:
-        if name in path:
-            pytest.fail("import cycle: " + " -> ".join(path[path.index(name):] + [name]))
-        if name in done:
-            return
-        for dep in sorted(graph[name]):
-            visit(dep, path + [name])
-        done.add(name)
-
-    for name in sorted(graph):
-        visit(name, [])
 
 
 class _StubHost:
