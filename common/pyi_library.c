@@ -1,10 +1,14 @@
 /*  pyi_library: library init and the thread's last error. Owned by no
     class: every part of libpyisolate uses them. */
 #include "pyi_library_internal.h"
+#include "pyisolate/pyi_library.h"
 #include <czmq.h>
+#include <msgpack.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+
+#define VERSIONS_SIZE 128    /* pyi_library_versions' line */
 
 static __thread char s_last_error [PYI_ERROR_SIZE];
 
@@ -21,6 +25,19 @@ const char *
 pyi_last_error (void)
 {
     return s_last_error;
+}
+
+const char *
+pyi_library_versions (void)
+{
+    static char text [VERSIONS_SIZE];
+    int major, minor, patch;
+    zmq_version (&major, &minor, &patch);
+    snprintf (text, sizeof (text), "pyisolate %d.%d.%d, libzmq %d.%d.%d, czmq %d.%d.%d, "
+              "msgpack-c %s", PYI_VERSION_MAJOR, PYI_VERSION_MINOR, PYI_VERSION_PATCH,
+              major, minor, patch, CZMQ_VERSION_MAJOR, CZMQ_VERSION_MINOR,
+              CZMQ_VERSION_PATCH, msgpack_version ());
+    return text;
 }
 
 static void

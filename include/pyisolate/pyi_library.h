@@ -28,6 +28,12 @@ extern "C" {
 /*  Text of the last error of a pyi_ call on this thread (borrowed). */
 PYI_EXPORT const char *pyi_last_error (void);
 
+/*  The versions of libpyisolate and of the libraries it runs with, as one
+    line: "pyisolate 0.1.0, libzmq 4.3.4, czmq 4.2.1, msgpack-c 4.0.0"
+    (libzmq's is the one loaded; czmq's and msgpack-c's the ones built
+    against). Static storage. */
+PYI_EXPORT const char *pyi_library_versions (void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -6,10 +6,13 @@
     - pyi_last_error () is "" in a thread where nothing failed, and holds
       the reason of the last failing call of this thread: a failure in
       one thread leaves another thread's text as it was;
-    - a long reason is cut, not overflowed, and stays terminated.
+    - a long reason is cut, not overflowed, and stays terminated;
+    - pyi_library_versions names this library's version and the loaded
+      libzmq's (zmq_version), czmq's and msgpack-c's.
 */
 #include "testutil.h"
 #include <pthread.h>
+#include <zmq.h>
 
 _Static_assert (PYI_VERSION_MAJOR == 0 && PYI_VERSION_MINOR >= 1, "the library's version");
 
@@ -55,11 +58,26 @@ test_cut (void)
     CHECK_MSG (length >= 256 && length < 1024, "%zu bytes", length);
 }
 
+static void
+test_versions (void)
+{
+    TEST_BEGIN ("the versions of the library and what it runs with");
+    char expected [128];
+    int major, minor, patch;
+    zmq_version (&major, &minor, &patch);
+    snprintf (expected, sizeof expected, "pyisolate %d.%d.%d, libzmq %d.%d.%d, czmq ",
+              PYI_VERSION_MAJOR, PYI_VERSION_MINOR, PYI_VERSION_PATCH, major, minor, patch);
+    const char *text = pyi_library_versions ();
+    CHECK_MSG (strncmp (text, expected, strlen (expected)) == 0, "%s", text);
+    CHECK_MSG (strstr (text, ", msgpack-c ") && text [strlen (text) - 1] != ' ', "%s", text);
+}
+
 int
 main (void)
 {
     test_per_thread ();
     test_cut ();
+    test_versions ();
     fprintf (stderr, "test_library: OK\n");
     return 0;
 }

@@ -136,6 +136,11 @@ def fingerprint(deps: Sequence[str], share_torch: bool) -> str:
     return json.dumps(data, sort_keys=True)
 
 
+def fingerprint_id(fp: str) -> str:
+    """A short id of a fingerprint, as logs and ``pyisolate list`` show it."""
+    return hashlib.sha1(fp.encode()).hexdigest()[:8]
+
+
 class _Board:
     """One status line on the terminal for all uv jobs running at once:
     shown only when stderr is a terminal (and $PYISOLATE_PROGRESS is not 0)."""
@@ -243,6 +248,7 @@ async def ensure_venv(name: str, root: Path, deps: Sequence[str], share_torch: b
         try:
             if fp_file.read_text() == fp and python.exists():
                 logger.info("[%s] reusing the venv at %s", name, venv)
+                os.utime(fp_file)   # last used: what `pyisolate prune` goes by
                 return venv
         except OSError:
             pass
@@ -271,5 +277,5 @@ async def ensure_venv(name: str, root: Path, deps: Sequence[str], share_torch: b
         tmp = venv / (FINGERPRINT + ".tmp")
         tmp.write_text(fp)
         os.replace(tmp, fp_file)
-        logger.info("[%s] venv ready (%s)", name, hashlib.sha1(fp.encode()).hexdigest()[:8])
+        logger.info("[%s] venv ready (%s)", name, fingerprint_id(fp))
         return venv
