@@ -8,7 +8,7 @@ started by it in its own uv-made venv. See ExtensionManager.
 from __future__ import annotations
 
 from ._version import __version__
-from ._base import ExtensionBase, ProxiedSingleton, local_execution
+from ._base import ExtensionBase, ProxiedSingleton, local_execution, singleton_scope
 from ._errors import (
     CallTimeout,
     DependencyInstallError,
@@ -35,6 +35,7 @@ __all__ = [
     "Extension",
     "ProxiedSingleton",
     "local_execution",
+    "singleton_scope",
     "SyncExtensionManager",
     "SyncExtension",
     "PyisolateError",

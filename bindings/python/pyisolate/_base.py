@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -92,6 +93,34 @@ class ProxiedSingleton(metaclass=_SingletonMeta):
             inst = type.__call__(cls, *args, **kwargs)
             type.__setattr__(cls, "_pyi_instance", inst)
         return inst
+
+
+@contextlib.contextmanager
+def singleton_scope() -> Iterator[None]:
+    """pyisolate 0.x's test helper: the host's ProxiedSingleton instances
+    made inside the block are dropped at its end (the next ``MyAPI()``
+    makes a new one); those made before it stay, and are used inside."""
+    before = {cls: cls.__dict__["_pyi_instance"] for cls in _singleton_classes()
+              if "_pyi_instance" in cls.__dict__}
+    try:
+        yield
+    finally:
+        for cls in _singleton_classes():
+            if cls in before:
+                type.__setattr__(cls, "_pyi_instance", before[cls])
+            elif "_pyi_instance" in cls.__dict__:
+                type.__delattr__(cls, "_pyi_instance")
+
+
+def _singleton_classes() -> list[type]:
+    found: list[type] = []
+    todo = list(ProxiedSingleton.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        if cls not in found:
+            found.append(cls)
+            todo.extend(cls.__subclasses__())
+    return found
 
 
 _proxy_classes: dict[tuple[type, str], type] = {}

@@ -17,7 +17,7 @@ T = TypeVar("T", bound=ExtensionBase)
 
 
 class _Method:
-    """``ext.<name>``: calling it returns the call's coroutine."""
+    """``ext.<method>``: calling it returns the call's coroutine."""
 
     __slots__ = ("_launcher", "_name", "_timeout")
 

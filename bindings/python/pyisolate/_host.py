@@ -22,7 +22,7 @@ from . import _core, _tensors
 from ._base import ProxiedSingleton, singleton_key
 from ._errors import ExtensionLoadError
 from ._rpc import Node
-from .config import ExtensionManagerConfig
+from .config import ExtensionManagerConfig, extension_key
 
 logger = logging.getLogger("pyisolate")
 
@@ -188,6 +188,22 @@ class Host:
                 broker.close()
             _live_brokers.discard(broker)
 
+    def close_now(self) -> None:
+        """close() for a caller that cannot await (on the loop, which must
+        not wait for itself, or with the loop closed): the broker's destroy
+        blocks here for up to its grace period."""
+        if not self.loop.is_closed():
+            for task in [self._served, *self._api_offers.values()]:
+                task.cancel()
+        try:
+            self.node.close()
+            self.loop.remove_reader(self._event_fd)
+        finally:
+            broker, self._broker = self._broker, None
+            if broker is not None:
+                broker.close()
+                _live_brokers.discard(broker)
+
     # -- events -----------------------------------------------------------------
     def _on_worker_lost(self, why: str) -> None:
         if not self.node.closed:
@@ -225,7 +241,10 @@ class Host:
                              kwargs: dict[str, Any]) -> None:
         """An extension's process could not load it: ``target`` is its name,
         ``args[0]`` the exception (_errors.describe_exception)."""
-        ext = self._listeners.get("ext." + target)
+        try:
+            ext = self._listeners.get("ext." + extension_key(target))
+        except ValueError:  # not a name this host would have given
+            return
         if ext is not None and args:
             data = args[0]
             ext.on_load_failed(ExtensionLoadError(ext.name, f"{data.get('qualname')}: "

@@ -5,9 +5,9 @@ the calls made through its handle and stops it. The handle
 - ``InProcess`` (``isolated=False``): the module imported and run in the host.
 - ``Process``: a process the broker spawns with the venv's python, the env
   and config it needs, and pipes for its output (_output); it serves
-  ``ext.<name>``.
+  ``ext.<key>`` (config.extension_key).
 - ``Remote`` (``remote=True``): a process started elsewhere with the
-  handle's ticket (``python -m pyisolate.remote``), serving ``ext.<name>``
+  handle's ticket (``python -m pyisolate.remote``), serving ``ext.<key>``
   over tcp.
 
 The Host tells the two served kinds about their process (the Listener
@@ -37,7 +37,7 @@ from ._host import HOST_SERVICE, Host
 from ._output import OutputReader
 from ._rpc import invoke
 from ._ticket import make_ticket
-from .config import ExtensionConfig, ExtensionManagerConfig
+from .config import ExtensionConfig, ExtensionManagerConfig, extension_key
 
 logger = logging.getLogger("pyisolate")
 
@@ -169,6 +169,18 @@ class Launcher:
             except ProcessLookupError:
                 pass
 
+    def abandon(self) -> None:
+        """The manager is ending the broker without waiting (which ends the
+        process): no stop() hook runs. STOPPED now; a load in progress is
+        cancelled, a stop() in progress returns."""
+        self.state = State.STOPPED
+        if self._loop.is_closed():
+            return
+        if self._start_task is not None:
+            self._start_task.cancel()
+        if not self._exited.done():
+            self._exited.set_result(self.exit_status)
+
     def close(self) -> None:
         """The manager has shut down: release what is left."""
 
@@ -268,13 +280,14 @@ class InProcess(Launcher):
 
 
 class _Served(Launcher):
-    """An extension in a process of its own, serving ``ext.<name>`` through
+    """An extension in a process of its own, serving ``ext.<key>`` through
     the broker; the Host reports that process's events here."""
 
     def __init__(self, config: ExtensionConfig, base: type, host: Host,
                  settings: ExtensionManagerConfig) -> None:
         super().__init__(config, base, host.loop)
-        self.service = f"ext.{config.name}"
+        self.key = extension_key(config.name)  # its venv folder and service key
+        self.service = f"ext.{self.key}"
         self._host = host
         self._settings = settings  # start_timeout, stop_timeout
 
@@ -388,7 +401,8 @@ class Process(_Served):
                 logger.info("[%s] share_torch: using the host's torch instead of installing it",
                             self.name)
             deps = kept
-        venv = await _venv.ensure_venv(self.name, self._venv_root, deps, share_torch)
+        venv = await _venv.ensure_venv(self.name, self._venv_root, deps, share_torch,
+                                       folder=self.key, indexes=self.config.extra_index_urls)
         rt = await self._loop.run_in_executor(None, _venv.runtime_dir, self._venv_root)
         await self._connect()
         paths = [str(rt)]
@@ -403,6 +417,9 @@ class Process(_Served):
         env["PYI_CONFIG"] = json.dumps(child_config(self.config, self._base,
                                                     api_roots(self.config, self._base)))
         env["PYTHONUNBUFFERED"] = "1"
+        # What pyisolate 0.x told its extension processes (docs/porting.md).
+        env["PYISOLATE_CHILD"] = "1"
+        env["PYISOLATE_EXTENSION"] = self.name
         argv = [str(venv / "bin" / "python"), "-I", "-u", "-c", BOOTSTRAP]
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()

@@ -21,8 +21,10 @@ from ._launch import Launcher, State, make_launcher
 from .config import (
     ExtensionConfig,
     ExtensionManagerConfig,
+    extension_key,
+    validate_0x_options,
     validate_dependencies,
-    validate_name,
+    validate_index_urls,
 )
 
 logger = logging.getLogger("pyisolate")
@@ -57,7 +59,9 @@ class ExtensionManager(Generic[T]):
         handle used without awaiting waits for readiness on its first call.
         Raises ValueError at once for a bad name or dependency string."""
         cfg = ExtensionConfig.from_any(config)
-        validate_name(cfg.name)
+        key = extension_key(cfg.name)
+        validate_0x_options(cfg)
+        validate_index_urls(cfg.extra_index_urls)
         if cfg.remote and not cfg.isolated:
             raise ValueError(f"extension {cfg.name!r}: a remote extension is isolated")
         if not cfg.module_path and not cfg.remote:
@@ -79,6 +83,7 @@ class ExtensionManager(Generic[T]):
         if cfg.remote and (cfg.dependencies or cfg.share_torch or cfg.env):
             logger.warning("[%s] remote: dependencies, share_torch and env do not apply (the "
                            "remote process brings its own environment)", cfg.name)
+        self._check_key(cfg.name, key)
         if self._closed:
             raise PyisolateError("this ExtensionManager was stopped")
         host = self._bind_loop()
@@ -97,6 +102,14 @@ class ExtensionManager(Generic[T]):
         launcher.start()
         return ext
 
+    def _check_key(self, name: str, key: str) -> None:
+        """Refuse a name whose key (venv folder, service) a live extension of
+        another name has."""
+        for other, (_, launcher) in self._loaded.items():
+            if other != name and launcher.alive and extension_key(other) == key:
+                raise ValueError(f"extension names {other!r} (loaded) and {name!r} both make "
+                                 f"the venv folder and service key {key!r}: rename one")
+
     def get_extension(self, name: str) -> Extension[T]:
         return self._loaded[name][0]
 
@@ -112,6 +125,45 @@ class ExtensionManager(Generic[T]):
                                  return_exceptions=True)
         await self._shutdown()
 
+    def stop_all_extensions(self) -> None:
+        """pyisolate 0.x's blocking stop_all(): returns once every extension's
+        process has ended and the broker is closed (the manager is closed, as
+        after stop_all()). Prefer ``await manager.stop_all()`` in async code.
+
+        - The manager's event loop running in another thread, or idle (not
+          running, not closed) with no loop running in this thread: it runs
+          ``stop_all()`` on that loop and waits; the stop() hooks run.
+        - Called on that loop itself (async code calling it without await, as
+          0.x code does), or once the loop is closed (after asyncio.run):
+          nothing may wait on the loop, so no stop() hook runs; the broker
+          tells every extension to exit and kills what is left after its
+          grace period (2 s), blocking until then, as 0.x's did.
+        """
+        host = self._host
+        if host is None or self._closed:
+            self._closed = True
+            return
+        loop = host.loop
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not loop and not loop.is_closed():
+            if loop.is_running():
+                asyncio.run_coroutine_threadsafe(self.stop_all(), loop).result()
+                return
+            if running is None:
+                loop.run_until_complete(self.stop_all())
+                return
+        logger.info("stop_all_extensions() without waiting on the manager's loop: the "
+                    "extensions' stop() hooks do not run")
+        self._closed = True
+        for _, launcher in self._loaded.values():
+            launcher.abandon()
+        host.close_now()
+        for _, launcher in self._loaded.values():
+            launcher.close()
+
     async def __aenter__(self) -> "ExtensionManager[T]":
         return self
 
@@ -123,7 +175,7 @@ class ExtensionManager(Generic[T]):
         return self._host.broker_stats() if self._host is not None else {}
 
     def service_stats(self, service: str) -> dict[str, int] | None:
-        """The broker's counters for one service (``ext.<name>``, ``host`` or
+        """The broker's counters for one service (``ext.<key>``, ``host`` or
         ``api.<module>.<qualname>``), or None if it never heard of it."""
         return self._host.service_stats(service) if self._host is not None else None
 

@@ -119,13 +119,13 @@ class SyncExtension:
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_"):
             raise AttributeError(name)
-        remote = self._ext.remote
+        return getattr(self.remote, name)
 
-        def method(*args: Any, **kwargs: Any) -> Any:
-            return self._owner._run(getattr(remote, name)(*args, **kwargs))
-
-        method.__name__ = name
-        return method
+    @property
+    def remote(self) -> Any:
+        """The extension's methods, also those whose names this handle uses
+        itself (``ext.remote.pid()`` calls a method named pid)."""
+        return _SyncView(self._owner, self._ext.remote)
 
     def call(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         """Call ``method`` with a deadline of ``timeout`` seconds."""
@@ -133,3 +133,23 @@ class SyncExtension:
 
     def stop(self) -> None:
         self._owner._run(self._ext.stop())
+
+
+class _SyncView:
+    """``SyncExtension.remote``: the extension's methods, every name of them,
+    blocking."""
+
+    def __init__(self, owner: SyncExtensionManager, view: Any) -> None:
+        self._owner = owner
+        self._view = view  # Extension.remote
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        call = getattr(self._view, name)
+
+        def method(*args: Any, **kwargs: Any) -> Any:
+            return self._owner._run(call(*args, **kwargs))
+
+        method.__name__ = name
+        return method

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 from . import _native
 from ._errors import DependencyInstallError
 from ._version import __version__
+from .config import redact_url
 
 logger = logging.getLogger("pyisolate.venv")
 
@@ -126,13 +127,15 @@ def runtime_dir(root: Path) -> Path:
     return d
 
 
-def fingerprint(deps: Sequence[str], share_torch: bool) -> str:
-    data = {
+def fingerprint(deps: Sequence[str], share_torch: bool, indexes: Sequence[str] = ()) -> str:
+    data: dict[str, Any] = {
         "dependencies": list(deps),
         "python": [sys.executable, sys.version],
         "pyisolate": __version__,
         "share_torch": bool(share_torch),
     }
+    if indexes:  # without their credentials: the file is not a secret
+        data["extra_index_urls"] = [redact_url(u) for u in indexes]
     return json.dumps(data, sort_keys=True)
 
 
@@ -236,15 +239,20 @@ class _FileLock:
         os.close(self.fd)
 
 
-async def ensure_venv(name: str, root: Path, deps: Sequence[str], share_torch: bool) -> Path:
-    """Make (or reuse) the venv of extension ``name`` with ``deps`` installed."""
+async def ensure_venv(name: str, root: Path, deps: Sequence[str], share_torch: bool, *,
+                      folder: str | None = None, indexes: Sequence[str] = ()) -> Path:
+    """Make (or reuse) the venv of extension ``name`` with ``deps`` installed,
+    in ``root/folder`` (config.extension_key; default ``name``). ``indexes``:
+    extra index URLs, given to uv in its environment (never on its command
+    line, nor in the log, where credentials would show)."""
     loop = asyncio.get_running_loop()
     root.mkdir(parents=True, exist_ok=True)
-    venv = root / name
+    folder = folder or name
+    venv = root / folder
     python = venv / "bin" / "python"
-    fp = fingerprint(deps, share_torch)
+    fp = fingerprint(deps, share_torch, indexes)
     fp_file = venv / FINGERPRINT
-    async with _FileLock(root / f".{name}.lock"):
+    async with _FileLock(root / f".{folder}.lock"):
         try:
             if fp_file.read_text() == fp and python.exists():
                 logger.info("[%s] reusing the venv at %s", name, venv)
@@ -268,6 +276,10 @@ async def ensure_venv(name: str, root: Path, deps: Sequence[str], share_torch: b
         if rc != 0:
             raise DependencyInstallError(name, cmd, rc, out)
         if deps:
+            if indexes:  # uv's --extra-index-url, a space-separated list
+                env["UV_EXTRA_INDEX_URL"] = " ".join(indexes)
+                logger.info("[%s] extra indexes: %s", name,
+                            " ".join(redact_url(u) for u in indexes))
             cmd = [uv, "pip", "install", "--python", str(python), *deps]
             rc, out = await _run(name, cmd, env, "installing " + " ".join(deps))
             if rc != 0:

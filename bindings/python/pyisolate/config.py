@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import unicodedata
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence, TypeVar
+from typing import Any, ClassVar, Mapping, Sequence, TypeVar
 
 C = TypeVar("C", bound="_ConfigBase")
 
@@ -25,7 +27,7 @@ class _ConfigBase:
             return value
         if isinstance(value, Mapping):
             names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-            unknown = set(value) - names
+            unknown = set(value) - names - set(getattr(cls, "_REFUSED_KEYS", ()))
             if unknown:
                 raise TypeError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
             return cls(**value)
@@ -45,9 +47,9 @@ class _ConfigBase:
 class ExtensionManagerConfig(_ConfigBase):
     """Settings shared by all extensions of one manager.
 
-    - ``venv_root_path``: where each extension's venv (``<root>/<name>``), the
-      shared uv cache (``<root>/.uv-cache``, unless $UV_CACHE_DIR is set) and
-      pyisolate's runtime link folder live.
+    - ``venv_root_path``: where each extension's venv (``<root>/<key>``, see
+      ``extension_key``), the shared uv cache (``<root>/.uv-cache``, unless
+      $UV_CACHE_DIR is set) and pyisolate's runtime link folder live.
     - ``default_timeout``: seconds a call may take when the extension's config
       and the call give none; None means no limit.
     - ``start_timeout``: seconds an extension process may take to import its
@@ -74,17 +76,40 @@ class ExtensionManagerConfig(_ConfigBase):
     remote_host: str | None = None
 
 
+_NO_CONDA = ("conda environments are not supported: every extension's venv is made "
+             "with uv (package_manager='uv')")
+
+
+def refuse_keys(cls: type, keys: Mapping[str, Any]) -> None:
+    """Raise TypeError naming the keys of ``cls._REFUSED_KEYS`` in ``keys``
+    and why each is refused."""
+    table: Mapping[str, str] = getattr(cls, "_REFUSED_KEYS", {})
+    refused = [k for k in keys if k in table]
+    if refused:
+        why = "; ".join(f"{k}: {table[k]}" for k in refused)
+        raise TypeError(f"{cls.__name__}: pyisolate 0.x keys not supported here "
+                        f"(docs/porting.md): {why}")
+
+
 @dataclass
 class ExtensionConfig(_ConfigBase):
     """One extension.
 
-    - ``name``: a plain name (letters, digits, ``._-``); it becomes the venv's
-      directory name and the service name ``ext.<name>``.
+    - ``name``: the extension's name as people write it (spaces, any
+      script, punctuation), kept as given in logs, errors and
+      ``manager.get_extension(name)``. Its venv folder and service key are
+      derived from it (``extension_key``: ``"node pack (v2)"`` ->
+      ``node_pack_v2``, service ``ext.node_pack_v2``). A name that is a path
+      (``/``, ``\\``, ``..``, NUL) or derives to nothing is refused.
     - ``module_path``: the extension's package directory (with
       ``__init__.py``) or a single ``.py`` file.
     - ``isolated``: False runs it in the host process (for debugging).
     - ``dependencies``: requirement strings for ``uv pip install``: PEP 508
-      requirements (``"numpy>=2"``), ``"-e <path>"``, a local path, or a URL.
+      requirements (``"numpy>=2"``), ``"-e <path>"`` (or ``"-e", "<path>"``
+      as two items, as pyisolate 0.x wrote it), a local path, or a URL.
+    - ``extra_index_urls``: package indexes searched besides PyPI (uv's
+      ``--extra-index-url``): ``http://`` or ``https://`` URLs, credentials
+      (``https://user:token@host/simple``) allowed and never logged.
     - ``apis``: ProxiedSingleton classes the extension may use.
     - ``share_torch``: make the host's torch importable in the extension.
     - ``extension_class``: which ExtensionBase subclass of the module to use
@@ -103,6 +128,14 @@ class ExtensionConfig(_ConfigBase):
       CURVE; its environment and dependencies are yours to provide
       (``dependencies``, ``share_torch`` and ``env`` do not apply), and
       arrays and tensors cross to it as copies (there is no shared memory).
+
+    pyisolate 0.x keys accepted here (docs/porting.md): ``share_cuda_ipc``
+    (no effect: CUDA tensors always cross by CUDA IPC when the CUDA driver
+    is present), ``execution_model`` (``"host-coupled"`` or
+    ``"sealed_worker"``: both are this project's one model, the extension's
+    venv first on its ``sys.path``), ``package_manager`` (``"uv"`` only) and
+    ``module`` (unused, as in 0.x). Its conda and sealed-worker keys are
+    refused (``_REFUSED_KEYS`` says why).
     """
 
     name: str = ""
@@ -116,29 +149,86 @@ class ExtensionConfig(_ConfigBase):
     timeout: float | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     remote: bool = False
+    extra_index_urls: Sequence[str] = field(default_factory=list)
+    # pyisolate 0.x keys (see above and docs/porting.md)
+    share_cuda_ipc: bool | None = None
+    execution_model: str | None = None
+    package_manager: str = "uv"
+    module: str | None = None
+
+    # pyisolate 0.x keys that ask for what this project does not do: refused
+    # when given (as keywords or dict keys), with why.
+    _REFUSED_KEYS: ClassVar[Mapping[str, str]] = {
+        "conda_channels": _NO_CONDA,
+        "conda_dependencies": _NO_CONDA,
+        "conda_platforms": _NO_CONDA,
+        "sealed_host_ro_paths": (
+            "host folders on a sealed worker's sys.path are not supported: an extension "
+            "imports its venv, its module, the host program's folder and its apis' "
+            "modules; install other code into its venv (dependencies=['-e', '/path'])"),
+        "cuda_wheels": (
+            "custom CUDA wheel resolution is not supported: give the wheel index in "
+            "extra_index_urls and pin the packages in dependencies"),
+    }
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "ExtensionConfig":
+        refuse_keys(cls, kwargs)
+        return super().__new__(cls)
 
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+NAME_MAX = 100        # characters in an extension's name
+KEY_MAX_BYTES = 200   # UTF-8 bytes of its folder name (filesystems allow 255)
+
+
+def _kept(c: str) -> bool:
+    """Whether a character stays in an extension's key: letters of any
+    script (with their combining marks), digits, '.', '_' and '-'."""
+    return c.isalnum() or c in "._-" or unicodedata.category(c).startswith("M")
 
 
 def validate_name(name: Any) -> str:
-    """Check that an extension name is safe as a directory name under the
-    venv root; raise ValueError saying why not."""
+    """Check an extension name; return it unchanged, or raise ValueError
+    saying why not. Any characters are allowed but those that make it a
+    path (a separator, a NUL, '..') and control characters; its key
+    (``extension_key``) must not be empty, nor start with '.'."""
+    extension_key(name)
+    return name
+
+
+def extension_key(name: Any) -> str:
+    """The extension's venv folder name and service key (``ext.<key>``),
+    derived from its name, the one place that does: each run of characters
+    other than letters, digits, '.', '_' and '-' becomes one '_', and '_' is
+    stripped at both ends (``"node pack (v2)"`` -> ``"node_pack_v2"``,
+    ``"画像 tools"`` -> ``"画像_tools"``). Raises ValueError for a name
+    validate_name refuses."""
     if not isinstance(name, str) or not name:
         raise ValueError("extension name must be a non-empty string")
     if "\x00" in name:
         raise ValueError(f"extension name {name!r} contains a NUL character")
     if "/" in name or "\\" in name or os.sep in name:
         raise ValueError(f"extension name {name!r} contains a path separator")
-    if os.path.isabs(name):
-        raise ValueError(f"extension name {name!r} is an absolute path")
     if name in (".", "..") or ".." in name:
-        raise ValueError(f"extension name {name!r} would leave the venv root")
-    if not _NAME_RE.match(name):
-        raise ValueError(
-            f"extension name {name!r} is not allowed: use 1-100 letters, digits, '.', "
-            "'_' or '-', starting with a letter or digit")
-    return name
+        raise ValueError(f"extension name {name!r} contains '..', a path step")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+        raise ValueError(f"extension name {name!r} contains a control character "
+                         "or a lone surrogate")
+    if len(name) > NAME_MAX:
+        raise ValueError(f"extension name {name[:20]!r}... is longer than {NAME_MAX} "
+                         "characters")
+    marked = "".join(c if _kept(c) else "\x00" for c in name)  # NUL: refused above
+    key = re.sub("\x00+", "_", marked).strip("_")
+    if not any(c.isalnum() for c in key):
+        raise ValueError(f"extension name {name!r} has no letter or digit to name its "
+                         "venv folder with")
+    if key.startswith("."):
+        raise ValueError(f"extension name {name!r} would make the hidden venv folder "
+                         f"{key!r} (the venv root's dot-folders are pyisolate's own): "
+                         "start it with a letter or digit")
+    if len(key.encode("utf-8")) > KEY_MAX_BYTES:
+        raise ValueError(f"extension name {name!r} makes a venv folder name over "
+                         f"{KEY_MAX_BYTES} bytes: shorten it")
+    return key
 
 
 # A PEP 508 requirement: name, extras, version specifiers, markers.
@@ -155,7 +245,8 @@ _BAD_CHARS = set("\x00\n\r`$|&;<>\\{}*?!")
 
 
 def _is_local_path(s: str) -> bool:
-    return s.startswith(("/", "./", "../", "~/")) or (os.sep in s and os.path.exists(s))
+    return (s in (".", "..") or s.startswith(("/", "./", "../", "~/"))
+            or (os.sep in s and os.path.exists(s)))
 
 
 def validate_dependencies(deps: Sequence[str], base_dir: Path | None = None) -> list[str]:
@@ -163,25 +254,29 @@ def validate_dependencies(deps: Sequence[str], base_dir: Path | None = None) -> 
 
     Accepted forms: a PEP 508 requirement (``"numpy>=2,<3"``,
     ``"pkg[extra]; python_version>='3.10'"``), ``"name @ URL"`` or a URL,
-    a local path (starting with ``/``, ``./``, ``../`` or ``~/``) and
-    ``"-e <path>"``. Anything that looks like a uv option or carries shell
-    metacharacters is refused with ValueError (the strings never reach a
-    shell; this keeps them from becoming options or surprises)."""
+    a local path (``.``, or starting with ``/``, ``./``, ``../`` or ``~/``)
+    and ``"-e <path>"``, also as two items ``"-e", "<path>"`` (pyisolate
+    0.x's form; the path is checked the same way). Anything that looks like
+    a uv option or carries shell metacharacters is refused with ValueError
+    (the strings never reach a shell; this keeps them from becoming options
+    or surprises)."""
     if isinstance(deps, str):
         raise TypeError("dependencies must be a list of strings, not a string")
     out: list[str] = []
-    for dep in deps:
-        if not isinstance(dep, str) or not dep.strip():
-            raise ValueError(f"dependency {dep!r} must be a non-empty string")
-        if any(ord(c) < 32 and c != "\t" for c in dep):
-            raise ValueError(f"refused dependency {dep!r}: contains control characters")
+    items = iter(deps)
+    for dep in items:
+        _check_item(dep)
         s = dep.strip()
+        if s in ("-e", "--editable"):
+            path = next(items, None)
+            if path is None:
+                raise ValueError(f"refused dependency {dep!r}: the last item; '-e' takes "
+                                 "the next item as its path (['-e', './pkg'])")
+            _check_item(path)
+            out += ["-e", _editable_path(f"{dep} {path}", path.strip(), base_dir)]
+            continue
         if s.startswith("-e ") or s.startswith("--editable "):
-            path = s.split(None, 1)[1].strip()
-            if not _is_local_path(path) or any(c in _BAD_CHARS for c in path):
-                raise ValueError(f"refused dependency {dep!r}: '-e' takes a local path "
-                                 "starting with '/', './', '../' or '~/'")
-            out += ["-e", _abs_path(path, base_dir)]
+            out += ["-e", _editable_path(dep, s.split(None, 1)[1].strip(), base_dir)]
             continue
         if s.startswith("-"):
             raise ValueError(f"refused dependency {dep!r}: looks like a command-line option "
@@ -200,6 +295,79 @@ def validate_dependencies(deps: Sequence[str], base_dir: Path | None = None) -> 
                 "'-e <path>', a local path or a URL, or it carries shell metacharacters")
         out.append(s)
     return out
+
+
+def _check_item(dep: Any) -> None:
+    if not isinstance(dep, str) or not dep.strip():
+        raise ValueError(f"dependency {dep!r} must be a non-empty string")
+    if any(ord(c) < 32 and c != "\t" for c in dep):
+        raise ValueError(f"refused dependency {dep!r}: contains control characters")
+
+
+def _editable_path(shown: str, path: str, base_dir: Path | None) -> str:
+    """The absolute path of an editable install (``-e <path>``)."""
+    if not _is_local_path(path) or any(c in _BAD_CHARS for c in path):
+        raise ValueError(f"refused dependency {shown!r}: '-e' takes a local path: '.', or "
+                         "one starting with '/', './', '../' or '~/'")
+    return _abs_path(path, base_dir)
+
+
+# What an index URL may hold: RFC 3986's characters (no spaces, quotes or
+# non-ASCII: percent-encode those).
+_INDEX_URL_RE = re.compile(r"^[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]+$")
+
+
+def validate_index_urls(urls: Sequence[str]) -> list[str]:
+    """Check ``extra_index_urls``: each an ``http://`` or ``https://`` URL
+    with a host, no whitespace, and only URL characters; credentials
+    (``https://user:token@host/simple``) allowed. Raises ValueError."""
+    if isinstance(urls, str):
+        raise TypeError("extra_index_urls must be a list of URLs, not a string")
+    out: list[str] = []
+    for url in urls:
+        if not isinstance(url, str) or not _INDEX_URL_RE.match(url):
+            raise ValueError(f"refused extra index URL {redact_url(str(url))!r}: not a URL "
+                             "(no spaces, quotes or non-ASCII characters: percent-encode them)")
+        parts = urllib.parse.urlsplit(url)
+        try:
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and (
+                parts.port is None or parts.port > 0)
+        except ValueError:  # a port that is not a number below 65536
+            ok = False
+        if not ok:
+            raise ValueError(f"refused extra index URL {redact_url(url)!r}: an index is an "
+                             "http:// or https:// URL with a host (and a valid port)")
+        out.append(url)
+    return out
+
+
+def redact_url(url: str) -> str:
+    """``url`` with whatever may be credentials (up to the last '@' before
+    any '?' or '#') replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    at = rest.rfind("@", 0, min([i for i in (rest.find("?"), rest.find("#")) if i >= 0],
+                                default=len(rest)))
+    return f"{scheme}://***{rest[at:]}" if sep and at >= 0 else url
+
+
+_EXECUTION_MODELS = ("host-coupled", "sealed_worker")
+
+
+def validate_0x_options(cfg: ExtensionConfig) -> None:
+    """Check the pyisolate 0.x keys this project accepts (see ExtensionConfig);
+    raise ValueError for a value it cannot honour."""
+    if cfg.package_manager != "uv":
+        raise ValueError(f"extension {cfg.name!r}: package_manager={cfg.package_manager!r} "
+                         f"refused: {_NO_CONDA}")
+    model = cfg.execution_model
+    if model is not None and model not in _EXECUTION_MODELS:
+        raise ValueError(f"extension {cfg.name!r}: execution_model={model!r} refused: "
+                         "'host-coupled' or 'sealed_worker' (both run the extension with "
+                         "its own venv first on sys.path; docs/porting.md)")
+    if model == "sealed_worker" and cfg.share_torch:
+        raise ValueError(f"extension {cfg.name!r}: execution_model='sealed_worker' takes "
+                         "share_torch=False (as in pyisolate 0.x): a sealed worker sees none "
+                         "of the host's packages")
 
 
 def _abs_path(path: str, base_dir: Path | None) -> str:
