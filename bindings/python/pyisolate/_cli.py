@@ -99,6 +99,10 @@ class VenvInfo:
     def share_torch(self) -> bool:
         return bool(self.data.get("share_torch", False))
 
+    @property
+    def indexes(self) -> list[str]:
+        return list(self.data.get("extra_index_urls", []))
+
     def problem(self) -> str:
         """'' when healthy, else what is wrong."""
         python = self.path / "bin" / "python"
@@ -156,12 +160,18 @@ def cmd_repair(args: argparse.Namespace, console: Console) -> int:
         console.print(f"no venv named {args.name!r} under {root} "
                       f"(there: {', '.join(sorted(found)) or 'none'})", highlight=False)
         return 1
+    if any("***@" in url for url in v.indexes):
+        console.print(f"{v.name} was made with an index that needs credentials, which are "
+                      "not kept on disk: load the extension again to recreate it",
+                      highlight=False)
+        return 1
     console.print(f"recreating {v.path} with: {' '.join(v.dependencies) or 'no dependencies'}",
                   highlight=False)
     shutil.rmtree(v.path)
     with console.status(f"uv: making {v.name}", spinner="dots"):
         try:
-            asyncio.run(_venv.ensure_venv(v.name, root, v.dependencies, v.share_torch))
+            asyncio.run(_venv.ensure_venv(v.name, root, v.dependencies, v.share_torch,
+                                          indexes=v.indexes))
         except Exception as exc:  # DependencyInstallError carries uv's output
             console.print(f"repair failed: {exc}", highlight=False)
             return 1
