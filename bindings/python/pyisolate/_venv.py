@@ -103,6 +103,15 @@ def _runtime_targets() -> dict[str, str]:
     for entry in os.listdir(native_dir):
         if entry.startswith(("_native.", "libpyisolate")):
             targets[f"pyisolate/{entry}"] = os.path.join(native_dir, entry)
+    # A wheel repaired by auditwheel carries its C libraries in <name>.libs/
+    # beside the package, found from the package's folder by the RPATH
+    # $ORIGIN/../<name>.libs. $ORIGIN is the folder of links here, so the
+    # libraries' folder is linked beside it too.
+    for name, folder in (("pyisolate", native_dir), ("cffi", targets["cffi"]),
+                         ("msgpack", targets["msgpack"])):
+        libs = os.path.join(os.path.dirname(folder), f"{name}.libs")
+        if os.path.isdir(libs):
+            targets[f"{name}.libs"] = libs
     return targets
 
 
