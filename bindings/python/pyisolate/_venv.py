@@ -8,7 +8,8 @@ Layout under ``venv_root_path``:
   is set), on the same filesystem, with ``UV_LINK_MODE=hardlink``, so each
   package's files exist once on disk;
 - ``.pyisolate-runtime/<python tag>-<hash>/``: symlinks to the host's
-  pyisolate, cffi and msgpack (one folder per host install). The extension
+  pyisolate, cffi and msgpack, and the C libraries a wheel carries
+  (``pyisolate.libs/``) (one folder per host install). The extension
   process appends it to ``sys.path`` after the venv's own site-packages, so
   pyisolate reaches every extension without being installed into it, and the
   extension's own packages win.
