@@ -12,7 +12,7 @@ JOBS ?= $(shell nproc)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup c c-asan python demo demo-c test check-layout test-c test-asan test-fuzz test-python bench clean
+.PHONY: setup c c-asan python demo demo-c test check-layout test-c test-asan test-fuzz test-python bench clean wheel test-wheel
 
 setup:
 	./setup.sh
@@ -59,8 +59,17 @@ check-layout:
 
 test: check-layout test-c test-asan test-fuzz test-python
 
+# The sdist and a manylinux wheel that carries its C libraries, in dist/
+# (packaging/build-wheel); the wheel installed and the README's quick start
+# run in a Debian root without libzmq or czmq (tests/wheel/run, needs root).
+wheel: setup
+	JOBS=$(JOBS) packaging/build-wheel $(BUILD)
+
+test-wheel: wheel
+	tests/wheel/run $(BUILD)
+
 bench: c
 	$(BUILD)/perf/pyi_bench --json $(BUILD)/pyi_bench.json
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(VENV)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(VENV) dist

@@ -8,7 +8,8 @@ Layout under ``venv_root_path``:
   is set), on the same filesystem, with ``UV_LINK_MODE=hardlink``, so each
   package's files exist once on disk;
 - ``.pyisolate-runtime/<python tag>-<hash>/``: symlinks to the host's
-  pyisolate, cffi and msgpack (one folder per host install). The extension
+  pyisolate, cffi and msgpack, and the C libraries a wheel carries
+  (``pyisolate.libs/``) (one folder per host install). The extension
   process appends it to ``sys.path`` after the venv's own site-packages, so
   pyisolate reaches every extension without being installed into it, and the
   extension's own packages win.
@@ -103,6 +104,15 @@ def _runtime_targets() -> dict[str, str]:
     for entry in os.listdir(native_dir):
         if entry.startswith(("_native.", "libpyisolate")):
             targets[f"pyisolate/{entry}"] = os.path.join(native_dir, entry)
+    # A wheel repaired by auditwheel carries its C libraries in <name>.libs/
+    # beside the package, found from the package's folder by the RPATH
+    # $ORIGIN/../<name>.libs. $ORIGIN is the folder of links here, so the
+    # libraries' folder is linked beside it too.
+    for name, folder in (("pyisolate", native_dir), ("cffi", targets["cffi"]),
+                         ("msgpack", targets["msgpack"])):
+        libs = os.path.join(os.path.dirname(folder), f"{name}.libs")
+        if os.path.isdir(libs):
+            targets[f"{name}.libs"] = libs
     return targets
 
 
