@@ -48,6 +48,11 @@ pyi_curve_destroy (pyi_curve_t **self_p)
     if (!self_p || !*self_p)
         return;
     pyi_curve_t *self = *self_p;
+    if (self->zap)
+        /*  Unbind now: closing frees the endpoint only later, in libzmq's
+            reaper, and the next broker of this process must be able to
+            bind it at once. */
+        zsock_unbind (self->zap, "%s", ZAP_ENDPOINT);
     zsock_destroy (&self->zap);
     size_t cursor = 0;
     void *item;

@@ -15,7 +15,8 @@
       plain worker on a plain tcp endpoint still works;
     - malformed keys are refused (allow_key, new_curve); a second broker
       in the same process cannot bind CURVE endpoints (one authentication
-      handler per process) and says so;
+      handler per process) and says so, and the next broker after one is
+      destroyed binds at once;
     - tensors cross to a CURVE peer inline (it is remote), made so by the
       sender: a shared-memory descriptor for it is refused.
 */
@@ -218,6 +219,30 @@ main (void)
     free (plain_after);
     free (curve);
     pyi_broker_destroy (&broker);
+
+    TEST_BEGIN ("the next broker binds CURVE at once after one is destroyed");
+    /*  Each with a CURVE caller still connected when it goes (its ZAP
+        handler then has peers: closing alone frees the endpoint late). */
+    enum { ROUNDS = 10 };
+    pyi_client_t *callers [ROUNDS];
+    for (int i = 0; i < ROUNDS; i++) {
+        pyi_broker_t *next = pyi_broker_new ();
+        CHECK (next);
+        char *bound = pyi_broker_bind_curve (next, "tcp://127.0.0.1:*");
+        CHECK_MSG (bound, "round %d: %s", i, pyi_last_error ());
+        CHECK_INT (pyi_broker_allow_key (next, caller.public_key), 0);
+        callers [i] = pyi_client_new_curve (bound, pyi_broker_curve_key (next),
+                                            caller.public_key, caller.secret_key);
+        CHECK (callers [i]);
+        CHECK_INT (pyi_client_request (callers [i], "nobody", 1, 0, NULL), 0);
+        pyi_msg_t *refused = pyi_client_recv (callers [i], WAIT_MS);
+        CHECK (refused && pyi_msg_code (refused) == PYI_ERR_UNKNOWN_SERVICE);
+        pyi_msg_destroy (&refused);
+        free (bound);
+        pyi_broker_destroy (&next);
+    }
+    for (int i = 0; i < ROUNDS; i++)
+        pyi_client_destroy (&callers [i]);
     CHECK_INT (t_shm_leftovers (NULL), 0);
     fprintf (stderr, "test_curve: OK\n");
     return 0;
