@@ -39,7 +39,10 @@
     - PYI_OPT_MAX_PENDING reached: ERROR BUSY at once, and requests pass
       again once one is answered;
     - a request id already in flight from the same caller is refused
-      (MALFORMED) while the first one still completes.
+      (MALFORMED) while the first one still completes;
+    - an answer over the broker's size limit fails its call at once with
+      ERROR TOO_LARGE to the caller (not silence until a deadline), and the
+      worker keeps serving.
 */
 #include "testutil.h"
 #include <zmq.h>
@@ -590,6 +593,45 @@ test_duplicate_id (pyi_client_t *client)
     pyi_worker_destroy (&worker);
 }
 
+static void
+test_answer_too_large (pyi_client_t *client)
+{
+    TEST_BEGIN ("an answer over the size limit: ERROR TOO_LARGE to the caller at once");
+    const size_t limit = 64 * 1024;
+    CHECK_INT (pyi_broker_set (s_broker, PYI_OPT_MAX_MSG_SIZE, (int64_t) limit), 0);
+    pyi_worker_t *worker = s_worker ("bulky");
+    CHECK_INT (pyi_client_request (client, "bulky", 70, 0, NULL), 0);   /* no deadline */
+    uint64_t id = TAKE_REQUEST (worker);
+    char *big = calloc (1, 2 * limit);
+    CHECK (big);
+    pyi_msg_t *body = pyi_msg_new (PYI_REPLY);
+    CHECK_INT (pyi_msg_append (body, big, 2 * limit), 0);
+    free (big);
+    int64_t start = t_now_ms ();
+    CHECK_INT (pyi_worker_reply (worker, id, &body), 0);
+    EXPECT_ERROR (client, 70, PYI_ERR_TOO_LARGE, "bulky");
+    CHECK_MSG (t_now_ms () - start < AT_ONCE_MS, "TOO_LARGE after %lld ms",
+               (long long) (t_now_ms () - start));
+    pyi_service_stats_t stats;
+    CHECK_INT (pyi_broker_service_stats (s_broker, "bulky", &stats), 0);
+    CHECK_U64 (stats.in_flight, 0);
+    /*  The worker is told too. */
+    pyi_msg_t *told = WORKER_GET (worker, PYI_ERROR);
+    CHECK_INT (pyi_msg_code (told), PYI_ERR_TOO_LARGE);
+    CHECK_U64 (pyi_msg_id (told), id);
+    pyi_msg_destroy (&told);
+    /*  The worker still serves, and a small answer passes. */
+    CHECK_INT (pyi_client_request (client, "bulky", 71, 0, NULL), 0);
+    id = TAKE_REQUEST (worker);
+    body = t_body_str ("small");
+    CHECK_INT (pyi_worker_reply (worker, id, &body), 0);
+    pyi_msg_t *msg = CLIENT_GET (client, PYI_REPLY);
+    CHECK_U64 (pyi_msg_id (msg), 71);
+    pyi_msg_destroy (&msg);
+    pyi_worker_destroy (&worker);
+    CHECK_INT (pyi_broker_set (s_broker, PYI_OPT_MAX_MSG_SIZE, (int64_t) 512 << 20), 0);
+}
+
 int
 main (void)
 {
@@ -609,6 +651,7 @@ main (void)
     test_cancel (client);
     test_busy (client);
     test_duplicate_id (client);
+    test_answer_too_large (client);
     CHECK (pyi_client_recv (client, 0) == NULL);
     pyi_client_destroy (&client);
     pyi_broker_destroy (&s_broker);
