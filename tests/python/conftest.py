@@ -126,8 +126,9 @@ def our_rundirs(hosts: set[int] | None = None) -> tuple[str, set[str]]:
 class LeakCheck:
     """What a test may not leave behind: child processes and socket
     descriptors it started, regions this process still maps, and regions
-    and runtime directories of our hosts. Each leftover is reported once (a leak of a module fixture is
-    reported at the end of the next test)."""
+    and runtime directories of our hosts. Each leftover region or directory
+    is reported once (one a module fixture leaves is reported at the end of
+    the next test)."""
 
     reported_regions: set[str] = set()
     reported_dirs: set[str] = set()

@@ -30,7 +30,7 @@ def _gone(pid: int) -> bool:
 
 
 def test_hung_python_extension_is_killed_after_heartbeat_timeout(venv_root) -> None:
-    timeout = 2.0
+    timeout = 4.0  # long enough that a loaded machine starves no one else that long
 
     async def main() -> None:
         async with manager(venv_root, heartbeat_timeout=timeout) as mgr:
