@@ -25,12 +25,13 @@ c-asan: setup
 	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPYI_SANITIZE=ON >/dev/null
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
-# pyisolate itself (C library + cffi module, built by pip), pytest, numpy, the
-# CPU build of torch (torch==2.13.0 lies on this machine's disk), and pyzmq and
-# matplotlib for the benchmark suite (perf/suite.py).
+# pyisolate itself (C library + cffi module, built by pip), pytest (with
+# pytest-timeout: a hung test fails), numpy, the CPU build of torch
+# (torch==2.13.0 lies on this machine's disk), and pyzmq and matplotlib for
+# the benchmark suite (perf/suite.py).
 python: setup
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q "torch==2.13.0" pytest numpy pyzmq matplotlib
+	$(PY) -m pip install -q "torch==2.13.0" pytest pytest-timeout numpy pyzmq matplotlib
 	$(PY) -m pip install -q .
 
 demo: python

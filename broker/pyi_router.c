@@ -577,11 +577,21 @@ s_handle_cancel (pyi_router_t *self, pyi_msg_t *msg, const uint8_t *rid, size_t 
     s_pending_free (self, pending);
 }
 
-/*  A message that did not decode: say why, and count it against the peer. */
+/*  A message that did not decode: say why, and count it against the peer.
+    An answer of worker's too large to pass fails its call (at once, not
+    at a deadline that may never come). */
 static void
-s_handle_bad (pyi_router_t *self, pyi_msg_t *msg, const uint8_t *rid, size_t rid_size)
+s_handle_bad (pyi_router_t *self, pyi_msg_t *msg, const uint8_t *rid, size_t rid_size,
+              s_worker_t *worker)
 {
     int status = pyi_msg_status (msg);
+    uint64_t id = pyi_msg_id (msg);
+    s_pending_t *pending = worker && status == PYI_ERR_TOO_LARGE
+                        && pyi_msg_command (msg) >= PYI_REPLY && pyi_msg_command (msg) <= PYI_ERROR
+                         ? (s_pending_t *) pyi_table_lookup (self->pending, &id, sizeof (id)) : NULL;
+    if (pending && pending->worker == worker)
+        s_pending_fail (self, pending, PYI_ERR_TOO_LARGE, "the answer was over the size limit",
+                        false);
     if (status == PYI_ERR_MALFORMED)
         self->stats.malformed++;
     else
@@ -618,7 +628,7 @@ pyi_router_handle (pyi_router_t *self, pyi_msg_t **msg_p)
         worker->expiry = zclock_mono () + self->heartbeat_ms * self->liveness;
 
     if (pyi_msg_status (msg) != PYI_OK) {
-        s_handle_bad (self, msg, rid, rid_size);
+        s_handle_bad (self, msg, rid, rid_size, worker);
         return;
     }
     switch (pyi_msg_command (msg)) {

@@ -133,6 +133,10 @@ class Lib:
         for the row's "what". Raises AssertionError when it is wrong."""
         return ""
 
+    def require_share_torch(self, torch: bool) -> None:
+        """Raise Skip when this system cannot load extensions with
+        share_torch=torch (start-up and memory rows run both ways)."""
+
     async def close(self) -> None:
         pass
 
@@ -230,9 +234,9 @@ class Ours(Lib):
         if mgr in self.mgrs:
             self.mgrs.remove(mgr)
 
-    async def create_venv(self, root: Path, name: str) -> None:
+    async def create_venv(self, root: Path, name: str, torch: bool) -> None:
         from pyisolate import _venv  # internal: the venv step alone
-        await _venv.ensure_venv(name, root, [], False)
+        await _venv.ensure_venv(name, root, [], torch)
 
     async def setup(self, torch: bool) -> dict:
         self.mgr = await self.new_manager(self.work / "venvs")
@@ -341,9 +345,15 @@ class Peer(Lib):
         if mgr in self.mgrs:
             self.mgrs.remove(mgr)
 
-    async def create_venv(self, root: Path, name: str) -> None:
+    def require_share_torch(self, torch: bool) -> None:
+        if not torch:
+            raise Skip("0.10.2 cannot run here without share_torch: its extension reaches "
+                       "pyisolate only through share_torch's .pth, and naming pyisolate as a "
+                       "dependency installs torch from PyPI into the venv")
+
+    async def create_venv(self, root: Path, name: str, torch: bool) -> None:
         from pyisolate._internal.environment import create_venv, install_dependencies
-        cfg = self._config(name, False)
+        cfg = self._config(name, torch)
         create_venv(root / name, cfg)
         install_dependencies(root / name, cfg, name)
 
@@ -690,16 +700,24 @@ class Host:
         return {"samples": [x / per for x in s]}
 
     async def op_startup(self, c):
+        """Venv creation, and load to first answered call with a fresh and
+        an existing venv; share_torch as the command says (the same for
+        every system)."""
         lib = self.lib
         if not lib.extension_kind:
             return {"skip": "no venvs or extensions in a floor"}
+        torch = bool(c.get("torch", False))
+        try:
+            lib.require_share_torch(torch)
+        except Skip as e:
+            return {"skip": str(e)}
         root = lib.work / "startup-venvs"
-        name = "startup_ext"
+        name = f"startup_ext_{'torch' if torch else 'plain'}"
         out: dict = {}
         # venv creation alone
         shutil.rmtree(root / name, ignore_errors=True)
         t0 = time.perf_counter()
-        await lib.create_venv(root, name)
+        await lib.create_venv(root, name, torch)
         out["venv_create"] = time.perf_counter() - t0
         shutil.rmtree(root / name, ignore_errors=True)
         for case in ("fresh", "existing"):
@@ -707,30 +725,38 @@ class Host:
                 shutil.rmtree(root / name, ignore_errors=True)
             t0 = time.perf_counter()
             mgr = await lib.new_manager(root)
-            ext = await lib.load(mgr, name, False, apis=False)
+            ext = await lib.load(mgr, name, torch, apis=False)
             await ext.echo(1)
             out[case] = time.perf_counter() - t0
             await lib.stop_manager(mgr)
         return out
 
     async def op_memory(self, c):
+        """Host RSS growth and each extension's RSS with k extensions loaded
+        with share_torch as the command says (the same for every system)."""
         lib = self.lib
         if not lib.extension_kind:
             return {"skip": "no extensions in a floor"}
+        torch = bool(c.get("torch", False))
+        try:
+            lib.require_share_torch(torch)
+        except Skip as e:
+            return {"skip": str(e)}
         k = c["k"]
+        tag = "torch" if torch else "plain"
         root = lib.work / "mem-venvs"
         gc.collect()
         start = rss_of(os.getpid())
         mgr = await lib.new_manager(root)
         # the first extension of a manager starts its machinery: load one
         # outside the measure (reported apart), then k more
-        first = await lib.load(mgr, "mem_base", False, apis=False)
+        first = await lib.load(mgr, f"mem_base_{tag}", torch, apis=False)
         await first.echo(1)
         gc.collect()
         before = rss_of(os.getpid())
         exts = []
         for i in range(k):
-            exts.append(await lib.load(mgr, f"mem{k}_{i}", False, apis=False))
+            exts.append(await lib.load(mgr, f"mem{k}_{tag}_{i}", torch, apis=False))
         for e in exts:
             await e.echo(1)
         gc.collect()

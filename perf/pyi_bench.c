@@ -15,14 +15,15 @@
     Latency: for each payload size, one request at a time, its round trip
     timed with CLOCK_MONOTONIC. Throughput: 16-byte calls with 1, 8 and 64
     requests kept in flight. The systems take turns in short chunks, round
-    after round (A B C D A B C D ...), and the samples of each system are
-    merged, so that drift of a shared machine falls on all of them alike.
+    after round, in alternating order (A B C D D C B A ...: none always
+    first), and the samples of each system are merged, so that drift of a
+    shared machine falls on all of them alike.
 
     Prints a table and writes every number to JSON, with the issue's goals
     evaluated. A missed goal is reported, not an error: the exit status is
     non-zero only when something did not work (no answer, a wrong answer).
 
-    Usage: pyi_bench [--quick] [--json PATH] [--rounds N]
+    Usage: pyi_bench [--quick] [--json PATH] [--rounds N] [--samples]
 */
 
 #include <errno.h>
@@ -493,10 +494,11 @@ static void s_summarize (samples_t *self)
 static void s_usage (FILE *out)
 {
     fprintf (out,
-        "usage: pyi_bench [--quick] [--json PATH] [--rounds N]\n"
+        "usage: pyi_bench [--quick] [--json PATH] [--rounds N] [--samples]\n"
         "  --quick      few iterations (under 20 s), for a smoke test\n"
         "  --json PATH  where to write the results (default pyi_bench.json)\n"
-        "  --rounds N   turns each system takes (default 20, quick 5)\n");
+        "  --rounds N   turns each system takes (default 20, quick 5)\n"
+        "  --samples    every round trip in the JSON too (samples_us), to merge runs\n");
 }
 
 static void s_json_string (FILE *out, const char *text)
@@ -519,9 +521,13 @@ int main (int argc, char *argv [])
     bool quick = false;
     const char *json_path = "pyi_bench.json";
     int rounds = 0;
+    bool raw = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp (argv [i], "--quick") == 0)
             quick = true;
+        else
+        if (strcmp (argv [i], "--samples") == 0)
+            raw = true;
         else
         if (strcmp (argv [i], "--json") == 0 && i + 1 < argc)
             json_path = argv [++i];
@@ -579,10 +585,12 @@ int main (int argc, char *argv [])
             for (int i = 0; i < iterations [size] / 10 + CHUNK_WARMUP; i++)
                 s_call (&bench, system, s_sizes [size]);
 
-    /*  Latency, the systems taking turns round after round. */
+    /*  Latency, the systems taking turns round after round, in
+        alternating order. */
     for (int round = 0; round < rounds; round++)
         for (int size = 0; size < SIZE_COUNT; size++)
-            for (int system = 0; system < SYS_COUNT; system++) {
+            for (int turn = 0; turn < SYS_COUNT; turn++) {
+                int system = round % 2 ? SYS_COUNT - 1 - turn : turn;
                 samples_t *s = &samples [system][size];
                 int target = (int) ((int64_t) iterations [size] * (round + 1) / rounds);
                 for (int i = 0; i < CHUNK_WARMUP; i++)
@@ -605,7 +613,8 @@ int main (int argc, char *argv [])
             s_pipeline (&bench, s_tp_system [t], s_depths [d], tp_calls / 10);
     for (int round = 0; round < rounds; round++)
         for (int d = 0; d < DEPTH_COUNT; d++)
-            for (int t = 0; t < TP_SYSTEMS; t++) {
+            for (int turn = 0; turn < TP_SYSTEMS; turn++) {
+                int t = round % 2 ? TP_SYSTEMS - 1 - turn : turn;
                 throughput_t *tp = &throughput [t][d];
                 int calls = (int) ((int64_t) tp_calls * (round + 1) / rounds) - tp->calls;
                 double seconds = s_pipeline (&bench, s_tp_system [t], s_depths [d], calls);
@@ -702,9 +711,13 @@ int main (int argc, char *argv [])
             samples_t *s = &samples [system][size];
             fprintf (out, "    {\"system\": \"%s\", \"size\": %zu, \"calls\": %d, "
                      "\"p50_us\": %.3f, \"p99_us\": %.3f, \"min_us\": %.3f, "
-                     "\"max_us\": %.3f, \"mean_us\": %.3f, \"p50_vs_zmq\": %.4f}%s\n",
+                     "\"max_us\": %.3f, \"mean_us\": %.3f, \"p50_vs_zmq\": %.4f",
                      s_system_name [system], s_sizes [size], s->count, s->p50, s->p99,
-                     s->min, s->max, s->mean, s->p50 / samples [SYS_ZMQ][size].p50,
+                     s->min, s->max, s->mean, s->p50 / samples [SYS_ZMQ][size].p50);
+            for (int i = 0; raw && i < s->count; i++)
+                fprintf (out, "%s%.3f", i ? ", " : ", \"samples_us\": [",
+                         (double) s->ns [i] / 1000.0);
+            fprintf (out, "%s}%s\n", raw && s->count ? "]" : "",
                      size == SIZE_COUNT - 1 && system == SYS_COUNT - 1 ? "" : ",");
         }
     fprintf (out, "  ],\n  \"throughput\": [\n");

@@ -12,11 +12,19 @@ One run, one machine, the same workloads on:
 - ``zmq``:     a direct ZeroMQ DEALER<->DEALER ``ipc://`` echo (pyzmq) to a
   second process;
 - ``c-socketpair`` and ``c-zmq``: the C floors, from ``build/perf/pyi_bench
-  --quick --json`` run in the same suite (built with ``make c`` if missing).
+  --quick --samples --json`` run in the same suite in two halves, one before
+  the Python rows and one after them, their samples merged (built with
+  ``make c`` if missing).
 
 Each Python system is a host process running perf/peer_adapter.py; the
-suite sends every system the same command in turn (A B A B, ``rounds``
-times per workload row) and merges the samples. It prints a table, writes
+suite sends every system the same command in turn, in alternating order
+(A B, then B A, and so on: no system always goes first; ``rounds`` turns
+per workload row) and merges the samples. Start-up and memory rows run
+with share_torch=True on every system and with share_torch=False where
+the system allows it (the peer does not here: its cell says why). A goal
+over several rows ("the worst ratio") counts every row: a row a system
+could not measure is named in the goal's line, which then cannot PASS.
+It prints a table, writes
 ``suite.json`` (every number, the machine, the versions), ``suite.md`` (the
 full table: mean, std, min, max, p50, p99 per system) and ``suite.png``
 (latency against tensor size; calls/s against calls in flight), and
@@ -211,15 +219,20 @@ def ensure_host_packages(install: bool = True) -> dict:
     return got
 
 
-def c_bench(out_dir: Path) -> tuple[dict | None, str]:
+C_ROUNDS = 3  # pyi_bench rounds in each half of the C floors
+
+
+def c_bench(out_dir: Path, half: int) -> tuple[dict | None, str]:
+    """One half of the C floors (pyi_bench --quick, every sample kept)."""
     exe = ROOT / "build" / "perf" / "pyi_bench"
     if not exe.exists():
         log("building build/perf/pyi_bench (make c)")
         rc, out = run_cmd(["make", "-C", str(ROOT), "c"], timeout=900)
         if rc != 0 or not exe.exists():
             return None, f"`make c` failed: {out.strip()[-300:]}"
-    path = out_dir / "pyi_bench.json"
-    rc, out = run_cmd([str(exe), "--quick", "--json", str(path)], timeout=300)
+    path = out_dir / f"pyi_bench.{half}.json"
+    rc, out = run_cmd([str(exe), "--quick", "--rounds", str(C_ROUNDS), "--samples",
+                       "--json", str(path)], timeout=300)
     if rc != 0 and not path.exists():
         return None, f"pyi_bench failed ({rc}): {out.strip()[-300:]}"
     return json.loads(path.read_text()), ""
@@ -301,6 +314,17 @@ class Suite:
         self.meta: dict = {"mode": self.mode}
         self.cuda_only = bool(getattr(args, "cuda_only", False))
         self.cuda_why = "not decided yet"  # '' where the CUDA rows run
+        self.turns = 0  # turns taken so far: the order flips at each
+
+    def turn_order(self, items: list) -> list:
+        """The systems of one turn: in order, then reversed, and so on
+        (A B, B A, A B, ...), so that none always goes first."""
+        self.turns += 1
+        order = list(items) if self.turns % 2 else list(reversed(items))
+        log_ = self.meta.setdefault("turn_orders", [])
+        if len(log_) < 1000:
+            log_.append([getattr(x, "name", x) for x in order])
+        return order
 
     # -- helpers
     def live(self) -> list[System]:
@@ -313,11 +337,12 @@ class Suite:
         return r
 
     def alternate(self, systems, rounds, make_cmd, timeout=300):
-        """A B A B: each system runs make_cmd(round) in turn; samples merged."""
+        """A B, B A, ...: each system runs make_cmd(round) in turn, in
+        alternating order; samples merged."""
         names = [s.name for s in systems]
         merged: dict[str, dict] = {n: {"samples": []} for n in names}
         for rnd in range(rounds):
-            for name in names:
+            for name in self.turn_order(names):
                 s = self.systems[name]
                 m = merged[s.name]
                 if "skip" in m or "error" in m or s.why:
@@ -415,7 +440,7 @@ class Suite:
             log(f"throughput: {depth} in flight")
             merged: dict[str, dict] = {s.name: {"samples": []} for s in self.live()}
             for _ in range(p["tp_rounds"]):
-                for s in self.live():
+                for s in self.turn_order(self.live()):
                     res = s.cmd(op="throughput", depth=depth, calls=calls)
                     if "calls_per_s" in res:
                         merged[s.name]["samples"].append(res["calls_per_s"])
@@ -432,54 +457,65 @@ class Suite:
         self.add_row("nested calls", "ext -> host singleton -> back", "us", self.finish(m))
 
     def startup(self):
+        """Both ways of share_torch, the same on every system (the peer's
+        cell says why it cannot run without)."""
         p = self.p
-        got: dict[str, dict] = {}
-        for _ in range(p["startup_rounds"]):
-            for s in self.live():
-                log(f"start-up: {s.name}")
-                res = s.cmd(op="startup", timeout=600)
-                g = got.setdefault(s.name, {})
-                for case in ("venv_create", "fresh", "existing"):
-                    if case in res:
-                        g.setdefault(case, []).append(res[case])
-                    elif "skip" in res:
-                        g[case] = {"skip": res["skip"]}
-                    elif "error" in res:
-                        g[case] = {"error": res["error"]}
-                        if res.get("traceback"):
-                            log(f"[{s.name}] {res['traceback'][-1500:]}")
-        for case, lab in (("venv_create", "venv creation alone"),
-                          ("fresh", "load to first call, fresh venv (uv cache warm)"),
-                          ("existing", "load to first call, existing venv")):
-            per = {}
-            for name, g in got.items():
-                v = g.get(case)
-                per[name] = stats(v, 1e3) if isinstance(v, list) else (v or {"error": "none"})
-            self.add_row("start-up", lab, "ms", per, case=case)
+        for torch in (True, False):
+            got: dict[str, dict] = {}
+            for _ in range(p["startup_rounds"]):
+                for s in self.turn_order(self.live()):
+                    log(f"start-up: {s.name}, share_torch={torch}")
+                    res = s.cmd(op="startup", torch=torch, timeout=600)
+                    g = got.setdefault(s.name, {})
+                    for case in ("venv_create", "fresh", "existing"):
+                        if case in res:
+                            g.setdefault(case, []).append(res[case])
+                        elif "skip" in res:
+                            g[case] = {"skip": res["skip"]}
+                        elif "error" in res:
+                            g[case] = {"error": res["error"]}
+                            if res.get("traceback"):
+                                log(f"[{s.name}] {res['traceback'][-1500:]}")
+            for case, lab in (("venv_create", "venv creation alone"),
+                              ("fresh", "load to first call, fresh venv (uv cache warm)"),
+                              ("existing", "load to first call, existing venv")):
+                per = {}
+                for name, g in got.items():
+                    v = g.get(case)
+                    per[name] = stats(v, 1e3) if isinstance(v, list) else (v or {"error": "none"})
+                self.add_row("start-up", f"{lab}, share_torch={torch}", "ms", per, case=case,
+                             share_torch=torch)
 
     def memory(self):
+        """Both ways of share_torch, the same on every system (the peer's
+        cell says why it cannot run without)."""
         p = self.p
-        for k in p["mem_ks"]:
-            per_host, per_ext, per_first = {}, {}, {}
-            for s in self.live():
-                log(f"memory: {s.name}, {k} extensions")
-                res = s.cmd(op="memory", k=k, timeout=900)
-                if "host_rss_growth_per_ext" in res:
-                    per_host[s.name] = stats([res["host_rss_growth_per_ext"]], 1 / MiB)
-                    per_ext[s.name] = stats(res["ext_rss"], 1 / MiB)
-                    per_first[s.name] = stats([res["host_rss_manager_and_first_ext"]], 1 / MiB)
-                else:
-                    bad = {"skip": res["skip"]} if "skip" in res else {"error": res.get("error")}
-                    per_host[s.name] = per_ext[s.name] = per_first[s.name] = bad
-            if k == p["mem_ks"][0]:
-                self.add_row("memory", "host RSS growth: manager + first extension", "MiB",
-                             per_first, k=1)
-            self.add_row("memory", f"host RSS growth per extension, {k} loaded", "MiB",
-                         per_host, k=k)
-            self.add_row("memory", f"each extension's RSS, {k} loaded", "MiB", per_ext, k=k)
+        for torch in (True, False):
+            for k in p["mem_ks"]:
+                per_host, per_ext, per_first = {}, {}, {}
+                for s in self.turn_order(self.live()):
+                    log(f"memory: {s.name}, {k} extensions, share_torch={torch}")
+                    res = s.cmd(op="memory", k=k, torch=torch, timeout=900)
+                    if "host_rss_growth_per_ext" in res:
+                        per_host[s.name] = stats([res["host_rss_growth_per_ext"]], 1 / MiB)
+                        per_ext[s.name] = stats(res["ext_rss"], 1 / MiB)
+                        per_first[s.name] = stats([res["host_rss_manager_and_first_ext"]],
+                                                  1 / MiB)
+                    else:
+                        bad = ({"skip": res["skip"]} if "skip" in res
+                               else {"error": res.get("error")})
+                        per_host[s.name] = per_ext[s.name] = per_first[s.name] = bad
+                how = f"share_torch={torch}"
+                if k == p["mem_ks"][0]:
+                    self.add_row("memory", f"host RSS growth: manager + first extension, {how}",
+                                 "MiB", per_first, k=1, share_torch=torch)
+                self.add_row("memory", f"host RSS growth per extension, {k} loaded, {how}",
+                             "MiB", per_host, k=k, share_torch=torch)
+                self.add_row("memory", f"each extension's RSS, {k} loaded, {how}", "MiB",
+                             per_ext, k=k, share_torch=torch)
         k, b = p["shm_k"], p["shm_bytes"]
         per = {}
-        for s in self.live():
+        for s in self.turn_order(self.live()):
             if "torch" not in s.info:
                 per[s.name] = {"skip": "torch is not importable"}
                 continue
@@ -494,9 +530,19 @@ class Suite:
         self.add_row("memory", f"/dev/shm used after a {label(b)} tensor to {k} extensions",
                      "MiB", per, k=k, bytes=b)
 
-    def c_rows(self, data: dict):
-        lat = {(d["system"], d["size"]): d for d in data.get("latency", [])}
-        tp = {(d["system"], d["in_flight"]): d for d in data.get("throughput", [])}
+    def c_rows(self, halves: list[dict]):
+        """The C floors' cells: the samples of both halves of pyi_bench
+        (before and after the Python rows) merged; throughput: one sample
+        (calls/s) per half."""
+        lat: dict = {}
+        tp: dict = {}
+        for data in halves:
+            for d in data.get("latency", []):
+                lat.setdefault((d["system"], d["size"]), []).extend(
+                    d.get("samples_us") or [d["p50_us"]])
+            for d in data.get("throughput", []):
+                tp.setdefault((d["system"], d["in_flight"]), []).append(d["calls_per_s"])
+        what = f"pyi_bench, {len(halves)} half run(s) merged"
         csys = {"c-socketpair": "socketpair", "c-zmq": "zmq-direct"}
         # small calls: int/short str ~ 16 B, 1 MB str ~ 1 MiB (pyi_bench's sizes)
         for r in self.rows:
@@ -505,18 +551,12 @@ class Suite:
                 size = {"int": 16, "str": 16, "1m": MiB}.get(r["value"])
             for cs, src in csys.items():
                 if r["workload"] == "throughput":
-                    d = tp.get((src, r["depth"]))
-                    r["systems"][cs] = ({"n": d["calls"], "p50": d["calls_per_s"],
-                                         "mean": d["calls_per_s"], "min": d["round_min_calls_per_s"],
-                                         "max": d["round_max_calls_per_s"], "std": float("nan"),
-                                         "p99": float("nan")} if d else
+                    v = tp.get((src, r["depth"]))
+                    r["systems"][cs] = (dict(stats(v), what=what) if v else
                                         {"skip": "not measured by pyi_bench"})
                 elif size is not None and (src, size) in lat:
-                    d = lat[(src, size)]
-                    r["systems"][cs] = {"n": d["calls"], "mean": d["mean_us"], "std": float("nan"),
-                                        "min": d["min_us"], "max": d["max_us"],
-                                        "p50": d["p50_us"], "p99": d["p99_us"],
-                                        "what": f"pyi_bench {size} B payload"}
+                    r["systems"][cs] = dict(stats(lat[(src, size)]),
+                                            what=f"{what}, {size} B payload")
 
     # -- the whole run
     def run(self) -> int:
@@ -537,17 +577,13 @@ class Suite:
             self.meta["peer_venv"] = info
             if peer_py is None:
                 self.excluded["peer"] = why
-        cdata = None
+        cdata: list[dict] = []
         if self.cuda_only:
             self.excluded["c-socketpair"] = self.excluded["c-zmq"] = "not run with --cuda-only"
         elif p["c_bench"]:
-            log("C floors: pyi_bench --quick")
-            cdata, why = c_bench(self.out)
-            if cdata is None:
-                self.excluded["c-socketpair"] = self.excluded["c-zmq"] = why
-            else:
-                self.meta["pyi_bench"] = {k: cdata.get(k) for k in
-                                          ("machine", "libzmq", "cpus", "run_seconds", "goals")}
+            # The C floors take their turns too: half before the Python
+            # rows, half after them.
+            self.c_half(cdata, 1)
         else:
             self.excluded["c-socketpair"] = self.excluded["c-zmq"] = "not run in --tiny"
         self.peer_py = peer_py
@@ -587,11 +623,25 @@ class Suite:
                                              + s.why.split("\n")[0][:300])
                 s.close()
         if cdata:
+            self.c_half(cdata, 2)
             self.c_rows(cdata)
         self.meta["run_seconds"] = time.time() - t_start
         self.report()
         shutil.rmtree(self.work, ignore_errors=True)
         return 0
+
+    def c_half(self, cdata: list[dict], half: int) -> None:
+        log(f"C floors: pyi_bench --quick, half {half} of 2")
+        data, why = c_bench(self.out, half)
+        if data is None:
+            if half == 1:
+                self.excluded["c-socketpair"] = self.excluded["c-zmq"] = why
+            else:
+                self.meta["c_floors_note"] = f"only the first half ran; the second: {why}"
+            return
+        cdata.append(data)
+        self.meta.setdefault("pyi_bench", []).append(
+            {k: data.get(k) for k in ("machine", "libzmq", "cpus", "run_seconds", "goals")})
 
     def spawn(self, name: str) -> System:
         py, env = sys.executable, dict(os.environ)
@@ -655,6 +705,32 @@ class Suite:
             return None
         return a["p50"] / b["p50"]
 
+    @staticmethod
+    def cell_why(r, name) -> str:
+        """Why row r has no number for system name."""
+        c = r["systems"].get(name)
+        if c is None:
+            return f"{name} not measured"
+        if "skip" in c:
+            return f"{name}: {str(c['skip'])[:120]}"
+        if "error" in c:
+            return f"{name}: ERROR {str(c['error']).splitlines()[0][:120] if c['error'] else ''}"
+        return f"{name}: no p50"
+
+    def over_rows(self, rows, num, den=None):
+        """(row, ratio or value) for each row with a number, and the rows
+        without one, each with why: nothing is left out unsaid."""
+        got, missing = [], []
+        for r in rows:
+            q = (self.ratio(r, num, den) if den else
+                 r["systems"].get(num, {}).get("p50"))
+            if q is not None:
+                got.append((r["row"], q))
+            else:
+                gone = [n for n in (num, den) if n and "p50" not in r["systems"].get(n, {})]
+                missing.append(f"{r['row']} ({'; '.join(self.cell_why(r, n) for n in gone)})")
+        return got, missing
+
     def goals(self) -> list[dict]:
         g = []
 
@@ -664,23 +740,32 @@ class Suite:
         def add(goal, ok, measured, detail):
             g.append({"goal": goal, "pass": ok, "measured": measured, "detail": detail})
 
+        def worst(goal, rows, num, den, better, limit, text):
+            """A goal over rows: the worst of them must meet limit. Rows
+            without a number are named; with any, it cannot PASS."""
+            absent = [n for n in (num, den) if n and n in self.excluded]
+            if absent:  # a system left out of the whole run
+                add(goal, None, None, "; ".join(f"{n} not measured: {self.excluded[n]}"
+                                                for n in absent))
+                return
+            got, missing = self.over_rows(rows, num, den)
+            pick = max if better == "low" else min
+            note = f"; NOT MEASURED: {', '.join(missing)}" if missing else ""
+            if not got:
+                add(goal, None, None, ("nothing measured" + note) if missing else
+                    f"{den or num} not measured")
+                return
+            w = pick(got, key=lambda x: x[1])
+            ok = w[1] <= limit if better == "low" else w[1] >= limit
+            if missing and ok:
+                ok = None  # incomplete: cannot pass
+            add(goal, ok, w[1], text(w) + ", ".join(f"{k} {v:.2f}x" for k, v in got) + note)
+
         small = row("small calls", lambda r: True)
-        rs = [(r["row"], self.ratio(r, "ours", "peer")) for r in small]
-        rs = [x for x in rs if x[1] is not None]
-        if rs:
-            worst = max(rs, key=lambda x: x[1])
-            add("small-call p50 <= 1/3 of the peer's", worst[1] <= 1 / 3, worst[1],
-                f"worst ours/peer {worst[1]:.2f}x ({worst[0]}); limit 0.33x; "
-                + ", ".join(f"{k} {v:.2f}x" for k, v in rs))
-        else:
-            add("small-call p50 <= 1/3 of the peer's", None, None, "peer not measured")
-        rs = [(r["row"], self.ratio(r, "ours", "asyncio")) for r in small]
-        rs = [x for x in rs if x[1] is not None]
-        if rs:
-            worst = max(rs, key=lambda x: x[1])
-            add("small-call p50 within 2x of the asyncio floor", worst[1] <= 2.0, worst[1],
-                f"worst ours/asyncio {worst[1]:.2f}x ({worst[0]}); limit 2x; "
-                + ", ".join(f"{k} {v:.2f}x" for k, v in rs))
+        worst("small-call p50 <= 1/3 of the peer's", small, "ours", "peer", "low", 1 / 3,
+              lambda w: f"worst ours/peer {w[1]:.2f}x ({w[0]}); limit 0.33x; ")
+        worst("small-call p50 within 2x of the asyncio floor", small, "ours", "asyncio", "low",
+              2.0, lambda w: f"worst ours/asyncio {w[1]:.2f}x ({w[0]}); limit 2x; ")
         for lib in ("numpy", "torch", "cuda"):
             flat = f"repeated {LIB_NAMES[lib]} crossing flat: largest within 2x of smallest"
             fast = f"repeated {LIB_NAMES[lib]} crossing >= 10x faster than the peer from 64 MiB"
@@ -690,49 +775,45 @@ class Suite:
                 continue
             rep = sorted(row("tensors", lambda r: r["lib"] == lib and r["case"] == "repeated"),
                          key=lambda r: r["bytes"])
-            rep = [r for r in rep if "p50" in r["systems"].get("ours", {})]
-            if len(rep) >= 2:
+            got, missing = self.over_rows(rep, "ours")
+            note = f"; NOT MEASURED: {', '.join(missing)}" if missing else ""
+            if len(rep) >= 2 and not missing:
                 lo, hi = rep[0], rep[-1]
                 q = hi["systems"]["ours"]["p50"] / lo["systems"]["ours"]["p50"]
-                note = "" if hi["bytes"] >= 4 * GiB else " (4 GiB only in --full)"
-                add(flat, q <= 2.0, q, f"{hi['row']} / {lo['row']} = {q:.2f}x; limit 2x{note}")
+                extra = "" if hi["bytes"] >= 4 * GiB else " (4 GiB only in --full)"
+                add(flat, q <= 2.0, q, f"{hi['row']} / {lo['row']} = {q:.2f}x; limit 2x{extra}")
+            elif len(rep) >= 2:
+                add(flat, None, None, "ours has no number for every row" + note)
             elif lib == "cuda":
-                add(flat, None, None, "fewer than two CUDA rows with a number for ours")
+                add(flat, None, None, "fewer than two CUDA rows")
             big = [r for r in rep if r["bytes"] >= 64 * MiB]
-            rs = [(r["row"], self.ratio(r, "peer", "ours")) for r in big]
-            rs = [x for x in rs if x[1] is not None]
-            if rs:
-                worst = min(rs, key=lambda x: x[1])
-                add(fast, worst[1] >= 10, worst[1],
-                    f"worst peer/ours {worst[1]:.1f}x ({worst[0]}); minimum 10x; "
-                    + ", ".join(f"{k} {v:.1f}x" for k, v in rs))
-            elif big:
-                p = big[0]["systems"].get("peer", {})
-                why = p.get("skip") or ("ERROR " + str(p["error"])[:200] if "error" in p
-                                        else "peer not measured")
-                add(fast, None, None, why)
+            if big:
+                worst(fast, big, "peer", "ours", "high", 10,
+                      lambda w: f"worst peer/ours {w[1]:.1f}x ({w[0]}); minimum 10x; ")
             elif lib == "cuda":
                 add(fast, None, None, "no CUDA row of 64 MiB or more for ours in this mode"
                     + (" (--tiny stops at 1 MiB)" if self.mode == "tiny" else ""))
         tp = row("throughput", lambda r: r["depth"] == 64)
         if tp:
-            q = self.ratio(tp[0], "ours", "peer")
-            add("throughput at 64 in flight >= 3x the peer's",
-                None if q is None else q >= 3, q,
-                "peer not measured" if q is None else f"ours/peer {q:.2f}x; minimum 3x")
-        st = row("start-up", lambda r: r["case"] == "existing")
+            worst("throughput at 64 in flight >= 3x the peer's", tp, "ours", "peer", "high", 3,
+                  lambda w: f"ours/peer {w[1]:.2f}x; minimum 3x; ")
+        # Like with like: share_torch=True on both sides (the peer runs no other way here).
+        st = row("start-up", lambda r: r["case"] == "existing" and r.get("share_torch"))
         if st:
-            q = self.ratio(st[0], "ours", "peer")
-            add("start-up with an existing venv <= half the peer's",
-                None if q is None else q <= 0.5, q,
-                "peer not measured" if q is None else f"ours/peer {q:.2f}x; limit 0.5x")
+            worst("start-up with an existing venv <= half the peer's (share_torch=True on both)",
+                  st, "ours", "peer", "low", 0.5,
+                  lambda w: f"ours/peer {w[1]:.2f}x; limit 0.5x; ")
         mem = row("memory", lambda r: r["row"].startswith("host RSS growth per extension"))
-        vals = [(r["row"], r["systems"].get("ours", {}).get("p50")) for r in mem]
-        vals = [v for v in vals if v[1] is not None]
-        if vals:
-            worst = max(vals, key=lambda v: v[1])
-            add("host RSS <= 15 MB per loaded extension", worst[1] * MiB <= 15e6, worst[1],
-                f"worst {worst[1]:.1f} MiB ({worst[0]}); limit 15 MB (14.3 MiB)")
+        if mem:
+            got, missing = self.over_rows(mem, "ours")
+            note = f"; NOT MEASURED: {', '.join(missing)}" if missing else ""
+            if got:
+                w = max(got, key=lambda v: v[1])
+                ok = w[1] * MiB <= 15e6
+                add("host RSS <= 15 MB per loaded extension", None if missing and ok else ok,
+                    w[1], f"worst {w[1]:.1f} MiB ({w[0]}); limit 15 MB (14.3 MiB){note}")
+            else:
+                add("host RSS <= 15 MB per loaded extension", None, None, "nothing measured" + note)
         return g
 
     def fmt(self, v, unit) -> str:
@@ -768,7 +849,7 @@ class Suite:
                         r["over_int_p50"][c] = a["p50"] / b["p50"]
 
         # console: p50 (p99) per system
-        head = f"{'workload':14} {'row':46} {'unit':7}" + "".join(f" {c:>20}" for c in cols) \
+        head = f"{'workload':14} {'row':62} {'unit':7}" + "".join(f" {c:>20}" for c in cols) \
             + "".join(f" {lab:>11}" for lab, _, _ in ratio_cols)
         lines = [f"pyisolate suite, {self.mode} mode: p50 (p99) per system; ratios of p50",
                  head, "-" * len(head)]
@@ -788,7 +869,7 @@ class Suite:
                 else:
                     cells.append("skip" if "skip" in s else "ERROR")
             rat = [r["ratios_p50"][lab] for lab, _, _ in ratio_cols]
-            lines.append(f"{r['workload'][:14]:14} {r['row'][:46]:46} {r['unit']:7}"
+            lines.append(f"{r['workload'][:14]:14} {r['row'][:62]:62} {r['unit']:7}"
                          + "".join(f" {c:>20}" for c in cells)
                          + "".join(f" {('-' if x is None else f'{x:.2f}x'):>11}" for x in rat))
         notes = []
@@ -801,6 +882,8 @@ class Suite:
         for rs in self.meta.get("restarts", []):
             lines.append(f"restarted {rs['system']}'s host process after: "
                          + rs["why"].split("\n")[0][:300])
+        if self.meta.get("c_floors_note"):
+            lines.append(f"C floors: {self.meta['c_floors_note']}")
         if self.excluded:
             lines.append("systems not measured:")
             for k, v in self.excluded.items():

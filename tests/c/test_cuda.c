@@ -30,9 +30,21 @@
       region (it exports nothing of its own);
     - an allocation CUDA IPC cannot share (expandable segments) is refused
       with a hint; a descriptor whose device type and region kind disagree
-      is refused; a device the receiver does not see is refused.
+      is refused; a device the receiver does not see is refused;
+    - the driver is bound by the names a GPU's libcuda.so.1 gets used by:
+      the _v2 entry points (cuDeviceGetUuid_v2, cuCtxPushCurrent_v2,
+      cuCtxPopCurrent_v2, cuIpcOpenMemHandle_v2), never their plain names,
+      when the driver has both; a driver with the plain names only (before
+      CUDA 11) works through them;
+    - the current context: every call makes the device's primary context
+      current and pops it again, on whatever thread, success or failure:
+      no driver call is made without a current context, the thread's
+      context stack is as the call found it, and a context the caller made
+      current stays current.
 */
 #include "testchild.h"
+#include <dlfcn.h>
+#include <pthread.h>
 #include <sys/mman.h>
 
 /*  From fake_cuda.c. */
@@ -42,6 +54,13 @@ void fake_cuda_free (void *pointer);
 int fake_cuda_opened (void);
 int fake_cuda_opens (void);
 int fake_cuda_syncs (void);
+int fake_cuda_depth (void);
+int fake_cuda_calls_v2 (void);
+int fake_cuda_calls_legacy (void);
+int fake_cuda_misuse (void);
+int cuDevicePrimaryCtxRetain (void **context, int device);
+int cuCtxPushCurrent_v2 (void *context);
+int cuCtxPopCurrent_v2 (void **context);
 
 #define MAX_LINE T_LINE
 
@@ -63,6 +82,54 @@ s_on_failure (void)
     }
     if (dir)
         closedir (dir);
+}
+
+/*  A function of the driver this process loaded ($PYI_CUDA_LIBRARY,
+    which may be another stand-in than the one linked in). */
+static void *
+s_driver (const char *name)
+{
+    void *library = dlopen (getenv ("PYI_CUDA_LIBRARY"), RTLD_NOW | RTLD_NOLOAD);
+    CHECK_MSG (library, "the driver is not loaded: %s", dlerror ());
+    void *symbol = dlsym (library, name);
+    CHECK_MSG (symbol, "the driver lacks %s", name);
+    dlclose (library);
+    return symbol;
+}
+
+static int
+s_driver_int (const char *name)
+{
+    return ((int (*) (void)) s_driver (name)) ();
+}
+
+/*  "v2 legacy depth misuse": the loaded driver's counts of calls by name,
+    this thread's context depth, calls refused for the context. */
+static void
+s_print_calls (void)
+{
+    printf ("%d %d %d %d\n", s_driver_int ("fake_cuda_calls_v2"),
+            s_driver_int ("fake_cuda_calls_legacy"), s_driver_int ("fake_cuda_depth"),
+            s_driver_int ("fake_cuda_misuse"));
+}
+
+/*  An answer of s_print_calls: bound to the _v2 names (or, legacy, to
+    the plain ones), every context popped, none missing. */
+static void
+s_check_calls (const char *answer, bool legacy)
+{
+    int v2 = -1, plain = -1, depth = -1, misuse = -1;
+    CHECK_MSG (sscanf (answer, "%d %d %d %d", &v2, &plain, &depth, &misuse) == 4, "%s", answer);
+    if (legacy) {
+        CHECK_INT (v2, 0);
+        CHECK_MSG (plain > 0, "no call of the plain names: %s", answer);
+    }
+    else {
+        CHECK_MSG (v2 > 0, "no call of the _v2 names: %s", answer);
+        CHECK_MSG (plain == 0, "%d calls of the plain names where _v2 exists", plain);
+    }
+    CHECK_MSG (depth == 0, "%d contexts left current on the thread", depth);
+    CHECK_MSG (misuse == 0, "%d driver calls refused for the context", misuse);
 }
 
 /*  Descriptors travel as hex on the pipes. */
@@ -146,7 +213,11 @@ s_child_main (void)
         }
         else
         if (strncmp (line, "opened", 6) == 0)
-            printf ("%d %d\n", fake_cuda_opened (), fake_cuda_opens ());
+            printf ("%d %d\n", s_driver_int ("fake_cuda_opened"),
+                    s_driver_int ("fake_cuda_opens"));
+        else
+        if (strncmp (line, "calls", 5) == 0)
+            s_print_calls ();
         else
         if (strncmp (line, "release", 7) == 0) {
             while (count > 0) {
@@ -180,6 +251,16 @@ s_exists (const char *name)
     char path [300];
     snprintf (path, sizeof path, "/dev/shm%s", name);
     return access (path, F_OK) == 0;
+}
+
+/*  This process's driver calls so far: by the _v2 names, contexts popped. */
+static void
+s_check_here (void)
+{
+    char answer [64];
+    snprintf (answer, sizeof answer, "%d %d %d %d", fake_cuda_calls_v2 (),
+              fake_cuda_calls_legacy (), fake_cuda_depth (), fake_cuda_misuse ());
+    s_check_calls (answer, false);
 }
 
 static void
@@ -280,6 +361,7 @@ test_cross (void)
 
     CHECK_STR (t_ask (child, "release"), "ok");
     CHECK_STR (t_ask (child, "opened"), "0 1");     /* closed at the last release */
+    s_check_calls (t_ask (child, "calls"), false);  /* the receiver's driver calls */
     char collected [PYI_REGION_MAX_NAME + 1] = "";
     CHECK_INT (s_collect (collected), 1);
     CHECK_STR (collected, name);
@@ -289,6 +371,7 @@ test_cross (void)
     fflush (child->in);
     CHECK (WIFEXITED (t_reap (child)));
     fake_cuda_free (block);
+    s_check_here ();                                /* the exporter's */
 }
 
 static void
@@ -374,6 +457,136 @@ test_refused (void)
     fake_cuda_free (block);
 }
 
+/*  Pack a descriptor of t on a thread of its own (no context current
+    there before the call): its result, and the thread's depth after. */
+typedef struct {
+    DLTensor tensor;
+    int packed;
+    int depth;
+} s_packer_t;
+
+static void *
+s_packer (void *arg)
+{
+    s_packer_t *job = (s_packer_t *) arg;
+    uint8_t buffer [PYI_TENSOR_MAX_DESCRIPTOR];
+    job->packed = pyi_tensor_pack (&job->tensor, buffer, sizeof buffer);
+    job->depth = fake_cuda_depth ();
+    if (job->packed > 0)
+        pyi_tensor_discard (buffer, (size_t) job->packed);
+    return NULL;
+}
+
+static void
+test_contexts (void)
+{
+    TEST_BEGIN ("the current context: pushed and popped by every call, on any thread");
+    uint8_t *block = (uint8_t *) fake_cuda_alloc (4096);
+    CHECK (block);
+    int64_t shape [1] = { 16 };
+    DLTensor t = s_tensor (block, shape);
+    uint8_t buffer [PYI_TENSOR_MAX_DESCRIPTOR];
+
+    /*  A thread that never made a context current: the call makes its own. */
+    for (int i = 0; i < 3; i++) {
+        s_packer_t job = { t, 0, -1 };
+        pthread_t thread;
+        CHECK (pthread_create (&thread, NULL, s_packer, &job) == 0);
+        CHECK (pthread_join (thread, NULL) == 0);
+        CHECK_MSG (job.packed > 0, "pack on a new thread failed");
+        CHECK_INT (job.depth, 0);
+    }
+
+    /*  The caller's own current context (as PyTorch has one) stays
+        current, on top of the stack, after a call and after a failure. */
+    void *mine = NULL;
+    CHECK_INT (cuDevicePrimaryCtxRetain (&mine, 0), 0);
+    CHECK_INT (cuCtxPushCurrent_v2 (mine), 0);
+    int n = pyi_tensor_pack (&t, buffer, sizeof buffer);
+    CHECK_MSG (n > 0, "%s", pyi_last_error ());
+    CHECK_INT (fake_cuda_depth (), 1);
+    pyi_tensor_discard (buffer, (size_t) n);
+    float host [16];
+    DLTensor bad = s_tensor (host, shape);
+    CHECK_INT (pyi_tensor_pack (&bad, buffer, sizeof buffer), -1);   /* not device memory */
+    CHECK_INT (fake_cuda_depth (), 1);
+    void *popped = NULL;
+    CHECK_INT (cuCtxPopCurrent_v2 (&popped), 0);
+    CHECK (popped == mine);
+    CHECK_INT (fake_cuda_depth (), 0);
+    CHECK_INT (pyi_cuda_synchronize (), 0);
+    CHECK_INT (fake_cuda_depth (), 0);
+    CHECK_INT (s_collect (NULL), 1);                /* the discarded descriptors' region */
+    fake_cuda_free (block);
+    s_check_here ();
+}
+
+/*  A process on a driver from before the _v2 names ($PYI_CUDA_LIBRARY is
+    the legacy stand-in): exports a tensor of the stand-in's memory. */
+static int
+s_legacy_main (void)
+{
+    static char line [MAX_LINE];
+    CHECK_MSG (pyi_cuda_available () == 1, "%s", pyi_last_error ());   /* loads it */
+    void *(*alloc) (size_t) = (void *(*) (size_t)) s_driver ("fake_cuda_alloc");
+    void (*release) (void *) = (void (*) (void *)) s_driver ("fake_cuda_free");
+    uint8_t *block = NULL;
+    setvbuf (stdout, NULL, _IOLBF, 0);
+    while (fgets (line, sizeof line, stdin)) {
+        if (strncmp (line, "pack", 4) == 0) {
+            block = (uint8_t *) alloc (4096);
+            CHECK (block);
+            for (int i = 0; i < 4096; i++)
+                block [i] = (uint8_t) (i % 199);
+            int64_t shape [1] = { 64 };
+            DLTensor t = s_tensor (block, shape);
+            char hex [2 * PYI_TENSOR_MAX_DESCRIPTOR + 1];
+            s_pack_hex (&t, hex);
+            printf ("%s\n", hex);
+        }
+        else
+        if (strncmp (line, "collect", 7) == 0)
+            printf ("%d\n", s_collect (NULL));
+        else
+        if (strncmp (line, "calls", 5) == 0)
+            s_print_calls ();
+        else
+        if (strncmp (line, "exit", 4) == 0) {
+            release (block);
+            exit (0);
+        }
+        else
+            printf ("err unknown command\n");
+    }
+    return 0;
+}
+
+static void
+test_legacy_driver (void)
+{
+    TEST_BEGIN ("a driver with the plain names only: bound to them, and it works");
+    char variable [PATH_MAX + 32];
+    snprintf (variable, sizeof variable, "PYI_CUDA_LIBRARY=%s", FAKE_CUDA_LEGACY);
+    t_child_t *exporter = t_spawn_self ("legacy", variable);
+    t_child_t *receiver = t_spawn_self ("child", variable);
+    char hex [2 * PYI_TENSOR_MAX_DESCRIPTOR + 1];
+    snprintf (hex, sizeof hex, "%s", t_ask (exporter, "pack"));
+    CHECK_STR (t_ask (receiver, "decode %s", hex), "ok 2 0");
+    CHECK_STR (t_ask (receiver, "read 70"), "70");
+    CHECK_STR (t_ask (receiver, "opened"), "1 1");
+    s_check_calls (t_ask (receiver, "calls"), true);
+    CHECK_STR (t_ask (receiver, "release"), "ok");
+    CHECK_STR (t_ask (receiver, "opened"), "0 1");
+    fprintf (receiver->in, "exit\n");
+    fflush (receiver->in);
+    CHECK (WIFEXITED (t_reap (receiver)));
+    CHECK_STR (t_ask (exporter, "collect"), "1");
+    s_check_calls (t_ask (exporter, "calls"), true);
+    fprintf (exporter->in, "exit\n");
+    fflush (exporter->in);
+    CHECK (WIFEXITED (t_reap (exporter)));
+}
+
 int
 main (int argc, char *argv [])
 {
@@ -381,6 +594,8 @@ main (int argc, char *argv [])
         return s_child_main ();
     if (argc > 1 && strcmp (argv [1], "nodriver") == 0)
         return s_nodriver_main ();
+    if (argc > 1 && strcmp (argv [1], "legacy") == 0)
+        return s_legacy_main ();
     t_setup_rundir ();
     t_on_failure = s_on_failure;
     setenv ("PYI_SESSION", pyi_region_session (), 1);
@@ -388,6 +603,8 @@ main (int argc, char *argv [])
     test_cross ();
     test_killed ();
     test_refused ();
+    test_contexts ();
+    test_legacy_driver ();
     CHECK_INT (pyi_region_mapped (), 0);
     CHECK_INT (t_shm_leftovers (NULL), 0);
     fprintf (stderr, "test_cuda: OK\n");

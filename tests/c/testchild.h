@@ -4,7 +4,7 @@
     on its stdin and answers one line on its stdout.
 
     t_spawn_self starts one (extra: one more "NAME=value" for its
-    environment, or NULL), t_ask sends a command and returns the answer
+    environment, in place of the variable's value here, or NULL), t_ask sends a command and returns the answer
     (a static buffer), t_reap waits for it to end, t_kill_children kills
     and reaps every one still running (for t_on_failure).
 */
@@ -57,8 +57,10 @@ t_spawn_self (const char *mode, const char *extra)
     posix_spawn_file_actions_adddup2 (&actions, from [1], 1);
     char *env [256];
     int n = 0;
+    size_t named = extra ? strcspn (extra, "=") + 1 : 0;
     for (char **e = environ; *e && n < 254; e++)
-        env [n++] = *e;
+        if (!extra || strncmp (*e, extra, named) != 0)     /* extra replaces it */
+            env [n++] = *e;
     if (extra)
         env [n++] = (char *) extra;
     env [n] = NULL;

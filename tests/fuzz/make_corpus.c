@@ -1,17 +1,25 @@
 /*  make_corpus: writes the seed corpus of fuzz_msg (tests/fuzz/corpus),
     one valid header of each command per file, and of REQUEST and REPLY
-    with descriptor marks, encoded by pyi_msg_encode () (common/pyi_msg.c).
-    tests/fuzz/run checks that the committed corpus is what this writes.
+    with descriptor marks, encoded by pyi_msg_encode () (common/pyi_msg.c);
+    and, given a second directory, the seeds of fuzz_router
+    (tests/fuzz/corpus_router): scripts of the fake peers (fuzz_router.h),
+    one per path through the broker's dispatch: a call, descriptors given
+    back, a cancel, deadlines, remote workers and callers, heartbeat loss,
+    a process that ended, refused offers, strikes, oversize messages, a
+    full table, duplicate ids and strangers' replies, a caller that leaves.
+    tests/fuzz/run checks that the committed corpora are what this writes.
     (The seeds of fuzz_tensor, tests/fuzz/corpus_tensor, are hand-written:
     they hold forms pyi_tensor_pack never writes, such as nil strides.)
 
-    Usage: make_corpus DIRECTORY
+    Usage: make_corpus DIRECTORY [ROUTER_DIRECTORY]
 */
 
 #include <stdio.h>
 #include <stdlib.h>
 
 #include <pyisolate/pyisolate.h>
+
+#include "fuzz_router.h"
 
 #define BUFFER 4096
 
@@ -32,10 +40,130 @@ static int s_write (const char *dir, const char *name, pyi_msg_t **msg_p)
     return fclose (file);
 }
 
+/*  A script of fuzz_router: one byte per number, up to END. */
+#define END -1
+#define RAW(c) FR_FRAME_RAW, 1, (c)
+#define DESC FR_FRAME_DESCRIPTOR
+#define INL FR_FRAME_INLINE
+enum { A, B, C, X };                        /* the services */
+
+static int s_script (const char *dir, const char *name, const int *bytes)
+{
+    unsigned char buffer [BUFFER];
+    size_t size = 0;
+    while (bytes [size] != END && size < BUFFER) {
+        buffer [size] = (unsigned char) bytes [size];
+        size++;
+    }
+    char path [1024];
+    snprintf (path, sizeof path, "%s/%s", dir, name);
+    FILE *file = fopen (path, "wb");
+    if (!file || fwrite (buffer, 1, size, file) != size) {
+        fprintf (stderr, "make_corpus: cannot write %s\n", path);
+        if (file)
+            fclose (file);
+        return -1;
+    }
+    return fclose (file);
+}
+
+static int s_router_corpus (const char *dir)
+{
+    int rc = 0;
+    rc |= s_script (dir, "call", (const int []) {
+        FR_READY, 0, 0, 1, A,
+        FR_REQUEST, 1, 1, A, 0, 1, 0, RAW ('q'),
+        FR_REPLY, 0, 1, 1, 0, RAW ('r'), END });
+    rc |= s_script (dir, "descriptors_given_back", (const int []) {
+        FR_READY, 0, 0, 1, A,
+        FR_REQUEST, 1, 2, A, 0, 2, 0, RAW ('x'), DESC,
+        FR_REPLY, 0, 1, 1, 0, DESC,
+        FR_REQUEST, 1, 3, X, 0, 1, 0, DESC,
+        FR_REPLY, 0, 9, 1, 0, DESC, END });
+    rc |= s_script (dir, "cancel", (const int []) {
+        FR_READY, 0, 0, 1, A,
+        FR_REQUEST, 1, 5, A, 0, 1, 0, DESC,
+        FR_CANCEL, 1, 5,
+        FR_REPLY, 0, 1, 1, 0, DESC, END });
+    rc |= s_script (dir, "deadlines", (const int []) {
+        FR_READY, 0, 0, 1, A,
+        FR_REQUEST, 1, 6, A, 1, 0,
+        FR_REQUEST, 1, 7, A, 3, 0,
+        FR_TIME, 0, 5,
+        FR_REPLY, 0, 1, 1, 0, DESC, END });
+    rc |= s_script (dir, "remote_worker", (const int []) {
+        FR_READY, FR_REMOTE_PEER, 1, 2, B, C,
+        FR_REQUEST, 0, 1, B, 0, 1, 0, DESC,
+        FR_REQUEST, 0, 2, B, 0, 1, 0, INL,
+        FR_REPLY, FR_REMOTE_PEER, 1, 1, 0, INL,
+        FR_REPLY, FR_REMOTE_PEER, 1, 1, 1, DESC, END });
+    rc |= s_script (dir, "remote_caller", (const int []) {
+        FR_READY, 0, 0, 1, A,
+        FR_REQUEST, FR_REMOTE_PEER, 1, A, 0, 1, 1, DESC,
+        FR_REQUEST, FR_REMOTE_PEER, 2, A, 0, 1, 0, INL,
+        FR_REPLY, 0, 1, 1, 0, DESC,
+        FR_REQUEST, FR_REMOTE_PEER, 3, A, 0, 1, 0, INL,
+        FR_REPLY, 0, 2, 1, 0, INL, END });
+    rc |= s_script (dir, "heartbeat_loss", (const int []) {
+        FR_READY, 0, 0, 1, A,
+        FR_REQUEST, 1, 1, A, 0, 0,
+        FR_TIME, 0, 50,
+        FR_HEARTBEAT, 0,
+        FR_REQUEST, 1, 2, A, 0, 0, END });
+    rc |= s_script (dir, "process_ended", (const int []) {
+        FR_READY, 1, 1, 1, C,
+        FR_REQUEST, 0, 1, C, 0, 1, 0, DESC,
+        FR_EXITED, 0, 0,
+        FR_READY, 1, 1, 1, C, END });
+    rc |= s_script (dir, "refused_offers", (const int []) {
+        FR_READY, 0, 2, 1, A,
+        FR_READY, 0, 0, 1, C,
+        FR_READY, 1, 0, 1, A,
+        FR_READY, 0, 0, 1, A,
+        FR_READY, 1, 3, 0, END });
+    rc |= s_script (dir, "strikes", (const int []) {
+        FR_RAW, 1, 3, 0x93, 1, 2, 0,
+        FR_RAW, 1, 3, 0x93, 1, 2, 0,
+        FR_RAW, 1, 3, 0x93, 1, 2, 0,
+        FR_RAW, 1, 3, 0x93, 1, 2, 0,
+        FR_RAW, 1, 3, 0x93, 1, 2, 0,
+        FR_RAW, 1, 3, 0x93, 1, 2, 0,
+        FR_RAW, 1, 3, 0x93, 1, 2, 0,
+        FR_REQUEST, 1, 1, A, 0, 0, END });
+    rc |= s_script (dir, "oversize", (const int []) {
+        FR_READY, 0, 0, 1, A,
+        FR_OVERSIZE, 1, 0, 1, A, 0,
+        FR_OVERSIZE, 1, 0, 2, A, 1,
+        FR_REQUEST, 1, 3, A, 0, 0,
+        FR_OVERSIZE, 0, 1, 1, A, 0, END });
+    rc |= s_script (dir, "busy", (const int []) {
+        FR_READY, 0, 0, 1, A,
+        FR_REQUEST, 1, 1, A, 0, 0, FR_REQUEST, 1, 2, A, 0, 0,
+        FR_REQUEST, 1, 3, A, 0, 0, FR_REQUEST, 1, 4, A, 0, 0,
+        FR_REQUEST, 1, 5, A, 0, 0, FR_REQUEST, 1, 6, A, 0, 0,
+        FR_REQUEST, 1, 7, A, 0, 0, FR_REQUEST, 1, 8, A, 0, 0,
+        FR_REQUEST, 1, 9, A, 0, 1, 0, DESC, END });
+    rc |= s_script (dir, "duplicates_and_strangers", (const int []) {
+        FR_READY, 0, 0, 1, A,
+        FR_READY, 1, 1, 1, B,
+        FR_REQUEST, FR_REMOTE_PEER, 1, A, 0, 0,
+        FR_REQUEST, FR_REMOTE_PEER, 1, A, 0, 0,
+        FR_REPLY, 1, 1, 1, 0, DESC,
+        FR_REPLY, FR_REMOTE_PEER, 1, 0,
+        FR_ERROR, 0, 1, 3, 1, 0, RAW ('e'), END });
+    rc |= s_script (dir, "caller_leaves", (const int []) {
+        FR_READY, 0, 0, 1, A,
+        FR_READY, 1, 1, 1, B,
+        FR_REQUEST, 1, 1, A, 0, 1, 0, DESC,
+        FR_DISCONNECT, 1,
+        FR_REQUEST, 0, 2, B, 0, 0, END });
+    return rc;
+}
+
 int main (int argc, char *argv [])
 {
-    if (argc != 2) {
-        fprintf (stderr, "usage: make_corpus DIRECTORY\n");
+    if (argc != 2 && argc != 3) {
+        fprintf (stderr, "usage: make_corpus DIRECTORY [ROUTER_DIRECTORY]\n");
         return 2;
     }
     const char *dir = argv [1];
@@ -101,5 +229,7 @@ int main (int argc, char *argv [])
     pyi_msg_set_text (msg, "the broker is stopping");
     rc |= s_write (dir, "disconnect", &msg);
 
+    if (argc == 3)
+        rc |= s_router_corpus (argv [2]);
     return rc ? 1 : 0;
 }

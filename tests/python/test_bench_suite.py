@@ -1,9 +1,15 @@
 """The benchmark suite (perf/suite.py) must not rot: run it in --tiny mode
 without the peer and check that every workload produced a number and that
-the JSON, the markdown table and the chart were written. Nothing about speed."""
+the JSON, the markdown table and the chart were written; and that it is
+fair: systems take turns in alternating order, start-up and memory run
+with the same share_torch on every system, the C floors' halves merge, and
+a goal over several rows names every row a system could not measure.
+Nothing about speed."""
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -57,7 +63,84 @@ def test_every_workload_has_a_number(suite_run):
     # the table has the workloads of the issue
     names = {r["row"] for r in rows}
     for want in ("int", "short str", "10 KB str", "1 MB str", "1 in flight", "8 in flight",
-                 "64 in flight", "512 in flight", "venv creation alone"):
+                 "64 in flight", "512 in flight", "venv creation alone, share_torch=True",
+                 "venv creation alone, share_torch=False"):
         assert want in names, want
     assert {g["goal"] for g in data["goals"]}
     assert data["meta"]["cpus"] and data["meta"]["python"]
+
+
+def test_start_up_and_memory_both_ways_of_share_torch(suite_run):
+    out, _ = suite_run
+    rows = json.loads((out / "suite.json").read_text())["rows"]
+    for workload in ("start-up", "memory"):
+        ways = {r.get("share_torch") for r in rows if r["workload"] == workload
+                and "/dev/shm" not in r["row"]}
+        assert ways == {True, False}, (workload, ways)
+
+
+def test_systems_take_turns_in_alternating_order(suite_run):
+    out, _ = suite_run
+    turns = json.loads((out / "suite.json").read_text())["meta"]["turn_orders"]
+    assert len(turns) > 10
+    firsts = set()
+    for a, b in zip(turns, turns[1:]):
+        if sorted(a) == sorted(b) and len(a) > 1:
+            assert b == a[::-1], (a, b)  # A B, then B A
+        firsts.add(a[0])
+    assert len(firsts) > 1  # nobody always goes first
+
+
+def _suite_module():
+    spec = importlib.util.spec_from_file_location("pyi_perf_suite", SUITE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _suite(tmp_path):
+    m = _suite_module()
+    args = argparse.Namespace(tiny=True, full=False, out=str(tmp_path), cuda_only=False)
+    return m, m.Suite(args)
+
+
+def _cell(p50):
+    return {"n": 3, "mean": p50, "std": 0.0, "min": p50, "max": p50, "p50": p50, "p99": p50}
+
+
+def test_a_goal_names_rows_the_peer_could_not_measure(tmp_path):
+    """A row where the peer failed is not dropped from the worst ratio: the
+    goal line names it and cannot PASS."""
+    m, suite = _suite(tmp_path)
+    suite.cuda_why = "no GPU in this test"
+    suite.systems = {"ours": None, "peer": None, "asyncio": None}
+    for value, peer in (("int", _cell(300.0)), ("str", _cell(300.0)),
+                        ("1m", {"error": "the peer's host process exited"})):
+        suite.add_row("small calls", value, "us",
+                      {"ours": _cell(50.0), "peer": peer, "asyncio": _cell(40.0)}, value=value)
+    goals = {g["goal"]: g for g in suite.goals()}
+    g = goals["small-call p50 <= 1/3 of the peer's"]
+    assert g["pass"] is None, g  # 0.17x where measured, but one row is missing
+    assert "NOT MEASURED" in g["detail"] and "1m" in g["detail"]
+    assert "exited" in g["detail"]
+    # and where every row is measured, the worst decides
+    suite.rows[2]["systems"]["peer"] = _cell(60.0)
+    goals = {g["goal"]: g for g in suite.goals()}
+    g = goals["small-call p50 <= 1/3 of the peer's"]
+    assert g["pass"] is False and "1m" in g["detail"] and "NOT MEASURED" not in g["detail"]
+
+
+def test_c_floor_halves_merge(tmp_path):
+    m, suite = _suite(tmp_path)
+    suite.add_row("small calls", "int", "us", {}, value="int")
+    suite.add_row("throughput", "8 in flight", "calls/s", {}, depth=8)
+
+    def half(samples, rate):
+        return {"latency": [{"system": "socketpair", "size": 16, "p50_us": 0,
+                             "samples_us": samples}],
+                "throughput": [{"system": "zmq-direct", "in_flight": 8, "calls_per_s": rate}]}
+    suite.c_rows([half([10.0, 11.0, 12.0], 1000.0), half([20.0, 21.0], 3000.0)])
+    lat = suite.rows[0]["systems"]["c-socketpair"]
+    assert lat["n"] == 5 and lat["min"] == 10.0 and lat["max"] == 21.0
+    tp = suite.rows[1]["systems"]["c-zmq"]
+    assert tp["n"] == 2 and tp["min"] == 1000.0 and tp["max"] == 3000.0

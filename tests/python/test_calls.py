@@ -59,6 +59,30 @@ def test_unsupported_type_names_type_and_position(venv_root) -> None:
     run(main())
 
 
+def test_unsendable_answers_fail_the_call_not_hang(venv_root) -> None:
+    """A value that cannot be sent back fails its call at once with
+    TypeError (each call is bounded here, so a hang fails the test):
+    from a sync method (run off the loop), nested in a container, as an
+    exception's argument (the exception still arrives), and as what a host
+    callback returns to the extension."""
+    async def bounded(call):
+        return await asyncio.wait_for(call, 60)
+
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            ext = await mgr.load_extension(ext_config("unsendable", "probe"))
+            with pytest.raises(TypeError, match=r"builtins.object.*return value"):
+                await bounded(ext.sync_unsendable())
+            with pytest.raises(TypeError, match=r"builtins.complex.*return value\[2\]\[3\]"):
+                await bounded(ext.unsendable_in_list())
+            with pytest.raises(ValueError, match="object at 0x"):
+                await bounded(ext.unsendable_error())
+            seen = await bounded(ext.callback_result(lambda: object()))
+            assert seen[0] == "TypeError" and "builtins.object" in seen[1], seen
+            assert await bounded(ext.getpid()) == ext.pid  # still serving
+    run(main())
+
+
 def test_hooks_order_and_stop_hook(venv_root, tmp_path) -> None:
     mark = tmp_path / "stopped"
 

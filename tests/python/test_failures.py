@@ -212,3 +212,63 @@ def test_foreign_folder_under_venv_root_is_not_deleted(venv_root) -> None:
                 await mgr.load_extension(ext_config("foreign", "noclass"))
     run(main())
     assert (foreign / "precious.txt").read_text() == "keep me"
+
+
+async def _until(predicate, what: str, seconds: float = 30.0) -> None:
+    """Poll an async predicate (a call to the extension) until it holds."""
+    deadline = time.monotonic() + seconds
+    while not await predicate():
+        assert time.monotonic() < deadline, f"never: {what}"
+        await asyncio.sleep(0.02)
+
+
+def test_cancel_one_of_several_calls_cancels_exactly_its_task(venv_root) -> None:
+    """With several calls in flight, cancelling the host's task of one
+    cancels that call's task in the extension and no other; the others
+    finish normally afterwards."""
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            ext = await mgr.load_extension(ext_config("cancel_several", "probe"))
+            tags = ["a", "b", "c", "d"]
+            calls = {tag: asyncio.ensure_future(ext.wait(tag)) for tag in tags}
+
+            async def all_started() -> bool:
+                return sorted((await ext.state())["started"]) == tags
+            await _until(all_started, "all four calls running in the extension")
+            calls["b"].cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await calls["b"]
+
+            await _until(lambda: _is(ext, ["b"]), "the task of 'b' cancelled in the extension")
+            calls["d"].cancel()
+            await _until(lambda: _is(ext, ["b", "d"]), "the task of 'd' cancelled too")
+            # The others were never cancelled, and still answer.
+            for tag in ("a", "c"):
+                await ext.release(tag)
+                assert await asyncio.wait_for(calls[tag], 30) == tag
+            assert (await ext.state())["cancelled"] == ["b", "d"]
+    run(main())
+
+
+async def _is(ext, cancelled: list[str]) -> bool:
+    return (await ext.state())["cancelled"] == cancelled
+
+
+def test_timed_out_call_is_cancelled_in_the_extension(venv_root) -> None:
+    """A call past its timeout fails with CallTimeout in the host and its
+    task is cancelled in the extension; a call in flight beside it without
+    a timeout is untouched."""
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            ext = await mgr.load_extension(ext_config("timeout_cancel", "probe"))
+            patient = asyncio.ensure_future(ext.wait("patient"))
+            with pytest.raises(pyisolate.CallTimeout):
+                await ext.with_timeout(0.5).wait("late")
+            await _until(lambda: _is(ext, ["late"]), "the timed-out task cancelled")
+            state = await ext.state()
+            assert sorted(state["started"]) == ["late", "patient"]
+            assert not patient.done()
+            await ext.release("patient")
+            assert await asyncio.wait_for(patient, 30) == "patient"
+            assert (await ext.state())["cancelled"] == ["late"]
+    run(main())

@@ -82,6 +82,7 @@ def test_remote_extension_serves_calls_singletons_and_copies(venv_root) -> None:
                 assert proc.wait(timeout=30) == 0, _end(proc)
             finally:
                 out = _end(proc)
+                Store().data.clear()  # a process-wide singleton: keep no array
             assert "serving extension 'far'" in out, out
     run(main())
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from conftest import (OLD_NUMPY, OLD_NUMPY_VERSION, ext_config, manager, run,
@@ -74,6 +77,11 @@ def test_numpy_same_memory_both_ways(venv_root) -> None:
             plain = np.zeros(3)
             d = await ext.describe(plain)
             assert d["region"] and pyisolate.region_name(plain) is None
+            # ... at every crossing (a new copy each time), and the
+            # extension's in-place write is not seen here (README, Tensors)
+            assert (await ext.describe(plain))["region"] != d["region"]
+            await ext.add_in_place(plain, 1.0)
+            assert (plain == 0).all()
             # extension -> host: what comes back is shared with the extension
             b = await ext.make_shared([2, 3], "int32", 7)
             assert b.dtype == np.int32 and (b == 7).all() and b.flags.writeable
@@ -410,28 +418,53 @@ HOST_SCRIPT = textwrap.dedent("""
 
 
 def test_no_leak_after_host_killed(venv_root, tmp_path) -> None:
+    """A host killed with SIGKILL leaves regions (its own, its extension's)
+    that the next host start removes. Other programs start hosts on this
+    machine too, and any of them would remove them first: the killed host
+    gets a runtime directory of its own (no other host looks there) and
+    stays unreaped (a zombie counts as alive) until they have been seen."""
     import pyisolate._core as core
     from conftest import EXTENSIONS
 
     script = tmp_path / "host.py"
     script.write_text(HOST_SCRIPT)
+    rundirs = Path(tempfile.mkdtemp(prefix="pyi-rt-", dir="/tmp"))  # ipc paths are short
+    env = dict(subprocess_env(), PYI_RUNTIME_DIR=str(rundirs))
     proc = subprocess.Popen([sys.executable, str(script), str(venv_root),
-                             str(EXTENSIONS / "shm")], env=subprocess_env(),
+                             str(EXTENSIONS / "shm")], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == -signal.SIGKILL, err
-    ext_pid = int(out.split("EXT", 1)[1].split()[0])
-    # its extension dies with it (PDEATHSIG)
-    assert _wait(lambda: not os.path.exists(f"/proc/{ext_pid}"))
-    prefix = f"pyi-{proc.pid}-"
-    left = _shm_names(prefix)
-    # the host's region, the one the extension made, the copy the host sent
-    assert left, "the killed host left no regions: nothing was tested"
-    assert any(f"-{ext_pid}-" in n for n in left), left
+    try:
+        out = proc.stdout.read()  # until it dies (its extensions write elsewhere)
+        ended = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # not reaped
+        assert ended.si_status == signal.SIGKILL, proc.stderr.read()
+        ext_pid = int(out.split("EXT", 1)[1].split()[0])
+        # its extension dies with it (PDEATHSIG)
+        assert _wait(lambda: not os.path.exists(f"/proc/{ext_pid}"))
+        prefix = f"pyi-{proc.pid}-"
+        left = _shm_names(prefix)
+        # the host's region, the one the extension made, the copy the host sent
+        assert left, "the killed host left no regions: nothing was tested"
+        assert any(f"-{ext_pid}-" in n for n in left), left
+    finally:
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
     # the next host start removes what the dead one left
-    broker = core.Broker()
-    broker.close()
+    old = os.environ.get("PYI_RUNTIME_DIR")
+    os.environ["PYI_RUNTIME_DIR"] = str(rundirs)
+    try:
+        broker = core.Broker()
+        broker.close()
+    finally:
+        if old is None:
+            del os.environ["PYI_RUNTIME_DIR"]
+        else:
+            os.environ["PYI_RUNTIME_DIR"] = old
     assert not _shm_names(prefix), f"a dead host's regions survived: {_shm_names(prefix)}"
+    left_dirs = [d for d in os.listdir(rundirs / f"pyisolate-{os.getuid()}")
+                 if d.startswith(f"{proc.pid}-")]
+    shutil.rmtree(rundirs)
+    assert not left_dirs, "the dead host's runtime directory survived"
 
 
 def test_sync_manager_shares_arrays(venv_root) -> None:
