@@ -4,7 +4,11 @@
     program's code, then executes the program, which inherits all of it:
 
         1. resource limits (setrlimit; lowered, never raised),
-        2. PR_SET_NO_NEW_PRIVS,
+        2. PR_SET_NO_NEW_PRIVS, and no capabilities: the bounding,
+           inheritable and ambient sets emptied, so that a program run by
+           root has none (else root keeps powers the other layers do not
+           cover: raising its limits, reading other processes' /proc
+           entries through CAP_SYS_ADMIN and CAP_PERFMON, ...),
         3. a Landlock ruleset (pyi_landlock.h),
         4. a seccomp deny-list (pyi_seccomp.h),
         5. $PYI_SANDBOX = "landlock=<ABI applied, 0: none> seccomp=<1|0>",
@@ -34,9 +38,11 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <linux/capability.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define EXIT_REFUSED 125
@@ -174,6 +180,26 @@ s_limits (const pyi_policy_t *policy)
         || s_limit (RLIMIT_NPROC, policy->processes, "the process limit (RLIMIT_NPROC)");
 }
 
+/*  Leave the program no capability (see the top). Dropping from the
+    bounding set needs CAP_SETPCAP: a process without it has no capability
+    to lose (PR_SET_NO_NEW_PRIVS keeps file capabilities out). 0 or -1. */
+static int
+s_drop_capabilities (void)
+{
+    for (int cap = 0; prctl (PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++)
+        if (prctl (PR_CAPBSET_DROP, cap, 0, 0, 0) && errno != EPERM)
+            return -1;
+    struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data [_LINUX_CAPABILITY_U32S_3];
+    if (syscall (SYS_capget, &header, data))
+        return -1;
+    for (int i = 0; i < _LINUX_CAPABILITY_U32S_3; i++)
+        data [i].inheritable = 0;
+    if (syscall (SYS_capset, &header, data))
+        return -1;
+    return prctl (PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) ? -1 : 0;
+}
+
 /*  A layer failed to apply: refuse under "required", else go on without. */
 static bool
 s_failed (const pyi_policy_t *policy, const char *layer)
@@ -221,6 +247,8 @@ main (int argc, char *argv [])
             abi = 0;
             seccomp = false;
         }
+        if (s_drop_capabilities () && s_failed (&policy, "dropping capabilities"))
+            return EXIT_REFUSED;
         if (abi >= 1) {
             int use = abi < PYI_LANDLOCK_KNOWN_ABI ? abi : PYI_LANDLOCK_KNOWN_ABI;
             if (pyi_landlock_apply (&policy, use) == 0)

@@ -9,6 +9,7 @@
       that does not exist exits 127;
     - "disabled" applies the limits only: no Landlock, no filter, and
       $PYI_SANDBOX says so;
+    - a sandboxed program has no capability, even when run by root;
     - the limits: RLIMIT_DATA (an allocation past it fails with ENOMEM),
       RLIMIT_CPU (soft N, hard N + 1), RLIMIT_NOFILE, RLIMIT_NPROC;
     - Landlock (ABI 1+): a granted file reads, a file elsewhere and a
@@ -107,6 +108,16 @@ s_child (int argc, char *argv [])
         int fd = socket (AF_UNIX, SOCK_STREAM, 0);
         socklen_t size = (socklen_t) (offsetof (struct sockaddr_un, sun_path) + 1 + strlen (arg));
         return connect (fd, (struct sockaddr *) &addr, size) ? errno : 0;
+    }
+    if (!strcmp (what, "capabilities")) { /* 0 when it has none */
+        FILE *f = fopen ("/proc/self/status", "r");
+        char line [256];
+        unsigned long long effective = 1, permitted = 1;
+        while (f && fgets (line, sizeof (line), f)) {
+            sscanf (line, "CapEff: %llx", &effective);
+            sscanf (line, "CapPrm: %llx", &permitted);
+        }
+        return f && effective == 0 && permitted == 0 ? 0 : 1;
     }
     if (!strcmp (what, "signal"))         /* signal the parent (0: only the check) */
         return kill (getppid (), 0) ? errno : 0;
@@ -274,6 +285,11 @@ main (int argc, char *argv [])
     CHECK_INT (RUN (POLICY ("--mode", "disabled"), "read", secret), 0);
     CHECK_INT (RUN (POLICY ("--mode", "disabled"), "env", "PYI_SANDBOX", "landlock=0 seccomp=0"), 0);
     CHECK_INT (RUN (POLICY ("--mode", "disabled"), "socket", "inet"), 0);
+
+    TEST_BEGIN ("no capabilities");
+    CHECK_INT (RUN (POLICY (BASE, "--read", "/proc"), "capabilities"), 0);
+    if (geteuid () == 0)
+        CHECK_INT (RUN (POLICY ("--mode", "disabled"), "capabilities"), 1);
 
     TEST_BEGIN ("limits");
     CHECK_INT (RUN (POLICY ("--mode", "disabled", "--memory-mb", "64"),
