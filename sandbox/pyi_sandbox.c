@@ -3,15 +3,15 @@
     to itself, while it is one thread and before it runs any of the
     program's code, then executes the program, which inherits all of it:
 
-        1. resource limits (setrlimit; lowered, never raised),
-        2. PR_SET_NO_NEW_PRIVS, and no capabilities: the bounding,
+        1. PR_SET_NO_NEW_PRIVS, and no capabilities: the bounding,
            inheritable and ambient sets emptied, so that a program run by
            root has none (else root keeps powers the other layers do not
            cover: raising its limits, reading other processes' /proc
            entries through CAP_SYS_ADMIN and CAP_PERFMON, ...),
-        3. a Landlock ruleset (pyi_landlock.h),
-        4. a seccomp deny-list (pyi_seccomp.h),
-        5. $PYI_SANDBOX = "landlock=<ABI applied, 0: none> seccomp=<1|0>",
+        2. a Landlock ruleset (pyi_landlock.h),
+        3. a seccomp deny-list (pyi_seccomp.h),
+        4. $PYI_SANDBOX = "landlock=<ABI applied, 0: none> seccomp=<1|0>",
+        5. resource limits (setrlimit; a hard limit is lowered, never raised),
            and execvp (program).
 
         pyi_sandbox --probe
@@ -236,8 +236,6 @@ main (int argc, char *argv [])
                  "cannot enforce:\n%s", missing);
         return EXIT_REFUSED;
     }
-    if (s_limits (&policy))
-        return EXIT_REFUSED;
     int applied = 0;
     bool filtered = false;
     if (sandbox) {
@@ -271,6 +269,9 @@ main (int argc, char *argv [])
         fprintf (stderr, "pyisolate sandbox: cannot set the environment: %s\n", strerror (errno));
         return EXIT_REFUSED;
     }
+    /*  Last: nothing here allocates after them. */
+    if (s_limits (&policy))
+        return EXIT_REFUSED;
     execvp (policy.command [0], policy.command);
     int saved = errno;
     fprintf (stderr, "pyisolate sandbox: cannot run %s: %s\n", policy.command [0],

@@ -133,8 +133,8 @@ s_child (int argc, char *argv [])
         void *p = malloc ((size_t) atoi (arg) << 20);
         return p ? 0 : ENOMEM;
     }
-    if (!strcmp (what, "rlimit")) {       /* rlimit data|cpu|nofile|nproc SOFT HARD */
-        int resource = !strcmp (arg, "data") ? RLIMIT_DATA : !strcmp (arg, "cpu") ? RLIMIT_CPU
+    if (!strcmp (what, "rlimit")) {       /* rlimit cpu|nofile|nproc SOFT HARD */
+        int resource = !strcmp (arg, "cpu") ? RLIMIT_CPU
                      : !strcmp (arg, "nofile") ? RLIMIT_NOFILE : RLIMIT_NPROC;
         struct rlimit limit;
         getrlimit (resource, &limit);
@@ -198,9 +198,10 @@ s_launch (const char *const policy [], const char *program, const char *const ac
 
 #define RUN(policy, ...) s_launch (policy, NULL, (const char *const []) { __VA_ARGS__, NULL })
 #define POLICY(...) ((const char *const []) { __VA_ARGS__, NULL })
-/*  What every sandboxed child needs: the system's libraries, this build. */
+/*  What every sandboxed child needs: the system's libraries, /proc (for
+    the sanitizers), this build. */
 #define BASE "--read", "/usr", "--read", "/lib", "--read", "/lib64", "--read", "/etc", \
-             "--read", PYI_BUILD_DIR
+             "--read", "/proc", "--read", PYI_BUILD_DIR
 
 static void
 s_path (char *path, const char *name)
@@ -245,7 +246,7 @@ int
 main (int argc, char *argv [])
 {
     if (argc > 2 && !strcmp (argv [1], "child"))
-        return s_child (argc, argv);
+        _exit (s_child (argc, argv));   /* no exit handlers: LeakSanitizer's would ptrace */
     setvbuf (stderr, NULL, _IONBF, 0);
     CHECK (realpath ("/proc/self/exe", s_self));
     snprintf (s_tmp, sizeof (s_tmp), "%s", t_setup_rundir ());   /* removed at exit */
@@ -287,15 +288,22 @@ main (int argc, char *argv [])
     CHECK_INT (RUN (POLICY ("--mode", "disabled"), "socket", "inet"), 0);
 
     TEST_BEGIN ("no capabilities");
-    CHECK_INT (RUN (POLICY (BASE, "--read", "/proc"), "capabilities"), 0);
+    CHECK_INT (RUN (POLICY (BASE), "capabilities"), 0);
     if (geteuid () == 0)
         CHECK_INT (RUN (POLICY ("--mode", "disabled"), "capabilities"), 1);
 
     TEST_BEGIN ("limits");
-    CHECK_INT (RUN (POLICY ("--mode", "disabled", "--memory-mb", "64"),
-                    "rlimit", "data", "67108864", "67108864"), 0);
+    /*  (The shell: a sanitized child could not start under 64 MB.) */
+    CHECK_INT (s_launch (POLICY ("--mode", "disabled", "--memory-mb", "64"), "/bin/sh",
+                         (const char *const []) { "-c", "test \"$(ulimit -d)\" = 65536", NULL }),
+               0);
+#ifdef __SANITIZE_ADDRESS__
+    fprintf (stderr, "   SKIPPED allocations past RLIMIT_DATA: AddressSanitizer's shadow "
+             "memory does not fit under it\n");
+#else
     CHECK_INT (RUN (POLICY ("--mode", "disabled", "--memory-mb", "64"), "allocate", "128"), ENOMEM);
     CHECK_INT (RUN (POLICY ("--mode", "disabled", "--memory-mb", "64"), "allocate", "16"), 0);
+#endif
     CHECK_INT (RUN (POLICY ("--mode", "disabled", "--cpu-seconds", "30"),
                     "rlimit", "cpu", "30", "31"), 0);
     CHECK_INT (RUN (POLICY ("--mode", "disabled", "--open-files", "40"),
