@@ -166,12 +166,15 @@ def test_other_processes_are_out_of_reach(venv_root) -> None:
                     mgr.load_extension(probe("probe_other")),
                     mgr.load_extension(probe("probe_free", sandbox_mode="disabled")))
                 host, sibling = os.getpid(), await other.getpid()
-                for pid in (host, sibling):
+                held = os.open(os.devnull, os.O_RDONLY)  # (the sibling's stdin is /dev/null)
+                for pid, fd in ((host, held), (sibling, 0)):
                     assert await ext.signal(pid) == "EPERM"
                     assert await free.signal(pid) == "ok"
-                    assert await ext.read(f"/proc/{pid}/environ") == "EACCES"
-                    assert await free.read(f"/proc/{pid}/environ") == "ok"
+                    for entry in ("environ", "maps", f"fd/{fd}"):
+                        assert await ext.read(f"/proc/{pid}/{entry}") == "EACCES", entry
+                        assert await free.read(f"/proc/{pid}/{entry}") == "ok", entry
                     assert await ext.ptrace(pid) == "EPERM"
+                os.close(held)
                 assert await ext.abstract(name) == "EPERM"
                 assert await free.abstract(name) == "ok"
         run(main())
