@@ -41,11 +41,6 @@
 #define SCOPE_ABSTRACT_UNIX_SOCKET (1ULL << 0)  /* ABI 6 */
 #define SCOPE_SIGNAL    (1ULL << 1)
 
-#define ABI_REFER 2
-#define ABI_TRUNCATE 3
-#define ABI_NETWORK 4
-#define ABI_SCOPE 6
-
 /*  Rights that apply to a file (not a directory). */
 #define FILE_RIGHTS (FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE)
 #define READ_RIGHTS (FS_EXECUTE | FS_READ_FILE | FS_READ_DIR)
@@ -90,9 +85,9 @@ static uint64_t
 s_handled_fs (int abi)
 {
     uint64_t fs = FS_ABI1;
-    if (abi >= ABI_REFER)
+    if (abi >= PYI_LANDLOCK_ABI_REFER)
         fs |= FS_REFER;
-    if (abi >= ABI_TRUNCATE)
+    if (abi >= PYI_LANDLOCK_ABI_TRUNCATE)
         fs |= FS_TRUNCATE;
     return fs;
 }
@@ -135,9 +130,9 @@ int
 pyi_landlock_apply (const pyi_policy_t *policy, int abi)
 {
     s_ruleset_attr_t attr = { s_handled_fs (abi), 0, 0 };
-    if (abi >= ABI_NETWORK && policy->network != PYI_NETWORK_ALL)
+    if (abi >= PYI_LANDLOCK_ABI_NETWORK && policy->network != PYI_NETWORK_ALL)
         attr.handled_access_net = NET_BIND_TCP | NET_CONNECT_TCP;
-    if (abi >= ABI_SCOPE)
+    if (abi >= PYI_LANDLOCK_ABI_SCOPE)
         attr.scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL;
     int ruleset = (int) syscall (__NR_landlock_create_ruleset, &attr, sizeof (attr), 0);
     if (ruleset == -1)

@@ -16,7 +16,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/*  The newest Landlock ABI this code uses. */
+/*  The ABI versions that brought what this code uses; the newest it knows. */
+#define PYI_LANDLOCK_ABI_REFER 2        /* rename and link across directories */
+#define PYI_LANDLOCK_ABI_TRUNCATE 3     /* truncation */
+#define PYI_LANDLOCK_ABI_NETWORK 4      /* TCP bind and connect by port */
+#define PYI_LANDLOCK_ABI_SCOPE 6        /* abstract unix sockets and signals */
 #define PYI_LANDLOCK_KNOWN_ABI 6
 
 /*  The Landlock ABI version the kernel offers (0: none), lowered to

@@ -35,10 +35,10 @@
 #include "pyi_policy.h"
 #include "pyi_seccomp.h"
 #include <errno.h>
+#include <linux/capability.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <linux/capability.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -55,9 +55,6 @@
 #define LINE_TEXT 512               /* a line of /proc/self/cgroup or cgroup.controllers */
 #define CPU_GRACE_SECONDS 1         /* from SIGXCPU to SIGKILL */
 #define MEGABYTE (1024LL * 1024)
-#define ABI_TRUNCATE 3
-#define ABI_NETWORK 4
-#define ABI_SCOPE 6
 
 /*  Append one formatted line to text (size bytes); return 1. */
 static int
@@ -87,15 +84,16 @@ s_missing (const pyi_policy_t *policy, int abi, bool seccomp, char *text, size_t
         n += s_line (text, size, "Landlock unavailable (ABI %d < %d): no filesystem, network "
                      "or signal rules", abi, 1);
     else {
-        if (abi < ABI_TRUNCATE)
+        if (abi < PYI_LANDLOCK_ABI_TRUNCATE)
             n += s_line (text, size, "Landlock ABI %d < %d needed to stop truncating files "
-                         "outside the writable paths", abi, ABI_TRUNCATE);
-        if (abi < ABI_NETWORK && policy->network == PYI_NETWORK_PORTS)
+                         "outside the writable paths", abi, PYI_LANDLOCK_ABI_TRUNCATE);
+        if (abi < PYI_LANDLOCK_ABI_NETWORK && policy->network == PYI_NETWORK_PORTS)
             n += s_line (text, size, "Landlock ABI %d < %d needed for network rules "
-                         "(TCP ports)", abi, ABI_NETWORK);
-        if (abi < ABI_SCOPE)
+                         "(TCP ports)", abi, PYI_LANDLOCK_ABI_NETWORK);
+        if (abi < PYI_LANDLOCK_ABI_SCOPE)
             n += s_line (text, size, "Landlock ABI %d < %d needed to stop signals to other "
-                         "processes and connections to abstract unix sockets", abi, ABI_SCOPE);
+                         "processes and connections to abstract unix sockets",
+                         abi, PYI_LANDLOCK_ABI_SCOPE);
     }
     if (!seccomp)
         n += s_line (text, size, "seccomp filters unavailable: no system call deny-list, "

@@ -284,7 +284,8 @@ main (int argc, char *argv [])
 
     TEST_BEGIN ("disabled: limits only");
     CHECK_INT (RUN (POLICY ("--mode", "disabled"), "read", secret), 0);
-    CHECK_INT (RUN (POLICY ("--mode", "disabled"), "env", "PYI_SANDBOX", "landlock=0 seccomp=0"), 0);
+    CHECK_INT (RUN (POLICY ("--mode", "disabled"), "env", "PYI_SANDBOX", "landlock=0 seccomp=0"),
+               0);
     CHECK_INT (RUN (POLICY ("--mode", "disabled"), "socket", "inet"), 0);
 
     TEST_BEGIN ("no capabilities");

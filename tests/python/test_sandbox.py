@@ -228,13 +228,31 @@ def test_cpu_limit(venv_root) -> None:
 def test_open_files_limit(venv_root) -> None:
     async def main() -> None:
         async with manager(venv_root) as mgr:
-            ext, free = await asyncio.gather(
+            ext, unsandboxed, free = await asyncio.gather(
                 mgr.load_extension(probe("probe_files", limits={"open_files": 64})),
+                mgr.load_extension(probe("probe_free", sandbox_mode="disabled",
+                                         limits={"open_files": 64})),
                 mgr.load_extension(probe("probe")))
-            opened, failure = await ext.open_files(100)
-            assert opened < 64 and failure == "EMFILE"
+            for limited in (ext, unsandboxed):  # limits apply without the sandbox too
+                opened, failure = await limited.open_files(100)
+                assert opened < 64 and failure == "EMFILE"
             assert await free.open_files(100) == (100, "ok")
     run(main())
+
+
+def test_what_the_kernel_offers_is_logged_once(venv_root, monkeypatch, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="pyisolate")
+    monkeypatch.setattr(_sandbox, "_kernel", {})  # as in a new process
+
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            await asyncio.gather(mgr.load_extension(probe("probe")),
+                                 mgr.load_extension(probe("probe_other")))
+    run(main())
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sandbox: ")]
+    assert len(lines) == 1, lines
+    assert f"Landlock ABI {ABI}" in lines[0] if ABI else "Landlock unavailable" in lines[0]
+    assert "seccomp filters" in lines[0] and "cgroup v2 delegation" in lines[0]
 
 
 # The host's script for the process limit, run as an ordinary user: RLIMIT_NPROC
@@ -356,6 +374,8 @@ def test_bad_sandbox_configs_are_refused_at_once(venv_root, tmp_path) -> None:
                    ({"sandbox": {"network": "yes"}}, "give False, True or a list"),
                    ({"sandbox": {"writable_paths": [tmp_path / "missing"]}}, "does not exist"),
                    ({"sandbox": {"readonly_paths": str(tmp_path)}}, "must be a list"),
+                   ({"sandbox": {"readonly_paths": {str(tmp_path): "/data"}}},
+                    "shows paths where they are"),
                    ({"sandbox": {"env": ["NOT A NAME"]}}, "is not a variable name"),
                    ({"limits": {"memory_mb": 0}}, "not a positive whole number"),
                    ({"limits": {"cpu_seconds": True}}, "not a positive whole number")]

@@ -100,7 +100,6 @@ class Launcher:
         self.pid: int | None = None  # its process's, once spawned
         self.exit_status: int | None = None  # its process's, once exited
         self.reason = ""  # why the broker lost it
-        self.policy = Policy()  # its sandbox and limits (served kinds)
         self._killed = False  # pyisolate killed (or the broker gave up on) its process
         self._base = base  # the manager's extension type
         self._loop = loop
@@ -294,7 +293,7 @@ class _Served(Launcher):
         super().__init__(config, base, host.loop)
         self.key = extension_key(config.name)  # its venv folder and service key
         self.service = f"ext.{self.key}"
-        self.policy = policy
+        self.policy = policy  # its sandbox and limits
         self._host = host
         self._settings = settings  # start_timeout, stop_timeout
 

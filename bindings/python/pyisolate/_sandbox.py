@@ -62,6 +62,7 @@ _LIMIT_FLAGS = {"memory_mb": "--memory-mb", "cpu_seconds": "--cpu-seconds",
                 "open_files": "--open-files", "processes": "--processes"}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_PORT = 65535
+_MAX_LIMIT = 1 << 40  # the launcher's bound (sandbox/pyi_policy.c)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +138,7 @@ def make_policy(name: str, sandbox: Any, mode: Any, limits: Any,
         value = getattr(lim, f.name)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < _MAX_LIMIT:
             raise ValueError(f"extension {name!r}: limits {f.name}={value!r} is not a "
                              "positive whole number (or None)")
         given.append((f.name, value))
@@ -164,6 +165,13 @@ def make_policy(name: str, sandbox: Any, mode: Any, limits: Any,
 def _paths(name: str, key: str, paths: Any, check_exists: bool) -> tuple[str, ...]:
     if isinstance(paths, (str, bytes, os.PathLike)):
         raise ValueError(f"extension {name!r}: sandbox {key} must be a list of paths")
+    if isinstance(paths, Mapping):  # pyisolate 0.10's {source: destination} form
+        moved = {s: d for s, d in paths.items()
+                 if os.path.abspath(os.fspath(s)) != os.path.abspath(os.fspath(d))}
+        if moved:
+            raise ValueError(f"extension {name!r}: sandbox {key} maps {moved}: this sandbox "
+                             "shows paths where they are (no mount namespace); list them")
+        paths = list(paths)
     out = []
     for p in paths:
         if not isinstance(p, (str, os.PathLike)) or not os.fspath(p) or "\x00" in os.fspath(p):

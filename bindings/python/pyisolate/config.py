@@ -63,7 +63,8 @@ class SandboxConfig(_ConfigBase):
 
     Relative paths are taken from the current directory; each must exist
     when the extension is loaded (a remote extension skips those missing
-    on its machine).
+    on its machine). pyisolate 0.10's ``{path: path}`` form of
+    ``readonly_paths`` is accepted; a path cannot be shown elsewhere.
     """
 
     writable_paths: Sequence[str | os.PathLike[str]] = field(default_factory=list)

@@ -20,7 +20,7 @@ pyi_sandbox, which applies them (same pid). It may read its Python
 installation and import path and the module path, write a scratch dir of
 its own (removed when it ends) and the writable paths, and open TCP
 connections to the host's port (plus the ticket's ports; with network
-False other sockets stay refused only where Landlock handles TCP, see
+False this is the port-list mode, so UDP is not filtered here; see
 docs/security.md). Paths of the host's machine missing here are left out.
 """
 
@@ -69,8 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     data = cfg.pop("sandbox", None)
     if data is not None and "PYI_SANDBOX" not in os.environ:
-        policy = _sandbox.Policy.from_json(data, cfg["name"])
-        if policy.launched:  # does not return
+        try:
+            policy = _sandbox.Policy.from_json(data, cfg["name"])
+        except (KeyError, TypeError, ValueError) as exc:
+            sys.stderr.write(f"pyisolate.remote: the ticket's sandbox is damaged: {exc}\n")
+            return 2
+        if policy.launched:  # executes this command again (or refuses)
             return _sandboxed(policy, cfg, fields["endpoint"],
                               sys.argv[1:] if argv is None else argv)
     curve = _core.Curve(fields["server_key"], fields["public_key"], fields["secret_key"])
