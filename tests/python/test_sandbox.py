@@ -414,6 +414,7 @@ def test_remote_extension_runs_in_the_tickets_sandbox(venv_root) -> None:
                 with home_secret() as secret:
                     assert await ext.read(secret) == "EACCES"
                 assert await ext.read(str(venv_root)) == "EACCES"
+                assert await ext.read(os.getcwd()) == "EACCES"  # where it was started
                 assert (await ext.open_files(100))[1] == "EMFILE"
                 await ext.stop()
                 assert proc.wait(timeout=60) == 0

@@ -105,8 +105,10 @@ def _sandboxed(policy: _sandbox.Policy, cfg: dict, endpoint: str, args: list[str
                                                                      port})))
     scratch = tempfile.mkdtemp(prefix=f"pyisolate-{cfg['name']}-")
     _remove_when_done(scratch)
-    read = [p for p in (*sys.path, cfg["module_path"], *cfg.get("paths", ()))
-            if p and os.path.isabs(p)] + _sandbox.host_reads()
+    # Its import path, but not the current directory that -m put first.
+    read = [p for p in sys.path if p and os.path.isabs(p) and p != os.getcwd()]
+    read += [sys.prefix, sys.exec_prefix, cfg["module_path"], *cfg.get("paths", ()),
+             *_sandbox.host_reads()]
     env = _sandbox.environment(policy, scratch)
     env.update({k: v for k, v in os.environ.items() if k.startswith("PYTHON")})
     argv = _sandbox.command(policy, read, [scratch],
