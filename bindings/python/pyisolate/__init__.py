@@ -24,7 +24,7 @@ from ._manager import ExtensionManager
 from ._rpc import RemoteCallable, RemoteObject
 from ._tensors import TensorDescriptorError, empty, region_name, share
 from ._sync import SyncExtension, SyncExtensionManager
-from .config import ExtensionConfig, ExtensionManagerConfig, Limits, SandboxConfig
+from .config import ExtensionConfig, ExtensionManagerConfig, Limits, SandboxConfig, SandboxMode
 
 __all__ = [
     "__version__",
@@ -32,6 +32,7 @@ __all__ = [
     "ExtensionManagerConfig",
     "ExtensionConfig",
     "SandboxConfig",
+    "SandboxMode",
     "Limits",
     "ExtensionBase",
     "Extension",

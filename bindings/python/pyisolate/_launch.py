@@ -445,8 +445,9 @@ class Process(_Served):
         env["PYISOLATE_EXTENSION"] = self.name
         argv = [str(venv / "bin" / "python"), "-I", "-u", "-c", BOOTSTRAP]
         if policy.launched:
-            read = [str(venv), module_path, *paths, *roots, *_sandbox.host_reads(),
-                    self._host.socket_path]
+            editable = [d for flag, d in zip(deps, deps[1:]) if flag == "-e"]  # sources
+            read = [str(venv), module_path, *paths, *roots, *editable,
+                    *_sandbox.host_reads(), self._host.socket_path]
             write = [str(self._scratch)] if self._scratch else []
             argv = _sandbox.command(policy, read, write, argv)
         out_r, out_w = os.pipe()

@@ -128,6 +128,7 @@ def make_policy(name: str, sandbox: Any, mode: Any, limits: Any,
                 check_exists: bool) -> Policy:
     """Validate a sandbox (SandboxConfig or dict), a mode and limits
     (Limits or dict); paths are made absolute from the current directory."""
+    mode = getattr(mode, "value", mode)  # a SandboxMode
     if mode not in SANDBOX_MODES:
         raise ValueError(f"extension {name!r}: sandbox_mode {mode!r} is not one of "
                          f"{', '.join(repr(m) for m in SANDBOX_MODES)}")

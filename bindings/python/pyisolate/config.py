@@ -9,6 +9,7 @@ support ``config["name"]`` reads like the TypedDicts of pyisolate 0.x.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import re
 import unicodedata
@@ -43,7 +44,16 @@ class _ConfigBase:
         return getattr(self, key, default)
 
 
-SANDBOX_MODES = ("required", "best_effort", "disabled")
+class SandboxMode(str, enum.Enum):
+    """``sandbox_mode``'s values (plain strings work as well). pyisolate 0.x
+    had REQUIRED and DISABLED; BEST_EFFORT is the default here."""
+
+    REQUIRED = "required"
+    BEST_EFFORT = "best_effort"
+    DISABLED = "disabled"
+
+
+SANDBOX_MODES = tuple(m.value for m in SandboxMode)
 
 
 @dataclass
