@@ -16,6 +16,7 @@
 #include "pyi_library_internal.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -32,7 +33,7 @@
 #define LOCK_TRIES 1000                      /* 1 ms apart: a peer's LOCK_EX is brief */
 
 struct _pyi_region_t {
-    char name [PYI_REGION_MAX_NAME + 1];   /* "/pyi-<session>-<pid>-<seq>" */
+    char name [PYI_REGION_MAX_NAME + 1];   /* "/pyi-<session>-<pid>-<random>" */
     int fd;                         /* holds our LOCK_SH (not a CUDA exporter's) */
     uint8_t *base;                  /* the mapping: header page, then host data */
     size_t mapped;                  /* bytes mapped at base */
@@ -49,7 +50,6 @@ static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
 static pyi_region_t *s_regions;         /* the cache: every region mapped here */
 static size_t s_count;                  /* regions in s_regions */
 static char s_session [MAX_SESSION + 1];
-static _Atomic unsigned long s_sequence;
 static pthread_once_t s_once = PTHREAD_ONCE_INIT;
 
 /*  fork () while another thread holds s_lock would leave the child's copy
@@ -172,12 +172,19 @@ s_create (pyi_region_t *self)
     memcpy (session, s_session, sizeof (session));
     pthread_mutex_unlock (&s_lock);
 
-    /*  Names are never reused: the pid and the sequence make them unique
-        in the session, O_EXCL skips any that exists anyway. */
+    /*  The last part is 64 random bits: a name cannot be guessed, so a
+        process that cannot list /dev/shm (a sandboxed extension) opens
+        only the regions whose names it was given. O_EXCL skips a name that
+        exists anyway. */
     self->fd = -1;
     for (int tries = 0; self->fd == -1 && tries < 100; tries++) {
-        snprintf (self->name, sizeof (self->name), "/" NAME_PREFIX "%s-%ld-%lu",
-                  session, (long) getpid (), ++s_sequence);
+        uint64_t nonce;
+        if (getrandom (&nonce, sizeof (nonce), 0) != sizeof (nonce)) {
+            pyi_set_error ("cannot name shared memory: getrandom: %s", strerror (errno));
+            return -1;
+        }
+        snprintf (self->name, sizeof (self->name), "/" NAME_PREFIX "%s-%ld-%" PRIu64,
+                  session, (long) getpid (), nonce);
         self->fd = shm_open (self->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (self->fd == -1 && errno != EEXIST)
             break;
@@ -322,7 +329,7 @@ pyi_region_open (const char *name)
 {
     pthread_once (&s_once, s_init);
     if (!pyi_region_valid_name (name)) {
-        pyi_set_error ("region name not of the form /pyi-<session>-<pid>-<seq>: %.64s",
+        pyi_set_error ("region name not of the form /pyi-<session>-<pid>-<random>: %.64s",
                        name ? name : "(null)");
         return NULL;
     }

@@ -41,7 +41,7 @@ typedef struct {
 /*  "<pid>-<hex>" of at most MAX_SESSION bytes, nothing else. */
 bool pyi_region_valid_session (const char *session);
 
-/*  "/pyi-<session>-<pid>-<seq>", nothing else. */
+/*  "/pyi-<session>-<pid>-<random>", nothing else. */
 bool pyi_region_valid_name (const char *name);
 
 /*  Whether process pid exists (a reused pid counts as alive: never remove

@@ -78,7 +78,7 @@ int
 pyi_region_discard (const char *name)
 {
     if (!pyi_region_valid_name (name)) {
-        pyi_set_error ("region name not of the form /pyi-<session>-<pid>-<seq>: %.64s",
+        pyi_set_error ("region name not of the form /pyi-<session>-<pid>-<random>: %.64s",
                        name ? name : "(null)");
         return -1;
     }

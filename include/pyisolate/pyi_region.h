@@ -1,9 +1,11 @@
 /*  pyi_region: a shared memory region that tensors live in (docs/tensors.md).
 
     A region is a POSIX shared memory object named
-        /pyi-<session>-<creator pid>-<seq>
+        /pyi-<session>-<creator pid>-<random>
     where <session> is the host's id "<hostpid>-<hex>" (the name of its
-    runtime directory). It holds a 4096-byte header page (magic, layout
+    runtime directory) and <random> 64 random bits in decimal: a process
+    that cannot list /dev/shm cannot guess the names of regions it was
+    not given. It holds a 4096-byte header page (magic, layout
     version, data size, an atomic count of messages in flight that name
     it) followed by the data, so the data is page-aligned.
 

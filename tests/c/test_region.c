@@ -5,7 +5,9 @@
     "host" that starts a broker and is killed with SIGKILL.
 
     Guarantees checked:
-    - a new region has a name of the form /pyi-<session>-<pid>-<seq>, a
+    - a new region has a name of the form /pyi-<session>-<pid>-<random>
+      (the next region's last part is not the next number: names cannot
+      be guessed from one another), a
       page-aligned zeroed data area of the size asked (0 allowed), and a
       /dev/shm entry; opening its name again gives the same region (same
       mapping, cached, one more reference); find maps addresses inside
@@ -152,6 +154,13 @@ test_basics (void)
     snprintf (prefix, sizeof prefix, "/pyi-%s-%d-", pyi_region_session (), (int) getpid ());
     CHECK_MSG (strncmp (name, prefix, strlen (prefix)) == 0, "name %s", name);
     CHECK (s_exists (name));
+    pyi_region_t *next = pyi_region_new (1);
+    CHECK_MSG (next, "%s", pyi_last_error ());
+    unsigned long long first = strtoull (name + strlen (prefix), NULL, 10);
+    unsigned long long second = strtoull (pyi_region_name (next) + strlen (prefix), NULL, 10);
+    CHECK_MSG (second != first + 1 && second != first, "%s after %s", pyi_region_name (next),
+               name);
+    pyi_region_release (&next);
     uint8_t *data = (uint8_t *) pyi_region_data (region);
     CHECK_INT ((uintptr_t) data % 4096, 0);
     CHECK_INT (pyi_region_size (region), 10000);

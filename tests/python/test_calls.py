@@ -88,7 +88,8 @@ def test_hooks_order_and_stop_hook(venv_root, tmp_path) -> None:
 
     async def main() -> None:
         async with manager(venv_root) as mgr:
-            ext = await mgr.load_extension(ext_config("basic", env={"STOP_MARK": str(mark)}))
+            ext = await mgr.load_extension(ext_config("basic", env={"STOP_MARK": str(mark)},
+                                                      sandbox={"writable_paths": [tmp_path]}))
             assert await ext.hooks() == ["before_module_loaded", "on_module_loaded:basic"]
             pid = ext.pid
             await ext.stop()

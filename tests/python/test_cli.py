@@ -127,6 +127,10 @@ def test_doctor(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[s
     assert "libzmq " in found["libraries"]["found"]
     assert found["/dev/shm"]["status"] == "ok"
     assert found["CUDA driver"]["status"] in ("ok", "absent")
+    assert found["sandbox launcher"]["status"] == "ok"
+    assert found["Landlock"]["status"] in ("ok", "absent")
+    assert found["seccomp"]["status"] in ("ok", "absent")
+    assert found["sandbox"]["status"] == "ok" or "not enforced here" in found["sandbox"]["what to do"]
     # something needed missing: non-zero, and what to do
     from pyisolate import _cli, _venv
 

@@ -136,7 +136,9 @@ def test_stop_all_extensions_after_asyncio_run(venv_root, tmp_path) -> None:
     manager = zero_x_manager(venv_root)
 
     async def main() -> Any:
-        ext = manager.load_extension(zero_x_config("stopper", env={"STOP_MARK": str(mark)}))
+        ext = manager.load_extension(zero_x_config(
+            "stopper", env={"STOP_MARK": str(mark)},
+            sandbox={"writable_paths": [str(mark.parent)]}))
         await ext.remote.pid()
         return ext
 
@@ -157,7 +159,9 @@ def test_stop_all_extensions_on_the_running_loop(venv_root, tmp_path) -> None:
 
     async def main() -> None:
         manager = zero_x_manager(venv_root)
-        ext = manager.load_extension(zero_x_config("stopper", env={"STOP_MARK": str(mark)}))
+        ext = manager.load_extension(zero_x_config(
+            "stopper", env={"STOP_MARK": str(mark)},
+            sandbox={"writable_paths": [str(mark.parent)]}))
         pid = await ext.remote.pid()
         manager.stop_all_extensions()
         assert not _alive(pid) and not ext.alive
@@ -180,7 +184,9 @@ def test_stop_all_extensions_from_another_thread(venv_root, tmp_path) -> None:
         manager = zero_x_manager(venv_root)
 
         async def load() -> Any:
-            ext = manager.load_extension(zero_x_config("stopper", env={"STOP_MARK": str(mark)}))
+            ext = manager.load_extension(zero_x_config(
+                "stopper", env={"STOP_MARK": str(mark)},
+                sandbox={"writable_paths": [str(mark.parent)]}))
             await ext.remote.pid()
             return ext
 
@@ -204,7 +210,8 @@ def test_stop_all_extensions_with_an_idle_loop(venv_root, tmp_path) -> None:
 
         async def load() -> Any:
             return await manager.load_extension(
-                zero_x_config("stopper", env={"STOP_MARK": str(mark)}))
+                zero_x_config("stopper", env={"STOP_MARK": str(mark)},
+                              sandbox={"writable_paths": [str(mark.parent)]}))
 
         ext = loop.run_until_complete(load())
         manager.stop_all_extensions()

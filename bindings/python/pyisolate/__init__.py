@@ -24,13 +24,16 @@ from ._manager import ExtensionManager
 from ._rpc import RemoteCallable, RemoteObject
 from ._tensors import TensorDescriptorError, empty, region_name, share
 from ._sync import SyncExtension, SyncExtensionManager
-from .config import ExtensionConfig, ExtensionManagerConfig
+from .config import ExtensionConfig, ExtensionManagerConfig, Limits, SandboxConfig, SandboxMode
 
 __all__ = [
     "__version__",
     "ExtensionManager",
     "ExtensionManagerConfig",
     "ExtensionConfig",
+    "SandboxConfig",
+    "SandboxMode",
+    "Limits",
     "ExtensionBase",
     "Extension",
     "ProxiedSingleton",

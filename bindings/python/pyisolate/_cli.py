@@ -29,7 +29,8 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from . import _venv
+from . import _sandbox, _venv
+from ._errors import PyisolateError
 
 DAY = 86400.0
 
@@ -244,6 +245,20 @@ def _doctor_checks() -> list[tuple[str, bool, str, str]]:
                      "mount a tmpfs on /dev/shm (docker: --shm-size=2g)"))
     except OSError:
         rows.append(("/dev/shm", True, "", "mount a tmpfs on /dev/shm"))
+    try:  # what the sandbox launcher finds (docs/security.md)
+        rows.append(("sandbox launcher", True, _sandbox.launcher(), "reinstall pyisolate"))
+        offered = _sandbox.kernel()
+        gaps = _sandbox.missing(_sandbox.Policy(mode="best_effort"))
+        abi = int(offered.get("landlock", "0"))
+        rows.append(("Landlock", False, f"ABI {abi}" if abi else "",
+                     "optional: Linux 5.13+ with Landlock in lsm=; ABI 6 (Linux 6.12+) for the "
+                     "whole sandbox"))
+        rows.append(("seccomp", False, "filters" if offered.get("seccomp") == "1" else "",
+                     "optional: a kernel with seccomp filters"))
+        rows.append(("sandbox", False, "" if gaps else "fully enforced",
+                     "not enforced here: " + "; ".join(gaps)))
+    except PyisolateError:
+        rows.append(("sandbox launcher", True, "", "reinstall pyisolate"))
     cgroup = Path("/sys/fs/cgroup")
     if (cgroup / "cgroup.controllers").exists():
         own = Path("/proc/self/cgroup").read_text().strip().rpartition(":")[2]

@@ -81,15 +81,17 @@ def exception_type(code: int, callee: Callee) -> type[PyisolateError]:
 
 
 def call_error(code: int, text: str, callee: Callee, name: str, *, method: str = "",
-               timeout: float | None = None, exit_status: int | None = None) -> PyisolateError:
+               timeout: float | None = None, exit_status: int | None = None,
+               reason: str | None = None) -> PyisolateError:
     """The exception for a call to ``name`` (the extension's name, the
-    singleton's key, or else the service) that failed with ``code``."""
+    singleton's key, or else the service) that failed with ``code``
+    (``exit_status`` and ``reason``: how the extension's process ended)."""
     kind = exception_type(code, callee)
     if kind is CallTimeout:
         return CallTimeout(f"call to {method or 'callable'!s} on {name!r} timed out "
                            f"after {timeout}s")
     if kind is ExtensionCrashed:
-        return ExtensionCrashed(name, exit_status, text)
+        return ExtensionCrashed(name, exit_status, text, reason)
     if kind is ExtensionStopped:
         return ExtensionStopped(name)
     if kind is PyisolateError:

@@ -49,12 +49,16 @@ class ExtensionCrashed(PyisolateError):
     """The extension's process died. Pending and later calls fail with this.
 
     ``exit_status`` is the exit code (>= 0), or ``-signal`` when a signal
-    killed it, or None when it is not known yet.
+    killed it, or None when it is not known yet. ``reason`` is
+    ``"CPU time limit"`` when its limit ended it (SIGXCPU, or the SIGKILL
+    that follows for a process that caught SIGXCPU), else None.
     """
 
-    def __init__(self, extension: str, exit_status: int | None, detail: str = "") -> None:
+    def __init__(self, extension: str, exit_status: int | None, detail: str = "",
+                 reason: str | None = None) -> None:
         self.extension = extension
         self.exit_status = exit_status
+        self.reason = reason
         if exit_status is None:
             how = "its process was lost"
         elif exit_status < 0:
@@ -68,6 +72,8 @@ class ExtensionCrashed(PyisolateError):
         else:
             how = f"its process exited with status {exit_status}"
         text = f"extension {extension!r} crashed: {how}"
+        if reason:
+            text += f": it reached its {reason}"
         if detail:
             text += f" ({detail})"
         super().__init__(text)
@@ -138,7 +144,7 @@ def describe_exception(exc: BaseException) -> dict[str, Any]:
         "traceback": tb_text,
     }
     if isinstance(exc, ExtensionCrashed):
-        data["extra"] = [exc.extension, exc.exit_status]
+        data["extra"] = [exc.extension, exc.exit_status, "", exc.reason]
     if isinstance(exc, RemoteError):
         data["extra"] = [exc.remote_type, exc.remote_message]
     return data

@@ -15,7 +15,9 @@ import asyncio
 import atexit
 import logging
 import socket
+import tempfile
 import weakref
+from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from . import _core, _tensors
@@ -74,6 +76,8 @@ class Host:
         broker.set(_core.lib.PYI_OPT_LIVENESS, beats)
         logger.debug("broker started at %s", broker.endpoint)
         self._broker: _core.Broker | None = broker  # None once closed
+        self.socket_path = broker.endpoint[len("ipc://"):]  # what local extensions connect to
+        self._rundir = Path(broker.rundir)
         self.node = Node(loop, broker.inproc, "host")
         _live_nodes.add(self.node)
         self.node.ops["load_error"] = self._op_load_error
@@ -136,6 +140,14 @@ class Host:
         pid = self._broker.spawn(service, argv, env, stdout_fd, stderr_fd)
         self._by_pid[pid] = self._listeners[service]
         return pid
+
+    def scratch(self, name: str) -> Path:
+        """A new private directory for extension ``name``'s process, in the
+        broker's runtime directory (so that a host that dies leaves none:
+        the next host removes its runtime directory)."""
+        base = self._rundir / "scratch"
+        base.mkdir(mode=0o700, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
 
     def admit_remote(self, service: str) -> dict[str, str]:
         """Bind the CURVE endpoint (once), admit a new key pair and grant a

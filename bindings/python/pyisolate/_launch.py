@@ -5,7 +5,8 @@ the calls made through its handle and stops it. The handle
 - ``InProcess`` (``isolated=False``): the module imported and run in the host.
 - ``Process``: a process the broker spawns with the venv's python, the env
   and config it needs, and pipes for its output (_output); it serves
-  ``ext.<key>`` (config.extension_key).
+  ``ext.<key>`` (config.extension_key). A sandboxed or limited one starts
+  through the launcher pyi_sandbox (_sandbox), with a scratch dir of its own.
 - ``Remote`` (``remote=True``): a process started elsewhere with the
   handle's ticket (``python -m pyisolate.remote``), serving ``ext.<key>``
   over tcp.
@@ -22,6 +23,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 import traceback
@@ -29,13 +31,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
-from . import _loader, _venv
+from . import _loader, _sandbox, _venv
 from ._base import in_local_extension, singleton_key
 from ._codes import BrokerError, Callee, call_error, exception_type
 from ._errors import CallTimeout, ExtensionCrashed, ExtensionLoadError, ExtensionStopped
 from ._host import HOST_SERVICE, Host
 from ._output import OutputReader
 from ._rpc import invoke
+from ._sandbox import Policy
 from ._ticket import make_ticket
 from .config import ExtensionConfig, ExtensionManagerConfig, extension_key
 
@@ -97,6 +100,7 @@ class Launcher:
         self.pid: int | None = None  # its process's, once spawned
         self.exit_status: int | None = None  # its process's, once exited
         self.reason = ""  # why the broker lost it
+        self._killed = False  # pyisolate killed (or the broker gave up on) its process
         self._base = base  # the manager's extension type
         self._loop = loop
         self._ready: asyncio.Future[None] = loop.create_future()  # the load's outcome (events)
@@ -164,6 +168,7 @@ class Launcher:
     def kill(self) -> None:
         """SIGKILL its process, if it has one that has not exited."""
         if self.pid is not None and not self._exited.done():
+            self._killed = True
             try:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -284,10 +289,11 @@ class _Served(Launcher):
     the broker; the Host reports that process's events here."""
 
     def __init__(self, config: ExtensionConfig, base: type, host: Host,
-                 settings: ExtensionManagerConfig) -> None:
+                 settings: ExtensionManagerConfig, policy: Policy = Policy()) -> None:
         super().__init__(config, base, host.loop)
         self.key = extension_key(config.name)  # its venv folder and service key
         self.service = f"ext.{self.key}"
+        self.policy = policy  # its sandbox and limits
         self._host = host
         self._settings = settings  # start_timeout, stop_timeout
 
@@ -300,7 +306,8 @@ class _Served(Launcher):
         if asyncio.get_running_loop() is not self._loop or self.state is not _READY:
             await self._admit()
             if self.state in _GONE:
-                raise ExtensionCrashed(self.name, self.exit_status, self.reason)
+                raise ExtensionCrashed(self.name, self.exit_status, self.reason,
+                                       self._limit_reason())
         node = self._host.node
         if node.closed:
             raise ExtensionStopped(self.name)
@@ -317,7 +324,12 @@ class _Served(Launcher):
             status = await self.wait_exit(_EXIT_WAIT)
         if self.stopping:
             return ExtensionStopped(self.name)
-        return call_error(exc.code, exc.text, Callee.EXTENSION, self.name, exit_status=status)
+        return call_error(exc.code, exc.text, Callee.EXTENSION, self.name, exit_status=status,
+                          reason=self._limit_reason())
+
+    def _limit_reason(self) -> str | None:
+        """The limit that ended its process, if one did."""
+        return _sandbox.crash_reason(self.policy, self.exit_status, self._killed)
 
     async def _connect(self) -> None:
         """What the host offers before the process starts: its service, the
@@ -354,6 +366,7 @@ class _Served(Launcher):
     def on_lost(self, text: str) -> None:
         if self.stopping:
             return
+        self._killed = True  # the broker kills what it lost
         self.reason = text or "the broker lost the extension"
         if self.state is State.LOADING or self.state is State.READY:
             self.state = State.LOST
@@ -384,14 +397,20 @@ class Process(_Served):
     """A process the broker spawns in the extension's venv (made by _venv)."""
 
     def __init__(self, config: ExtensionConfig, base: type, host: Host,
-                 settings: ExtensionManagerConfig, deps: list[str], venv_root: Path) -> None:
-        super().__init__(config, base, host, settings)
+                 settings: ExtensionManagerConfig, deps: list[str], venv_root: Path,
+                 policy: Policy = Policy()) -> None:
+        super().__init__(config, base, host, settings, policy)
         self._deps = deps  # validated
         self._venv_root = venv_root
         self._output = OutputReader(host.loop, config.name)
+        self._scratch: Path | None = None  # a sandboxed process's, removed at its exit
+        self._removal: asyncio.Future[None] | None = None  # of the scratch dir
 
     async def _launch(self) -> None:
-        self._module_path()
+        module_path = self._module_path()
+        policy = self.policy
+        if policy.launched:
+            await self._loop.run_in_executor(None, _sandbox.check, policy, self.name)
         deps = self._deps
         share_torch = self.config.share_torch
         if share_torch:
@@ -408,19 +427,29 @@ class Process(_Served):
         paths = [str(rt)]
         if share_torch:
             paths += _venv.host_site_packages()
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("PYTHON", "PYI_", "VIRTUAL_ENV", "CONDA_"))}
+        roots = api_roots(self.config, self._base)
+        if policy.sandboxed:
+            self._scratch = self._host.scratch(self.key)
+            env = _sandbox.environment(policy, self._scratch)
+        else:
+            env = {k: v for k, v in os.environ.items()
+                   if not k.startswith(("PYTHON", "PYI_", "VIRTUAL_ENV", "CONDA_"))}
         env.update({str(k): str(v) for k, v in self.config.env.items()})
         env["VIRTUAL_ENV"] = str(venv)
         env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         env["PYI_SYS_PATH"] = os.pathsep.join(paths)
-        env["PYI_CONFIG"] = json.dumps(child_config(self.config, self._base,
-                                                    api_roots(self.config, self._base)))
+        env["PYI_CONFIG"] = json.dumps(child_config(self.config, self._base, roots))
         env["PYTHONUNBUFFERED"] = "1"
         # What pyisolate 0.x told its extension processes (docs/porting.md).
         env["PYISOLATE_CHILD"] = "1"
         env["PYISOLATE_EXTENSION"] = self.name
         argv = [str(venv / "bin" / "python"), "-I", "-u", "-c", BOOTSTRAP]
+        if policy.launched:
+            editable = [d for flag, d in zip(deps, deps[1:]) if flag == "-e"]  # sources
+            read = [str(venv), module_path, *paths, *roots, *editable,
+                    *_sandbox.host_reads(), self._host.socket_path]
+            write = [str(self._scratch)] if self._scratch else []
+            argv = _sandbox.command(policy, read, write, argv)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
@@ -438,9 +467,14 @@ class Process(_Served):
         await self._until_ready(f"not ready after {self._settings.start_timeout}s")
 
     async def _stop(self, was_ready: bool) -> None:
-        """The stop request, then up to stop_timeout for the exit; else SIGKILL."""
-        if self.pid is None or self._exited.done():
-            return
+        """The stop request, then up to stop_timeout for the exit; else SIGKILL.
+        Its scratch dir is gone when this returns."""
+        if self.pid is not None and not self._exited.done():
+            await self._end(was_ready)
+        if self._removal is not None:
+            await self._removal
+
+    async def _end(self, was_ready: bool) -> None:
         grace = self._settings.stop_timeout
         if was_ready and not self._host.node.closed:
             try:
@@ -462,6 +496,14 @@ class Process(_Served):
         self._output.drain()
         return self._output.tail
 
+    def on_exit(self, status: int) -> None:
+        super().on_exit(status)
+        # (At the manager's end the broker removes what is left with its
+        # runtime directory.)
+        scratch, self._scratch = self._scratch, None
+        if scratch is not None:
+            self._removal = self._loop.run_in_executor(None, shutil.rmtree, scratch, True)
+
     def close(self) -> None:
         self._output.close()
 
@@ -471,10 +513,11 @@ class Remote(_Served):
     CURVE. Losing its connection is its end (there is no process to watch)."""
 
     def __init__(self, config: ExtensionConfig, base: type, host: Host,
-                 settings: ExtensionManagerConfig) -> None:
-        super().__init__(config, base, host, settings)
+                 settings: ExtensionManagerConfig, policy: Policy = Policy()) -> None:
+        super().__init__(config, base, host, settings, policy)
         fields: dict[str, Any] = dict(host.admit_remote(self.service))
         fields["config"] = child_config(config, base, api_roots(config, base))
+        fields["config"]["sandbox"] = policy.to_json()  # the remote runner applies it
         self.ticket = make_ticket(fields)
 
     async def _launch(self) -> None:
@@ -507,13 +550,15 @@ class Remote(_Served):
 
 
 def make_launcher(config: ExtensionConfig, deps: list[str], base: type, host: Host,
-                  settings: ExtensionManagerConfig, venv_root: Path) -> Launcher:
-    """The launcher for a (validated) config: InProcess, Remote or Process."""
+                  settings: ExtensionManagerConfig, venv_root: Path,
+                  policy: Policy) -> Launcher:
+    """The launcher for a (validated) config and its policy: InProcess,
+    Remote or Process."""
     if not config.isolated:
         return InProcess(config, base, host.loop)
     if config.remote:
-        return Remote(config, base, host, settings)
-    return Process(config, base, host, settings, deps, venv_root)
+        return Remote(config, base, host, settings, policy)
+    return Process(config, base, host, settings, deps, venv_root, policy)
 
 
 def child_config(config: ExtensionConfig, base: type, paths: list[str]) -> dict[str, Any]:

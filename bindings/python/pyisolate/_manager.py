@@ -18,6 +18,7 @@ from ._errors import PyisolateError
 from ._handle import Extension
 from ._host import Host
 from ._launch import Launcher, State, make_launcher
+from ._sandbox import policy_for
 from .config import (
     ExtensionConfig,
     ExtensionManagerConfig,
@@ -57,7 +58,8 @@ class ExtensionManager(Generic[T]):
 
         ``await manager.load_extension(cfg)`` waits until it is ready; a
         handle used without awaiting waits for readiness on its first call.
-        Raises ValueError at once for a bad name or dependency string."""
+        Raises ValueError at once for a bad name, dependency string, sandbox
+        or limits."""
         cfg = ExtensionConfig.from_any(config)
         key = extension_key(cfg.name)
         validate_0x_options(cfg)
@@ -67,6 +69,7 @@ class ExtensionManager(Generic[T]):
         if not cfg.module_path and not cfg.remote:
             raise ValueError(f"extension {cfg.name!r}: module_path is required")
         deps = validate_dependencies(list(cfg.dependencies), Path.cwd())
+        policy = policy_for(cfg, self.config)
         for api in cfg.apis:
             if not (isinstance(api, type) and issubclass(api, ProxiedSingleton)):
                 raise TypeError(f"extension {cfg.name!r}: apis must be ProxiedSingleton "
@@ -95,7 +98,7 @@ class ExtensionManager(Generic[T]):
                 raise ValueError(f"an extension named {cfg.name!r} is already loaded")
             old[1].kill()  # lost but not exited: make room for the new one
         launcher = make_launcher(cfg, deps, self.extension_type, host, self.config,
-                                 self.venv_root)
+                                 self.venv_root, policy)
         timeout = cfg.timeout if cfg.timeout is not None else self.config.default_timeout
         ext: Extension[T] = Extension(cfg, launcher, timeout)
         self._loaded[cfg.name] = (ext, launcher)

@@ -116,6 +116,17 @@ def _runtime_targets() -> dict[str, str]:
     return targets
 
 
+def runtime_sources() -> list[str]:
+    """The real folders and files the runtime link folder points into (what
+    a sandboxed extension must be able to read)."""
+    out: list[str] = []
+    for name, target in _runtime_targets().items():
+        path = os.path.dirname(target) if name.startswith("pyisolate/") else target
+        if path not in out:
+            out.append(path)
+    return out
+
+
 def runtime_dir(root: Path) -> Path:
     """The folder of symlinks to the host's pyisolate and its runtime
     dependencies (made once per host install, atomically); return it."""
@@ -290,7 +301,8 @@ async def ensure_venv(name: str, root: Path, deps: Sequence[str], share_torch: b
                 env["UV_EXTRA_INDEX_URL"] = " ".join(indexes)
                 logger.info("[%s] extra indexes: %s", name,
                             " ".join(redact_url(u) for u in indexes))
-            cmd = [uv, "pip", "install", "--python", str(python), *deps]
+            # Bytecode now: a sandboxed extension cannot write it into its venv.
+            cmd = [uv, "pip", "install", "--compile-bytecode", "--python", str(python), *deps]
             rc, out = await _run(name, cmd, env, "installing " + " ".join(deps))
             if rc != 0:
                 # Keep no half-made venv that a later run could mistake for good.

@@ -9,6 +9,7 @@ support ``config["name"]`` reads like the TypedDicts of pyisolate 0.x.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import re
 import unicodedata
@@ -43,6 +44,65 @@ class _ConfigBase:
         return getattr(self, key, default)
 
 
+class SandboxMode(str, enum.Enum):
+    """``sandbox_mode``'s values (plain strings work as well). pyisolate 0.x
+    had REQUIRED and DISABLED; BEST_EFFORT is the default here."""
+
+    REQUIRED = "required"
+    BEST_EFFORT = "best_effort"
+    DISABLED = "disabled"
+
+
+SANDBOX_MODES = tuple(m.value for m in SandboxMode)
+
+
+@dataclass
+class SandboxConfig(_ConfigBase):
+    """What a sandboxed extension may reach beyond what it always may (its
+    venv, its module, the Python installation, the system's libraries, its
+    scratch dir; docs/security.md).
+
+    - ``writable_paths``: directories or files it may also write (and read).
+    - ``readonly_paths``: directories or files it may also read.
+    - ``network``: False: no TCP, and no socket of any family but unix and
+      netlink (UDP included); True: not filtered; a list of TCP ports: TCP
+      connect and bind to those ports only (UDP is then not filtered).
+    - ``env``: names of the host's environment variables passed through,
+      beyond a safe base set (PATH, LANG, LC_*, TZ, TERM, USER, LOGNAME,
+      CUDA_VISIBLE_DEVICES); ``ExtensionConfig.env`` sets values outright.
+
+    Relative paths are taken from the current directory; each must exist
+    when the extension is loaded (a remote extension skips those missing
+    on its machine). pyisolate 0.10's ``{path: path}`` form of
+    ``readonly_paths`` is accepted; a path cannot be shown elsewhere.
+    """
+
+    writable_paths: Sequence[str | os.PathLike[str]] = field(default_factory=list)
+    readonly_paths: Sequence[str | os.PathLike[str]] = field(default_factory=list)
+    network: bool | Sequence[int] = False
+    env: Sequence[str] = field(default_factory=list)
+
+
+@dataclass
+class Limits(_ConfigBase):
+    """Resource limits of an extension's process (None: no limit).
+
+    - ``memory_mb``: its data (heap and private mappings, RLIMIT_DATA):
+      allocations past it fail (MemoryError in Python).
+    - ``cpu_seconds``: CPU time; past it the process is ended
+      (``ExtensionCrashed.reason == "CPU time limit"``).
+    - ``open_files``: open file descriptors (RLIMIT_NOFILE).
+    - ``processes``: processes and threads of the user, counted by the
+      kernel across all of the user's processes (RLIMIT_NPROC; not
+      enforced for root).
+    """
+
+    memory_mb: int | None = None
+    cpu_seconds: int | None = None
+    open_files: int | None = None
+    processes: int | None = None
+
+
 @dataclass
 class ExtensionManagerConfig(_ConfigBase):
     """Settings shared by all extensions of one manager.
@@ -65,6 +125,9 @@ class ExtensionManagerConfig(_ConfigBase):
       accepts other machines.
     - ``remote_host``: the host name or address written in remote tickets;
       None: the bound address, or this machine's name when it is 0.0.0.0.
+    - ``sandbox``, ``sandbox_mode``, ``limits``: the defaults for extensions
+      whose config gives none (see ExtensionConfig); by default every
+      extension process is sandboxed as far as the kernel allows.
     """
 
     venv_root_path: str | os.PathLike[str] = "./venvs"
@@ -74,6 +137,9 @@ class ExtensionManagerConfig(_ConfigBase):
     heartbeat_timeout: float = 60.0
     remote_endpoint: str = "tcp://127.0.0.1:*"
     remote_host: str | None = None
+    sandbox: SandboxConfig | Mapping[str, Any] = field(default_factory=SandboxConfig)
+    sandbox_mode: str = "best_effort"
+    limits: Limits | Mapping[str, Any] = field(default_factory=Limits)
 
 
 _NO_CONDA = ("conda environments are not supported: every extension's venv is made "
@@ -128,6 +194,17 @@ class ExtensionConfig(_ConfigBase):
       CURVE; its environment and dependencies are yours to provide
       (``dependencies``, ``share_torch`` and ``env`` do not apply), and
       arrays and tensors cross to it as copies (there is no shared memory).
+    - ``sandbox``: a SandboxConfig (or dict) of what the process may reach;
+      None: the manager's.
+    - ``sandbox_mode``: ``"best_effort"`` (what the kernel enforces, and one
+      warning naming the rest), ``"required"`` (refuse to start unless the
+      kernel enforces all of it) or ``"disabled"`` (no sandbox); None: the
+      manager's (``"best_effort"`` by default).
+    - ``limits``: a Limits (or dict) of resource limits; None: the
+      manager's. An extension's value replaces the manager's whole.
+      ``isolated=False`` runs in the host, which cannot be sandboxed or
+      limited: giving it any of these three (but ``sandbox_mode=
+      "disabled"``) is refused, and the manager's defaults do not apply.
 
     pyisolate 0.x keys accepted here (docs/porting.md): ``share_cuda_ipc``
     (no effect: CUDA tensors always cross by CUDA IPC when the CUDA driver
@@ -150,6 +227,9 @@ class ExtensionConfig(_ConfigBase):
     env: Mapping[str, str] = field(default_factory=dict)
     remote: bool = False
     extra_index_urls: Sequence[str] = field(default_factory=list)
+    sandbox: SandboxConfig | Mapping[str, Any] | None = None
+    sandbox_mode: str | None = None
+    limits: Limits | Mapping[str, Any] | None = None
     # pyisolate 0.x keys (see above and docs/porting.md)
     share_cuda_ipc: bool | None = None
     execution_model: str | None = None

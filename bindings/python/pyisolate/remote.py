@@ -9,20 +9,35 @@ is the extension's package directory or ``.py`` file on this machine
 (default: the host's ``module_path``). This process needs pyisolate and
 whatever the extension imports; it connects to the host's broker over tcp,
 secured with CURVE, loads the module, serves the extension until the host
-stops it, and exits 0 (1 when loading failed, 2 for a bad ticket). Arrays
-and tensors cross as copies in both directions: there is no shared memory.
+stops it, and exits 0 (1 when loading failed, 2 for a bad ticket, 125 when
+the ticket's sandbox is "required" and this kernel cannot enforce it).
+Arrays and tensors cross as copies in both directions: there is no shared
+memory.
+
+The ticket carries the extension's sandbox and limits: before loading the
+module this process executes itself again through the launcher
+pyi_sandbox, which applies them (same pid). It may read its Python
+installation and import path and the module path, write a scratch dir of
+its own (removed when it ends) and the writable paths, and open TCP
+connections to the host's port (plus the ticket's ports; with network
+False this is the port-list mode, so UDP is not filtered here; see
+docs/security.md). Paths of the host's machine missing here are left out.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
+import subprocess
 import sys
+import tempfile
 
-from . import _child, _core
+from . import _child, _core, _sandbox
+from ._errors import ExtensionLoadError
 from ._ticket import TICKET_PREFIX, make_ticket, read_ticket  # noqa: F401 - the format, public here
 
 
@@ -52,6 +67,16 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"pyisolate.remote: no extension module at "
                          f"{cfg.get('module_path')!r}: give its path\n")
         return 2
+    data = cfg.pop("sandbox", None)
+    if data is not None and "PYI_SANDBOX" not in os.environ:
+        try:
+            policy = _sandbox.Policy.from_json(data, cfg["name"])
+        except (KeyError, TypeError, ValueError) as exc:
+            sys.stderr.write(f"pyisolate.remote: the ticket's sandbox is damaged: {exc}\n")
+            return 2
+        if policy.launched:  # executes this command again (or refuses)
+            return _sandboxed(policy, cfg, fields["endpoint"],
+                              sys.argv[1:] if argv is None else argv)
     curve = _core.Curve(fields["server_key"], fields["public_key"], fields["secret_key"])
     # Ctrl-C ends the extension the way the host's stop() would not: say so.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -60,6 +85,51 @@ def main(argv: list[str] | None = None) -> int:
                                       fields["token"], curve, args.connect_timeout))
     except KeyboardInterrupt:
         return 130
+
+
+def _sandboxed(policy: _sandbox.Policy, cfg: dict, endpoint: str, args: list[str]) -> int:
+    """Execute this command again through the launcher, under policy (the
+    host's TCP port granted); 125 when "required" cannot be enforced."""
+    log = logging.getLogger("pyisolate.remote")
+    try:
+        _sandbox.check(policy, cfg["name"])
+    except ExtensionLoadError as exc:
+        sys.stderr.write(f"pyisolate.remote: {exc}\n")
+        return 125
+    for path in (*policy.writable, *policy.readonly):
+        if not os.path.exists(path):
+            log.warning("sandbox path %s does not exist here: left out", path)
+    if policy.network is not True:
+        port = int(endpoint.rsplit(":", 1)[1])
+        policy = dataclasses.replace(policy, network=tuple(sorted({*(policy.network or ()),
+                                                                     port})))
+    scratch = tempfile.mkdtemp(prefix=f"pyisolate-{cfg['name']}-")
+    _remove_when_done(scratch)
+    # Its import path, but not the current directory that -m put first.
+    read = [p for p in sys.path if p and os.path.isabs(p) and p != os.getcwd()]
+    read += [sys.prefix, sys.exec_prefix, cfg["module_path"], *cfg.get("paths", ()),
+             *_sandbox.host_reads()]
+    env = _sandbox.environment(policy, scratch)
+    env.update({k: v for k, v in os.environ.items() if k.startswith("PYTHON")})
+    argv = _sandbox.command(policy, read, [scratch],
+                            [sys.executable, "-m", "pyisolate.remote", *args])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(argv[0], argv, env)
+    return 126  # not reached: execve raises
+
+
+def _remove_when_done(path: str) -> None:
+    """Start a helper, outside the sandbox, that removes path once this
+    process (whatever it executes next) has ended: it waits for the end of
+    a pipe whose write end only this process holds."""
+    r, w = os.pipe()
+    os.set_inheritable(w, True)
+    subprocess.Popen([sys.executable, "-I", "-c", "import os, shutil, sys\n"
+                      "os.read(0, 1)\nshutil.rmtree(sys.argv[1], True)", path],
+                     stdin=r, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, close_fds=True)
+    os.close(r)
 
 
 if __name__ == "__main__":
