@@ -290,6 +290,23 @@ _NPROC_HOST = textwrap.dedent("""
 """)
 
 
+def _open_for_traversal() -> list[tuple[Path, int]]:
+    """Give others the right to traverse (o+x, not to list) every directory
+    above this interpreter, its installation, the package and the tests that
+    lacks it; the (path, old mode) pairs to restore."""
+    changed: list[tuple[Path, int]] = []
+    tops = {Path(os.path.realpath(sys.executable)), Path(sys.base_prefix).resolve(),
+            Path(sys.prefix).resolve(), Path(pyisolate.__file__).resolve(),
+            EXTENSIONS.resolve()}
+    for top in tops:
+        for d in reversed(top.parents):
+            mode = d.stat().st_mode & 0o7777
+            if not mode & 0o001 and d not in dict(changed):
+                os.chmod(d, mode | 0o001)
+                changed.append((d, mode))
+    return changed
+
+
 def test_process_limit_as_an_ordinary_user() -> None:
     """Also the one run of a host as an ordinary user: Landlock and seccomp
     need no privilege."""
@@ -297,14 +314,16 @@ def test_process_limit_as_an_ordinary_user() -> None:
     env = subprocess_env()
     env.pop("PYI_RUNTIME_DIR", None)
     work = Path(tempfile.mkdtemp(prefix="pyisolate-test-user-"))  # where nobody can reach
+    opened: list[tuple[Path, int]] = []
     try:
         if os.geteuid() == 0:
+            # RLIMIT_NPROC does not bind root: run the host as nobody, who
+            # must be able to reach this Python (pyenv's lives in root's
+            # 0700 home: opened for traversal during the test only).
+            opened += _open_for_traversal()
             probe_run = subprocess.run(["runuser", "-u", "nobody", "--", sys.executable, "-c",
                                         "import pyisolate"], capture_output=True, env=env)
-            if probe_run.returncode != 0:
-                pytest.skip("running as root (RLIMIT_NPROC does not bind root), and the user "
-                            f"nobody cannot run {sys.executable} with pyisolate: "
-                            f"{probe_run.stderr.decode(errors='replace').strip()[-200:]}")
+            assert probe_run.returncode == 0, probe_run.stderr.decode(errors="replace")
             cmd = ["runuser", "-u", "nobody", "--", *cmd]
             env["HOME"] = str(work)
         env["UV_CACHE_DIR"] = str(work / "uv-cache")
@@ -319,6 +338,8 @@ def test_process_limit_as_an_ordinary_user() -> None:
                               cwd=work, timeout=600)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        for path, mode in reversed(opened):
+            os.chmod(path, mode)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
     started, failure = eval(lines["capped"])  # noqa: S307 - our own script's tuple
