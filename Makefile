@@ -12,7 +12,7 @@ JOBS ?= $(shell nproc)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup c c-asan python demo demo-c test check-layout test-c test-asan test-fuzz test-python bench clean wheel test-wheel
+.PHONY: setup c c-asan python demo demo-c test check-layout test-c test-asan test-fuzz test-python bench clean wheel test-wheel docs
 
 setup:
 	./setup.sh
@@ -68,6 +68,15 @@ wheel: setup
 
 test-wheel: wheel
 	tests/wheel/run $(BUILD)
+
+# The documentation site (mkdocs.yml): MkDocs with the Material theme and
+# mkdocstrings, into .venv; built with --strict (a broken link or reference
+# fails) into build/site. Its samples run in tests/python/test_docs.py.
+DOC_TOOLS := "mkdocs==1.6.*" "mkdocs-material==9.*" "mkdocstrings-python==2.*" "pymdown-extensions>=10,<14"
+
+docs: python
+	$(PY) -m pip install -q $(DOC_TOOLS)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir $(BUILD)/site
 
 bench: c
 	$(BUILD)/perf/pyi_bench --json $(BUILD)/pyi_bench.json
