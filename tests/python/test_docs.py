@@ -21,6 +21,8 @@ The convention, which the pages follow:
   module for ``python -m``, a script for ``python X.py`` that is in the
   repository or on the page, a file of the repository (or a program a
   CMakeLists.txt builds under ``build/``), or a well-known tool.
+- A titled ``toml`` (``json``, ``ini``, ``cfg``) block is a data file,
+  written like a python one (a sample package's ``pyproject.toml``).
 - Other fences (``c``, ``abnf``, ``mermaid``, ``text``, none) are not code
   to run. A python block that cannot run here must be listed in NOT_RUN
   with the reason, and the list is kept short.
@@ -42,11 +44,11 @@ from conftest import REPO, subprocess_env
 DOCS = REPO / "docs"
 
 # (page, index of the python block on that page): why it is not run.
-NOT_RUN = {
-    ("porting.md", 0): "0.x code against an editable local package and the PyTorch "
-                       "index, which this machine cannot reach; its parts are run by "
-                       "tests/python/test_porting.py",
-}
+NOT_RUN: dict[tuple[str, int], str] = {}
+
+# Fences of data files: with a title, written like python files (a sample's
+# pyproject.toml), never run.
+DATA_FILES = {"toml", "json", "ini", "cfg"}
 
 # Commands taken as real without a check of their own.
 TOOLS = {"pip", "pip3", "uv", "cmake", "pytest", "git", "cd", "export", "apt-get",
@@ -96,6 +98,11 @@ def test_python_samples_run(page: str, venv_root: Path, tmp_path: Path) -> None:
     found = list(blocks(DOCS / page))
     index = -1
     for n, block in enumerate(found):
+        if block.lang in DATA_FILES and block.title:
+            path = tmp_path / block.title
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(block.code)
+            continue
         if block.lang != "python":
             continue
         index += 1
