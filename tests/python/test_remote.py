@@ -20,10 +20,12 @@ np = pytest.importorskip("numpy")
 
 
 def _remote(ticket: str, module: str = "basic", *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "pyisolate.remote", ticket,
-                             str(EXTENSIONS / module), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=subprocess_env())
+    return subprocess.Popen(
+        [sys.executable, "-m", "pyisolate.remote", ticket, str(EXTENSIONS / module), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=subprocess_env(),
+    )
 
 
 def _end(proc: subprocess.Popen[bytes]) -> str:
@@ -45,8 +47,7 @@ def test_remote_extension_serves_calls_singletons_and_copies(venv_root) -> None:
             try:
                 await asyncio.wait_for(ext.wait_ready(), 60)
                 assert ext.pid is None and ext.alive
-                assert await ext.hooks() == ["before_module_loaded",
-                                             "on_module_loaded:basic"]
+                assert await ext.hooks() == ["before_module_loaded", "on_module_loaded:basic"]
                 assert await ext.echo({"a": (1, 2), 3: {4}}) == {"a": (1, 2), 3: {4}}
                 assert (await ext.info())["pid"] == proc.pid
                 # the host's singletons, called from the remote process
@@ -74,7 +75,7 @@ def test_remote_extension_serves_calls_singletons_and_copies(venv_root) -> None:
                 assert Store().data["arr"].shape == (4, 64)
                 got = await ext.store_get("arr")
                 assert (got == a[:4]).all()
-                del Store().data["arr"], got    # the singleton outlives the test
+                del Store().data["arr"], got  # the singleton outlives the test
                 with pytest.raises(ValueError, match="bad value"):
                     await ext.fail("value")
                 await ext.stop()
@@ -84,6 +85,7 @@ def test_remote_extension_serves_calls_singletons_and_copies(venv_root) -> None:
                 out = _end(proc)
                 Store().data.clear()  # a process-wide singleton: keep no array
             assert "serving extension 'far'" in out, out
+
     run(main())
 
 
@@ -99,8 +101,9 @@ def test_extension_calls_a_remote_extension_with_an_array(venv_root) -> None:
             proc = _remote(far.ticket)
             try:
                 await asyncio.wait_for(far.wait_ready(), 60)
-                near = await mgr.load_extension(ext_config("near_caller", "basic",
-                                                           dependencies=["numpy>=2.2"]))
+                near = await mgr.load_extension(
+                    ext_config("near_caller", "basic", dependencies=["numpy>=2.2"])
+                )
                 add = await far.make_adder(1.5)
                 assert await near.call_back(add, 2) == 3.5
                 a = np.arange(8, dtype=np.float64)
@@ -113,6 +116,7 @@ def test_extension_calls_a_remote_extension_with_an_array(venv_root) -> None:
             finally:
                 out = _end(proc)
             assert "serving extension 'far_adder'" in out, out
+
     run(main())
 
 
@@ -153,14 +157,19 @@ def test_remote_extension_lost_and_bad_tickets(venv_root) -> None:
             assert "no answer from the host" in out, out
             with pytest.raises(pyisolate.ExtensionLoadError, match="did not connect"):
                 await ext2.wait_ready()
+
     run(main())
 
 
 def test_remote_cli_refuses_bad_tickets() -> None:
     for ticket in ("garbage", "pyi1.%%%", "pyi1.e30"):
-        proc = subprocess.run([sys.executable, "-m", "pyisolate.remote", ticket,
-                               str(EXTENSIONS / "basic")],
-                              capture_output=True, text=True, env=subprocess_env(), timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pyisolate.remote", ticket, str(EXTENSIONS / "basic")],
+            capture_output=True,
+            text=True,
+            env=subprocess_env(),
+            timeout=60,
+        )
         assert proc.returncode == 2, (ticket, proc.stderr)
         assert "pyisolate.remote:" in proc.stderr and "ticket" in proc.stderr
 
@@ -169,8 +178,8 @@ def test_sync_manager_remote_extension(venv_root) -> None:
     import pyisolate
 
     with pyisolate.SyncExtensionManager(
-            pyisolate.ExtensionBase,
-            pyisolate.ExtensionManagerConfig(venv_root_path=venv_root)) as mgr:
+        pyisolate.ExtensionBase, pyisolate.ExtensionManagerConfig(venv_root_path=venv_root)
+    ) as mgr:
         ext = mgr.load_extension(ext_config("far_sync", "basic", remote=True))
         assert ext.ticket and ext.ticket.startswith("pyi1.")  # returned before it connects
         proc = _remote(ext.ticket)

@@ -12,7 +12,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Set while code of an in-process (isolated=False) extension runs, so that
 # ProxiedSingleton() gives it the same awaitable proxy an isolated one gets.
 in_local_extension: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "pyisolate_in_local_extension", default=False)
+    "pyisolate_in_local_extension", default=False
+)
 
 # Set in an extension process: an async function (singleton key, method,
 # args, kwargs) -> result that calls the host, and the host's service name.
@@ -100,8 +101,11 @@ def singleton_scope() -> Iterator[None]:
     """pyisolate 0.x's test helper: the host's ProxiedSingleton instances
     made inside the block are dropped at its end (the next ``MyAPI()``
     makes a new one); those made before it stay, and are used inside."""
-    before = {cls: cls.__dict__["_pyi_instance"] for cls in _singleton_classes()
-              if "_pyi_instance" in cls.__dict__}
+    before = {
+        cls: cls.__dict__["_pyi_instance"]
+        for cls in _singleton_classes()
+        if "_pyi_instance" in cls.__dict__
+    }
     try:
         yield
     finally:
@@ -129,16 +133,19 @@ _proxies: dict[tuple[type, str], Any] = {}
 
 def _make_stub(name: str, mode: str) -> Callable[..., Awaitable[Any]]:
     if mode == "remote":
+
         async def stub(self: Any, *args: Any, **kwargs: Any) -> Any:
             assert _child_caller is not None
             return await _child_caller(self._pyi_key, name, args, kwargs)
     else:
+
         async def stub(self: Any, *args: Any, **kwargs: Any) -> Any:
             real = self._pyi_class._pyi_get_instance()
             result = getattr(real, name)(*args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
             return result
+
     stub.__name__ = name
     stub.__qualname__ = name
     return stub

@@ -57,8 +57,7 @@ class Extension(Generic[T]):
     runs the extension's ``stop()`` hook and ends its process.
     """
 
-    def __init__(self, config: ExtensionConfig, launcher: Launcher,
-                 timeout: float | None) -> None:
+    def __init__(self, config: ExtensionConfig, launcher: Launcher, timeout: float | None) -> None:
         self.name = config.name
         self.config = config
         # For ExtensionConfig(remote=True): what its process is started with

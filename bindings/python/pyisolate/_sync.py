@@ -30,12 +30,16 @@ R = TypeVar("R")
 class SyncExtensionManager:
     """A blocking facade over ExtensionManager (see the module docstring)."""
 
-    def __init__(self, extension_type: type[ExtensionBase] = ExtensionBase,
-                 config: ExtensionManagerConfig | Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        extension_type: type[ExtensionBase] = ExtensionBase,
+        config: ExtensionManagerConfig | Mapping[str, Any] | None = None,
+    ) -> None:
         self._manager: ExtensionManager[Any] = ExtensionManager(extension_type, config)
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever,
-                                        name="pyisolate-sync-loop", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="pyisolate-sync-loop", daemon=True
+        )
         self._thread.start()
         self._closed = False
         # A program that forgets stop_all(): stop on the loop's own thread at

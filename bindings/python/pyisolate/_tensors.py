@@ -53,8 +53,13 @@ class TensorDescriptorError(ValueError):
 
 
 # -- dtypes -------------------------------------------------------------------
-_NP_KINDS = {"i": (0, (1, 2, 4, 8)), "u": (1, (1, 2, 4, 8)), "f": (2, (2, 4, 8)),
-             "c": (5, (8, 16)), "b": (6, (1,))}
+_NP_KINDS = {
+    "i": (0, (1, 2, 4, 8)),
+    "u": (1, (1, 2, 4, 8)),
+    "f": (2, (2, 4, 8)),
+    "c": (5, (8, 16)),
+    "b": (6, (1,)),
+}
 _NP_FROM_DL = {0: "i", 1: "u", 2: "f", 5: "c", 6: "b"}
 _np_cache: dict[Any, tuple[int, int] | None] = {}
 
@@ -68,8 +73,13 @@ def numpy_dl_dtype(dtype: Any) -> tuple[int, int] | None:
         pass
     out = None
     entry = _NP_KINDS.get(dtype.kind)
-    if (entry is not None and dtype.isnative and dtype.fields is None
-            and dtype.subdtype is None and dtype.itemsize in entry[1]):
+    if (
+        entry is not None
+        and dtype.isnative
+        and dtype.fields is None
+        and dtype.subdtype is None
+        and dtype.itemsize in entry[1]
+    ):
         out = (entry[0], dtype.itemsize * 8)
     _np_cache[dtype] = out
     return out
@@ -81,14 +91,29 @@ _torch_table: dict[Any, tuple[int, int]] | None = None
 def torch_dl_dtype(torch: Any, dtype: Any) -> tuple[int, int] | None:
     global _torch_table
     if _torch_table is None:
-        names = {"bool": (6, 8), "uint8": (1, 8), "int8": (0, 8), "int16": (0, 16),
-                 "int32": (0, 32), "int64": (0, 64), "uint16": (1, 16), "uint32": (1, 32),
-                 "uint64": (1, 64), "float16": (2, 16), "bfloat16": (4, 16),
-                 "float32": (2, 32), "float64": (2, 64), "complex32": (5, 32),
-                 "complex64": (5, 64), "complex128": (5, 128),
-                 # DLPack 1.1 float8 codes
-                 "float8_e4m3fn": (10, 8), "float8_e4m3fnuz": (11, 8),
-                 "float8_e5m2": (12, 8), "float8_e5m2fnuz": (13, 8)}
+        names = {
+            "bool": (6, 8),
+            "uint8": (1, 8),
+            "int8": (0, 8),
+            "int16": (0, 16),
+            "int32": (0, 32),
+            "int64": (0, 64),
+            "uint16": (1, 16),
+            "uint32": (1, 32),
+            "uint64": (1, 64),
+            "float16": (2, 16),
+            "bfloat16": (4, 16),
+            "float32": (2, 32),
+            "float64": (2, 64),
+            "complex32": (5, 32),
+            "complex64": (5, 64),
+            "complex128": (5, 128),
+            # DLPack 1.1 float8 codes
+            "float8_e4m3fn": (10, 8),
+            "float8_e4m3fnuz": (11, 8),
+            "float8_e5m2": (12, 8),
+            "float8_e5m2fnuz": (13, 8),
+        }
         table = {}
         for name, dl in names.items():
             dt = getattr(torch, name, None)
@@ -122,12 +147,20 @@ def _raise_nofile() -> None:
 
 
 # -- C tensors ----------------------------------------------------------------
-def _dltensor(ptr: int, shape: Any, strides: Any, code: int, bits: int,
-              device: tuple[int, int] = (KDL_CPU, 0)) -> tuple[Any, Any]:
+def _dltensor(
+    ptr: int,
+    shape: Any,
+    strides: Any,
+    code: int,
+    bits: int,
+    device: tuple[int, int] = (KDL_CPU, 0),
+) -> tuple[Any, Any]:
     """A DLTensor (and the arrays that must outlive it) for memory at ptr."""
     t = ffi.new("DLTensor *")
-    keep = (ffi.new("int64_t[]", list(shape)) if len(shape) else ffi.NULL,
-            ffi.new("int64_t[]", list(strides)) if len(shape) else ffi.NULL)
+    keep = (
+        ffi.new("int64_t[]", list(shape)) if len(shape) else ffi.NULL,
+        ffi.new("int64_t[]", list(strides)) if len(shape) else ffi.NULL,
+    )
     t.data = ffi.cast("void *", ptr)
     t.device.device_type = device[0]
     t.device.device_id = device[1]
@@ -223,8 +256,14 @@ class _Exporter:
     def __init__(self, capsule: Any) -> None:
         self._capsule = capsule
 
-    def __dlpack__(self, *, stream: Any = None, max_version: Any = None,
-                   dl_device: Any = None, copy: Any = None) -> Any:
+    def __dlpack__(
+        self,
+        *,
+        stream: Any = None,
+        max_version: Any = None,
+        dl_device: Any = None,
+        copy: Any = None,
+    ) -> Any:
         capsule, self._capsule = self._capsule, None
         if capsule is None:
             raise BufferError("the DLPack capsule was taken already")
@@ -256,15 +295,29 @@ class _ArrayOwner:
 def _np_dtype(np: Any, code: int, bits: int) -> Any:
     kind = _NP_FROM_DL.get(code)
     if kind is None:
-        raise TypeError(f"numpy has no dtype for the DLPack type (code {code}, {bits} bits): "
-                        "receive it as a torch tensor")
+        raise TypeError(
+            f"numpy has no dtype for the DLPack type (code {code}, {bits} bits): "
+            "receive it as a torch tensor"
+        )
     return np.dtype("?" if kind == "b" else f"{kind}{bits // 8}")
 
 
-def _np_interface(np: Any, ptr: int, shape: tuple[int, ...], strides_bytes: tuple[int, ...],
-                  dtype: Any, m: Any, keep: Any) -> Any:
-    iface = {"version": 3, "shape": shape, "typestr": dtype.str, "data": (ptr, False),
-             "strides": strides_bytes}
+def _np_interface(
+    np: Any,
+    ptr: int,
+    shape: tuple[int, ...],
+    strides_bytes: tuple[int, ...],
+    dtype: Any,
+    m: Any,
+    keep: Any,
+) -> Any:
+    iface = {
+        "version": 3,
+        "shape": shape,
+        "typestr": dtype.str,
+        "data": (ptr, False),
+        "strides": strides_bytes,
+    }
     if dtype.kind == "b":
         iface["typestr"] = "|b1"
     owner = _ArrayOwner(m, keep, iface)
@@ -286,14 +339,14 @@ def numpy_from_versioned(np: Any, m: Any) -> Any:
             return arr
         # A numpy that gives read-only arrays from writeable capsules: a
         # writeable array over the same memory, kept alive by the first.
-        return _np_interface(np, arr.__array_interface__["data"][0], arr.shape, arr.strides,
-                             arr.dtype, None, arr)
+        return _np_interface(
+            np, arr.__array_interface__["data"][0], arr.shape, arr.strides, arr.dtype, None, arr
+        )
     ndim = dl.ndim
     shape = tuple(int(dl.shape[i]) for i in range(ndim))
     item = dtype.itemsize
     strides = tuple(int(dl.strides[i]) * item for i in range(ndim))
-    return _np_interface(np, int(ffi.cast("uintptr_t", dl.data)), shape, strides, dtype, m,
-                         None)
+    return _np_interface(np, int(ffi.cast("uintptr_t", dl.data)), shape, strides, dtype, m, None)
 
 
 def numpy_tensor(np: Any, arr: Any) -> tuple[Any, Any] | None:
@@ -377,8 +430,12 @@ def torch_shareable(torch: Any, t: Any) -> bool:
     """Whether t crosses by descriptor: a strided CPU tensor of a DLPack
     dtype, or such a CUDA tensor when the CUDA driver is here (an empty
     CUDA tensor has no memory to name: it goes by value)."""
-    if (t.layout != torch.strided or t.is_quantized or getattr(t, "is_nested", False)
-            or torch_dl_dtype(torch, t.dtype) is None):
+    if (
+        t.layout != torch.strided
+        or t.is_quantized
+        or getattr(t, "is_nested", False)
+        or torch_dl_dtype(torch, t.dtype) is None
+    ):
         return False
     kind = t.device.type
     return kind == "cpu" or (kind == "cuda" and t.numel() > 0 and cuda_available())
@@ -429,15 +486,15 @@ def encode_cuda(torch: Any, t: Any) -> tuple[bytes, Any]:
     if t.is_conj() or t.is_neg():
         t = t.resolve_conj().resolve_neg()
     collect_cuda()
-    r = lib.pyi_region_find_cuda(ffi.cast("void *", t.data_ptr()), t.device.index or 0,
-                                 ffi.NULL)
+    r = lib.pyi_region_find_cuda(ffi.cast("void *", t.data_ptr()), t.device.index or 0, ffi.NULL)
     if r == ffi.NULL:
         raise ValueError(f"cannot share the CUDA tensor: {last_error()}")
     try:
         dl = torch_dl_dtype(torch, t.dtype)
         assert dl is not None
-        dlt, keep = _dltensor(t.data_ptr(), t.shape, t.stride(), *dl,
-                              device=(KDL_CUDA, t.device.index or 0))
+        dlt, keep = _dltensor(
+            t.data_ptr(), t.shape, t.stride(), *dl, device=(KDL_CUDA, t.device.index or 0)
+        )
         desc = _pack(dlt)
         name = ffi.string(lib.pyi_region_name(r)).decode()
         if _exported_here(name):
@@ -570,9 +627,13 @@ def decode(kind: str, desc: Any, flags: int) -> Any:
     data = ffi.from_buffer(desc)
     size = len(desc)
     if kind == "torch":
-        torch = _import("torch", data, size,
-                        "received a torch tensor, but torch is not importable in this "
-                        "process (load the extension with share_torch=True)")
+        torch = _import(
+            "torch",
+            data,
+            size,
+            "received a torch tensor, but torch is not importable in this "
+            "process (load the extension with share_torch=True)",
+        )
         m = lib.pyi_tensor_decode(data, size)
         if m == ffi.NULL:
             raise TensorDescriptorError(f"refused a tensor descriptor: {last_error()}")
@@ -587,16 +648,22 @@ def decode(kind: str, desc: Any, flags: int) -> Any:
             t.requires_grad_(True)
         return t
     if kind == "numpy":
-        np = _import("numpy", data, size,
-                     "received a numpy array, but numpy is not importable in this process "
-                     "(an extension needs numpy in its dependencies)")
+        np = _import(
+            "numpy",
+            data,
+            size,
+            "received a numpy array, but numpy is not importable in this process "
+            "(an extension needs numpy in its dependencies)",
+        )
         m = lib.pyi_tensor_decode_versioned(data, size, 0)
         if m == ffi.NULL:
             raise TensorDescriptorError(f"refused an array descriptor: {last_error()}")
         if m.dl_tensor.device.device_type != KDL_CPU:
             m.deleter(m)
-            raise TensorDescriptorError("refused an array descriptor: a numpy array must be "
-                                        "in host memory, this one names a CUDA region")
+            raise TensorDescriptorError(
+                "refused an array descriptor: a numpy array must be "
+                "in host memory, this one names a CUDA region"
+            )
         arr = numpy_from_versioned(np, m)
         if flags & FLAG_READ_ONLY:
             arr.flags.writeable = False
@@ -636,8 +703,9 @@ def empty(shape: Any, dtype: Any = "float32", like: str = "numpy") -> Any:
         dt = np.dtype(dtype)
         dl = numpy_dl_dtype(dt)
         if dl is None:
-            raise TypeError(f"numpy dtype {dt} cannot live in shared memory (DLPack has no "
-                            "such type)")
+            raise TypeError(
+                f"numpy dtype {dt} cannot live in shared memory (DLPack has no such type)"
+            )
         m = _empty(shape, dl)
         return numpy_from_versioned(np, m)
     if like == "torch":
@@ -678,12 +746,15 @@ def share(x: Any) -> Any:
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(x, torch.Tensor):
         if x.device.type != "cpu" or not torch_shareable(torch, x):
-            raise TypeError(f"only CPU strided tensors of DLPack dtypes can live in shared "
-                            f"memory (got {x.dtype} on {x.device}; CUDA tensors cross by "
-                            f"CUDA IPC as they are)")
+            raise TypeError(
+                f"only CPU strided tensors of DLPack dtypes can live in shared "
+                f"memory (got {x.dtype} on {x.device}; CUDA tensors cross by "
+                f"CUDA IPC as they are)"
+            )
         return share_torch(torch, x)
-    raise TypeError(f"pyisolate.share takes a numpy array or a torch tensor, not "
-                    f"{type(x).__qualname__}")
+    raise TypeError(
+        f"pyisolate.share takes a numpy array or a torch tensor, not {type(x).__qualname__}"
+    )
 
 
 def region_name(x: Any) -> str | None:

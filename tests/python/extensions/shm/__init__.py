@@ -33,11 +33,21 @@ class Shm(ExtensionBase):
 
     async def describe(self, x):
         if _lib(x) == "torch":
-            return {"lib": "torch", "dtype": str(x.dtype), "shape": list(x.shape),
-                    "region": pyisolate.region_name(x), "writeable": True}
-        return {"lib": "numpy", "dtype": x.dtype.str, "shape": list(x.shape),
-                "region": pyisolate.region_name(x), "writeable": bool(x.flags.writeable),
-                "sum": float(np.abs(x).sum()) if x.dtype.kind in "iufcb" else None}
+            return {
+                "lib": "torch",
+                "dtype": str(x.dtype),
+                "shape": list(x.shape),
+                "region": pyisolate.region_name(x),
+                "writeable": True,
+            }
+        return {
+            "lib": "numpy",
+            "dtype": x.dtype.str,
+            "shape": list(x.shape),
+            "region": pyisolate.region_name(x),
+            "writeable": bool(x.flags.writeable),
+            "sum": float(np.abs(x).sum()) if x.dtype.kind in "iufcb" else None,
+        }
 
     async def add_in_place(self, x, value):
         x += value
