@@ -439,8 +439,8 @@ def header_cdef(umbrella: str = UMBRELLA, bridge: str | None = BRIDGE) -> str:
             if decl.startswith("typedef") and m:
                 defined.add(m.group(1))
     system = _system_types(used, defined)
-    head = "/* system types, as cffi needs them */\n" + "\n".join(system + [EXTRA])
-    return "\n\n".join([head] + sections) + "\n"
+    head = "/* system types, as cffi needs them */\n" + "\n".join([*system, EXTRA])
+    return "\n\n".join([head, *sections]) + "\n"
 
 
 def make_builder(umbrella: str = UMBRELLA, bridge: str = BRIDGE) -> cffi.FFI:

@@ -12,9 +12,10 @@ import json
 import logging
 from pathlib import Path
 
+from shared import SharedAPI
+
 import pyisolate
 from pyisolate import ExtensionBase
-from shared import SharedAPI
 
 HERE = Path(__file__).resolve().parent
 

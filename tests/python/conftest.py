@@ -17,8 +17,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Coroutine, Iterator, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 
@@ -132,8 +133,8 @@ class LeakCheck:
     is reported once (one a module fixture leaves is reported at the end of
     the next test)."""
 
-    reported_regions: set[str] = set()
-    reported_dirs: set[str] = set()
+    reported_regions: ClassVar[set[str]] = set()
+    reported_dirs: ClassVar[set[str]] = set()
 
     def __init__(self) -> None:
         self.children = _children()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import subprocess
 import sys
@@ -101,7 +102,7 @@ def test_systems_take_turns_in_alternating_order(suite_run):
     turns = json.loads((out / "suite.json").read_text())["meta"]["turn_orders"]
     assert len(turns) > 10
     firsts = set()
-    for a, b in zip(turns, turns[1:]):
+    for a, b in itertools.pairwise(turns):
         if sorted(a) == sorted(b) and len(a) > 1:
             assert b == a[::-1], (a, b)  # A B, then B A
         firsts.add(a[0])
@@ -128,7 +129,7 @@ def _cell(p50):
 def test_a_goal_names_rows_the_peer_could_not_measure(tmp_path):
     """A row where the peer failed is not dropped from the worst ratio: the
     goal line names it and cannot PASS."""
-    m, suite = _suite(tmp_path)
+    _, suite = _suite(tmp_path)
     suite.cuda_why = "no GPU in this test"
     suite.systems = {"ours": None, "peer": None, "asyncio": None}
     for value, peer in (
@@ -156,7 +157,7 @@ def test_a_goal_names_rows_the_peer_could_not_measure(tmp_path):
 
 
 def test_c_floor_halves_merge(tmp_path):
-    m, suite = _suite(tmp_path)
+    _, suite = _suite(tmp_path)
     suite.add_row("small calls", "int", "us", {}, value="int")
     suite.add_row("throughput", "8 in flight", "calls/s", {}, depth=8)
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from conftest import REPO, ext_config, manager, run
 
+from conftest import REPO, ext_config, manager, run
 from pyisolate import _core
 from pyisolate._native import ffi, lib
 

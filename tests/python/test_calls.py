@@ -7,8 +7,9 @@ import asyncio
 import logging
 import os
 
-import pyisolate
 import pytest
+
+import pyisolate
 from conftest import ext_config, manager, run
 from shared_apis import HostBase, HostError, Relay, Store
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import manager, run, subprocess_env
 
 EXT = """
@@ -40,7 +41,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 def rows(out: str) -> dict[str, dict[str, str]]:
     lines = [line.split("\t") for line in out.splitlines() if "\t" in line]
     head, body = lines[0], lines[1:]
-    return {r[0]: dict(zip(head, r)) for r in body}
+    return {r[0]: dict(zip(head, r, strict=True)) for r in body}
 
 
 @pytest.fixture

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import pyisolate
 import pytest
+
+import pyisolate
 from conftest import EXTENSIONS, manager, run
 from pyisolate.config import validate_dependencies, validate_name
 
@@ -38,7 +39,7 @@ def test_good_names() -> None:
     ],
 )
 def test_bad_dependency_strings_refused(dep: str) -> None:
-    with pytest.raises(ValueError, match="refused|non-empty"):
+    with pytest.raises(ValueError, match=r"refused|non-empty"):
         validate_dependencies([dep])
 
 

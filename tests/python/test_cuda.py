@@ -25,6 +25,7 @@ import signal
 import time
 
 import pytest
+
 from conftest import ext_config, manager, run
 
 
@@ -259,7 +260,8 @@ def test_repeated_passes_do_not_grow_memory(venv_root) -> None:
                 f"passes, {len(ext1['regions'])} after 100 more"
             )
             assert len(names1) <= len(names0) + 1, (
-                f"/dev/shm regions: {len(names0)} after the first passes, {len(names1)} after 100 more"
+                f"/dev/shm regions: {len(names0)} after the first passes, "
+                f"{len(names1)} after 100 more"
             )
 
     run(main())
@@ -321,7 +323,7 @@ def test_killed_extension_releases_host_memory(venv_root) -> None:
             assert await ext.held_total(0) == float(n)
             os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
-            while ext.alive and time.monotonic() < deadline:
+            while ext.alive and time.monotonic() < deadline:  # noqa: ASYNC110 - polls the handle; no event to await
                 await asyncio.sleep(0.05)
             with pytest.raises(pyisolate.ExtensionCrashed):
                 await asyncio.wait_for(ext.getpid(), 10)

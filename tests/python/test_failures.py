@@ -10,8 +10,9 @@ import sys
 import textwrap
 import time
 
-import pyisolate
 import pytest
+
+import pyisolate
 from conftest import EXTENSIONS, HERE, ext_config, manager, run, subprocess_env
 
 
@@ -185,7 +186,7 @@ def test_blocked_event_loops_are_not_declared_lost(venv_root) -> None:
         async with manager(venv_root) as mgr:
             ext = await mgr.load_extension(ext_config("blocker", "sleepy"))
             assert await ext.block_loop(6.5) == 6.5
-            time.sleep(6.5)  # the host's loop, blocked too
+            time.sleep(6.5)  # noqa: ASYNC251 - the host's loop, blocked too
             assert isinstance(await ext.getpid(), int)
             assert ext.alive
 

@@ -9,6 +9,7 @@ import site
 import sysconfig
 
 import pytest
+
 from conftest import OLD_NUMPY, OLD_NUMPY_VERSION, ext_config, manager, requires_numpy1, run
 
 

@@ -13,8 +13,9 @@ import asyncio
 from pathlib import Path
 
 import msgpack
-import pyisolate
 import pytest
+
+import pyisolate
 from conftest import EXTENSIONS, run
 from pyisolate import _codes, _core, _launch
 from pyisolate._codes import Callee, call_error, exception_type, reply_error

@@ -12,8 +12,9 @@ import subprocess
 import sys
 import textwrap
 
-import pyisolate
 import pytest
+
+import pyisolate
 from conftest import STARTED, LeakCheck, our_regions, our_rundirs, subprocess_env
 
 # A host in a process of its own: a broker (its runtime directory) and a

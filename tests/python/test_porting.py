@@ -16,11 +16,13 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+import pytest
 
 import pyisolate
-import pytest
 from conftest import EXTENSIONS, run, subprocess_env
 
 
@@ -508,7 +510,7 @@ def test_every_zero_x_key_accepted_or_refused_with_why() -> None:
         except TypeError as exc:
             assert "docs/porting.md" in str(exc) and f"{key}: " in str(exc), (key, exc)
     porting = (Path(__file__).resolve().parents[2] / "docs" / "porting.md").read_text()
-    for key in ZERO_X_KEYS + ["sandbox", "sandbox_mode", "venv_root_path"]:
+    for key in [*ZERO_X_KEYS, "sandbox", "sandbox_mode", "venv_root_path"]:
         assert f"`{key}`" in porting, key
 
 

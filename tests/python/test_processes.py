@@ -16,8 +16,9 @@ import sys
 import textwrap
 import time
 
-import pyisolate
 import pytest
+
+import pyisolate
 from conftest import HERE, ext_config, manager, run, subprocess_env
 
 

@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+
 from conftest import EXTENSIONS, ext_config, manager, run, subprocess_env
 
 np = pytest.importorskip("numpy")
@@ -133,7 +134,7 @@ def test_remote_extension_lost_and_bad_tickets(venv_root) -> None:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
                 t0 = time.monotonic()
-                while ext.alive and time.monotonic() - t0 < 15:
+                while ext.alive and time.monotonic() - t0 < 15:  # noqa: ASYNC110 - polls the handle; no event to await
                     await asyncio.sleep(0.1)
                 assert not ext.alive, "the host never noticed the remote process died"
                 with pytest.raises(pyisolate.ExtensionCrashed):
@@ -143,8 +144,8 @@ def test_remote_extension_lost_and_bad_tickets(venv_root) -> None:
 
             # a ticket whose keys the broker never admitted: the process gives
             # up, and the extension never becomes ready
-            from pyisolate.remote import make_ticket, read_ticket
             from pyisolate._core import curve_keypair
+            from pyisolate.remote import make_ticket, read_ticket
 
             ext2 = mgr.load_extension(ext_config("stranger", "basic", remote=True))
             fields = read_ticket(ext2.ticket)

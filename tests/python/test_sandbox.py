@@ -18,11 +18,12 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+
+import pytest
 
 import pyisolate
-import pytest
 from conftest import EXTENSIONS, ext_config, manager, run, subprocess_env
 from pyisolate import _sandbox
 
@@ -127,11 +128,11 @@ def test_files_it_reads_and_writes(venv_root, tmp_path) -> None:
                 f"/tmp/pyisolate-planted-{os.getpid()}",
             ):
                 assert await ext.write(str(path)) == "EACCES", path
-                assert not os.path.exists(path)
+                assert not os.path.exists(path)  # noqa: ASYNC240 - a test's check
             # Its scratch dir goes when it stops.
-            assert os.path.isdir(scratch)
+            assert os.path.isdir(scratch)  # noqa: ASYNC240 - a test's check
             await ext.stop()
-            assert not os.path.exists(scratch)
+            assert not os.path.exists(scratch)  # noqa: ASYNC240 - a test's check
 
     run(main())
 
@@ -471,7 +472,7 @@ def test_remote_extension_runs_in_the_tickets_sandbox(venv_root) -> None:
     async def main() -> None:
         async with manager(venv_root) as mgr:
             ext = mgr.load_extension(probe("probe_far", remote=True, limits={"open_files": 64}))
-            proc = subprocess.Popen(
+            proc = subprocess.Popen(  # noqa: ASYNC220 - a remote worker beside this loop
                 [
                     sys.executable,
                     "-m",
@@ -499,10 +500,10 @@ def test_remote_extension_runs_in_the_tickets_sandbox(venv_root) -> None:
                 assert proc.wait(timeout=60) == 0
                 # its scratch dir is removed once it has ended
                 for _ in range(600):
-                    if not os.path.exists(scratch):
+                    if not os.path.exists(scratch):  # noqa: ASYNC240 - a test's check
                         break
                     await asyncio.sleep(0.05)
-                assert not os.path.exists(scratch)
+                assert not os.path.exists(scratch)  # noqa: ASYNC240 - a test's check
             finally:
                 if proc.poll() is None:
                     proc.kill()

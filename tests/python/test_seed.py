@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO, requires_numpy1, subprocess_env
 
 QUICK_EXTENSION = """\
@@ -193,7 +194,7 @@ def test_seed_torch_sharing(tmp_path, venv_root) -> None:
     )
     _write(tmp_path, {"extensions/ml_extension/__init__.py": ML_EXTENSION, "main.py": main})
     out = _run(tmp_path, "main.py")
-    line = [ln for ln in out.splitlines() if ln.startswith("mean ")][0]
+    line = next(ln for ln in out.splitlines() if ln.startswith("mean "))
     _, got, _, expected = line.split()
     assert abs(float(got) - float(expected)) < 1e-6
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import pyisolate
 import pytest
+
+import pyisolate
 from conftest import ext_config
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import OLD_NUMPY, OLD_NUMPY_VERSION, ext_config, manager, run, subprocess_env
 
 np = pytest.importorskip("numpy")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
-from typing import Any, Awaitable, Callable, Iterator, TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -15,14 +15,16 @@ the received message alive (see :class:`Message`).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from ._errors import PyisolateError
 
 try:
     from . import _native
-    from ._native import ffi, lib
+    from ._native import ffi as ffi  # re-exported: the package's cffi handles
+    from ._native import lib as lib
 except ImportError as exc:  # pragma: no cover - only when the build is broken
     raise ImportError(
         "pyisolate's native module is missing: install pyisolate with "
@@ -49,11 +51,11 @@ ERR_APPLICATION = lib.PYI_ERR_APPLICATION
 # pyi_py_install adds to _native.
 if lib.pyi_py_install() != 0:  # pragma: no cover - only with a broken build
     raise ImportError("pyisolate._native: cannot install its functions")
-_recv_client = _native.recv_client  # type: ignore[attr-defined]
-_recv_worker = _native.recv_worker  # type: ignore[attr-defined]
-_client_request = _native.client_request  # type: ignore[attr-defined]
-_worker_reply = _native.worker_reply  # type: ignore[attr-defined]
-_worker_error = _native.worker_error  # type: ignore[attr-defined]
+_recv_client = _native.recv_client
+_recv_worker = _native.recv_worker
+_client_request = _native.client_request
+_worker_reply = _native.worker_reply
+_worker_error = _native.worker_error
 
 EVENT_READY = lib.PYI_EVENT_READY
 EVENT_LOST = lib.PYI_EVENT_LOST
@@ -192,7 +194,8 @@ class Broker:
         if p == ffi.NULL:
             raise PyisolateError(f"cannot bind {endpoint}: {last_error()}")
         try:
-            return ffi.string(p).decode()
+            value: bytes = ffi.string(p)
+            return value.decode()
         finally:
             lib.free(p)
 
@@ -207,7 +210,8 @@ class Broker:
         if p == ffi.NULL:
             raise PyisolateError(f"broker refused service name {service!r}: {last_error()}")
         try:
-            return ffi.string(p).decode()
+            value: bytes = ffi.string(p)
+            return value.decode()
         finally:
             lib.free(p)
 
@@ -220,13 +224,13 @@ class Broker:
         stderr_fd: int = -1,
     ) -> int:
         keep = [ffi.new("char[]", os.fsencode(a)) for a in argv]
-        c_argv = ffi.new("const char *[]", keep + [ffi.NULL])
+        c_argv = ffi.new("const char *[]", [*keep, ffi.NULL])
         if env is None:
             c_envp = ffi.NULL
         else:
             ekeep = [ffi.new("char[]", os.fsencode(f"{k}={v}")) for k, v in env.items()]
             keep.extend(ekeep)
-            c_envp = ffi.new("const char *[]", ekeep + [ffi.NULL])
+            c_envp = ffi.new("const char *[]", [*ekeep, ffi.NULL])
         pid = lib.pyi_broker_spawn(
             self._ptr, service.encode(), c_argv, c_envp, stdout_fd, stderr_fd
         )

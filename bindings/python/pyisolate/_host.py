@@ -17,8 +17,9 @@ import logging
 import socket
 import tempfile
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from . import _core, _tensors
 from ._base import ProxiedSingleton, singleton_key
@@ -31,8 +32,8 @@ logger = logging.getLogger("pyisolate")
 HOST_SERVICE = "host"
 _HEARTBEAT_MS = 1000
 
-_live_brokers: "weakref.WeakSet[_core.Broker]" = weakref.WeakSet()
-_live_nodes: "weakref.WeakSet[Node]" = weakref.WeakSet()
+_live_brokers: weakref.WeakSet[_core.Broker] = weakref.WeakSet()
+_live_nodes: weakref.WeakSet[Node] = weakref.WeakSet()
 
 
 @atexit.register

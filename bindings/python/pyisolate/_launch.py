@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import json
 import logging
 import os
@@ -27,9 +28,10 @@ import shutil
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from . import _loader, _sandbox, _venv
 from ._base import in_local_extension, singleton_key
@@ -230,7 +232,7 @@ class Launcher:
             self.state = State.READY
         logger.info("[%s] ready%s", self.name, f" (pid {self.pid})" if self.pid else "")
 
-    def _start_done(self, task: "asyncio.Task[None]") -> None:
+    def _start_done(self, task: asyncio.Task[None]) -> None:
         # A handle nobody awaits must not end in "exception never retrieved":
         # the failure is logged here and raised again by every call.
         if task.cancelled():
@@ -486,7 +488,7 @@ class Process(_Served):
         env["PYISOLATE_EXTENSION"] = self.name
         argv = [str(venv / "bin" / "python"), "-I", "-u", "-c", BOOTSTRAP]
         if policy.launched:
-            editable = [d for flag, d in zip(deps, deps[1:]) if flag == "-e"]  # sources
+            editable = [d for flag, d in itertools.pairwise(deps) if flag == "-e"]  # sources
             read = [
                 str(venv),
                 module_path,

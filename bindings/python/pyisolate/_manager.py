@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Generic, Mapping, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ._base import ExtensionBase, ProxiedSingleton
 from ._errors import PyisolateError
@@ -186,7 +187,7 @@ class ExtensionManager(Generic[T]):
         for _, launcher in self._loaded.values():
             launcher.close()
 
-    async def __aenter__(self) -> "ExtensionManager[T]":
+    async def __aenter__(self) -> ExtensionManager[T]:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

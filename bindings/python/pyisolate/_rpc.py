@@ -25,7 +25,8 @@ import itertools
 import logging
 import sys
 import types
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgpack
 
@@ -97,7 +98,7 @@ def _async_callable(fn: Callable[..., Any]) -> bool:
     """inspect.iscoroutinefunction(fn) or of its type's __call__; a plain
     function (or a method of one) without attributes is answered from its
     code flags, which costs far less than inspect's checks."""
-    f = fn.__func__ if type(fn) is _MethodType else fn  # type: ignore[attr-defined]
+    f = fn.__func__ if type(fn) is _MethodType else fn
     if type(f) is _FunctionType and not f.__dict__:
         return bool(f.__code__.co_flags & _CO_COROUTINE)
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
@@ -556,7 +557,6 @@ class Node:
         if kind == "callable":
             return RemoteCallable(self, service, target, label)
         if kind == "singleton":
-            module, _, qual = label.rpartition(".")
             cls = _find_class(label)
             if cls is not None and issubclass(cls, ProxiedSingleton):
                 try:

@@ -26,11 +26,12 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from . import _native
-from ._venv import runtime_sources
 from ._errors import ExtensionLoadError, PyisolateError
+from ._venv import runtime_sources
 from .config import (
     SANDBOX_MODES,
     ExtensionConfig,
@@ -116,7 +117,7 @@ class Policy:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], name: str) -> "Policy":
+    def from_json(cls, data: Mapping[str, Any], name: str) -> Policy:
         """A policy from a ticket (paths missing here are left out)."""
         return make_policy(
             name,
@@ -152,7 +153,10 @@ def policy_for(config: ExtensionConfig, defaults: ExtensionManagerConfig) -> Pol
             "[%s] isolated=False: the manager's sandbox and limits do not apply", config.name
         )
         return Policy()
-    pick = lambda own, default: default if own is None else own
+
+    def pick(own: Any, default: Any) -> Any:
+        return default if own is None else own
+
     return make_policy(
         config.name,
         pick(config.sandbox, defaults.sandbox),
@@ -266,7 +270,7 @@ def command(
         argv += _network_flags(policy.network)
     for name, value in policy.limits:
         argv += [_LIMIT_FLAGS[name], str(value)]
-    return argv + ["--", *program]
+    return [*argv, "--", *program]
 
 
 def _network_flags(network: bool | tuple[int, ...]) -> list[str]:

@@ -17,10 +17,10 @@ no frames left; flags bit 0: requires_grad (torch), bit 1: read-only (numpy).
 
 from __future__ import annotations
 
-import sys
-from typing import Any, Callable
-
 import pickle
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import msgpack
 
@@ -110,16 +110,18 @@ class Codec:
         )
 
     def _slow_value(self, obj: Any, where: str) -> bytes:
-        return msgpack.packb(self._convert(obj, where), strict_types=True, use_bin_type=True)
+        out: bytes = msgpack.packb(self._convert(obj, where), strict_types=True, use_bin_type=True)
+        return out
 
     def _slow_call(
         self, op: str, target: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> bytes:
         conv_args = [self._convert(a, f"argument {i}") for i, a in enumerate(args)]
         conv_kwargs = {k: self._convert(v, f"keyword argument {k!r}") for k, v in kwargs.items()}
-        return msgpack.packb(
+        out: bytes = msgpack.packb(
             [op, target, method, conv_args, conv_kwargs], strict_types=True, use_bin_type=True
         )
+        return out
 
     def _encode(
         self, obj: Any, slow: Callable[..., bytes], slow_args: tuple[Any, ...]
@@ -200,7 +202,8 @@ class Codec:
 
     def _pack(self, obj: Any) -> bytes:
         # Never re-entered: obj is already converted (ExtTypes packed).
-        return self._packer.pack(obj)
+        out: bytes = self._packer.pack(obj)
+        return out
 
     def _convert(self, obj: Any, path: str) -> Any:  # noqa: C901 - one dispatch
         t = type(obj)

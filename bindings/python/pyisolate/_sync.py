@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import threading
-from typing import Any, Callable, Coroutine, Mapping, TypeVar
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TypeVar
 
 from ._base import ExtensionBase
 from ._handle import Extension
@@ -63,7 +64,7 @@ class SyncExtensionManager:
         """The underlying async manager (its loop runs in another thread)."""
         return self._manager
 
-    def load_extension(self, config: ExtensionConfig | Mapping[str, Any]) -> "SyncExtension":
+    def load_extension(self, config: ExtensionConfig | Mapping[str, Any]) -> SyncExtension:
         """Load an extension and wait until it is ready. A remote one
         (``remote=True``) is returned at once: start its process with the
         handle's ``ticket``, then ``wait_ready()`` (or just call it)."""
@@ -91,7 +92,7 @@ class SyncExtensionManager:
 
     close = stop_all
 
-    def __enter__(self) -> "SyncExtensionManager":
+    def __enter__(self) -> SyncExtensionManager:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -115,7 +116,7 @@ class SyncExtension:
         """What a remote extension's process is started with (a secret)."""
         return self._ext.ticket
 
-    def wait_ready(self, timeout: float | None = None) -> "SyncExtension":
+    def wait_ready(self, timeout: float | None = None) -> SyncExtension:
         """Block until the extension is loaded (a remote one: connected)."""
         self._owner._run(self._ext.wait_ready(), timeout)
         return self
@@ -123,7 +124,8 @@ class SyncExtension:
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_"):
             raise AttributeError(name)
-        return getattr(self.remote, name)
+        method: Callable[..., Any] = getattr(self.remote, name)
+        return method
 
     @property
     def remote(self) -> Any:

@@ -43,8 +43,8 @@ _MAX_NDIM = int(lib.PYI_TENSOR_MAX_NDIM)
 
 if lib.pyi_py_install() != 0:  # pragma: no cover - only with a broken build
     raise ImportError("pyisolate._native: cannot install the DLPack capsule functions")
-_capsule_versioned = _native_mod.dlpack_capsule_versioned  # type: ignore[attr-defined]
-_capsule_legacy = _native_mod.dlpack_capsule  # type: ignore[attr-defined]
+_capsule_versioned = _native_mod.dlpack_capsule_versioned
+_capsule_legacy = _native_mod.dlpack_capsule
 
 
 class TensorDescriptorError(ValueError):
@@ -185,7 +185,8 @@ def region_name_at(ptr: int) -> str | None:
     if r is None:
         return None
     try:
-        return ffi.string(lib.pyi_region_name(r)).decode()
+        name: bytes = ffi.string(lib.pyi_region_name(r))
+        return name.decode()
     finally:
         lib.pyi_region_release(ffi.new("pyi_region_t **", r))
 
@@ -222,7 +223,8 @@ def _pack(t: Any) -> bytes:
     n = lib.pyi_tensor_pack(t, buf, _MAX_DESCRIPTOR)
     if n < 0:
         raise ValueError(f"cannot describe the tensor: {last_error()}")
-    return ffi.buffer(buf, n)[:]
+    desc: bytes = ffi.buffer(buf, n)[:]
+    return desc
 
 
 def _share(t: Any) -> Any:
@@ -370,7 +372,7 @@ def encode_numpy(np: Any, arr: Any) -> tuple[bytes, Any] | None:
     made = numpy_tensor(np, arr)
     if made is None:
         return None
-    t, keep = made
+    t, _keep = made  # _keep holds the array's memory while t is used
     r = _find(int(ffi.cast("uintptr_t", t.data)))
     if r is not None:
         try:
@@ -464,7 +466,7 @@ def collect_cuda() -> int:
     names = ffi.new("char[16][64]")
     total = 0
     while True:
-        n = lib.pyi_region_collect(names, 16)
+        n: int = lib.pyi_region_collect(names, 16)
         with _cuda_lock:
             for i in range(n):
                 _cuda_keep.pop(ffi.string(names[i]).decode(), None)
@@ -492,7 +494,7 @@ def encode_cuda(torch: Any, t: Any) -> tuple[bytes, Any]:
     try:
         dl = torch_dl_dtype(torch, t.dtype)
         assert dl is not None
-        dlt, keep = _dltensor(
+        dlt, _keep = _dltensor(
             t.data_ptr(), t.shape, t.stride(), *dl, device=(KDL_CUDA, t.device.index or 0)
         )
         desc = _pack(dlt)
@@ -575,7 +577,7 @@ def encode_torch(torch: Any, t: Any) -> tuple[bytes, Any]:
         return _empty_descriptor(t)
     r = _find(t.data_ptr())
     if r is not None:
-        dlt, keep = _torch_dltensor(torch, t)  # type: ignore[misc]
+        dlt, _keep = _torch_dltensor(torch, t)  # type: ignore[misc]
         try:
             return _pack(dlt), r
         except ValueError:  # not wholly inside that region: copy it
@@ -591,7 +593,7 @@ def encode_torch(torch: Any, t: Any) -> tuple[bytes, Any]:
             moved = _move(torch, t)
         src = t if moved else share_torch(torch, t)
         r = _find(src.data_ptr())
-    dlt, keep = _torch_dltensor(torch, src)  # type: ignore[misc]
+    dlt, _keep = _torch_dltensor(torch, src)  # type: ignore[misc]
     try:
         return _pack(dlt), r
     except BaseException:

@@ -30,8 +30,9 @@ import shutil
 import sys
 import sysconfig
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import _native
 from ._errors import DependencyInstallError
@@ -61,7 +62,8 @@ def host_site_packages() -> list[str]:
     import site
 
     dirs: list[str] = []
-    for d in list(site.getsitepackages()) + [
+    for d in [
+        *site.getsitepackages(),
         sysconfig.get_paths()["purelib"],
         sysconfig.get_paths()["platlib"],
     ]:
@@ -262,7 +264,7 @@ class _FileLock:
         self.path = path
         self.fd = -1
 
-    async def __aenter__(self) -> "_FileLock":
+    async def __aenter__(self) -> _FileLock:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         await asyncio.get_running_loop().run_in_executor(None, fcntl.flock, self.fd, fcntl.LOCK_EX)
         return self
@@ -286,7 +288,7 @@ async def ensure_venv(
     extra index URLs, given to uv in its environment (never on its command
     line, nor in the log, where credentials would show)."""
     loop = asyncio.get_running_loop()
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - one local mkdir; uv runs off the loop
     folder = folder or name
     venv = root / folder
     python = venv / "bin" / "python"

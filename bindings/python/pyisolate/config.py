@@ -14,9 +14,10 @@ import os
 import re
 import unicodedata
 import urllib.parse
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 C = TypeVar("C", bound="_ConfigBase")
 
@@ -256,7 +257,7 @@ class ExtensionConfig(_ConfigBase):
         ),
     }
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "ExtensionConfig":
+    def __new__(cls, *args: Any, **kwargs: Any) -> ExtensionConfig:
         refuse_keys(cls, kwargs)
         return super().__new__(cls)
 
@@ -276,7 +277,8 @@ def validate_name(name: Any) -> str:
     saying why not. Any characters are allowed but those that make it a
     path (a separator, a NUL, '..') and control characters; its key
     (``extension_key``) must not be empty, nor start with '.'."""
-    extension_key(name)
+    extension_key(name)  # raises ValueError unless name is a str it accepts
+    assert isinstance(name, str)
     return name
 
 

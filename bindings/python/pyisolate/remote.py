@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 from . import _child, _core, _sandbox
 from ._errors import ExtensionLoadError
@@ -104,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _sandboxed(policy: _sandbox.Policy, cfg: dict, endpoint: str, args: list[str]) -> int:
+def _sandboxed(
+    policy: _sandbox.Policy, cfg: dict[str, Any], endpoint: str, args: list[str]
+) -> int:
     """Execute this command again through the launcher, under policy (the
     host's TCP port granted); 125 when "required" cannot be enforced."""
     log = logging.getLogger("pyisolate.remote")

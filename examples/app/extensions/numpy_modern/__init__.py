@@ -1,6 +1,7 @@
 import numpy as np
-from pyisolate import ExtensionBase
 from shared import SharedAPI
+
+from pyisolate import ExtensionBase
 
 
 class NumpyModern(ExtensionBase):

@@ -1,6 +1,7 @@
 import torch
-from pyisolate import ExtensionBase
 from shared import SharedAPI
+
+from pyisolate import ExtensionBase
 
 
 class TensorTools(ExtensionBase):

@@ -53,7 +53,7 @@ class Probe(ExtensionBase):
         return len(_sigints)
 
     async def block_loop(self, seconds):
-        time.sleep(seconds)  # the event loop is blocked: no heartbeats
+        time.sleep(seconds)  # noqa: ASYNC251 - the event loop is blocked: no heartbeats
         return seconds
 
     async def wait(self, tag):

@@ -88,7 +88,7 @@ class Shm(ExtensionBase):
         """A new shared array, returned after delay and kept by nobody here.
         The delay blocks the loop (CPU-bound work in an async method), so
         the CANCEL of a deadline is read only after the reply left."""
-        time.sleep(delay)
+        time.sleep(delay)  # noqa: ASYNC251 - blocks the loop on purpose
         return pyisolate.empty(n, "f8")
 
     async def roundtrip_via(self, other, x):

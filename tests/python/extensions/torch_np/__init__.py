@@ -1,5 +1,6 @@
 import numpy
 import torch
+
 from pyisolate import ExtensionBase
 
 

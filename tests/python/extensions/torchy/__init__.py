@@ -1,4 +1,5 @@
 import torch
+
 from pyisolate import ExtensionBase
 
 
