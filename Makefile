@@ -12,7 +12,7 @@ JOBS ?= $(shell nproc)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup c c-asan python demo demo-c test check-layout test-c test-asan test-fuzz test-python bench clean wheel test-wheel docs
+.PHONY: setup c c-asan python demo demo-c test check-layout test-c test-asan test-fuzz test-python lint bench clean wheel test-wheel docs
 
 setup:
 	./setup.sh
@@ -52,6 +52,15 @@ test-fuzz: setup
 
 test-python: python
 	$(PY) -m pytest tests/python -q -rs
+
+# ruff (lint and format) on the package, ffi_build.py, the tests and
+# examples; mypy --strict on the package (pyproject.toml configures both).
+LINT_PATHS := bindings/python tests/python tests/check_layout.py examples
+lint: python
+	$(PY) -m pip install -q ruff mypy types-cffi
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m ruff format --check $(LINT_PATHS)
+	$(PY) -m mypy
 
 # One direction between C folders, no import cycle in the Python package,
 # no C file over 800 lines.

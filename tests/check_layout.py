@@ -30,8 +30,13 @@ INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
 
 def tracked_files() -> list[Path]:
     """The repository's files (git's view, so build trees never count)."""
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return [ROOT / line for line in out.splitlines() if (ROOT / line).is_file()]
 
 
@@ -106,8 +111,11 @@ def c_folder_graph(files: list[Path]) -> tuple[dict[str, set[str]], list[str]]:
     by_name: dict[str, list[Path]] = {}
     for f in c_files:
         by_name.setdefault(f.name, []).append(f)
-    implementations = {f.stem: f for f in c_files if f.suffix == ".c"
-                       and f.relative_to(ROOT).parts[0] not in ("tests", "perf", "examples")}
+    implementations = {
+        f.stem: f
+        for f in c_files
+        if f.suffix == ".c" and f.relative_to(ROOT).parts[0] not in ("tests", "perf", "examples")
+    }
     graph: dict[str, set[str]] = {}
     unresolved = []
     for f in c_files:
@@ -119,7 +127,7 @@ def c_folder_graph(files: list[Path]) -> tuple[dict[str, set[str]], list[str]]:
             if target is None:
                 found = by_name.get(Path(name).name, [])
                 if len(found) != 1:
-                    unresolved.append(f"{f.relative_to(ROOT)}: #include \"{name}\"")
+                    unresolved.append(f'{f.relative_to(ROOT)}: #include "{name}"')
                     continue
                 target = found[0]
             dst = folder_of(target.resolve(), implementations)
@@ -131,7 +139,8 @@ def c_folder_graph(files: list[Path]) -> tuple[dict[str, set[str]], list[str]]:
 def _type_checking_only(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(tree: ast.AST, module: str, is_package: bool):
@@ -150,7 +159,7 @@ def _imports(tree: ast.AST, module: str, is_package: bool):
                 base = module.split(".")
                 if not is_package:
                     base = base[:-1]
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 prefix = ".".join(base + ([node.module] if node.module else []))
             else:
                 prefix = node.module or ""
@@ -215,8 +224,10 @@ def main() -> int:
     for fault in faults:
         print(f"check_layout: {fault}", file=sys.stderr)
     if not faults:
-        print(f"check_layout: ok ({len(graph)} C folders, {len(py)} Python modules, "
-              f"C files <= {MAX_C_LINES} lines)")
+        print(
+            f"check_layout: ok ({len(graph)} C folders, {len(py)} Python modules, "
+            f"C files <= {MAX_C_LINES} lines)"
+        )
     return 1 if faults else 0
 
 

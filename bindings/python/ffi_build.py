@@ -57,8 +57,7 @@ from dataclasses import dataclass, field
 import cffi
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-UMBRELLA = os.path.normpath(os.path.join(HERE, "..", "..", "include", "pyisolate",
-                                         "pyisolate.h"))
+UMBRELLA = os.path.normpath(os.path.join(HERE, "..", "..", "include", "pyisolate", "pyisolate.h"))
 BRIDGE = os.path.join(HERE, "pyi_py.h")
 MODULE = "pyisolate._native"
 EXPORT_MACRO = "PYI_EXPORT"
@@ -74,36 +73,51 @@ SYSTEM_TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "ssize_t": ("typedef int... ssize_t;", ()),
     "off_t": ("typedef int... off_t;", ()),
     "DLDeviceType": ("typedef int... DLDeviceType;", ()),
-    "DLDevice": ("typedef struct { DLDeviceType device_type; int device_id; ...; } DLDevice;",
-                 ("DLDeviceType",)),
-    "DLDataType": ("typedef struct { uint8_t code; uint8_t bits; uint16_t lanes; ...; } "
-                   "DLDataType;", ()),
-    "DLTensor": ("typedef struct { void *data; DLDevice device; int ndim; DLDataType dtype; "
-                 "int64_t *shape; int64_t *strides; uint64_t byte_offset; ...; } DLTensor;",
-                 ("DLDevice", "DLDataType")),
-    "DLManagedTensor": ("typedef struct DLManagedTensor { DLTensor dl_tensor; "
-                        "void *manager_ctx; "
-                        "void (*deleter) (struct DLManagedTensor *self); ...; } "
-                        "DLManagedTensor;", ("DLTensor",)),
+    "DLDevice": (
+        "typedef struct { DLDeviceType device_type; int device_id; ...; } DLDevice;",
+        ("DLDeviceType",),
+    ),
+    "DLDataType": (
+        "typedef struct { uint8_t code; uint8_t bits; uint16_t lanes; ...; } DLDataType;",
+        (),
+    ),
+    "DLTensor": (
+        "typedef struct { void *data; DLDevice device; int ndim; DLDataType dtype; "
+        "int64_t *shape; int64_t *strides; uint64_t byte_offset; ...; } DLTensor;",
+        ("DLDevice", "DLDataType"),
+    ),
+    "DLManagedTensor": (
+        "typedef struct DLManagedTensor { DLTensor dl_tensor; "
+        "void *manager_ctx; "
+        "void (*deleter) (struct DLManagedTensor *self); ...; } "
+        "DLManagedTensor;",
+        ("DLTensor",),
+    ),
     "DLPackVersion": ("typedef ... DLPackVersion;", ()),
-    "DLManagedTensorVersioned": ("typedef struct DLManagedTensorVersioned { "
-                                 "void *manager_ctx; "
-                                 "void (*deleter) (struct DLManagedTensorVersioned *self); "
-                                 "uint64_t flags; DLTensor dl_tensor; ...; } "
-                                 "DLManagedTensorVersioned;", ("DLTensor",)),
+    "DLManagedTensorVersioned": (
+        "typedef struct DLManagedTensorVersioned { "
+        "void *manager_ctx; "
+        "void (*deleter) (struct DLManagedTensorVersioned *self); "
+        "uint64_t flags; DLTensor dl_tensor; ...; } "
+        "DLManagedTensorVersioned;",
+        ("DLTensor",),
+    ),
 }
 # What Python calls besides the headers: strings the C API returns are the
 # caller's to free (pyi_broker_bind, pyi_broker_allow).
 EXTRA = "void free (void *ptr);"
 
 _COMMENT_OR_STRING = re.compile(
-    r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'', re.S)
+    r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'', re.S
+)
 _DIRECTIVE = re.compile(r"^\s*#\s*(\w+)\s*(.*?)\s*$")
 _INCLUDE_LOCAL = re.compile(r'^"([^"]+)"$')
 _DEFINE = re.compile(r"^([A-Za-z_]\w*)(\(?)(.*)$", re.S)
 _INT_LITERAL = re.compile(r"^[-+]?(?:0[xX][0-9a-fA-F]+|\d+)[uUlL]*$")
-_CAST = re.compile(r"\(\s*(?:(?:unsigned|signed)\s+)?(?:size_t|u?int(?:8|16|32|64)_t|"
-                   r"char|short|int|long|long\s+long)\s*\)")
+_CAST = re.compile(
+    r"\(\s*(?:(?:unsigned|signed)\s+)?(?:size_t|u?int(?:8|16|32|64)_t|"
+    r"char|short|int|long|long\s+long)\s*\)"
+)
 _INT_TOKEN = re.compile(r"\s*(?:0[xX][0-9a-fA-F]+[uUlL]*|\d+[uUlL]*|<<|>>|[()+\-*/%&|^~])")
 _IDENT = re.compile(r"[A-Za-z_]\w*")
 _ATTRIBUTE = re.compile(r"\b__attribute__\s*\(")
@@ -134,6 +148,7 @@ def _strip_comments(text: str) -> str:
         if s.startswith("//"):
             return " "
         return s
+
     return _COMMENT_OR_STRING.sub(repl, text)
 
 
@@ -148,7 +163,7 @@ def _drop_balanced(text: str, opener: re.Pattern[str]) -> str:
         while i < len(text) and depth:
             depth += {"(": 1, ")": -1}.get(text[i], 0)
             i += 1
-        text = text[:m.start()] + " " + text[i:]
+        text = text[: m.start()] + " " + text[i:]
 
 
 @dataclass
@@ -173,6 +188,7 @@ class _Reader:
     def _condition(self, expr: str) -> bool | None:
         """Value of an #if expression, or None when it depends on anything
         unknown."""
+
         def defined(m: re.Match[str]) -> str:
             name = m.group(1) or m.group(2)
             if name in self.macros:
@@ -180,6 +196,7 @@ class _Reader:
             if name in UNDEFINED or name in self.guards:
                 return " 0 "
             return " UNKNOWN "
+
         expr = re.sub(r"\bdefined\s*(?:\(\s*(\w+)\s*\)|(\w+))", defined, expr)
 
         def ident(m: re.Match[str]) -> str:
@@ -190,13 +207,22 @@ class _Reader:
             if name in UNDEFINED:
                 return " 0 "
             return " UNKNOWN "
-        expr = re.sub(r"\b[A-Za-z_]\w*\b", lambda m: (
-            m.group(0) if m.group(0) == "UNKNOWN" else ident(m)), expr)
+
+        expr = re.sub(
+            r"\b[A-Za-z_]\w*\b",
+            lambda m: m.group(0) if m.group(0) == "UNKNOWN" else ident(m),
+            expr,
+        )
         if "UNKNOWN" in expr:
             return None
         expr = re.sub(r"(\d)[uUlL]+\b", r"\1", expr).replace("/", "//")
-        py = (expr.replace("&&", " and ").replace("||", " or ")
-              .replace("!=", " __NE__ ").replace("!", " not ").replace(" __NE__ ", " != "))
+        py = (
+            expr.replace("&&", " and ")
+            .replace("||", " or ")
+            .replace("!=", " __NE__ ")
+            .replace("!", " not ")
+            .replace(" __NE__ ", " != ")
+        )
         if re.search(r"[^\s0-9a-fA-FxX()<>=!+\-*/%notadr]", py):
             return None
         try:
@@ -220,9 +246,12 @@ class _Reader:
         # An include guard (#ifndef X, then #define X, before anything else)
         # names a macro of ours, not one a system header might define.
         directives = [m for m in map(_DIRECTIVE.match, text.split("\n")) if m]
-        if (len(directives) >= 2 and directives[0].group(1) == "ifndef"
-                and directives[1].group(1) == "define"
-                and directives[1].group(2).split()[:1] == [directives[0].group(2)]):
+        if (
+            len(directives) >= 2
+            and directives[0].group(1) == "ifndef"
+            and directives[1].group(1) == "define"
+            and directives[1].group(2).split()[:1] == [directives[0].group(2)]
+        ):
             self.guards.add(directives[0].group(2))
         # Each entry: [this branch active, some branch taken, condition known]
         stack: list[list[bool]] = []
@@ -279,8 +308,7 @@ class _Reader:
                 if inc is not None:
                     # The included header's declarations come first, as the
                     # preprocessor would put them.
-                    self.read(os.path.join(os.path.dirname(path), inc.group(1)),
-                              exported_only)
+                    self.read(os.path.join(os.path.dirname(path), inc.group(1)), exported_only)
             elif word == "define":
                 d = _DEFINE.match(rest)
                 if d is None:
@@ -326,7 +354,8 @@ class _Reader:
                 continue
             first = decl.split()[0]
             if first in ("typedef", "struct", "union", "enum") and (
-                    first == "typedef" or "{" in decl):
+                first == "typedef" or "{" in decl
+            ):
                 out.append(decl + ";")
             elif first == "static" or (header.exported_only and not exported):
                 continue  # internal to libpyisolate, or a static helper
@@ -364,8 +393,9 @@ def _split(text: str, path: str) -> list[str]:
             start = i + 1
         i += 1
     if text[start:].strip():
-        raise HeaderError(f"{path}: declaration without ';' at the end: "
-                          f"{text[start:].strip()[:60]!r}")
+        raise HeaderError(
+            f"{path}: declaration without ';' at the end: {text[start:].strip()[:60]!r}"
+        )
     return decls
 
 
@@ -381,6 +411,7 @@ def _system_types(used: set[str], defined: set[str]) -> list[str]:
         for dep in deps:
             add(dep)
         out.append(decl)
+
     for name in SYSTEM_TYPES:
         if name in used:
             add(name)
@@ -400,8 +431,7 @@ def header_cdef(umbrella: str = UMBRELLA, bridge: str | None = BRIDGE) -> str:
         body = header.defines + decls
         if not body:
             continue
-        note = "".join(f"\n   skipped (condition not known here): {s}"
-                       for s in header.skipped)
+        note = "".join(f"\n   skipped (condition not known here): {s}" for s in header.skipped)
         sections.append(f"/* {os.path.basename(header.path)}{note} */\n" + "\n".join(body))
         for decl in decls:
             used.update(_IDENT.findall(decl))
@@ -409,8 +439,8 @@ def header_cdef(umbrella: str = UMBRELLA, bridge: str | None = BRIDGE) -> str:
             if decl.startswith("typedef") and m:
                 defined.add(m.group(1))
     system = _system_types(used, defined)
-    head = "/* system types, as cffi needs them */\n" + "\n".join(system + [EXTRA])
-    return "\n\n".join([head] + sections) + "\n"
+    head = "/* system types, as cffi needs them */\n" + "\n".join([*system, EXTRA])
+    return "\n\n".join([head, *sections]) + "\n"
 
 
 def make_builder(umbrella: str = UMBRELLA, bridge: str = BRIDGE) -> cffi.FFI:
@@ -419,13 +449,15 @@ def make_builder(umbrella: str = UMBRELLA, bridge: str = BRIDGE) -> cffi.FFI:
     try:
         ffibuilder.cdef(cdef)
     except Exception as exc:  # cffi.CDefError and pycparser's errors
-        raise HeaderError(f"cffi cannot read the declarations made from the headers: {exc}\n"
-                          f"--- cdef ---\n{cdef}") from None
+        raise HeaderError(
+            f"cffi cannot read the declarations made from the headers: {exc}\n--- cdef ---\n{cdef}"
+        ) from None
     ffibuilder.set_source(
         MODULE,
         "#include <stdlib.h>\n"
         "#include <pyisolate/pyisolate.h>\n"
-        f'#include "{os.path.basename(bridge)}"\n')
+        f'#include "{os.path.basename(bridge)}"\n',
+    )
     return ffibuilder
 
 

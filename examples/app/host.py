@@ -5,15 +5,17 @@ singleton, and prints what each extension saw.
 
     python examples/app/main.py [--venv-root DIR] [--verbose]
 """
+
 import argparse
 import asyncio
 import json
 import logging
 from pathlib import Path
 
+from shared import SharedAPI
+
 import pyisolate
 from pyisolate import ExtensionBase
-from shared import SharedAPI
 
 HERE = Path(__file__).resolve().parent
 
@@ -34,9 +36,7 @@ def load_dependencies(extension_path):
 
 async def async_main(venv_root):
     # Create extension manager
-    config = pyisolate.ExtensionManagerConfig(
-        venv_root_path=venv_root
-    )
+    config = pyisolate.ExtensionManagerConfig(venv_root_path=venv_root)
     manager = pyisolate.ExtensionManager(ExtensionBase, config)
 
     # Load extensions (e.g., from a directory or configuration file)
@@ -69,10 +69,14 @@ async def async_main(venv_root):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--venv-root", default=str(HERE / "extension-venvs"),
-                        help="where the extensions' venvs go (default: %(default)s)")
+    parser.add_argument(
+        "--venv-root",
+        default=str(HERE / "extension-venvs"),
+        help="where the extensions' venvs go (default: %(default)s)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show pyisolate's log")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s"
+    )
     asyncio.run(async_main(args.venv_root))

@@ -2,6 +2,7 @@
 if __name__ == "__main__":
     # When running as the main script, import and run your host application
     from host import main
+
     main()
 else:
     # When imported by extension processes, ensure venv is properly activated

@@ -17,8 +17,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Coroutine, Iterator, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 
@@ -30,11 +31,13 @@ T = TypeVar("T")
 
 # numpy 1.x ships wheels for Python <= 3.12 only; on newer Pythons uv would
 # build it from source, so the tests that pin numpy<2 are skipped there.
-requires_numpy1 = pytest.mark.skipif(sys.version_info >= (3, 13),
-                                     reason="numpy<2 has no wheels for this Python")
+requires_numpy1 = pytest.mark.skipif(
+    sys.version_info >= (3, 13), reason="numpy<2 has no wheels for this Python"
+)
 # The older numpy of the side-by-side test, and the prefix of its version.
-OLD_NUMPY, OLD_NUMPY_VERSION = (("numpy<2", "1.") if sys.version_info < (3, 13)
-                                else ("numpy>=2.1,<2.2", "2.1."))
+OLD_NUMPY, OLD_NUMPY_VERSION = (
+    ("numpy<2", "1.") if sys.version_info < (3, 13) else ("numpy>=2.1,<2.2", "2.1.")
+)
 
 
 def _children() -> set[int]:
@@ -130,8 +133,8 @@ class LeakCheck:
     is reported once (one a module fixture leaves is reported at the end of
     the next test)."""
 
-    reported_regions: set[str] = set()
-    reported_dirs: set[str] = set()
+    reported_regions: ClassVar[set[str]] = set()
+    reported_dirs: ClassVar[set[str]] = set()
 
     def __init__(self) -> None:
         self.children = _children()
@@ -190,13 +193,15 @@ def venv_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def manager(venv_root: Path, extension_type: Any = None,
-                  **config: Any) -> AsyncIterator[Any]:
+async def manager(
+    venv_root: Path, extension_type: Any = None, **config: Any
+) -> AsyncIterator[Any]:
     import pyisolate
 
     mgr = pyisolate.ExtensionManager(
         extension_type or pyisolate.ExtensionBase,
-        pyisolate.ExtensionManagerConfig(venv_root_path=venv_root, **config))
+        pyisolate.ExtensionManagerConfig(venv_root_path=venv_root, **config),
+    )
     try:
         yield mgr
     finally:
@@ -209,8 +214,9 @@ def ext_config(name: str, module: str | None = None, **kw: Any) -> Any:
 
     if (module or name) == "basic":
         kw.setdefault("apis", [Store, Relay])
-    return pyisolate.ExtensionConfig(name=name, module_path=str(EXTENSIONS / (module or name)),
-                                     **kw)
+    return pyisolate.ExtensionConfig(
+        name=name, module_path=str(EXTENSIONS / (module or name)), **kw
+    )
 
 
 def subprocess_env() -> dict[str, str]:

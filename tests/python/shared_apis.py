@@ -43,7 +43,6 @@ class Relay(ProxiedSingleton):
         ext = self.handles[ext_name]
         return ["host"] + await ext.ping_pong(depth - 1)
 
-
     async def apply(self, fn: Any, value: Any) -> Any:
         """Call a callable the extension passed (it lives in the extension)."""
         return await fn(value)

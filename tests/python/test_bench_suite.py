@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import subprocess
 import sys
@@ -27,8 +28,13 @@ WORKLOADS = {"small calls", "tensors", "throughput", "nested calls", "start-up",
 def suite_run(tmp_path_factory):
     pytest.importorskip("numpy")
     out = tmp_path_factory.mktemp("suite")
-    p = subprocess.run([sys.executable, str(SUITE), "--tiny", "--no-peer", "--out", str(out)],
-                       capture_output=True, text=True, timeout=240, cwd=str(ROOT))
+    p = subprocess.run(
+        [sys.executable, str(SUITE), "--tiny", "--no-peer", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=str(ROOT),
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return out, p.stdout
 
@@ -62,9 +68,18 @@ def test_every_workload_has_a_number(suite_run):
                 assert "p50" in r["systems"][floor], (floor, r["row"], r["systems"][floor])
     # the table has the workloads of the issue
     names = {r["row"] for r in rows}
-    for want in ("int", "short str", "10 KB str", "1 MB str", "1 in flight", "8 in flight",
-                 "64 in flight", "512 in flight", "venv creation alone, share_torch=True",
-                 "venv creation alone, share_torch=False"):
+    for want in (
+        "int",
+        "short str",
+        "10 KB str",
+        "1 MB str",
+        "1 in flight",
+        "8 in flight",
+        "64 in flight",
+        "512 in flight",
+        "venv creation alone, share_torch=True",
+        "venv creation alone, share_torch=False",
+    ):
         assert want in names, want
     assert {g["goal"] for g in data["goals"]}
     assert data["meta"]["cpus"] and data["meta"]["python"]
@@ -74,8 +89,11 @@ def test_start_up_and_memory_both_ways_of_share_torch(suite_run):
     out, _ = suite_run
     rows = json.loads((out / "suite.json").read_text())["rows"]
     for workload in ("start-up", "memory"):
-        ways = {r.get("share_torch") for r in rows if r["workload"] == workload
-                and "/dev/shm" not in r["row"]}
+        ways = {
+            r.get("share_torch")
+            for r in rows
+            if r["workload"] == workload and "/dev/shm" not in r["row"]
+        }
         assert ways == {True, False}, (workload, ways)
 
 
@@ -84,7 +102,7 @@ def test_systems_take_turns_in_alternating_order(suite_run):
     turns = json.loads((out / "suite.json").read_text())["meta"]["turn_orders"]
     assert len(turns) > 10
     firsts = set()
-    for a, b in zip(turns, turns[1:]):
+    for a, b in itertools.pairwise(turns):
         if sorted(a) == sorted(b) and len(a) > 1:
             assert b == a[::-1], (a, b)  # A B, then B A
         firsts.add(a[0])
@@ -111,13 +129,21 @@ def _cell(p50):
 def test_a_goal_names_rows_the_peer_could_not_measure(tmp_path):
     """A row where the peer failed is not dropped from the worst ratio: the
     goal line names it and cannot PASS."""
-    m, suite = _suite(tmp_path)
+    _, suite = _suite(tmp_path)
     suite.cuda_why = "no GPU in this test"
     suite.systems = {"ours": None, "peer": None, "asyncio": None}
-    for value, peer in (("int", _cell(300.0)), ("str", _cell(300.0)),
-                        ("1m", {"error": "the peer's host process exited"})):
-        suite.add_row("small calls", value, "us",
-                      {"ours": _cell(50.0), "peer": peer, "asyncio": _cell(40.0)}, value=value)
+    for value, peer in (
+        ("int", _cell(300.0)),
+        ("str", _cell(300.0)),
+        ("1m", {"error": "the peer's host process exited"}),
+    ):
+        suite.add_row(
+            "small calls",
+            value,
+            "us",
+            {"ours": _cell(50.0), "peer": peer, "asyncio": _cell(40.0)},
+            value=value,
+        )
     goals = {g["goal"]: g for g in suite.goals()}
     g = goals["small-call p50 <= 1/3 of the peer's"]
     assert g["pass"] is None, g  # 0.17x where measured, but one row is missing
@@ -131,14 +157,16 @@ def test_a_goal_names_rows_the_peer_could_not_measure(tmp_path):
 
 
 def test_c_floor_halves_merge(tmp_path):
-    m, suite = _suite(tmp_path)
+    _, suite = _suite(tmp_path)
     suite.add_row("small calls", "int", "us", {}, value="int")
     suite.add_row("throughput", "8 in flight", "calls/s", {}, depth=8)
 
     def half(samples, rate):
-        return {"latency": [{"system": "socketpair", "size": 16, "p50_us": 0,
-                             "samples_us": samples}],
-                "throughput": [{"system": "zmq-direct", "in_flight": 8, "calls_per_s": rate}]}
+        return {
+            "latency": [{"system": "socketpair", "size": 16, "p50_us": 0, "samples_us": samples}],
+            "throughput": [{"system": "zmq-direct", "in_flight": 8, "calls_per_s": rate}],
+        }
+
     suite.c_rows([half([10.0, 11.0, 12.0], 1000.0), half([20.0, 21.0], 3000.0)])
     lat = suite.rows[0]["systems"]["c-socketpair"]
     assert lat["n"] == 5 and lat["min"] == 10.0 and lat["max"] == 21.0

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from conftest import REPO, ext_config, manager, run
 
+from conftest import REPO, ext_config, manager, run
 from pyisolate import _core
 from pyisolate._native import ffi, lib
 
@@ -176,14 +176,28 @@ static inline int lib_thing_helper (int x) { if (x) { return 1; } return 0; }
     cdef = gen.header_cdef(str(tmp_path / "lib.h"), str(tmp_path / "bridge.h"))
     # Order: what a header includes comes before it.
     assert cdef.index("lib_last_error") < cdef.index("lib_thing_new")
-    for kept in ("#define LIB_NAME 31", "#define LIB_FLAG ...", "#define LIB_BIG 1",
-                 "lib_thing_t *lib_thing_new (const char *name, pid_t owner);",
-                 "int bridge_install (void);", "typedef int... pid_t;",
-                 "DLManagedTensorVersioned;"):
+    for kept in (
+        "#define LIB_NAME 31",
+        "#define LIB_FLAG ...",
+        "#define LIB_BIG 1",
+        "lib_thing_t *lib_thing_new (const char *name, pid_t owner);",
+        "int bridge_install (void);",
+        "typedef int... pid_t;",
+        "DLManagedTensorVersioned;",
+    ):
         assert kept in cdef, kept
-    for dropped in ("LIB_TEXT", "LIB_MAX", "LIB_SMALL", "lib_thing_internal",
-                    "lib_thing_helper", "from_a_fallback", "__attribute__", "PYI_EXPORT",
-                    "extern", "comment"):
+    for dropped in (
+        "LIB_TEXT",
+        "LIB_MAX",
+        "LIB_SMALL",
+        "lib_thing_internal",
+        "lib_thing_helper",
+        "from_a_fallback",
+        "__attribute__",
+        "PYI_EXPORT",
+        "extern",
+        "comment",
+    ):
         assert dropped not in cdef, dropped
     assert "skipped (condition not known here)" in cdef  # the DLPack-like fallback
     assert "char name[LIB_NAME + 1];" in cdef
@@ -200,10 +214,24 @@ def test_bridge_c_compiles_clean_with_werror() -> None:
     sources = sorted(BRIDGE.glob("pyi_py*.c"))
     assert len(sources) >= 3
     for src in sources:
-        out = subprocess.run([cc, "-std=gnu11", "-fsyntax-only", "-Wall", "-Wextra", "-Werror",
-                              "-D_GNU_SOURCE", f"-I{REPO / 'include'}", f"-I{BRIDGE}",
-                              "-isystem", py_include, str(src)],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                cc,
+                "-std=gnu11",
+                "-fsyntax-only",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-D_GNU_SOURCE",
+                f"-I{REPO / 'include'}",
+                f"-I{BRIDGE}",
+                "-isystem",
+                py_include,
+                str(src),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert out.returncode == 0, f"{src.name}:\n{out.stderr}"
     # No C function bodies inside the Python files of the bridge.
     text = (BRIDGE / "ffi_build.py").read_text()
@@ -377,5 +405,6 @@ def test_large_values_through_an_extension(venv_root) -> None:
                 assert await ext.echo(bytearray(blob)) == blob
                 got = await ext.echo([blob, {"t": text}])
                 assert got == [blob, {"t": text}]
+
     run(main())
     assert _wait(_settled)

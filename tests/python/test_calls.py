@@ -7,8 +7,9 @@ import asyncio
 import logging
 import os
 
-import pyisolate
 import pytest
+
+import pyisolate
 from conftest import ext_config, manager, run
 from shared_apis import HostBase, HostError, Relay, Store
 
@@ -16,10 +17,31 @@ from shared_apis import HostBase, HostError, Relay, Store
 def test_values_roundtrip(venv_root) -> None:
     np = pytest.importorskip("numpy")
 
-    values = [None, True, False, 0, -1, 2**63 - 1, -(2**63), 2**64 - 1, 2**200, -(3**150),
-              1.5, float("inf"), "text", "ünï", b"\x00bytes", [1, [2, 3]], (1, (2, "x")), (),
-              {1: "int key", "s": 2, (1, 2): "tuple key", None: 0}, {1, 2, 3}, frozenset({"a"}),
-              {"nested": [(1, {2: {3}})]}, bytearray(b"ba")]
+    values = [
+        None,
+        True,
+        False,
+        0,
+        -1,
+        2**63 - 1,
+        -(2**63),
+        2**64 - 1,
+        2**200,
+        -(3**150),
+        1.5,
+        float("inf"),
+        "text",
+        "ünï",
+        b"\x00bytes",
+        [1, [2, 3]],
+        (1, (2, "x")),
+        (),
+        {1: "int key", "s": 2, (1, 2): "tuple key", None: 0},
+        {1, 2, 3},
+        frozenset({"a"}),
+        {"nested": [(1, {2: {3}})]},
+        bytearray(b"ba"),
+    ]
 
     async def main() -> None:
         async with manager(venv_root) as mgr:
@@ -38,6 +60,7 @@ def test_values_roundtrip(venv_root) -> None:
             # numpy without numpy in the extension: a clear error
             with pytest.raises(TypeError, match="numpy"):
                 await ext.echo(np.arange(3))
+
     run(main())
 
 
@@ -56,6 +79,7 @@ def test_unsupported_type_names_type_and_position(venv_root) -> None:
             with pytest.raises(TypeError, match=r"builtins.object.*return value"):
                 await ext.fail("unsendable")
             assert await ext.echo(1) == 1
+
     run(main())
 
 
@@ -65,6 +89,7 @@ def test_unsendable_answers_fail_the_call_not_hang(venv_root) -> None:
     from a sync method (run off the loop), nested in a container, as an
     exception's argument (the exception still arrives), and as what a host
     callback returns to the extension."""
+
     async def bounded(call):
         return await asyncio.wait_for(call, 60)
 
@@ -80,6 +105,7 @@ def test_unsendable_answers_fail_the_call_not_hang(venv_root) -> None:
             seen = await bounded(ext.callback_result(lambda: object()))
             assert seen[0] == "TypeError" and "builtins.object" in seen[1], seen
             assert await bounded(ext.getpid()) == ext.pid  # still serving
+
     run(main())
 
 
@@ -88,8 +114,11 @@ def test_hooks_order_and_stop_hook(venv_root, tmp_path) -> None:
 
     async def main() -> None:
         async with manager(venv_root) as mgr:
-            ext = await mgr.load_extension(ext_config("basic", env={"STOP_MARK": str(mark)},
-                                                      sandbox={"writable_paths": [tmp_path]}))
+            ext = await mgr.load_extension(
+                ext_config(
+                    "basic", env={"STOP_MARK": str(mark)}, sandbox={"writable_paths": [tmp_path]}
+                )
+            )
             assert await ext.hooks() == ["before_module_loaded", "on_module_loaded:basic"]
             pid = ext.pid
             await ext.stop()
@@ -97,6 +126,7 @@ def test_hooks_order_and_stop_hook(venv_root, tmp_path) -> None:
             assert ext.exit_status == 0
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
+
     run(main())
     assert mark.read_text() == "stopped"
 
@@ -110,6 +140,7 @@ def test_handle_without_await_waits_for_ready(venv_root) -> None:
             with pytest.raises(ValueError, match="already loaded"):
                 mgr.load_extension(ext_config("basic"))
         assert not ext.alive  # async with stopped it
+
     run(main())
 
 
@@ -119,6 +150,7 @@ def test_sync_and_async_methods(venv_root) -> None:
             ext = await mgr.load_extension(ext_config("basic"))
             got = await asyncio.gather(*(ext.sync_echo(i) for i in range(50)))
             assert got == list(range(50))
+
     run(main())
 
 
@@ -130,6 +162,7 @@ def test_thousand_concurrent_calls(venv_root) -> None:
             assert got == list(range(1000))
             got = await asyncio.gather(*(ext.sleep(0.01 * (i % 5)) for i in range(1000)))
             assert len(got) == 1000
+
     run(main())
 
 
@@ -142,6 +175,7 @@ def test_exceptions_cross(venv_root) -> None:
             tb = info.value.remote_traceback
             assert "in fail" in tb and "raise ValueError" in tb
             import traceback
+
             text = "".join(traceback.format_exception(info.value))
             assert 'raise ValueError("bad value")' in text
             with pytest.raises(KeyError):
@@ -159,6 +193,7 @@ def test_exceptions_cross(venv_root) -> None:
             with pytest.raises(AttributeError):
                 await ext.call_private()
             assert await ext.echo("still fine") == "still fine"
+
     run(main())
 
 
@@ -183,6 +218,7 @@ def test_singleton_shared_by_two_extensions(venv_root) -> None:
                 await a.unlisted_singleton()
             # the singleton itself passed as a value arrives as a proxy
             assert await b.use_passed_store(Store(), "k") == [True, {"v": (1, 2)}]
+
     run(main())
 
 
@@ -190,8 +226,9 @@ def test_callbacks_and_nesting_both_ways(venv_root) -> None:
     async def main() -> None:
         async with manager(venv_root) as mgr:
             relay = Relay()
-            e1 = mgr.load_extension(ext_config("nest1", "basic", apis=[Relay],
-                                               env={"EXT_NAME": "nest1"}))
+            e1 = mgr.load_extension(
+                ext_config("nest1", "basic", apis=[Relay], env={"EXT_NAME": "nest1"})
+            )
             await e1
             relay.handles["nest1"] = e1
             # ext -> host singleton -> ext -> host ... 6 levels
@@ -217,6 +254,7 @@ def test_callbacks_and_nesting_both_ways(venv_root) -> None:
             # many nested calls at once
             got = await asyncio.gather(*(e1.call_back(sync_cb, i) for i in range(200)))
             assert got == [i * 2 for i in range(200)]
+
     run(main())
 
 
@@ -240,19 +278,22 @@ def test_extension_class_choice(venv_root) -> None:
         async with manager(venv_root, HostBase) as mgr:
             with pytest.raises(pyisolate.ExtensionLoadError, match="several"):
                 await mgr.load_extension(ext_config("multi"))
-            second = await mgr.load_extension(ext_config("multi2", "multi",
-                                                         extension_class="Second"))
+            second = await mgr.load_extension(
+                ext_config("multi2", "multi", extension_class="Second")
+            )
             assert await second.which() == "second"
             plain = await mgr.load_extension(ext_config("noclass"))
             assert (await plain.hello()).startswith("hello from HostBase in ")
+
     run(main())
 
 
 def test_in_process_extension(venv_root) -> None:
     async def main() -> None:
         async with manager(venv_root) as mgr:
-            ext = await mgr.load_extension(ext_config("local", "basic", isolated=False,
-                                                      apis=[Store]))
+            ext = await mgr.load_extension(
+                ext_config("local", "basic", isolated=False, apis=[Store])
+            )
             assert ext.pid is None
             info = await ext.info()
             assert info["pid"] == os.getpid()
@@ -262,6 +303,7 @@ def test_in_process_extension(venv_root) -> None:
             with pytest.raises(ValueError):
                 await ext.fail("value")
             await ext.stop()
+
     run(main())
 
 
@@ -281,13 +323,15 @@ def test_pickle_only_when_the_extension_allows_it(venv_root) -> None:
             with pytest.raises(TypeError, match=r"fractions.Fraction.*argument 0\['f'\]"):
                 await plain.echo(value)
             trusted = await mgr.load_extension(
-                ext_config("pickler", module="basic", allow_pickle=True))
+                ext_config("pickler", module="basic", allow_pickle=True)
+            )
             got = await trusted.echo(value)
             assert got == value and type(got["f"]) is fractions.Fraction
             assert type(got["d"]) is datetime.date
             # the plain extension still refuses them after the trusted one loaded
             with pytest.raises(TypeError, match="Fraction"):
                 await plain.echo(value)
+
     run(main())
 
     # A pickle arriving where none is allowed is refused, never unpickled.

@@ -11,14 +11,22 @@ _spec.loader.exec_module(check_layout)
 
 
 def test_cycle_found():
-    graph = {"broker": {"common", "memory"}, "memory": {"common", "worker"},
-             "worker": {"broker"}, "common": set()}
+    graph = {
+        "broker": {"common", "memory"},
+        "memory": {"common", "worker"},
+        "worker": {"broker"},
+        "common": set(),
+    }
     assert check_layout.find_cycles(graph) == [["broker", "memory", "worker"]]
 
 
 def test_one_direction_passes():
-    graph = {"broker": {"common", "memory"}, "worker": {"common", "memory"},
-             "memory": {"common"}, "common": set()}
+    graph = {
+        "broker": {"common", "memory"},
+        "worker": {"common", "memory"},
+        "memory": {"common"},
+        "common": set(),
+    }
     assert check_layout.find_cycles(graph) == []
 
 
@@ -28,9 +36,12 @@ def test_self_edge_is_a_cycle():
 
 def test_imports_inside_functions_count_and_type_checking_does_not():
     import ast
-    src = ("from typing import TYPE_CHECKING\n"
-           "if TYPE_CHECKING:\n    from . import _typed_only\n"
-           "def f():\n    from ._late import x\n    from .. import other\n")
+
+    src = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from . import _typed_only\n"
+        "def f():\n    from ._late import x\n    from .. import other\n"
+    )
     found = set(check_layout._imports(ast.parse(src), "pkg.mod", False))
     assert "pkg._late" in found and "pkg._late.x" in found
     assert not any("_typed_only" in m for m in found)

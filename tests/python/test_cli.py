@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import manager, run, subprocess_env
 
-EXT = '''
+EXT = """
 import os
 from pyisolate import ExtensionBase
 
@@ -24,18 +25,23 @@ class Tool(ExtensionBase):
 
     async def where(self):
         return os.getpid()
-'''
+"""
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pyisolate", *args], capture_output=True,
-                          text=True, env=subprocess_env(), timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pyisolate", *args],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=300,
+    )
 
 
 def rows(out: str) -> dict[str, dict[str, str]]:
     lines = [line.split("\t") for line in out.splitlines() if "\t" in line]
     head, body = lines[0], lines[1:]
-    return {r[0]: dict(zip(head, r)) for r in body}
+    return {r[0]: dict(zip(head, r, strict=True)) for r in body}
 
 
 @pytest.fixture
@@ -50,9 +56,11 @@ def _load(root: Path, tool: Path, name: str) -> None:
 
     async def main() -> None:
         async with manager(root) as mgr:
-            ext = await mgr.load_extension(pyisolate.ExtensionConfig(
-                name=name, module_path=str(tool)))
+            ext = await mgr.load_extension(
+                pyisolate.ExtensionConfig(name=name, module_path=str(tool))
+            )
             assert await ext.add(1, 2) == 3
+
     run(main())
 
 
@@ -70,8 +78,10 @@ def test_list_repair_prune(tmp_path: Path, tool: Path) -> None:
 
     # a broken venv is said so, and repair makes it again
     (root / "tool_b" / "bin" / "python").unlink()
-    assert rows(cli("list", "--root", str(root)).stdout)["tool_b"]["health"] == \
-        "broken: no bin/python"
+    assert (
+        rows(cli("list", "--root", str(root)).stdout)["tool_b"]["health"]
+        == "broken: no bin/python"
+    )
     out = cli("repair", "tool_b", "--root", str(root))
     assert out.returncode == 0, out.stdout + out.stderr
     assert (root / "tool_b" / "bin" / "python").exists()
@@ -130,7 +140,9 @@ def test_doctor(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[s
     assert found["sandbox launcher"]["status"] == "ok"
     assert found["Landlock"]["status"] in ("ok", "absent")
     assert found["seccomp"]["status"] in ("ok", "absent")
-    assert found["sandbox"]["status"] == "ok" or "not enforced here" in found["sandbox"]["what to do"]
+    assert (
+        found["sandbox"]["status"] == "ok" or "not enforced here" in found["sandbox"]["what to do"]
+    )
     # something needed missing: non-zero, and what to do
     from pyisolate import _cli, _venv
 

@@ -25,6 +25,7 @@ import signal
 import time
 
 import pytest
+
 from conftest import ext_config, manager, run
 
 
@@ -40,8 +41,10 @@ except ImportError as exc:
     _unavailable(f"CUDA tests need torch, which is not importable ({exc})")
 else:
     if not torch.cuda.is_available():
-        _unavailable(f"CUDA tests need a GPU: torch {torch.__version__} (CUDA "
-                     f"{torch.version.cuda}) says torch.cuda.is_available() is False")
+        _unavailable(
+            f"CUDA tests need a GPU: torch {torch.__version__} (CUDA "
+            f"{torch.version.cuda}) says torch.cuda.is_available() is False"
+        )
 
 import pyisolate  # noqa: E402
 
@@ -70,8 +73,9 @@ def _late(fn, *args) -> None:
 
 
 async def _load(mgr, name: str = "cuda_a"):
-    return await mgr.load_extension(ext_config(name, "cuda_ext", share_torch=True,
-                                               dependencies=["torch"]))
+    return await mgr.load_extension(
+        ext_config(name, "cuda_ext", share_torch=True, dependencies=["torch"])
+    )
 
 
 def _assert_same(got, want, what: str = "") -> None:
@@ -83,8 +87,9 @@ def _assert_same(got, want, what: str = "") -> None:
     assert got.shape == want.shape, f"{what}: {got.shape} != {want.shape}"
     assert got.stride() == want.stride(), f"{what}: {got.stride()} != {want.stride()}"
     assert torch.equal(got, want), f"{what}: values differ"
-    assert got.data_ptr() == want.data_ptr(), \
+    assert got.data_ptr() == want.data_ptr(), (
         f"{what}: a copy came back ({got.data_ptr():#x} != {want.data_ptr():#x})"
+    )
 
 
 def _shm_names() -> set[str]:
@@ -126,16 +131,28 @@ def test_round_trip_is_the_same_memory(venv_root) -> None:
                 assert d["uuid"] == str(props.uuid), "not the same physical GPU"
             _assert_same(await ext.echo(x), x, "contiguous")
             # non-contiguous views: the same strides, over the same memory
-            for what, v in [("transpose", x.t()), ("strided", x[::2, 1::3]),
-                            ("column", x[:, 3]), ("offset view", x[5:9, 7:]),
-                            ("strided transpose", x.t()[1::2, ::3])]:
+            for what, v in [
+                ("transpose", x.t()),
+                ("strided", x[::2, 1::3]),
+                ("column", x[:, 3]),
+                ("offset view", x[5:9, 7:]),
+                ("strided transpose", x.t()[1::2, ::3]),
+            ]:
                 d = await ext.describe(v)
                 assert d["is_cuda"] and d["shape"] == list(v.shape), what
                 assert d["stride"] == list(v.stride()), what
                 assert d["sum"] == float(v.double().sum()), what
                 _assert_same(await ext.echo(v), v, what)
-            for dt in (torch.float16, torch.bfloat16, torch.float64, torch.int64,
-                       torch.int32, torch.uint8, torch.bool, torch.complex64):
+            for dt in (
+                torch.float16,
+                torch.bfloat16,
+                torch.float64,
+                torch.int64,
+                torch.int32,
+                torch.uint8,
+                torch.bool,
+                torch.complex64,
+            ):
                 t = (torch.arange(12, device="cuda") % 3).to(dt).reshape(3, 4)
                 _assert_same(await ext.echo(t), t, str(dt))
             # inside containers
@@ -144,6 +161,7 @@ def test_round_trip_is_the_same_memory(venv_root) -> None:
             _assert_same(out["a"][0], x, "in a list")
             _assert_same(out["a"][1][0], x.t(), "in a tuple")
             _assert_same(out[3], x[1], "under an int key")
+
     run(main())
 
 
@@ -166,6 +184,7 @@ def test_in_place_writes_are_seen_both_ways(venv_root) -> None:
             assert await ext.total(t) == 7.0 * n, "the host's write is not seen"
             _late(t[1::2].fill_, 9.0)
             assert await ext.total(t) == (7.0 + 9.0) * n / 2
+
     run(main())
 
 
@@ -193,10 +212,10 @@ def test_extension_made_tensor_is_shared_with_the_host(venv_root) -> None:
             # the host's tensor must keep its memory (the producer keeps the
             # allocation while a receiver holds it)
             await ext.drop_held_and_churn(n)
-            assert bool((r == 5).all()), \
-                "the extension reused memory the host still holds"
+            assert bool((r == 5).all()), "the extension reused memory the host still holds"
             r += 1
             assert bool((r == 6).all())
+
     run(main())
 
 
@@ -225,19 +244,26 @@ def test_repeated_passes_do_not_grow_memory(venv_root) -> None:
             ext1 = await ext.gpu_state()
             names1 = _shm_names() - names_before
             assert bool((t == 102).all()), "the passes did not all write the same memory"
-            assert free0 - free1 <= TOLERANCE, \
+            assert free0 - free1 <= TOLERANCE, (
                 f"GPU free memory (host) shrank by {(free0 - free1) / MiB:.0f} MiB in 100 passes"
-            assert ext0["free"] - ext1["free"] <= TOLERANCE, \
-                f"GPU free memory (extension) shrank by " \
+            )
+            assert ext0["free"] - ext1["free"] <= TOLERANCE, (
+                f"GPU free memory (extension) shrank by "
                 f"{(ext0['free'] - ext1['free']) / MiB:.0f} MiB in 100 passes"
-            assert ext1["reserved"] <= ext0["reserved"] + TOLERANCE, \
-                f"the extension's allocator grew from {ext0['reserved'] / MiB:.0f} " \
+            )
+            assert ext1["reserved"] <= ext0["reserved"] + TOLERANCE, (
+                f"the extension's allocator grew from {ext0['reserved'] / MiB:.0f} "
                 f"to {ext1['reserved'] / MiB:.0f} MiB"
-            assert len(ext1["regions"]) <= len(ext0["regions"]) + 1, \
-                f"regions mapped in the extension: {len(ext0['regions'])} after the first " \
+            )
+            assert len(ext1["regions"]) <= len(ext0["regions"]) + 1, (
+                f"regions mapped in the extension: {len(ext0['regions'])} after the first "
                 f"passes, {len(ext1['regions'])} after 100 more"
-            assert len(names1) <= len(names0) + 1, \
-                f"/dev/shm regions: {len(names0)} after the first passes, {len(names1)} after 100 more"
+            )
+            assert len(names1) <= len(names0) + 1, (
+                f"/dev/shm regions: {len(names0)} after the first passes, "
+                f"{len(names1)} after 100 more"
+            )
+
     run(main())
 
 
@@ -261,11 +287,13 @@ def test_host_allocation_lives_while_an_extension_holds_it(venv_root) -> None:
             gc.collect()
             churn = torch.full((n,), -1.0, device="cuda")
             torch.cuda.synchronize()
-            assert await ext.held_total(0) == 4.0 * n, \
+            assert await ext.held_total(0) == 4.0 * n, (
                 "memory the extension holds was reused by the host"
+            )
             del churn
-            assert _reserved() >= base + n * 4, \
+            assert _reserved() >= base + n * 4, (
                 "the allocation was freed while the extension holds it"
+            )
             assert await ext.held_total(0) == 4.0 * n
             # once the extension lets go, the host's memory becomes freeable
             await ext.drop_held()
@@ -274,8 +302,11 @@ def test_host_allocation_lives_while_an_extension_holds_it(venv_root) -> None:
                 await ext.echo(probe)
 
             ok = await _settle(lambda: _reserved() <= base + TOLERANCE, 10, cross)
-            assert ok, (f"torch.cuda.memory_reserved() stays at {_reserved() / MiB:.0f} MiB "
-                        f"(was {base / MiB:.0f} MiB) after the extension dropped the tensor")
+            assert ok, (
+                f"torch.cuda.memory_reserved() stays at {_reserved() / MiB:.0f} MiB "
+                f"(was {base / MiB:.0f} MiB) after the extension dropped the tensor"
+            )
+
     run(main())
 
 
@@ -292,7 +323,7 @@ def test_killed_extension_releases_host_memory(venv_root) -> None:
             assert await ext.held_total(0) == float(n)
             os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
-            while ext.alive and time.monotonic() < deadline:
+            while ext.alive and time.monotonic() < deadline:  # noqa: ASYNC110 - polls the handle; no event to await
                 await asyncio.sleep(0.05)
             with pytest.raises(pyisolate.ExtensionCrashed):
                 await asyncio.wait_for(ext.getpid(), 10)
@@ -302,9 +333,12 @@ def test_killed_extension_releases_host_memory(venv_root) -> None:
             assert float(t.double().sum()) == float(n)
             del t
             ok = await _settle(lambda: _reserved() <= base + TOLERANCE, 10)
-            assert ok, (f"torch.cuda.memory_reserved() stays at {_reserved() / MiB:.0f} MiB "
-                        f"(was {base / MiB:.0f} MiB before the 256 MiB tensor) after the "
-                        f"extension that held it was killed")
+            assert ok, (
+                f"torch.cuda.memory_reserved() stays at {_reserved() / MiB:.0f} MiB "
+                f"(was {base / MiB:.0f} MiB before the 256 MiB tensor) after the "
+                f"extension that held it was killed"
+            )
+
     run(main())
 
 
@@ -329,4 +363,5 @@ def test_pass_on_between_extensions_without_copy(venv_root) -> None:
             assert h2.data_ptr() == h.data_ptr()
             await b.fill_late(h2, 2.0)
             assert bool((h == 2).all())
+
     run(main())

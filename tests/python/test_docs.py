@@ -35,10 +35,12 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import pytest
+
 from conftest import REPO, subprocess_env
 
 DOCS = REPO / "docs"
@@ -51,11 +53,27 @@ NOT_RUN: dict[tuple[str, int], str] = {}
 DATA_FILES = {"toml", "json", "ini", "cfg"}
 
 # Commands taken as real without a check of their own.
-TOOLS = {"pip", "pip3", "uv", "cmake", "pytest", "git", "cd", "export", "apt-get",
-         "sudo", "taskset", "strace", "docker", "auditwheel"}
+TOOLS = {
+    "pip",
+    "pip3",
+    "uv",
+    "cmake",
+    "pytest",
+    "git",
+    "cd",
+    "export",
+    "apt-get",
+    "sudo",
+    "taskset",
+    "strace",
+    "docker",
+    "auditwheel",
+}
 
-FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+-]*)"
-                   r"(?P<attrs>[^`\n]*)$")
+FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+-]*)"
+    r"(?P<attrs>[^`\n]*)$"
+)
 TITLE = re.compile(r'title="([^"]*)"')
 
 
@@ -79,15 +97,14 @@ def blocks(page: Path) -> Iterator[Block]:
         body = []
         j = i + 1
         while j < len(lines) and not lines[j].strip().startswith(fence):
-            body.append(lines[j][len(indent):] if lines[j].startswith(indent) else lines[j])
+            body.append(lines[j][len(indent) :] if lines[j].startswith(indent) else lines[j])
             j += 1
         yield Block(m["lang"].lower(), title[1] if title else None, "\n".join(body) + "\n", i + 1)
         i = j + 1
 
 
 def pages_with_python() -> list[str]:
-    return sorted(p.name for p in DOCS.glob("*.md")
-                  if any(b.lang == "python" for b in blocks(p)))
+    return sorted(p.name for p in DOCS.glob("*.md") if any(b.lang == "python" for b in blocks(p)))
 
 
 @pytest.mark.timeout(300)
@@ -119,19 +136,28 @@ def test_python_samples_run(page: str, venv_root: Path, tmp_path: Path) -> None:
         else:
             program = tmp_path / f"_sample_{block.line}.py"
             program.write_text(block.code)
-        proc = subprocess.run([sys.executable, str(program)], cwd=tmp_path,
-                              env=subprocess_env(), capture_output=True, text=True,
-                              timeout=240)
+        proc = subprocess.run(
+            [sys.executable, str(program)],
+            cwd=tmp_path,
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         assert proc.returncode == 0, f"{where} exited {proc.returncode}:\n{proc.stderr[-4000:]}"
         following = found[n + 1] if n + 1 < len(found) else None
         if following is not None and following.lang == "text" and following.title == "output":
             assert proc.stdout.strip() == following.code.strip(), (
-                f"{where} printed:\n{proc.stdout}\nthe page says:\n{following.code}")
+                f"{where} printed:\n{proc.stdout}\nthe page says:\n{following.code}"
+            )
 
 
 def _cmake_builds(name: str) -> bool:
-    return any(re.search(rf"add_executable\s*\(\s*{re.escape(name)}\b", f.read_text())
-               for f in REPO.rglob("CMakeLists.txt") if ".venv" not in f.parts)
+    return any(
+        re.search(rf"add_executable\s*\(\s*{re.escape(name)}\b", f.read_text())
+        for f in REPO.rglob("CMakeLists.txt")
+        if ".venv" not in f.parts
+    )
 
 
 def _make_targets() -> set[str]:
@@ -145,8 +171,9 @@ def _check_command(words: list[str], page_files: set[str]) -> str | None:
 
     cmd, rest = words[0], words[1:]
     if cmd == "make":
-        bad = [t for t in rest if "=" not in t and not t.startswith("-")
-               and t not in _make_targets()]
+        bad = [
+            t for t in rest if "=" not in t and not t.startswith("-") and t not in _make_targets()
+        ]
         return f"no make target {bad}" if bad else None
     if cmd == "pyisolate":
         try:

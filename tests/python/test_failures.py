@@ -10,8 +10,9 @@ import sys
 import textwrap
 import time
 
-import pyisolate
 import pytest
+
+import pyisolate
 from conftest import EXTENSIONS, HERE, ext_config, manager, run, subprocess_env
 
 
@@ -47,6 +48,7 @@ def test_sigkill_mid_call_then_reload(venv_root) -> None:
             # and a reload works
             again = await mgr.load_extension(ext_config("victim", "sleepy"))
             assert await again.getpid() != pid
+
     run(main())
 
 
@@ -67,6 +69,7 @@ def test_hung_extension_times_out(venv_root) -> None:
             with pytest.raises(pyisolate.CallTimeout):
                 await per_ext.hang()
             assert await per_ext.with_timeout(None).block(0.5) == 0.5  # no deadline
+
     run(main())
 
 
@@ -91,6 +94,7 @@ def test_cancellation_reaches_the_extension(venv_root) -> None:
                     break
                 await asyncio.sleep(0.05)
             assert 77 in await ext.cancelled()
+
     run(main())
 
 
@@ -110,8 +114,10 @@ def test_import_error_is_extension_load_error(venv_root) -> None:
             with pytest.raises(pyisolate.ExtensionLoadError):  # the same name again, at once
                 await mgr.load_extension(ext_config("broken"))
             with pytest.raises(pyisolate.ExtensionLoadError, match="does not exist"):
-                await mgr.load_extension(pyisolate.ExtensionConfig(
-                    name="missing", module_path=str(EXTENSIONS / "nope")))
+                await mgr.load_extension(
+                    pyisolate.ExtensionConfig(name="missing", module_path=str(EXTENSIONS / "nope"))
+                )
+
     run(main())
 
 
@@ -119,13 +125,18 @@ def test_failed_install_shows_uv_output(venv_root) -> None:
     async def main() -> None:
         async with manager(venv_root) as mgr:
             with pytest.raises(pyisolate.DependencyInstallError) as info:
-                await mgr.load_extension(ext_config(
-                    "badpkg", "noclass",
-                    dependencies=["pyisolate-test-no-such-package-xyzzy==0.0.1"]))
+                await mgr.load_extension(
+                    ext_config(
+                        "badpkg",
+                        "noclass",
+                        dependencies=["pyisolate-test-no-such-package-xyzzy==0.0.1"],
+                    )
+                )
             err = info.value
             assert err.extension == "badpkg"
             assert "pyisolate-test-no-such-package-xyzzy" in str(err)
             assert err.returncode != 0 and err.output
+
     run(main())
     assert not (venv_root / "badpkg" / ".pyisolate-fingerprint").exists()
 
@@ -150,8 +161,9 @@ HOST_SCRIPT = textwrap.dedent("""
 def test_host_sigkill_leaves_no_extension(venv_root, tmp_path) -> None:
     script = tmp_path / "host.py"
     script.write_text(HOST_SCRIPT.format(here=str(HERE), root=str(venv_root)))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            env=subprocess_env(), text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, env=subprocess_env(), text=True
+    )
     try:
         line = proc.stdout.readline()
         child = int(line)
@@ -169,13 +181,15 @@ def test_host_sigkill_leaves_no_extension(venv_root, tmp_path) -> None:
 def test_blocked_event_loops_are_not_declared_lost(venv_root) -> None:
     """An extension (or host) whose event loop is blocked for longer than a
     few heartbeats keeps working: liveness follows heartbeat_timeout."""
+
     async def main() -> None:
         async with manager(venv_root) as mgr:
             ext = await mgr.load_extension(ext_config("blocker", "sleepy"))
             assert await ext.block_loop(6.5) == 6.5
-            time.sleep(6.5)  # the host's loop, blocked too
+            time.sleep(6.5)  # noqa: ASYNC251 - the host's loop, blocked too
             assert isinstance(await ext.getpid(), int)
             assert ext.alive
+
     run(main())
 
 
@@ -198,6 +212,7 @@ def test_calls_after_stop_and_stop_during_calls(venv_root) -> None:
                 await loading.echo(1)
             with pytest.raises(pyisolate.ExtensionStopped):
                 await loading
+
     run(main())
 
 
@@ -210,6 +225,7 @@ def test_foreign_folder_under_venv_root_is_not_deleted(venv_root) -> None:
         async with manager(venv_root) as mgr:
             with pytest.raises(pyisolate.DependencyInstallError, match="not a venv"):
                 await mgr.load_extension(ext_config("foreign", "noclass"))
+
     run(main())
     assert (foreign / "precious.txt").read_text() == "keep me"
 
@@ -226,6 +242,7 @@ def test_cancel_one_of_several_calls_cancels_exactly_its_task(venv_root) -> None
     """With several calls in flight, cancelling the host's task of one
     cancels that call's task in the extension and no other; the others
     finish normally afterwards."""
+
     async def main() -> None:
         async with manager(venv_root) as mgr:
             ext = await mgr.load_extension(ext_config("cancel_several", "probe"))
@@ -234,6 +251,7 @@ def test_cancel_one_of_several_calls_cancels_exactly_its_task(venv_root) -> None
 
             async def all_started() -> bool:
                 return sorted((await ext.state())["started"]) == tags
+
             await _until(all_started, "all four calls running in the extension")
             calls["b"].cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -247,6 +265,7 @@ def test_cancel_one_of_several_calls_cancels_exactly_its_task(venv_root) -> None
                 await ext.release(tag)
                 assert await asyncio.wait_for(calls[tag], 30) == tag
             assert (await ext.state())["cancelled"] == ["b", "d"]
+
     run(main())
 
 
@@ -258,6 +277,7 @@ def test_timed_out_call_is_cancelled_in_the_extension(venv_root) -> None:
     """A call past its timeout fails with CallTimeout in the host and its
     task is cancelled in the extension; a call in flight beside it without
     a timeout is untouched."""
+
     async def main() -> None:
         async with manager(venv_root) as mgr:
             ext = await mgr.load_extension(ext_config("timeout_cancel", "probe"))
@@ -271,4 +291,5 @@ def test_timed_out_call_is_cancelled_in_the_extension(venv_root) -> None:
             await ext.release("patient")
             assert await asyncio.wait_for(patient, 30) == "patient"
             assert (await ext.state())["cancelled"] == ["late"]
+
     run(main())

@@ -9,6 +9,7 @@ import site
 import sysconfig
 
 import pytest
+
 from conftest import OLD_NUMPY, OLD_NUMPY_VERSION, ext_config, manager, requires_numpy1, run
 
 
@@ -46,6 +47,7 @@ def test_numpy_1_and_2_side_by_side(venv_root) -> None:
             several = await one.double_all([big, np.zeros(0), np.ones((2, 2), dtype=bool)])
             assert (several[0] == big * 2).all() and several[1].size == 0
             assert several[2].dtype == bool
+
     run(main())
 
 
@@ -64,6 +66,7 @@ def test_extension_does_not_see_host_packages(venv_root) -> None:
             assert not await ext.can_import("numpy")
             assert not await ext.can_import("torch")
             assert await ext.can_import("msgpack")  # pyisolate's runtime dependency
+
     run(main())
 
 
@@ -72,8 +75,9 @@ def test_share_torch(venv_root) -> None:
 
     async def main() -> None:
         async with manager(venv_root) as mgr:
-            ext = await mgr.load_extension(ext_config("torchy", share_torch=True,
-                                                      dependencies=["torch"]))
+            ext = await mgr.load_extension(
+                ext_config("torchy", share_torch=True, dependencies=["torch"])
+            )
             t = torch.arange(6, dtype=torch.float32).reshape(2, 3)
             d = await ext.describe(t)
             assert d["torch_file"] == torch.__file__
@@ -86,6 +90,7 @@ def test_share_torch(venv_root) -> None:
             half = torch.ones(300, 300, dtype=torch.bfloat16)
             got = await ext.scale(half, 3)
             assert got.dtype == torch.bfloat16 and bool((got == 3).all())
+
     run(main())
     # torch was not installed into the venv
     assert not list((venv_root / "torchy").glob("lib/python*/site-packages/torch"))
@@ -98,12 +103,14 @@ def test_share_torch_extension_dependencies_win(venv_root) -> None:
 
     async def main() -> None:
         async with manager(venv_root) as mgr:
-            ext = await mgr.load_extension(ext_config("torch_np", share_torch=True,
-                                                      dependencies=["numpy<2"]))
+            ext = await mgr.load_extension(
+                ext_config("torch_np", share_torch=True, dependencies=["numpy<2"])
+            )
             v = await ext.versions()
             assert v["numpy"].startswith("1.")
             assert v["numpy_file"].startswith(str(venv_root / "torch_np"))
             assert v["torch_file"] == torch.__file__
+
     run(main())
 
 
@@ -113,9 +120,11 @@ def test_unchanged_extension_reuses_its_venv(venv_root, caplog) -> None:
     async def main() -> None:
         for _ in range(2):
             async with manager(venv_root) as mgr:
-                ext = await mgr.load_extension(ext_config("reuse", "np2",
-                                                          dependencies=["numpy>=2"]))
+                ext = await mgr.load_extension(
+                    ext_config("reuse", "np2", dependencies=["numpy>=2"])
+                )
                 assert (await ext.numpy_info())["version"].startswith("2.")
+
     run(main())
     msgs = [r.getMessage() for r in caplog.records]
     assert sum("reusing the venv" in m for m in msgs) >= 1

@@ -13,8 +13,9 @@ import asyncio
 from pathlib import Path
 
 import msgpack
-import pyisolate
 import pytest
+
+import pyisolate
 from conftest import EXTENSIONS, run
 from pyisolate import _codes, _core, _launch
 from pyisolate._codes import Callee, call_error, exception_type, reply_error
@@ -57,16 +58,22 @@ def test_the_table_by_callee() -> None:
 
 def test_error_replies() -> None:
     lib = _core.lib
-    timeout = reply_error(_core.Message(_core.ERROR, 1, "", lib.PYI_ERR_TIMEOUT, "late", 0),
-                          "ext.e", "m", 0.5)
+    timeout = reply_error(
+        _core.Message(_core.ERROR, 1, "", lib.PYI_ERR_TIMEOUT, "late", 0), "ext.e", "m", 0.5
+    )
     assert isinstance(timeout, pyisolate.CallTimeout) and isinstance(timeout, TimeoutError)
     assert str(timeout) == "call to m on 'ext.e' timed out after 0.5s"
     body = msgpack.packb(describe_exception(KeyError("k")), use_bin_type=True)
-    own = reply_error(_core.Message(_core.ERROR, 1, "", lib.PYI_ERR_APPLICATION, "KeyError",
-                                    0, [body]), "ext.e", "m", None)
+    own = reply_error(
+        _core.Message(_core.ERROR, 1, "", lib.PYI_ERR_APPLICATION, "KeyError", 0, [body]),
+        "ext.e",
+        "m",
+        None,
+    )
     assert type(own) is KeyError and "KeyError" in own.remote_traceback
-    bare = reply_error(_core.Message(_core.ERROR, 1, "", lib.PYI_ERR_APPLICATION, "t", 0),
-                       "ext.e", "m", None)
+    bare = reply_error(
+        _core.Message(_core.ERROR, 1, "", lib.PYI_ERR_APPLICATION, "t", 0), "ext.e", "m", None
+    )
     assert type(bare) is pyisolate.BrokerError
 
 
@@ -77,8 +84,9 @@ class _StubHost:
         self.loop = loop
 
     def admit_remote(self, service: str) -> dict[str, str]:
-        return dict.fromkeys(("endpoint", "server_key", "public_key", "secret_key", "token"),
-                             "x") | {"service": service}
+        return dict.fromkeys(
+            ("endpoint", "server_key", "public_key", "secret_key", "token"), "x"
+        ) | {"service": service}
 
 
 def _config(name: str, module: str = "basic", **kw: object) -> pyisolate.ExtensionConfig:
@@ -110,6 +118,7 @@ def test_state_transitions_of_a_process() -> None:
         assert r.ticket and r.ticket.startswith("pyi1.")
         r.on_lost("gone")  # a remote one: lost is its end
         assert r.state is State.ENDED and not r.alive and r.reason == "gone"
+
     run(main())
 
 
@@ -127,8 +136,9 @@ def test_state_transitions_in_process() -> None:
         with pytest.raises(pyisolate.ExtensionStopped):
             await ok.call("echo", (1,), {}, None)
 
-        bad = _launch.InProcess(_config("bad", "broken", isolated=False),
-                                pyisolate.ExtensionBase, loop)
+        bad = _launch.InProcess(
+            _config("bad", "broken", isolated=False), pyisolate.ExtensionBase, loop
+        )
         bad.start()
         with pytest.raises(pyisolate.ExtensionLoadError):
             await bad.wait_ready()
@@ -136,19 +146,18 @@ def test_state_transitions_in_process() -> None:
         with pytest.raises(pyisolate.ExtensionLoadError):  # calls say why
             await bad.call("echo", (1,), {}, None)
 
-        early = _launch.InProcess(_config("early", isolated=False),
-                                  pyisolate.ExtensionBase, loop)
+        early = _launch.InProcess(_config("early", isolated=False), pyisolate.ExtensionBase, loop)
         early.start()
         await early.stop()  # while loading
         assert early.state is State.STOPPED
         with pytest.raises(pyisolate.ExtensionStopped):
             await early.wait_ready()
+
     run(main())
 
 
 def test_the_handle_stays_thin() -> None:
     # Every public name of the handle shadows extension methods of that name.
     names = {n for n in vars(pyisolate.Extension) if not n.startswith("_")}
-    assert names == {"pid", "alive", "exit_status", "wait_ready", "remote", "with_timeout",
-                     "stop"}
+    assert names == {"pid", "alive", "exit_status", "wait_ready", "remote", "with_timeout", "stop"}
     assert isinstance(vars(pyisolate.Extension)["pid"], property)

@@ -12,8 +12,9 @@ import subprocess
 import sys
 import textwrap
 
-import pyisolate
 import pytest
+
+import pyisolate
 from conftest import STARTED, LeakCheck, our_regions, our_rundirs, subprocess_env
 
 # A host in a process of its own: a broker (its runtime directory) and a
@@ -67,8 +68,13 @@ def test_sees_a_host_it_started_and_what_it_left() -> None:
     and regions are seen while it lives; killed, the next host (the check
     starts one) removes both, as for any dead host."""
     pytest.importorskip("numpy")
-    host = subprocess.Popen([sys.executable, "-c", HOST], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=subprocess_env())
+    host = subprocess.Popen(
+        [sys.executable, "-c", HOST],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
     try:
         rundir, region = host.stdout.readline().split()
         assert host.pid in STARTED

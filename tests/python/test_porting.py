@@ -16,27 +16,36 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+import pytest
 
 import pyisolate
-import pytest
 from conftest import EXTENSIONS, run, subprocess_env
 
 
 def zero_x_config(name: str, folder: str = "shadowed", **kw: Any) -> Any:
     """An ExtensionConfig as 0.x code writes one: every key of its TypedDict
     that was required, and module_path (tests/python/extensions/<folder>)."""
-    keys: dict[str, Any] = dict(name=name, module_path=str(EXTENSIONS / folder),
-                                isolated=True, dependencies=[], apis=[], share_torch=False,
-                                share_cuda_ipc=False)
+    keys: dict[str, Any] = dict(
+        name=name,
+        module_path=str(EXTENSIONS / folder),
+        isolated=True,
+        dependencies=[],
+        apis=[],
+        share_torch=False,
+        share_cuda_ipc=False,
+    )
     keys.update(kw)
     return pyisolate.ExtensionConfig(**keys)
 
 
 def zero_x_manager(venv_root: Path) -> Any:
     return pyisolate.ExtensionManager(
-        pyisolate.ExtensionBase, pyisolate.ExtensionManagerConfig(venv_root_path=str(venv_root)))
+        pyisolate.ExtensionBase, pyisolate.ExtensionManagerConfig(venv_root_path=str(venv_root))
+    )
 
 
 def write_wheel(path: str, dist: str, version: str, files: dict[str, str]) -> None:
@@ -46,10 +55,13 @@ def write_wheel(path: str, dist: str, version: str, files: dict[str, str]) -> No
     import zipfile as _zf
 
     info = f"{dist}-{version}.dist-info"
-    files = {**files,
-             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n",
-             f"{info}/WHEEL": ("Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                               "Tag: py3-none-any\n")}
+    files = {
+        **files,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n",
+        f"{info}/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
     record = []
     with _zf.ZipFile(path, "w") as z:
         for name, text in files.items():
@@ -65,20 +77,24 @@ def probe_wheel(folder: Path, version: str) -> Path:
     """The wheel of package ``porting_probe`` at ``version``."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"porting_probe-{version}-py3-none-any.whl"
-    write_wheel(str(path), "porting_probe", version,
-                {"porting_probe/__init__.py": f"VERSION = {version!r}\n"})
+    write_wheel(
+        str(path),
+        "porting_probe",
+        version,
+        {"porting_probe/__init__.py": f"VERSION = {version!r}\n"},
+    )
     return path
 
 
 # -- names as people write them ------------------------------------------------
+
 
 def test_names_as_people_write_them(venv_root, caplog) -> None:
     caplog.set_level(logging.INFO, logger="pyisolate.extension")
 
     async def main() -> None:
         manager = zero_x_manager(venv_root)
-        names = {"node pack (v2)": "node_pack_v2", "画像 tools": "画像_tools",
-                 "x`id`y": "x_id_y"}
+        names = {"node pack (v2)": "node_pack_v2", "画像 tools": "画像_tools", "x`id`y": "x_id_y"}
         exts = {name: manager.load_extension(zero_x_config(name)) for name in names}
         for name, key in names.items():
             ext = exts[name]
@@ -111,8 +127,9 @@ def test_names_as_people_write_them(venv_root, caplog) -> None:
     assert any("[画像 tools] shadowed: module imported" in r.getMessage() for r in lines)
 
 
-@pytest.mark.parametrize("name", ["../x", "/abs", "a/b", "..", "a\x00b", "a\\b", "()", " _ ",
-                                  ".hidden", "a\nb"])
+@pytest.mark.parametrize(
+    "name", ["../x", "/abs", "a/b", "..", "a\x00b", "a\\b", "()", " _ ", ".hidden", "a\nb"]
+)
 def test_names_that_are_paths_or_nothing_refused(venv_root, name: str) -> None:
     async def main() -> None:
         manager = zero_x_manager(venv_root / "refused")
@@ -126,6 +143,7 @@ def test_names_that_are_paths_or_nothing_refused(venv_root, name: str) -> None:
 
 # -- stop_all_extensions() ------------------------------------------------------
 
+
 def _alive(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
 
@@ -136,9 +154,13 @@ def test_stop_all_extensions_after_asyncio_run(venv_root, tmp_path) -> None:
     manager = zero_x_manager(venv_root)
 
     async def main() -> Any:
-        ext = manager.load_extension(zero_x_config(
-            "stopper", env={"STOP_MARK": str(mark)},
-            sandbox={"writable_paths": [str(mark.parent)]}))
+        ext = manager.load_extension(
+            zero_x_config(
+                "stopper",
+                env={"STOP_MARK": str(mark)},
+                sandbox={"writable_paths": [str(mark.parent)]},
+            )
+        )
         await ext.remote.pid()
         return ext
 
@@ -159,9 +181,13 @@ def test_stop_all_extensions_on_the_running_loop(venv_root, tmp_path) -> None:
 
     async def main() -> None:
         manager = zero_x_manager(venv_root)
-        ext = manager.load_extension(zero_x_config(
-            "stopper", env={"STOP_MARK": str(mark)},
-            sandbox={"writable_paths": [str(mark.parent)]}))
+        ext = manager.load_extension(
+            zero_x_config(
+                "stopper",
+                env={"STOP_MARK": str(mark)},
+                sandbox={"writable_paths": [str(mark.parent)]},
+            )
+        )
         pid = await ext.remote.pid()
         manager.stop_all_extensions()
         assert not _alive(pid) and not ext.alive
@@ -184,9 +210,13 @@ def test_stop_all_extensions_from_another_thread(venv_root, tmp_path) -> None:
         manager = zero_x_manager(venv_root)
 
         async def load() -> Any:
-            ext = manager.load_extension(zero_x_config(
-                "stopper", env={"STOP_MARK": str(mark)},
-                sandbox={"writable_paths": [str(mark.parent)]}))
+            ext = manager.load_extension(
+                zero_x_config(
+                    "stopper",
+                    env={"STOP_MARK": str(mark)},
+                    sandbox={"writable_paths": [str(mark.parent)]},
+                )
+            )
             await ext.remote.pid()
             return ext
 
@@ -210,8 +240,12 @@ def test_stop_all_extensions_with_an_idle_loop(venv_root, tmp_path) -> None:
 
         async def load() -> Any:
             return await manager.load_extension(
-                zero_x_config("stopper", env={"STOP_MARK": str(mark)},
-                              sandbox={"writable_paths": [str(mark.parent)]}))
+                zero_x_config(
+                    "stopper",
+                    env={"STOP_MARK": str(mark)},
+                    sandbox={"writable_paths": [str(mark.parent)]},
+                )
+            )
 
         ext = loop.run_until_complete(load())
         manager.stop_all_extensions()
@@ -261,7 +295,8 @@ def editable_project(root: Path) -> Path:
     (root / "porting_editable" / "__init__.py").write_text("VERSION = 'editable'\n")
     (root / "pyproject.toml").write_text(
         '[project]\nname = "porting_editable"\nversion = "0.1"\n\n'
-        '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n')
+        '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
+    )
     (root / "backend.py").write_text(BACKEND + inspect.getsource(write_wheel))
     return root
 
@@ -271,14 +306,17 @@ def test_editable_dependency_as_two_items(venv_root, tmp_path) -> None:
 
     async def main() -> None:
         manager = zero_x_manager(venv_root)
-        ext = manager.load_extension(zero_x_config(
-            "editable", dependencies=["-e", str(project)]))
+        ext = manager.load_extension(zero_x_config("editable", dependencies=["-e", str(project)]))
         version, file = await ext.import_probe("porting_editable")
-        assert (version, file) == ("editable",
-                                   str(project / "porting_editable" / "__init__.py"))
+        assert (version, file) == ("editable", str(project / "porting_editable" / "__init__.py"))
         # The path item is checked as in "-e <path>".
-        for deps in (["-e"], ["-e", "numpy"], ["-e", "--index-url=https://x.invalid"],
-                     ["-e", f"{project};id"], ["numpy", "-e"]):
+        for deps in (
+            ["-e"],
+            ["-e", "numpy"],
+            ["-e", "--index-url=https://x.invalid"],
+            ["-e", f"{project};id"],
+            ["numpy", "-e"],
+        ):
             with pytest.raises(ValueError, match="refused dependency"):
                 manager.load_extension(zero_x_config("editable2", dependencies=deps))
         await manager.stop_all()
@@ -287,6 +325,7 @@ def test_editable_dependency_as_two_items(venv_root, tmp_path) -> None:
 
 
 # -- 0.x config keys ---------------------------------------------------------------
+
 
 class _Index(http.server.BaseHTTPRequestHandler):
     """A package index (PEP 503) with Basic authentication user:s3cret."""
@@ -308,8 +347,9 @@ class _Index(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             return
         if self.path.rstrip("/") == "/simple/porting-probe":
-            body = "".join(f'<a href="/files/{p.name}">{p.name}</a>\n'
-                           for p in self.folder.iterdir()).encode()
+            body = "".join(
+                f'<a href="/files/{p.name}">{p.name}</a>\n' for p in self.folder.iterdir()
+            ).encode()
             ctype = "text/html"
         elif self.path.startswith("/files/") and (self.folder / self.path[7:]).is_file():
             body = (self.folder / self.path[7:]).read_bytes()
@@ -346,12 +386,20 @@ def test_extra_index_urls(venv_root, index, caplog) -> None:
 
     async def main() -> None:
         manager = zero_x_manager(venv_root)
-        ext = manager.load_extension(zero_x_config(
-            "private index", dependencies=["porting-probe==3.0"], extra_index_urls=[index]))
+        ext = manager.load_extension(
+            zero_x_config(
+                "private index", dependencies=["porting-probe==3.0"], extra_index_urls=[index]
+            )
+        )
         version, _ = await ext.import_probe("porting_probe")
         assert version == "3.0"
-        for bad in ("ftp://example.org/simple", "https://example.org/a b", "https://",
-                    "--index-url=https://example.org", "https://ex`id`.org/simple"):
+        for bad in (
+            "ftp://example.org/simple",
+            "https://example.org/a b",
+            "https://",
+            "--index-url=https://example.org",
+            "https://ex`id`.org/simple",
+        ):
             with pytest.raises(ValueError, match="refused extra index URL"):
                 manager.load_extension(zero_x_config("bad index", extra_index_urls=[bad]))
         await manager.stop_all()
@@ -366,15 +414,30 @@ def test_extra_index_urls(venv_root, index, caplog) -> None:
 
 def test_zero_x_keys_accepted(venv_root) -> None:
     """share_cuda_ipc, execution_model, package_manager='uv', module: accepted."""
+
     async def main() -> None:
         manager = zero_x_manager(venv_root)
-        coupled = manager.load_extension(zero_x_config(
-            "coupled", share_cuda_ipc=True, execution_model="host-coupled",
-            package_manager="uv", module="coupled"))
-        sealed = manager.load_extension({
-            "name": "sealed", "module_path": str(EXTENSIONS / "shadowed"), "isolated": True,
-            "dependencies": [], "apis": [], "share_torch": False, "share_cuda_ipc": False,
-            "execution_model": "sealed_worker"})
+        coupled = manager.load_extension(
+            zero_x_config(
+                "coupled",
+                share_cuda_ipc=True,
+                execution_model="host-coupled",
+                package_manager="uv",
+                module="coupled",
+            )
+        )
+        sealed = manager.load_extension(
+            {
+                "name": "sealed",
+                "module_path": str(EXTENSIONS / "shadowed"),
+                "isolated": True,
+                "dependencies": [],
+                "apis": [],
+                "share_torch": False,
+                "share_cuda_ipc": False,
+                "execution_model": "sealed_worker",
+            }
+        )
         assert await coupled.remote.pid() == coupled.pid
         assert await sealed.remote.pid() == sealed.pid
         await manager.stop_all()
@@ -382,11 +445,14 @@ def test_zero_x_keys_accepted(venv_root) -> None:
     run(main())
 
 
-@pytest.mark.parametrize("keys, error", [
-    ({"package_manager": "conda"}, "conda environments are not supported"),
-    ({"execution_model": "sealed"}, "'host-coupled' or 'sealed_worker'"),
-    ({"execution_model": "sealed_worker", "share_torch": True}, "share_torch=False"),
-])
+@pytest.mark.parametrize(
+    "keys, error",
+    [
+        ({"package_manager": "conda"}, "conda environments are not supported"),
+        ({"execution_model": "sealed"}, "'host-coupled' or 'sealed_worker'"),
+        ({"execution_model": "sealed_worker", "share_torch": True}, "share_torch=False"),
+    ],
+)
 def test_zero_x_values_refused(venv_root, keys: dict[str, Any], error: str) -> None:
     async def main() -> None:
         manager = zero_x_manager(venv_root)
@@ -397,13 +463,16 @@ def test_zero_x_values_refused(venv_root, keys: dict[str, Any], error: str) -> N
     run(main())
 
 
-@pytest.mark.parametrize("key, value, why", [
-    ("conda_channels", ["conda-forge"], "conda environments are not supported"),
-    ("conda_dependencies", ["numpy"], "conda environments are not supported"),
-    ("conda_platforms", ["linux-64"], "conda environments are not supported"),
-    ("sealed_host_ro_paths", ["/opt/code"], "install other code into its venv"),
-    ("cuda_wheels", {"index_url": "https://x", "packages": ["a"]}, "extra_index_urls"),
-])
+@pytest.mark.parametrize(
+    "key, value, why",
+    [
+        ("conda_channels", ["conda-forge"], "conda environments are not supported"),
+        ("conda_dependencies", ["numpy"], "conda environments are not supported"),
+        ("conda_platforms", ["linux-64"], "conda environments are not supported"),
+        ("sealed_host_ro_paths", ["/opt/code"], "install other code into its venv"),
+        ("cuda_wheels", {"index_url": "https://x", "packages": ["a"]}, "extra_index_urls"),
+    ],
+)
 def test_zero_x_keys_refused(key: str, value: Any, why: str) -> None:
     with pytest.raises(TypeError, match=f"{key}: .*{why}"):
         zero_x_config("refused", **{key: value})
@@ -413,10 +482,25 @@ def test_zero_x_keys_refused(key: str, value: Any, why: str) -> None:
 
 # Every ExtensionConfig key of pyisolate 0.10.2 (its config.py), but the
 # sandbox's, which come with the sandbox (docs/porting.md).
-ZERO_X_KEYS = ["name", "module_path", "module", "isolated", "dependencies", "apis",
-               "share_torch", "share_cuda_ipc", "env", "package_manager", "execution_model",
-               "sealed_host_ro_paths", "conda_channels", "conda_dependencies",
-               "conda_platforms", "cuda_wheels", "extra_index_urls"]
+ZERO_X_KEYS = [
+    "name",
+    "module_path",
+    "module",
+    "isolated",
+    "dependencies",
+    "apis",
+    "share_torch",
+    "share_cuda_ipc",
+    "env",
+    "package_manager",
+    "execution_model",
+    "sealed_host_ro_paths",
+    "conda_channels",
+    "conda_dependencies",
+    "conda_platforms",
+    "cuda_wheels",
+    "extra_index_urls",
+]
 
 
 def test_every_zero_x_key_accepted_or_refused_with_why() -> None:
@@ -426,11 +510,12 @@ def test_every_zero_x_key_accepted_or_refused_with_why() -> None:
         except TypeError as exc:
             assert "docs/porting.md" in str(exc) and f"{key}: " in str(exc), (key, exc)
     porting = (Path(__file__).resolve().parents[2] / "docs" / "porting.md").read_text()
-    for key in ZERO_X_KEYS + ["sandbox", "sandbox_mode", "venv_root_path"]:
+    for key in [*ZERO_X_KEYS, "sandbox", "sandbox_mode", "venv_root_path"]:
         assert f"`{key}`" in porting, key
 
 
 # -- singleton_scope ----------------------------------------------------------------
+
 
 class Settings(pyisolate.ProxiedSingleton):
     def __init__(self) -> None:
@@ -454,6 +539,7 @@ def test_singleton_scope() -> None:
 
 # -- handle attributes and remote methods of the same names -------------------------
 
+
 def test_remote_methods_named_like_handle_attributes(venv_root) -> None:
     async def main() -> None:
         manager = zero_x_manager(venv_root)
@@ -473,8 +559,8 @@ def test_remote_methods_named_like_handle_attributes(venv_root) -> None:
     run(main())
     # The blocking handle reaches them the same way.
     with pyisolate.SyncExtensionManager(
-            pyisolate.ExtensionBase,
-            pyisolate.ExtensionManagerConfig(venv_root_path=str(venv_root))) as manager:
+        pyisolate.ExtensionBase, pyisolate.ExtensionManagerConfig(venv_root_path=str(venv_root))
+    ) as manager:
         ext = manager.load_extension(zero_x_config("shadowed"))
         assert ext.remote.pid() == ext.pid
         assert ext.remote.name() == "the extension's own name()"
@@ -484,7 +570,7 @@ def test_remote_methods_named_like_handle_attributes(venv_root) -> None:
 
 # -- the seed's "Complete Application Structure" ---------------------------------
 
-SEED_MAIN = '''\
+SEED_MAIN = """\
 # main.py
 if __name__ == "__main__":
     # When running as the main script, import and run your host application
@@ -501,11 +587,11 @@ else:
         if venv != "":
             sys.path.insert(0, os.path.join(venv, "Lib", "site-packages"))
             site.addsitedir(os.path.join(venv, "Lib", "site-packages"))
-'''
+"""
 
 # The seed leaves five names of host.py undefined; this prelude defines them:
 # discover_extensions() names each extension after its folder as it yields it.
-SEED_PRELUDE = '''\
+SEED_PRELUDE = """\
 import json
 from pathlib import Path
 
@@ -524,9 +610,9 @@ def load_dependencies(extension_path):
     return json.loads((Path(extension_path) / "dependencies.json").read_text())
 
 
-'''
+"""
 
-SEED_HOST = '''\
+SEED_HOST = """\
 # host.py - Your main application logic
 import pyisolate
 import asyncio
@@ -562,9 +648,9 @@ async def async_main():
 
 def main():
     asyncio.run(async_main())
-'''
+"""
 
-SEED_SHARED = '''\
+SEED_SHARED = """\
 from pyisolate import ProxiedSingleton
 
 
@@ -575,9 +661,9 @@ class SharedAPI(ProxiedSingleton):
     def hello(self, who):
         self.seen.append(who)
         return len(self.seen)
-'''
+"""
 
-SEED_EXTENSION = '''\
+SEED_EXTENSION = """\
 import os
 
 import porting_probe
@@ -590,7 +676,7 @@ class Extension(ExtensionBase):
         here = os.path.basename(os.path.dirname(__file__))
         await SharedAPI().hello(here)
         return f"{here} has porting_probe {porting_probe.VERSION}"
-'''
+"""
 
 
 def test_seed_complete_application_structure(tmp_path, venv_root) -> None:
@@ -608,10 +694,19 @@ def test_seed_complete_application_structure(tmp_path, venv_root) -> None:
     (app / "main.py").write_text(SEED_MAIN)
     (app / "host.py").write_text(SEED_PRELUDE + SEED_HOST)
     (app / "shared.py").write_text(SEED_SHARED)
-    proc = subprocess.run([sys.executable, "main.py"], cwd=app, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "main.py"],
+        cwd=app,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.splitlines() == ["Result: Node Pack (v1) has porting_probe 1.0",
-                                        "Result: 画像 tools has porting_probe 2.0"]
-    assert sorted(p.name for p in (app / "extension-venvs").iterdir()
-                  if not p.name.startswith(".")) == ["Node_Pack_v1", "画像_tools"]
+    assert proc.stdout.splitlines() == [
+        "Result: Node Pack (v1) has porting_probe 1.0",
+        "Result: 画像 tools has porting_probe 2.0",
+    ]
+    assert sorted(
+        p.name for p in (app / "extension-venvs").iterdir() if not p.name.startswith(".")
+    ) == ["Node_Pack_v1", "画像_tools"]

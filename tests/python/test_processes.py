@@ -16,8 +16,9 @@ import sys
 import textwrap
 import time
 
-import pyisolate
 import pytest
+
+import pyisolate
 from conftest import HERE, ext_config, manager, run, subprocess_env
 
 
@@ -56,6 +57,7 @@ def test_hung_python_extension_is_killed_after_heartbeat_timeout(venv_root) -> N
             with pytest.raises(pyisolate.ExtensionCrashed):
                 await ext.getpid()
             assert isinstance(await other.getpid(), int)  # the others keep working
+
     run(main())
 
 
@@ -107,9 +109,14 @@ def test_extension_process_group_stdin_descriptors_signals(venv_root, tmp_path) 
     script = tmp_path / "host.py"
     script.write_text(HOST.format(here=str(HERE), root=str(venv_root), marker=str(marker)))
     # Its standard input is a pipe: the extension's must not be.
-    host = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=subprocess_env(),
-                            start_new_session=True)
+    host = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+        start_new_session=True,
+    )
     try:
         line = host.stdout.readline()
         assert line, "the host printed nothing"
@@ -151,6 +158,7 @@ def test_extension_process_group_stdin_descriptors_signals(venv_root, tmp_path) 
 def test_sigint_probe_sees_a_sigint(venv_root) -> None:
     """The other test's probe is not blind: a SIGINT sent to the
     extension's own process group is counted."""
+
     async def main() -> None:
         async with manager(venv_root) as mgr:
             ext = await mgr.load_extension(ext_config("ctrl_c_probe", "probe"))
@@ -163,4 +171,5 @@ def test_sigint_probe_sees_a_sigint(venv_root) -> None:
                     break
                 await asyncio.sleep(0.05)
             assert await ext.sigints() == 1
+
     run(main())

@@ -14,16 +14,19 @@ import sys
 import time
 
 import pytest
+
 from conftest import EXTENSIONS, ext_config, manager, run, subprocess_env
 
 np = pytest.importorskip("numpy")
 
 
 def _remote(ticket: str, module: str = "basic", *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "pyisolate.remote", ticket,
-                             str(EXTENSIONS / module), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=subprocess_env())
+    return subprocess.Popen(
+        [sys.executable, "-m", "pyisolate.remote", ticket, str(EXTENSIONS / module), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=subprocess_env(),
+    )
 
 
 def _end(proc: subprocess.Popen[bytes]) -> str:
@@ -45,8 +48,7 @@ def test_remote_extension_serves_calls_singletons_and_copies(venv_root) -> None:
             try:
                 await asyncio.wait_for(ext.wait_ready(), 60)
                 assert ext.pid is None and ext.alive
-                assert await ext.hooks() == ["before_module_loaded",
-                                             "on_module_loaded:basic"]
+                assert await ext.hooks() == ["before_module_loaded", "on_module_loaded:basic"]
                 assert await ext.echo({"a": (1, 2), 3: {4}}) == {"a": (1, 2), 3: {4}}
                 assert (await ext.info())["pid"] == proc.pid
                 # the host's singletons, called from the remote process
@@ -74,7 +76,7 @@ def test_remote_extension_serves_calls_singletons_and_copies(venv_root) -> None:
                 assert Store().data["arr"].shape == (4, 64)
                 got = await ext.store_get("arr")
                 assert (got == a[:4]).all()
-                del Store().data["arr"], got    # the singleton outlives the test
+                del Store().data["arr"], got  # the singleton outlives the test
                 with pytest.raises(ValueError, match="bad value"):
                     await ext.fail("value")
                 await ext.stop()
@@ -84,6 +86,7 @@ def test_remote_extension_serves_calls_singletons_and_copies(venv_root) -> None:
                 out = _end(proc)
                 Store().data.clear()  # a process-wide singleton: keep no array
             assert "serving extension 'far'" in out, out
+
     run(main())
 
 
@@ -99,8 +102,9 @@ def test_extension_calls_a_remote_extension_with_an_array(venv_root) -> None:
             proc = _remote(far.ticket)
             try:
                 await asyncio.wait_for(far.wait_ready(), 60)
-                near = await mgr.load_extension(ext_config("near_caller", "basic",
-                                                           dependencies=["numpy>=2.2"]))
+                near = await mgr.load_extension(
+                    ext_config("near_caller", "basic", dependencies=["numpy>=2.2"])
+                )
                 add = await far.make_adder(1.5)
                 assert await near.call_back(add, 2) == 3.5
                 a = np.arange(8, dtype=np.float64)
@@ -113,6 +117,7 @@ def test_extension_calls_a_remote_extension_with_an_array(venv_root) -> None:
             finally:
                 out = _end(proc)
             assert "serving extension 'far_adder'" in out, out
+
     run(main())
 
 
@@ -129,7 +134,7 @@ def test_remote_extension_lost_and_bad_tickets(venv_root) -> None:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
                 t0 = time.monotonic()
-                while ext.alive and time.monotonic() - t0 < 15:
+                while ext.alive and time.monotonic() - t0 < 15:  # noqa: ASYNC110 - polls the handle; no event to await
                     await asyncio.sleep(0.1)
                 assert not ext.alive, "the host never noticed the remote process died"
                 with pytest.raises(pyisolate.ExtensionCrashed):
@@ -139,8 +144,8 @@ def test_remote_extension_lost_and_bad_tickets(venv_root) -> None:
 
             # a ticket whose keys the broker never admitted: the process gives
             # up, and the extension never becomes ready
-            from pyisolate.remote import make_ticket, read_ticket
             from pyisolate._core import curve_keypair
+            from pyisolate.remote import make_ticket, read_ticket
 
             ext2 = mgr.load_extension(ext_config("stranger", "basic", remote=True))
             fields = read_ticket(ext2.ticket)
@@ -153,14 +158,19 @@ def test_remote_extension_lost_and_bad_tickets(venv_root) -> None:
             assert "no answer from the host" in out, out
             with pytest.raises(pyisolate.ExtensionLoadError, match="did not connect"):
                 await ext2.wait_ready()
+
     run(main())
 
 
 def test_remote_cli_refuses_bad_tickets() -> None:
     for ticket in ("garbage", "pyi1.%%%", "pyi1.e30"):
-        proc = subprocess.run([sys.executable, "-m", "pyisolate.remote", ticket,
-                               str(EXTENSIONS / "basic")],
-                              capture_output=True, text=True, env=subprocess_env(), timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pyisolate.remote", ticket, str(EXTENSIONS / "basic")],
+            capture_output=True,
+            text=True,
+            env=subprocess_env(),
+            timeout=60,
+        )
         assert proc.returncode == 2, (ticket, proc.stderr)
         assert "pyisolate.remote:" in proc.stderr and "ticket" in proc.stderr
 
@@ -169,8 +179,8 @@ def test_sync_manager_remote_extension(venv_root) -> None:
     import pyisolate
 
     with pyisolate.SyncExtensionManager(
-            pyisolate.ExtensionBase,
-            pyisolate.ExtensionManagerConfig(venv_root_path=venv_root)) as mgr:
+        pyisolate.ExtensionBase, pyisolate.ExtensionManagerConfig(venv_root_path=venv_root)
+    ) as mgr:
         ext = mgr.load_extension(ext_config("far_sync", "basic", remote=True))
         assert ext.ticket and ext.ticket.startswith("pyi1.")  # returned before it connects
         proc = _remote(ext.ticket)

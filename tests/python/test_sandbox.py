@@ -18,11 +18,12 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+
+import pytest
 
 import pyisolate
-import pytest
 from conftest import EXTENSIONS, ext_config, manager, run, subprocess_env
 from pyisolate import _sandbox
 
@@ -32,8 +33,9 @@ SECCOMP = KERNEL["seccomp"] == "1"
 
 
 def needs_abi(abi: int, what: str) -> pytest.MarkDecorator:
-    return pytest.mark.skipif(ABI < abi, reason=f"this kernel's Landlock ABI {ABI} < {abi}, "
-                                                f"needed {what}")
+    return pytest.mark.skipif(
+        ABI < abi, reason=f"this kernel's Landlock ABI {ABI} < {abi}, needed {what}"
+    )
 
 
 needs_seccomp = pytest.mark.skipif(not SECCOMP, reason="this kernel takes no seccomp filters")
@@ -74,23 +76,41 @@ def test_files_it_reads_and_writes(venv_root, tmp_path) -> None:
     async def main() -> None:
         async with manager(venv_root) as mgr:
             ext, other, free = await asyncio.gather(
-                mgr.load_extension(probe("probe", sandbox={"readonly_paths": [readonly],
-                                                           "writable_paths": [writable]})),
+                mgr.load_extension(
+                    probe(
+                        "probe",
+                        sandbox={"readonly_paths": [readonly], "writable_paths": [writable]},
+                    )
+                ),
                 mgr.load_extension(probe("probe_other")),
-                mgr.load_extension(probe("probe_free", sandbox_mode="disabled")))
+                mgr.load_extension(probe("probe_free", sandbox_mode="disabled")),
+            )
             env = await ext.environment()
             other_scratch = (await other.environment())["TMPDIR"]
             with home_secret() as secret:
                 # It reads the system, the Python installation, its venv,
                 # its module and readonly_paths...
-                for path in ("/usr/lib", "/etc/passwd", f"/proc/{await ext.getpid()}/status",
-                             sys.base_prefix, venv_root / "probe", EXTENSIONS / "sandbox_probe",
-                             readonly / "weights"):
+                for path in (
+                    "/usr/lib",
+                    "/etc/passwd",
+                    f"/proc/{await ext.getpid()}/status",
+                    sys.base_prefix,
+                    venv_root / "probe",
+                    EXTENSIONS / "sandbox_probe",
+                    readonly / "weights",
+                ):
                     assert await ext.read(str(path)) == "ok", path
                 # ...not the host user's home or a secret there, another
                 # extension's venv or scratch dir, or anything else.
-                for path in (Path.home(), secret, venv_root / "probe_other", other_scratch,
-                             elsewhere, tmp_path, "/tmp"):
+                for path in (
+                    Path.home(),
+                    secret,
+                    venv_root / "probe_other",
+                    other_scratch,
+                    elsewhere,
+                    tmp_path,
+                    "/tmp",
+                ):
                     assert await ext.read(str(path)) == "EACCES", path
                     assert await free.read(str(path)) == "ok", path
             # It writes its scratch dir and writable_paths, nothing else.
@@ -99,15 +119,21 @@ def test_files_it_reads_and_writes(venv_root, tmp_path) -> None:
             assert (await ext.use_scratch()).startswith(scratch + "/")
             assert await ext.write(str(writable / "result")) == "ok"
             assert (writable / "result").read_text().startswith("written")
-            for path in (readonly / "new", EXTENSIONS / "sandbox_probe" / "planted.py",
-                         venv_root / "probe" / "planted", Path(other_scratch) / "planted",
-                         tmp_path / "planted", f"/tmp/pyisolate-planted-{os.getpid()}"):
+            for path in (
+                readonly / "new",
+                EXTENSIONS / "sandbox_probe" / "planted.py",
+                venv_root / "probe" / "planted",
+                Path(other_scratch) / "planted",
+                tmp_path / "planted",
+                f"/tmp/pyisolate-planted-{os.getpid()}",
+            ):
                 assert await ext.write(str(path)) == "EACCES", path
-                assert not os.path.exists(path)
+                assert not os.path.exists(path)  # noqa: ASYNC240 - a test's check
             # Its scratch dir goes when it stops.
-            assert os.path.isdir(scratch)
+            assert os.path.isdir(scratch)  # noqa: ASYNC240 - a test's check
             await ext.stop()
-            assert not os.path.exists(scratch)
+            assert not os.path.exists(scratch)  # noqa: ASYNC240 - a test's check
+
     run(main())
 
 
@@ -128,6 +154,7 @@ def test_shared_memory_works_but_cannot_be_listed(venv_root) -> None:
             prefix, last = first.rsplit("-", 1)
             assert second.rsplit("-", 1)[0] == prefix
             assert abs(int(second.rsplit("-", 1)[1]) - int(last)) > 1
+
     run(main())
 
 
@@ -139,7 +166,8 @@ def test_network(venv_root) -> None:
                 none, ports, everything = await asyncio.gather(
                     mgr.load_extension(probe("probe_net_none")),
                     mgr.load_extension(probe("probe_net_ports", sandbox={"network": [granted]})),
-                    mgr.load_extension(probe("probe_net_all", sandbox={"network": True})))
+                    mgr.load_extension(probe("probe_net_all", sandbox={"network": True})),
+                )
                 # No network by default: no TCP, no UDP; calls still work.
                 assert await none.connect(granted) == "EACCES"
                 assert await none.udp() == "EACCES"
@@ -149,6 +177,7 @@ def test_network(venv_root) -> None:
                     assert await ports.connect(other) == "EACCES"
                 assert await everything.connect(other) == "ok"
                 assert await everything.udp() == "ok"
+
     run(main())
 
 
@@ -164,7 +193,8 @@ def test_other_processes_are_out_of_reach(venv_root) -> None:
                 ext, other, free = await asyncio.gather(
                     mgr.load_extension(probe("probe")),
                     mgr.load_extension(probe("probe_other")),
-                    mgr.load_extension(probe("probe_free", sandbox_mode="disabled")))
+                    mgr.load_extension(probe("probe_free", sandbox_mode="disabled")),
+                )
                 host, sibling = os.getpid(), await other.getpid()
                 held = os.open(os.devnull, os.O_RDONLY)  # (the sibling's stdin is /dev/null)
                 for pid, fd in ((host, held), (sibling, 0)):
@@ -177,6 +207,7 @@ def test_other_processes_are_out_of_reach(venv_root) -> None:
                 os.close(held)
                 assert await ext.abstract(name) == "EPERM"
                 assert await free.abstract(name) == "ok"
+
         run(main())
 
 
@@ -188,15 +219,18 @@ def test_environment(venv_root, monkeypatch) -> None:
     async def main() -> None:
         async with manager(venv_root) as mgr:
             ext, free = await asyncio.gather(
-                mgr.load_extension(probe("probe", sandbox={"env": ["HF_HOME"]},
-                                         env={"EXPLICIT": "given"})),
-                mgr.load_extension(probe("probe_free", sandbox_mode="disabled")))
+                mgr.load_extension(
+                    probe("probe", sandbox={"env": ["HF_HOME"]}, env={"EXPLICIT": "given"})
+                ),
+                mgr.load_extension(probe("probe_free", sandbox_mode="disabled")),
+            )
             env = await ext.environment()
             assert "AWS_SECRET_ACCESS_KEY" not in env
             assert env["HF_HOME"] == "/srv/models"
             assert env["LANG"] == "C.UTF-8" and env["PATH"] and env["EXPLICIT"] == "given"
             assert env["PYI_SANDBOX"] == f"landlock={min(ABI, 6)} seccomp={int(SECCOMP)}"
             assert (await free.environment())["AWS_SECRET_ACCESS_KEY"] == "hunter2"
+
     run(main())
 
 
@@ -207,6 +241,7 @@ def test_memory_limit(venv_root) -> None:
             with pytest.raises(MemoryError):
                 await ext.allocate(512)
             assert await ext.allocate(16) == 16 << 20  # and it goes on
+
     run(main())
 
 
@@ -215,13 +250,15 @@ def test_cpu_limit(venv_root) -> None:
         async with manager(venv_root) as mgr:
             spinner, bystander = await asyncio.gather(
                 mgr.load_extension(probe("probe_cpu", limits={"cpu_seconds": 1})),
-                mgr.load_extension(probe("probe")))
+                mgr.load_extension(probe("probe")),
+            )
             with pytest.raises(pyisolate.ExtensionCrashed) as info:
                 await spinner.spin()
             assert info.value.reason == "CPU time limit"
             assert info.value.exit_status == -signal.SIGXCPU
             assert "CPU time limit" in str(info.value)
             assert await bystander.echo("on") == "on"
+
     run(main())
 
 
@@ -230,13 +267,16 @@ def test_open_files_limit(venv_root) -> None:
         async with manager(venv_root) as mgr:
             ext, unsandboxed, free = await asyncio.gather(
                 mgr.load_extension(probe("probe_files", limits={"open_files": 64})),
-                mgr.load_extension(probe("probe_free", sandbox_mode="disabled",
-                                         limits={"open_files": 64})),
-                mgr.load_extension(probe("probe")))
+                mgr.load_extension(
+                    probe("probe_free", sandbox_mode="disabled", limits={"open_files": 64})
+                ),
+                mgr.load_extension(probe("probe")),
+            )
             for limited in (ext, unsandboxed):  # limits apply without the sandbox too
                 opened, failure = await limited.open_files(100)
                 assert opened < 64 and failure == "EMFILE"
             assert await free.open_files(100) == (100, "ok")
+
     run(main())
 
 
@@ -246,8 +286,10 @@ def test_what_the_kernel_offers_is_logged_once(venv_root, monkeypatch, caplog) -
 
     async def main() -> None:
         async with manager(venv_root) as mgr:
-            await asyncio.gather(mgr.load_extension(probe("probe")),
-                                 mgr.load_extension(probe("probe_other")))
+            await asyncio.gather(
+                mgr.load_extension(probe("probe")), mgr.load_extension(probe("probe_other"))
+            )
+
     run(main())
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sandbox: ")]
     assert len(lines) == 1, lines
@@ -295,9 +337,13 @@ def _open_for_traversal() -> list[tuple[Path, int]]:
     above this interpreter, its installation, the package and the tests that
     lacks it; the (path, old mode) pairs to restore."""
     changed: list[tuple[Path, int]] = []
-    tops = {Path(os.path.realpath(sys.executable)), Path(sys.base_prefix).resolve(),
-            Path(sys.prefix).resolve(), Path(pyisolate.__file__).resolve(),
-            EXTENSIONS.resolve()}
+    tops = {
+        Path(os.path.realpath(sys.executable)),
+        Path(sys.base_prefix).resolve(),
+        Path(sys.prefix).resolve(),
+        Path(pyisolate.__file__).resolve(),
+        EXTENSIONS.resolve(),
+    }
     for top in tops:
         for d in reversed(top.parents):
             mode = d.stat().st_mode & 0o7777
@@ -321,8 +367,11 @@ def test_process_limit_as_an_ordinary_user() -> None:
             # must be able to reach this Python (pyenv's lives in root's
             # 0700 home: opened for traversal during the test only).
             opened += _open_for_traversal()
-            probe_run = subprocess.run(["runuser", "-u", "nobody", "--", sys.executable, "-c",
-                                        "import pyisolate"], capture_output=True, env=env)
+            probe_run = subprocess.run(
+                ["runuser", "-u", "nobody", "--", sys.executable, "-c", "import pyisolate"],
+                capture_output=True,
+                env=env,
+            )
             assert probe_run.returncode == 0, probe_run.stderr.decode(errors="replace")
             cmd = ["runuser", "-u", "nobody", "--", *cmd]
             env["HOME"] = str(work)
@@ -333,9 +382,14 @@ def test_process_limit_as_an_ordinary_user() -> None:
             nobody = pwd.getpwnam("nobody")
             for path in (work, secret):
                 os.chown(path, nobody.pw_uid, nobody.pw_gid)
-        done = subprocess.run([*cmd, str(work / "venvs"), str(EXTENSIONS / "sandbox_probe"),
-                               str(secret)], capture_output=True, text=True, env=env,
-                              cwd=work, timeout=600)
+        done = subprocess.run(
+            [*cmd, str(work / "venvs"), str(EXTENSIONS / "sandbox_probe"), str(secret)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=work,
+            timeout=600,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
         for path, mode in reversed(opened):
@@ -353,67 +407,86 @@ def test_process_limit_as_an_ordinary_user() -> None:
 def test_it_cannot_take_another_extensions_service(venv_root) -> None:
     async def main() -> None:
         async with manager(venv_root) as mgr:
-            ext, other = await asyncio.gather(mgr.load_extension(probe("probe")),
-                                              mgr.load_extension(probe("probe_other")))
+            ext, other = await asyncio.gather(
+                mgr.load_extension(probe("probe")), mgr.load_extension(probe("probe_other"))
+            )
             for service in ("ext.probe_other", "host", "ext.nobody_yet"):
                 answer = await ext.offer(service)
                 assert answer.startswith("PyisolateError: the broker refused service"), answer
             assert await other.echo("mine") == "mine"
             assert await ext.echo("still") == "still"
+
     run(main())
 
 
 @needs_abi(4, "to pretend an older one")
-def test_required_refuses_what_the_kernel_cannot_enforce(venv_root, monkeypatch,
-                                                         caplog) -> None:
+def test_required_refuses_what_the_kernel_cannot_enforce(venv_root, monkeypatch, caplog) -> None:
     caplog.set_level(logging.INFO, logger="pyisolate")
     monkeypatch.setenv(_sandbox.TEST_SWITCH, "3")
 
     async def main() -> None:
         async with manager(venv_root) as mgr:
             with pytest.raises(pyisolate.ExtensionLoadError) as info:
-                await mgr.load_extension(probe("probe", sandbox={"network": [443]},
-                                               sandbox_mode="required"))
+                await mgr.load_extension(
+                    probe("probe", sandbox={"network": [443]}, sandbox_mode="required")
+                )
             text = str(info.value)
             assert "Landlock ABI 3 < 4 needed for network rules" in text
             assert "best_effort" in text  # what to do
-            ext = await mgr.load_extension(probe("probe", sandbox={"network": [443]},
-                                                 sandbox_mode=pyisolate.SandboxMode.BEST_EFFORT))
+            ext = await mgr.load_extension(
+                probe(
+                    "probe",
+                    sandbox={"network": [443]},
+                    sandbox_mode=pyisolate.SandboxMode.BEST_EFFORT,
+                )
+            )
             assert (await ext.environment())["PYI_SANDBOX"].startswith("landlock=3 ")
             await mgr.load_extension(probe("probe_other", sandbox={"network": [443]}))
-        warnings = [r.getMessage() for r in caplog.records
-                    if r.levelno == logging.WARNING and "not enforced" in r.getMessage()]
+        warnings = [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno == logging.WARNING and "not enforced" in r.getMessage()
+        ]
         assert len(warnings) == 1, warnings  # one line, once
         assert "Landlock ABI 3 < 4 needed for network rules" in warnings[0]
+
     run(main())
 
 
 def test_bad_sandbox_configs_are_refused_at_once(venv_root, tmp_path) -> None:
     async def main() -> None:
         async with manager(venv_root) as mgr:
-            bad = [({"sandbox_mode": "strict"}, "sandbox_mode 'strict' is not one of"),
-                   ({"sandbox": {"network": [0]}}, "is not a TCP port"),
-                   ({"sandbox": {"network": "yes"}}, "give False, True or a list"),
-                   ({"sandbox": {"writable_paths": [tmp_path / "missing"]}}, "does not exist"),
-                   ({"sandbox": {"readonly_paths": str(tmp_path)}}, "must be a list"),
-                   ({"sandbox": {"readonly_paths": {str(tmp_path): "/data"}}},
-                    "shows paths where they are"),
-                   ({"sandbox": {"env": ["NOT A NAME"]}}, "is not a variable name"),
-                   ({"limits": {"memory_mb": 0}}, "not a positive whole number"),
-                   ({"limits": {"cpu_seconds": True}}, "not a positive whole number")]
+            bad = [
+                ({"sandbox_mode": "strict"}, "sandbox_mode 'strict' is not one of"),
+                ({"sandbox": {"network": [0]}}, "is not a TCP port"),
+                ({"sandbox": {"network": "yes"}}, "give False, True or a list"),
+                ({"sandbox": {"writable_paths": [tmp_path / "missing"]}}, "does not exist"),
+                ({"sandbox": {"readonly_paths": str(tmp_path)}}, "must be a list"),
+                (
+                    {"sandbox": {"readonly_paths": {str(tmp_path): "/data"}}},
+                    "shows paths where they are",
+                ),
+                ({"sandbox": {"env": ["NOT A NAME"]}}, "is not a variable name"),
+                ({"limits": {"memory_mb": 0}}, "not a positive whole number"),
+                ({"limits": {"cpu_seconds": True}}, "not a positive whole number"),
+            ]
             for kw, message in bad:
                 with pytest.raises(ValueError, match=message):
                     mgr.load_extension(probe("probe", **kw))
             with pytest.raises(TypeError, match="unknown SandboxConfig keys"):
                 mgr.load_extension(probe("probe", sandbox={"network_ports": [1]}))
             # In the host's process nothing can be sandboxed: asking is refused...
-            for kw in ({"sandbox": {}}, {"sandbox_mode": "best_effort"},
-                       {"limits": {"memory_mb": 100}}):
+            for kw in (
+                {"sandbox": {}},
+                {"sandbox_mode": "best_effort"},
+                {"limits": {"memory_mb": 100}},
+            ):
                 with pytest.raises(ValueError, match="cannot be sandboxed"):
                     mgr.load_extension(probe("local", isolated=False, **kw))
             # ...and the manager's defaults do not apply to it.
             local = await mgr.load_extension(probe("local", isolated=False))
             assert await local.echo(1) == 1
+
     run(main())
 
 
@@ -421,11 +494,19 @@ def test_bad_sandbox_configs_are_refused_at_once(venv_root, tmp_path) -> None:
 def test_remote_extension_runs_in_the_tickets_sandbox(venv_root) -> None:
     async def main() -> None:
         async with manager(venv_root) as mgr:
-            ext = mgr.load_extension(probe("probe_far", remote=True,
-                                           limits={"open_files": 64}))
-            proc = subprocess.Popen([sys.executable, "-m", "pyisolate.remote", ext.ticket,
-                                     str(EXTENSIONS / "sandbox_probe")], env=subprocess_env(),
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            ext = mgr.load_extension(probe("probe_far", remote=True, limits={"open_files": 64}))
+            proc = subprocess.Popen(  # noqa: ASYNC220 - a remote worker beside this loop
+                [
+                    sys.executable,
+                    "-m",
+                    "pyisolate.remote",
+                    ext.ticket,
+                    str(EXTENSIONS / "sandbox_probe"),
+                ],
+                env=subprocess_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
             try:
                 await asyncio.wait_for(ext.wait_ready(), 60)
                 env = await ext.environment()
@@ -442,15 +523,16 @@ def test_remote_extension_runs_in_the_tickets_sandbox(venv_root) -> None:
                 assert proc.wait(timeout=60) == 0
                 # its scratch dir is removed once it has ended
                 for _ in range(600):
-                    if not os.path.exists(scratch):
+                    if not os.path.exists(scratch):  # noqa: ASYNC240 - a test's check
                         break
                     await asyncio.sleep(0.05)
-                assert not os.path.exists(scratch)
+                assert not os.path.exists(scratch)  # noqa: ASYNC240 - a test's check
             finally:
                 if proc.poll() is None:
                     proc.kill()
                 out = proc.communicate(timeout=30)[0].decode(errors="replace")
             assert "serving extension 'probe_far'" in out, out
+
     run(main())
 
 
@@ -459,6 +541,7 @@ def test_scratch_dirs_do_not_outlive_the_manager(venv_root) -> None:
         async with manager(venv_root) as mgr:
             ext = await mgr.load_extension(probe("probe"))
             return (await ext.environment())["TMPDIR"]
+
     scratch = run(main())
     assert not os.path.exists(scratch)
     assert not os.path.exists(os.path.dirname(os.path.dirname(scratch)))  # the runtime dir

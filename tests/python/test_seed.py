@@ -14,9 +14,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO, requires_numpy1, subprocess_env
 
-QUICK_EXTENSION = '''\
+QUICK_EXTENSION = """\
 # extensions/my_extension/__init__.py
 from pyisolate import ExtensionBase
 
@@ -28,9 +29,9 @@ class MyExtension(ExtensionBase):
         # This runs in an isolated process with its own dependencies
         import numpy as np  # This could be numpy 2.x
         return np.array(data).mean()
-'''
+"""
 
-QUICK_MAIN = '''\
+QUICK_MAIN = """\
 # main.py
 import pyisolate
 import asyncio
@@ -60,9 +61,9 @@ async def main():
     await extension.stop()
 
 asyncio.run(main())
-'''
+"""
 
-ML_EXTENSION = '''\
+ML_EXTENSION = """\
 # extensions/ml_extension/__init__.py
 from pyisolate import ExtensionBase
 import torch
@@ -71,9 +72,9 @@ class MLExtension(ExtensionBase):
     async def process_tensor(self, tensor: torch.Tensor):
         # Tensor is shared, not copied!
         return tensor.mean()
-'''
+"""
 
-ML_MAIN_FRAGMENT = '''\
+ML_MAIN_FRAGMENT = """\
 # main.py
 extension = await manager.load_extension(
     pyisolate.ExtensionConfig(
@@ -86,9 +87,9 @@ extension = await manager.load_extension(
 # Large tensor is shared, not serialized
 large_tensor = torch.randn(1000, 1000)
 mean = await extension.process_tensor(large_tensor)
-'''
+"""
 
-SHARED = '''\
+SHARED = """\
 # shared.py
 from pyisolate import ProxiedSingleton
 
@@ -101,27 +102,27 @@ class DatabaseAPI(ProxiedSingleton):
 
     def set(self, key, value):
         self.data[key] = value
-'''
+"""
 
-EXT_A = '''\
+EXT_A = """\
 # extensions/extension_a/__init__.py
 class ExtensionA(ExtensionBase):
     async def save_result(self, result):
         db = DatabaseAPI()  # Returns proxy to host's instance
         await db.set("result", result)
-'''
+"""
 
-EXT_B = '''\
+EXT_B = """\
 # extensions/extension_b/__init__.py
 class ExtensionB(ExtensionBase):
     async def get_result(self):
         db = DatabaseAPI()  # Returns proxy to host's instance
         return await db.get("result")
-'''
+"""
 
 IMPORTS = "from pyisolate import ExtensionBase\nfrom shared import DatabaseAPI\n\n"
 
-SINGLETON_MAIN = '''\
+SINGLETON_MAIN = """\
 import asyncio
 import pyisolate
 from shared import DatabaseAPI
@@ -139,7 +140,7 @@ async def main():
     await manager.stop_all()
 
 asyncio.run(main())
-'''
+"""
 
 
 def _write(root: Path, files: dict[str, str]) -> None:
@@ -150,46 +151,64 @@ def _write(root: Path, files: dict[str, str]) -> None:
 
 
 def _run(cwd: Path, *args: str, timeout: float = 240) -> str:
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
 
 def test_seed_quick_start(tmp_path, venv_root) -> None:
-    _write(tmp_path, {"extensions/my_extension/__init__.py": QUICK_EXTENSION,
-                      "main.py": QUICK_MAIN})
+    _write(
+        tmp_path, {"extensions/my_extension/__init__.py": QUICK_EXTENSION, "main.py": QUICK_MAIN}
+    )
     out = _run(tmp_path, "main.py")
     assert "Mean: 3.0" in out.splitlines()
     # The same program on a host without numpy (as on a fresh machine).
-    out = _run(tmp_path, "-c", "import sys; sys.modules['numpy'] = None; "
-               "sys.argv = ['main.py']; exec(open('main.py').read())")
+    out = _run(
+        tmp_path,
+        "-c",
+        "import sys; sys.modules['numpy'] = None; "
+        "sys.argv = ['main.py']; exec(open('main.py').read())",
+    )
     assert "Mean: 3.0" in out.splitlines()
 
 
 def test_seed_torch_sharing(tmp_path, venv_root) -> None:
     pytest.importorskip("torch")
     body = textwrap.indent(ML_MAIN_FRAGMENT, "    ")
-    main = ("import asyncio\nimport torch\nimport pyisolate\n\n"
-            "async def main():\n"
-            "    manager = pyisolate.ExtensionManager(pyisolate.ExtensionBase,\n"
-            "        pyisolate.ExtensionManagerConfig(venv_root_path='./venvs'))\n"
-            f"{body}"
-            "    print('mean', float(mean), 'expected', float(large_tensor.mean()))\n"
-            "    await manager.stop_all()\n\n"
-            "asyncio.run(main())\n")
+    main = (
+        "import asyncio\nimport torch\nimport pyisolate\n\n"
+        "async def main():\n"
+        "    manager = pyisolate.ExtensionManager(pyisolate.ExtensionBase,\n"
+        "        pyisolate.ExtensionManagerConfig(venv_root_path='./venvs'))\n"
+        f"{body}"
+        "    print('mean', float(mean), 'expected', float(large_tensor.mean()))\n"
+        "    await manager.stop_all()\n\n"
+        "asyncio.run(main())\n"
+    )
     _write(tmp_path, {"extensions/ml_extension/__init__.py": ML_EXTENSION, "main.py": main})
     out = _run(tmp_path, "main.py")
-    line = [ln for ln in out.splitlines() if ln.startswith("mean ")][0]
+    line = next(ln for ln in out.splitlines() if ln.startswith("mean "))
     _, got, _, expected = line.split()
     assert abs(float(got) - float(expected)) < 1e-6
 
 
 def test_seed_singletons(tmp_path, venv_root) -> None:
-    _write(tmp_path, {"shared.py": SHARED,
-                      "extensions/extension_a/__init__.py": IMPORTS + EXT_A,
-                      "extensions/extension_b/__init__.py": IMPORTS + EXT_B,
-                      "main.py": SINGLETON_MAIN})
+    _write(
+        tmp_path,
+        {
+            "shared.py": SHARED,
+            "extensions/extension_a/__init__.py": IMPORTS + EXT_A,
+            "extensions/extension_b/__init__.py": IMPORTS + EXT_B,
+            "main.py": SINGLETON_MAIN,
+        },
+    )
     out = _run(tmp_path, "main.py")
     assert "B sees: {'answer': 42}" in out
     assert "host sees: {'answer': 42}" in out

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import pyisolate
 import pytest
+
+import pyisolate
 from conftest import ext_config
 
 
@@ -37,11 +38,18 @@ def test_sync_manager_cleans_up_at_exit(venv_root, tmp_path) -> None:
         "from conftest import ext_config\n"
         f"m = pyisolate.SyncExtensionManager(config={{'venv_root_path': {str(venv_root)!r}}})\n"
         "e = m.load_extension(ext_config('forgetful', 'basic'))\n"
-        "print('pid', e.pid, e.echo('hi'))\n")
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          env=subprocess_env(), timeout=120)
+        "print('pid', e.pid, e.echo('hi'))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "dangling" not in proc.stdout + proc.stderr
     pid = int(proc.stdout.split()[1])
     import os
+
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"

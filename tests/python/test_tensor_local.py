@@ -78,6 +78,7 @@ def test_bad_descriptors_raise() -> None:
     with pytest.raises(pyisolate.TensorDescriptorError):
         _tensors.decode("pandas", b"\x90", 0)
     import msgpack
+
     from pyisolate._serialize import EXT_SHARED
 
     codec = _codec()

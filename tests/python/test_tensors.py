@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import (OLD_NUMPY, OLD_NUMPY_VERSION, ext_config, manager, run,
-                      subprocess_env)
+
+from conftest import OLD_NUMPY, OLD_NUMPY_VERSION, ext_config, manager, run, subprocess_env
 
 np = pytest.importorskip("numpy")
 
@@ -47,7 +47,7 @@ def _wait(pred, seconds: float = 10.0) -> bool:
 
 def _values(dtype: str, shape=(3, 4)):
     n = int(np.prod(shape))
-    a = (np.arange(n) % 7 - 3)
+    a = np.arange(n) % 7 - 3
     if dtype == "?":
         return (a > 0).reshape(shape)
     if dtype[0] == "u":
@@ -60,8 +60,9 @@ def test_numpy_same_memory_both_ways(venv_root) -> None:
 
     async def main() -> None:
         async with manager(venv_root) as mgr:
-            ext = await mgr.load_extension(ext_config("np_two", "shm",
-                                                      dependencies=["numpy>=2.2"]))
+            ext = await mgr.load_extension(
+                ext_config("np_two", "shm", dependencies=["numpy>=2.2"])
+            )
             assert (await ext.numpy_version()).startswith("2.")
             # host -> extension: a shared array is not copied, and the
             # extension's in-place write is seen here
@@ -109,6 +110,7 @@ def test_numpy_same_memory_both_ways(venv_root) -> None:
             await ext.write_held(0, 9)
             assert (b == 9).all() and (private != 9).any()
             await ext.drop_held()
+
     run(main())
 
 
@@ -117,8 +119,9 @@ def test_numpy_dtypes_views_and_containers(venv_root) -> None:
 
     async def main() -> None:
         async with manager(venv_root) as mgr:
-            ext = await mgr.load_extension(ext_config("np_two", "shm",
-                                                      dependencies=["numpy>=2.2"]))
+            ext = await mgr.load_extension(
+                ext_config("np_two", "shm", dependencies=["numpy>=2.2"])
+            )
             for dt in DTYPES:
                 x = pyisolate.share(_values(dt))
                 y = await ext.echo(x)
@@ -126,8 +129,15 @@ def test_numpy_dtypes_views_and_containers(venv_root) -> None:
                 assert y.flags.writeable
                 assert pyisolate.region_name(y) == pyisolate.region_name(x), dt
             base = pyisolate.share(np.arange(60, dtype=np.float32).reshape(6, 10))
-            views = [base.T, base[::2, 1::3], base[::-1], base[:, ::-2], base[3:3],
-                     base[2, 5:6], base[0, 0, None]]
+            views = [
+                base.T,
+                base[::2, 1::3],
+                base[::-1],
+                base[:, ::-2],
+                base[3:3],
+                base[2, 5:6],
+                base[0, 0, None],
+            ]
             for v in views:
                 got = await ext.echo(v)
                 assert got.shape == v.shape and got.strides == v.strides
@@ -157,8 +167,9 @@ def test_numpy_dtypes_views_and_containers(venv_root) -> None:
             many = [pyisolate.share(np.full(2, i)) for i in range(300)]
             got = await ext.echo(many)
             assert [int(g[0]) for g in got] == list(range(300))
-            assert [pyisolate.region_name(g) for g in got] == \
-                [pyisolate.region_name(m) for m in many]
+            assert [pyisolate.region_name(g) for g in got] == [
+                pyisolate.region_name(m) for m in many
+            ]
             del many, got
             # dtypes DLPack lacks still travel, by value
             s = await ext.echo(np.array(["x", "yz"]))
@@ -166,6 +177,7 @@ def test_numpy_dtypes_views_and_containers(venv_root) -> None:
             # non-native byte order: by value too
             be = np.arange(3, dtype=">i4")
             assert (await ext.echo(be) == be).all()
+
     run(main())
 
 
@@ -190,6 +202,7 @@ def test_pass_on_between_extensions_without_copy(venv_root) -> None:
             assert pyisolate.region_name(y) == name
             d = await a.describe(y)
             assert d["region"] == name and d["sum"] == 8000
+
     run(main())
 
 
@@ -217,6 +230,7 @@ def test_numpy_1_gets_writeable_shared_arrays(venv_root) -> None:
                 await ext.write_held(0, 2)
                 assert (r == 2).all()
                 await ext.drop_held()
+
     run(main())
 
 
@@ -226,8 +240,9 @@ def test_torch_tensors_share_memory(venv_root) -> None:
 
     async def main() -> None:
         async with manager(venv_root) as mgr:
-            ext = await mgr.load_extension(ext_config("torchy", "shm", share_torch=True,
-                                                      dependencies=["torch"]))
+            ext = await mgr.load_extension(
+                ext_config("torchy", "shm", share_torch=True, dependencies=["torch"])
+            )
             # an ordinary tensor moves into shared memory at its first crossing
             t = torch.zeros(4, 5)
             assert pyisolate.region_name(t) is None
@@ -250,9 +265,20 @@ def test_torch_tensors_share_memory(venv_root) -> None:
             assert pyisolate.region_name(aliased) is None
             assert bool((aliased == 0).all()) and (alias == 0).all()
             # dtypes, strided views, 0-d, empty, containers
-            for dt in (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32,
-                       torch.int64, torch.float16, torch.bfloat16, torch.float32,
-                       torch.float64, torch.complex64, torch.complex128):
+            for dt in (
+                torch.bool,
+                torch.uint8,
+                torch.int8,
+                torch.int16,
+                torch.int32,
+                torch.int64,
+                torch.float16,
+                torch.bfloat16,
+                torch.float32,
+                torch.float64,
+                torch.complex64,
+                torch.complex128,
+            ):
                 x = (torch.arange(12) % 3).to(dt).reshape(3, 4)
                 assert torch.equal(await ext.echo(x), x)  # moves x (and its base)
                 y = await ext.echo(x.t())
@@ -285,28 +311,33 @@ def test_torch_tensors_share_memory(venv_root) -> None:
             arr = await ext.echo(np.ones(3))
             assert isinstance(arr, np.ndarray)
             await ext.drop_held()
+
     run(main())
 
 
-@pytest.mark.parametrize("mode", ["garbage", "span", "offset", "name", "path", "shape",
-                                  "dtype", "device"])
+@pytest.mark.parametrize(
+    "mode", ["garbage", "span", "offset", "name", "path", "shape", "dtype", "device"]
+)
 def test_bad_descriptor_is_refused(venv_root, mode) -> None:
     import pyisolate
 
     async def main() -> None:
         async with manager(venv_root) as mgr:
-            ext = await mgr.load_extension(ext_config("np_two", "shm",
-                                                      dependencies=["numpy>=2.2"]))
+            ext = await mgr.load_extension(
+                ext_config("np_two", "shm", dependencies=["numpy>=2.2"])
+            )
             with pytest.raises(pyisolate.TensorDescriptorError, match="refused"):
                 await ext.hostile(mode, np.arange(16.0))
             # the connection and the extension are fine afterwards
             assert (await ext.echo(np.arange(3)) == np.arange(3)).all()
+
     run(main())
 
 
 def _check_clean(names_before: set[str], what: str) -> None:
-    assert _wait(lambda: not (_shm_names() - names_before)), \
+    assert _wait(lambda: not (_shm_names() - names_before)), (
         f"{what}: /dev/shm left: {_shm_names() - names_before}"
+    )
     assert _wait(lambda: not _our_mappings()), f"{what}: still mapped: {_our_mappings()}"
 
 
@@ -317,8 +348,9 @@ def test_no_leak_after_normal_stop(venv_root) -> None:
 
     async def main() -> None:
         async with manager(venv_root) as mgr:
-            ext = await mgr.load_extension(ext_config("np_two", "shm",
-                                                      dependencies=["numpy>=2.2"]))
+            ext = await mgr.load_extension(
+                ext_config("np_two", "shm", dependencies=["numpy>=2.2"])
+            )
             a = pyisolate.empty(1000, "f8")
             await ext.hold(a)
             await ext.hold(np.ones(100))
@@ -334,6 +366,7 @@ def test_no_leak_after_normal_stop(venv_root) -> None:
                 await task
             assert (await ext.echo(a) == 0).all()
             del a, got
+
     run(main())
     _check_clean(before, "after a normal stop")
 
@@ -346,8 +379,9 @@ def test_dropped_reply_frees_its_region_at_once(venv_root) -> None:
 
     async def main() -> None:
         async with manager(venv_root) as mgr:
-            ext = await mgr.load_extension(ext_config("np_two", "shm",
-                                                      dependencies=["numpy>=2.2"]))
+            ext = await mgr.load_extension(
+                ext_config("np_two", "shm", dependencies=["numpy>=2.2"])
+            )
             pid = ext.pid
 
             def made_there() -> list[str]:
@@ -357,10 +391,12 @@ def test_dropped_reply_frees_its_region_at_once(venv_root) -> None:
             with pytest.raises(pyisolate.CallTimeout):
                 await ext.with_timeout(0.1).late_array(0.5, 100_000)
             await asyncio.sleep(0.6)  # the extension has replied by now
-            assert _wait(lambda: not made_there()), \
+            assert _wait(lambda: not made_there()), (
                 f"a dropped reply kept its region: {made_there()}"
+            )
             assert (await ext.echo(np.arange(3)) == np.arange(3)).all()  # still runs
             assert ext.pid == pid
+
     run(main())
 
 
@@ -371,8 +407,9 @@ def test_no_leak_after_extension_killed_holding_views(venv_root) -> None:
 
     async def main() -> None:
         async with manager(venv_root) as mgr:
-            ext = await mgr.load_extension(ext_config("np_two", "shm",
-                                                      dependencies=["numpy>=2.2"]))
+            ext = await mgr.load_extension(
+                ext_config("np_two", "shm", dependencies=["numpy>=2.2"])
+            )
             pid = ext.pid
             a = pyisolate.empty(1000, "f8")
             await ext.hold(a)
@@ -391,8 +428,8 @@ def test_no_leak_after_extension_killed_holding_views(venv_root) -> None:
             del a, mine
             gc.collect()
             created_there = [n for n in _shm_names() if f"-{pid}-" in n]
-            assert _wait(lambda: not [n for n in _shm_names() if f"-{pid}-" in n]), \
-                created_there
+            assert _wait(lambda: not [n for n in _shm_names() if f"-{pid}-" in n]), created_there
+
     run(main())
     _check_clean(before, "after a SIGKILLed extension")
 
@@ -430,9 +467,13 @@ def test_no_leak_after_host_killed(venv_root, tmp_path) -> None:
     script.write_text(HOST_SCRIPT)
     rundirs = Path(tempfile.mkdtemp(prefix="pyi-rt-", dir="/tmp"))  # ipc paths are short
     env = dict(subprocess_env(), PYI_RUNTIME_DIR=str(rundirs))
-    proc = subprocess.Popen([sys.executable, str(script), str(venv_root),
-                             str(EXTENSIONS / "shm")], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(venv_root), str(EXTENSIONS / "shm")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         out = proc.stdout.read()  # until it dies (its extensions write elsewhere)
         ended = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # not reaped
@@ -461,8 +502,9 @@ def test_no_leak_after_host_killed(venv_root, tmp_path) -> None:
         else:
             os.environ["PYI_RUNTIME_DIR"] = old
     assert not _shm_names(prefix), f"a dead host's regions survived: {_shm_names(prefix)}"
-    left_dirs = [d for d in os.listdir(rundirs / f"pyisolate-{os.getuid()}")
-                 if d.startswith(f"{proc.pid}-")]
+    left_dirs = [
+        d for d in os.listdir(rundirs / f"pyisolate-{os.getuid()}") if d.startswith(f"{proc.pid}-")
+    ]
     shutil.rmtree(rundirs)
     assert not left_dirs, "the dead host's runtime directory survived"
 

@@ -7,8 +7,8 @@ started by it in its own uv-made venv. See ExtensionManager.
 
 from __future__ import annotations
 
-from ._version import __version__
 from ._base import ExtensionBase, ProxiedSingleton, local_execution, singleton_scope
+from ._codes import BrokerError
 from ._errors import (
     CallTimeout,
     DependencyInstallError,
@@ -18,12 +18,12 @@ from ._errors import (
     PyisolateError,
     RemoteError,
 )
-from ._codes import BrokerError
 from ._handle import Extension
 from ._manager import ExtensionManager
 from ._rpc import RemoteCallable, RemoteObject
-from ._tensors import TensorDescriptorError, empty, region_name, share
 from ._sync import SyncExtension, SyncExtensionManager
+from ._tensors import TensorDescriptorError, empty, region_name, share
+from ._version import __version__
 from .config import ExtensionConfig, ExtensionManagerConfig, Limits, SandboxConfig, SandboxMode
 
 __all__ = [

@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
-from typing import Any, Awaitable, Callable, Iterator, TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Set while code of an in-process (isolated=False) extension runs, so that
 # ProxiedSingleton() gives it the same awaitable proxy an isolated one gets.
 in_local_extension: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "pyisolate_in_local_extension", default=False)
+    "pyisolate_in_local_extension", default=False
+)
 
 # Set in an extension process: an async function (singleton key, method,
 # args, kwargs) -> result that calls the host, and the host's service name.
@@ -45,12 +47,18 @@ class ExtensionBase:
     """
 
     def before_module_loaded(self) -> Any:
+        """Called in the extension's process before its module is imported
+        (sync or async)."""
         return None
 
     def on_module_loaded(self, module: Any) -> Any:
+        """Called with the imported module once it is loaded (sync or
+        async); the place to keep what the extension needs of it."""
         return None
 
     def stop(self) -> Any:
+        """Called when the host stops the extension, before its process
+        ends (sync or async)."""
         return None
 
 
@@ -100,8 +108,11 @@ def singleton_scope() -> Iterator[None]:
     """pyisolate 0.x's test helper: the host's ProxiedSingleton instances
     made inside the block are dropped at its end (the next ``MyAPI()``
     makes a new one); those made before it stay, and are used inside."""
-    before = {cls: cls.__dict__["_pyi_instance"] for cls in _singleton_classes()
-              if "_pyi_instance" in cls.__dict__}
+    before = {
+        cls: cls.__dict__["_pyi_instance"]
+        for cls in _singleton_classes()
+        if "_pyi_instance" in cls.__dict__
+    }
     try:
         yield
     finally:
@@ -129,16 +140,19 @@ _proxies: dict[tuple[type, str], Any] = {}
 
 def _make_stub(name: str, mode: str) -> Callable[..., Awaitable[Any]]:
     if mode == "remote":
+
         async def stub(self: Any, *args: Any, **kwargs: Any) -> Any:
             assert _child_caller is not None
             return await _child_caller(self._pyi_key, name, args, kwargs)
     else:
+
         async def stub(self: Any, *args: Any, **kwargs: Any) -> Any:
             real = self._pyi_class._pyi_get_instance()
             result = getattr(real, name)(*args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
             return result
+
     stub.__name__ = name
     stub.__qualname__ = name
     return stub

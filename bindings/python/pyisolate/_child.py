@@ -30,7 +30,7 @@ from ._rpc import Node, invoke
 
 logger = logging.getLogger("pyisolate.child")
 
-REMOTE_CONNECT_TIMEOUT = 60.0   # seconds a remote extension waits for the host (default)
+REMOTE_CONNECT_TIMEOUT = 60.0  # seconds a remote extension waits for the host (default)
 
 
 def main() -> None:
@@ -40,19 +40,26 @@ def main() -> None:
     if _core.bind_to_parent() != 0:
         sys.stderr.write("pyisolate: not started by a pyisolate host\n")
         sys.exit(2)
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg = json.loads(os.environ.pop("PYI_CONFIG"))
-    code = asyncio.run(run(cfg, os.environ["PYI_ENDPOINT"], os.environ["PYI_SERVICE"],
-                           os.environ.pop("PYI_TOKEN")))
+    code = asyncio.run(
+        run(
+            cfg, os.environ["PYI_ENDPOINT"], os.environ["PYI_SERVICE"], os.environ.pop("PYI_TOKEN")
+        )
+    )
     sys.stdout.flush()
     sys.stderr.flush()
     sys.exit(code)
 
 
-async def run(cfg: dict[str, Any], endpoint: str, service: str, token: str,
-              curve: _core.Curve | None = None,
-              connect_timeout: float = REMOTE_CONNECT_TIMEOUT) -> int:
+async def run(
+    cfg: dict[str, Any],
+    endpoint: str,
+    service: str,
+    token: str,
+    curve: _core.Curve | None = None,
+    connect_timeout: float = REMOTE_CONNECT_TIMEOUT,
+) -> int:
     """Load the extension, serve it until the host stops it or the broker
     is lost; the exit status. Also what a remote extension runs
     (pyisolate.remote), with CURVE keys: it gives up after connect_timeout
@@ -69,8 +76,9 @@ async def run(cfg: dict[str, Any], endpoint: str, service: str, token: str,
     node.pickle_all = bool(cfg.get("allow_pickle"))
     done = asyncio.Event()
 
-    async def call_host(key: str, method: str, args: tuple[Any, ...],
-                        kwargs: dict[str, Any]) -> Any:
+    async def call_host(
+        key: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         try:
             return await node.call("api." + key, "", method, args, kwargs)
         except BrokerError as exc:
@@ -82,15 +90,21 @@ async def run(cfg: dict[str, Any], endpoint: str, service: str, token: str,
     except BaseException as exc:  # noqa: BLE001 - report every load failure
         logger.error("loading extension %r failed", name, exc_info=True)
         try:
-            await node.call(host_service, name, "", (describe_exception(exc),), {},
-                            op="load_error", timeout=10.0)
+            await node.call(
+                host_service,
+                name,
+                "",
+                (describe_exception(exc),),
+                {},
+                op="load_error",
+                timeout=10.0,
+            )
         except Exception:
             pass
         node.close()
         return 1
 
-    async def op_stop(target: str, method: str, args: list[Any],
-                      kwargs: dict[str, Any]) -> None:
+    async def op_stop(target: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> None:
         try:
             await invoke(ext.stop, [], {}, False)
         finally:
@@ -110,8 +124,12 @@ async def run(cfg: dict[str, Any], endpoint: str, service: str, token: str,
         try:  # a remote process: the host may be unreachable, or the ticket stale
             await asyncio.wait_for(node.serve(service, token), connect_timeout)
         except asyncio.TimeoutError:
-            logger.error("no answer from the host at %s within %ss (host gone, ticket used or "
-                         "stale, or a firewall)", endpoint, connect_timeout)
+            logger.error(
+                "no answer from the host at %s within %ss (host gone, ticket used or "
+                "stale, or a firewall)",
+                endpoint,
+                connect_timeout,
+            )
             node.close()
             return 1
         logger.info("serving extension %r for the host at %s", name, endpoint)

@@ -23,8 +23,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -113,8 +114,13 @@ class VenvInfo:
         if made_with and not os.path.exists(made_with):
             return f"made with {made_with}, which is gone"
         try:
-            subprocess.run([str(python), "-c", "import sys"], check=True, timeout=60,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            subprocess.run(
+                [str(python), "-c", "import sys"],
+                check=True,
+                timeout=60,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
         except (OSError, subprocess.SubprocessError) as exc:
             return f"bin/python does not run: {exc}"
         return ""
@@ -140,16 +146,20 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     now = time.time()
     for v in venvs(root):
         problem = v.problem()
-        rows.append([v.name, " ".join(v.dependencies) or "-",
-                     _venv.fingerprint_id(json.dumps(v.data, sort_keys=True)),
-                     _human(_size(v.path, seen)),
-                     _ago(now - v.last_used),
-                     "healthy" if not problem else f"broken: {problem}"])
+        rows.append(
+            [
+                v.name,
+                " ".join(v.dependencies) or "-",
+                _venv.fingerprint_id(json.dumps(v.data, sort_keys=True)),
+                _human(_size(v.path, seen)),
+                _ago(now - v.last_used),
+                "healthy" if not problem else f"broken: {problem}",
+            ]
+        )
     if not rows:
         console.print(f"no pyisolate venvs under {root}", highlight=False)
         return 0
-    _table(console, ["name", "dependencies", "fingerprint", "size", "last used", "health"],
-           rows)
+    _table(console, ["name", "dependencies", "fingerprint", "size", "last used", "health"], rows)
     return 0
 
 
@@ -158,21 +168,29 @@ def cmd_repair(args: argparse.Namespace, console: Console) -> int:
     found = {v.name: v for v in venvs(root)}
     v = found.get(args.name)
     if v is None:
-        console.print(f"no venv named {args.name!r} under {root} "
-                      f"(there: {', '.join(sorted(found)) or 'none'})", highlight=False)
+        console.print(
+            f"no venv named {args.name!r} under {root} "
+            f"(there: {', '.join(sorted(found)) or 'none'})",
+            highlight=False,
+        )
         return 1
     if any("***@" in url for url in v.indexes):
-        console.print(f"{v.name} was made with an index that needs credentials, which are "
-                      "not kept on disk: load the extension again to recreate it",
-                      highlight=False)
+        console.print(
+            f"{v.name} was made with an index that needs credentials, which are "
+            "not kept on disk: load the extension again to recreate it",
+            highlight=False,
+        )
         return 1
-    console.print(f"recreating {v.path} with: {' '.join(v.dependencies) or 'no dependencies'}",
-                  highlight=False)
+    console.print(
+        f"recreating {v.path} with: {' '.join(v.dependencies) or 'no dependencies'}",
+        highlight=False,
+    )
     shutil.rmtree(v.path)
     with console.status(f"uv: making {v.name}", spinner="dots"):
         try:
-            asyncio.run(_venv.ensure_venv(v.name, root, v.dependencies, v.share_torch,
-                                          indexes=v.indexes))
+            asyncio.run(
+                _venv.ensure_venv(v.name, root, v.dependencies, v.share_torch, indexes=v.indexes)
+            )
         except Exception as exc:  # DependencyInstallError carries uv's output
             console.print(f"repair failed: {exc}", highlight=False)
             return 1
@@ -200,27 +218,30 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
     for v in old:
         if not args.dry_run:
             shutil.rmtree(v.path)
-        console.print(f"{verb} venv {v.name} (last used {_ago(now - v.last_used)})",
-                      highlight=False)
+        console.print(
+            f"{verb} venv {v.name} (last used {_ago(now - v.last_used)})", highlight=False
+        )
     for d in gone:
         if not args.dry_run:
             shutil.rmtree(d)
-        console.print(f"{verb} runtime folder {d.name} (its install is gone)",
-                      highlight=False)
+        console.print(f"{verb} runtime folder {d.name} (its install is gone)", highlight=False)
     cache = Path(_venv.uv_env(root)["UV_CACHE_DIR"])
     if cache.is_dir():
         if args.dry_run:
             console.print(f"would run: uv cache prune ({cache})", highlight=False)
         else:
-            proc = subprocess.run([_venv.uv_binary(), "cache", "prune"], env=_venv.uv_env(root),
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [_venv.uv_binary(), "cache", "prune"],
+                env=_venv.uv_env(root),
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode != 0:
                 console.print(f"uv cache prune failed: {proc.stderr.strip()}", highlight=False)
                 return 1
             console.print(f"uv cache pruned ({cache})", highlight=False)
     if not old and not gone:
-        console.print(f"no venv unused for {args.older_than:g} days under {root}",
-                      highlight=False)
+        console.print(f"no venv unused for {args.older_than:g} days under {root}", highlight=False)
     return 0
 
 
@@ -232,8 +253,14 @@ def _doctor_checks() -> list[tuple[str, bool, str, str]]:
     try:
         uv = _venv.uv_binary()
         out = subprocess.run([uv, "--version"], capture_output=True, text=True, timeout=60)
-        rows.append(("uv", True, f"{out.stdout.strip()} ({uv})" if out.returncode == 0 else "",
-                     "pip install uv"))
+        rows.append(
+            (
+                "uv",
+                True,
+                f"{out.stdout.strip()} ({uv})" if out.returncode == 0 else "",
+                "pip install uv",
+            )
+        )
     except (RuntimeError, OSError, subprocess.SubprocessError):
         rows.append(("uv", True, "", "pip install uv"))
     versions = _core.ffi.string(_core.lib.pyi_library_versions()).decode()
@@ -241,8 +268,14 @@ def _doctor_checks() -> list[tuple[str, bool, str, str]]:
     try:
         st = os.statvfs("/dev/shm")
         free = st.f_bavail * st.f_frsize
-        rows.append(("/dev/shm", True, f"{_human(free)} free" if free else "",
-                     "mount a tmpfs on /dev/shm (docker: --shm-size=2g)"))
+        rows.append(
+            (
+                "/dev/shm",
+                True,
+                f"{_human(free)} free" if free else "",
+                "mount a tmpfs on /dev/shm (docker: --shm-size=2g)",
+            )
+        )
     except OSError:
         rows.append(("/dev/shm", True, "", "mount a tmpfs on /dev/shm"))
     try:  # what the sandbox launcher finds (docs/security.md)
@@ -250,13 +283,31 @@ def _doctor_checks() -> list[tuple[str, bool, str, str]]:
         offered = _sandbox.kernel()
         gaps = _sandbox.missing(_sandbox.Policy(mode="best_effort"))
         abi = int(offered.get("landlock", "0"))
-        rows.append(("Landlock", False, f"ABI {abi}" if abi else "",
-                     "optional: Linux 5.13+ with Landlock in lsm=; ABI 6 (Linux 6.12+) for the "
-                     "whole sandbox"))
-        rows.append(("seccomp", False, "filters" if offered.get("seccomp") == "1" else "",
-                     "optional: a kernel with seccomp filters"))
-        rows.append(("sandbox", False, "" if gaps else "fully enforced",
-                     "not enforced here: " + "; ".join(gaps)))
+        rows.append(
+            (
+                "Landlock",
+                False,
+                f"ABI {abi}" if abi else "",
+                "optional: Linux 5.13+ with Landlock in lsm=; ABI 6 (Linux 6.12+) for the "
+                "whole sandbox",
+            )
+        )
+        rows.append(
+            (
+                "seccomp",
+                False,
+                "filters" if offered.get("seccomp") == "1" else "",
+                "optional: a kernel with seccomp filters",
+            )
+        )
+        rows.append(
+            (
+                "sandbox",
+                False,
+                "" if gaps else "fully enforced",
+                "not enforced here: " + "; ".join(gaps),
+            )
+        )
     except PyisolateError:
         rows.append(("sandbox launcher", True, "", "reinstall pyisolate"))
     cgroup = Path("/sys/fs/cgroup")
@@ -264,8 +315,14 @@ def _doctor_checks() -> list[tuple[str, bool, str, str]]:
         own = Path("/proc/self/cgroup").read_text().strip().rpartition(":")[2]
         here = cgroup / own.lstrip("/")
         writable = os.access(here / "cgroup.subtree_control", os.W_OK)
-        rows.append(("cgroups", False, f"v2, {'delegated' if writable else 'not delegated'}",
-                     "optional: a delegated cgroup v2 subtree"))
+        rows.append(
+            (
+                "cgroups",
+                False,
+                f"v2, {'delegated' if writable else 'not delegated'}",
+                "optional: a delegated cgroup v2 subtree",
+            )
+        )
     else:
         rows.append(("cgroups", False, "", "optional: cgroup v2 (this is v1 or hybrid)"))
     if _core.lib.pyi_cuda_available():
@@ -279,9 +336,19 @@ def _doctor_checks() -> list[tuple[str, bool, str, str]]:
 def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
     rows = _doctor_checks()
     failed = [r for r in rows if r[1] and not r[2]]
-    _table(console, ["check", "status", "found", "what to do"],
-           [[what, "ok" if found else ("MISSING" if needed else "absent"), found or "-",
-             "" if found else todo] for what, needed, found, todo in rows])
+    _table(
+        console,
+        ["check", "status", "found", "what to do"],
+        [
+            [
+                what,
+                "ok" if found else ("MISSING" if needed else "absent"),
+                found or "-",
+                "" if found else todo,
+            ]
+            for what, needed, found, todo in rows
+        ],
+    )
     return 1 if failed else 0
 
 
@@ -307,9 +374,13 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         config = ExtensionManagerConfig(venv_root_path=str(_root(args.root)))
         manager = ExtensionManager(ExtensionBase, config)
         try:
-            ext = await manager.load_extension(ExtensionConfig(
-                name=args.name or module_path.name, module_path=str(module_path),
-                dependencies=list(args.dependencies or [])))
+            ext = await manager.load_extension(
+                ExtensionConfig(
+                    name=args.name or module_path.name,
+                    module_path=str(module_path),
+                    dependencies=list(args.dependencies or []),
+                )
+            )
             return await getattr(ext.remote, args.method)(*positional, **keywords)
         finally:
             await manager.stop_all()
@@ -334,8 +405,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--root", help=root_help)
     p.set_defaults(fn=cmd_repair)
-    p = sub.add_parser("prune", help="remove venvs unused for a while, dead runtime folders, "
-                                     "unused uv cache entries")
+    p = sub.add_parser(
+        "prune",
+        help="remove venvs unused for a while, dead runtime folders, unused uv cache entries",
+    )
     p.add_argument("--older-than", type=float, default=30.0, metavar="DAYS")
     p.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
     p.add_argument("--root", help=root_help)
@@ -345,8 +418,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="load one extension, call one method, print the result")
     p.add_argument("module_path")
     p.add_argument("method")
-    p.add_argument("json_args", nargs="?", help="a JSON list (positional), object (keywords) "
-                                               "or value (one argument)")
+    p.add_argument(
+        "json_args",
+        nargs="?",
+        help="a JSON list (positional), object (keywords) or value (one argument)",
+    )
     p.add_argument("--dependencies", nargs="*", metavar="REQ")
     p.add_argument("--name", help="the extension's name (default: the folder's)")
     p.add_argument("--root", help=root_help)

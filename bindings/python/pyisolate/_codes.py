@@ -49,6 +49,7 @@ class BrokerError(PyisolateError):
 
 class Callee(enum.IntEnum):
     """What a failed call called: the table's column."""
+
     EXTENSION = 0
     SINGLETON = 1
     OTHER = 2
@@ -80,28 +81,40 @@ def exception_type(code: int, callee: Callee) -> type[PyisolateError]:
     return EXCEPTIONS.get(code, _BROKER)[callee]
 
 
-def call_error(code: int, text: str, callee: Callee, name: str, *, method: str = "",
-               timeout: float | None = None, exit_status: int | None = None,
-               reason: str | None = None) -> PyisolateError:
+def call_error(
+    code: int,
+    text: str,
+    callee: Callee,
+    name: str,
+    *,
+    method: str = "",
+    timeout: float | None = None,
+    exit_status: int | None = None,
+    reason: str | None = None,
+) -> PyisolateError:
     """The exception for a call to ``name`` (the extension's name, the
     singleton's key, or else the service) that failed with ``code``
     (``exit_status`` and ``reason``: how the extension's process ended)."""
     kind = exception_type(code, callee)
     if kind is CallTimeout:
-        return CallTimeout(f"call to {method or 'callable'!s} on {name!r} timed out "
-                           f"after {timeout}s")
+        return CallTimeout(
+            f"call to {method or 'callable'!s} on {name!r} timed out after {timeout}s"
+        )
     if kind is ExtensionCrashed:
         return ExtensionCrashed(name, exit_status, text, reason)
     if kind is ExtensionStopped:
         return ExtensionStopped(name)
     if kind is PyisolateError:
-        return PyisolateError(f"the host does not serve the ProxiedSingleton {name!r}: list it "
-                              f"in this extension's ExtensionConfig(apis=[...])")
+        return PyisolateError(
+            f"the host does not serve the ProxiedSingleton {name!r}: list it "
+            f"in this extension's ExtensionConfig(apis=[...])"
+        )
     return BrokerError(code, text)
 
 
-def reply_error(msg: _core.Message, service: str, method: str,
-                timeout: float | None) -> BaseException:
+def reply_error(
+    msg: _core.Message, service: str, method: str, timeout: float | None
+) -> BaseException:
     """The exception for an ERROR answer to a call of ``method`` on
     ``service``: the callee's own, or the table's for ``Callee.OTHER``."""
     if msg.command == _core.ERROR and msg.code >= _lib.PYI_ERR_APPLICATION and msg.frames:

@@ -15,14 +15,16 @@ the received message alive (see :class:`Message`).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from ._errors import PyisolateError
 
 try:
     from . import _native
-    from ._native import ffi, lib
+    from ._native import ffi as ffi  # re-exported: the package's cffi handles
+    from ._native import lib as lib
 except ImportError as exc:  # pragma: no cover - only when the build is broken
     raise ImportError(
         "pyisolate's native module is missing: install pyisolate with "
@@ -49,11 +51,11 @@ ERR_APPLICATION = lib.PYI_ERR_APPLICATION
 # pyi_py_install adds to _native.
 if lib.pyi_py_install() != 0:  # pragma: no cover - only with a broken build
     raise ImportError("pyisolate._native: cannot install its functions")
-_recv_client = _native.recv_client  # type: ignore[attr-defined]
-_recv_worker = _native.recv_worker  # type: ignore[attr-defined]
-_client_request = _native.client_request  # type: ignore[attr-defined]
-_worker_reply = _native.worker_reply  # type: ignore[attr-defined]
-_worker_error = _native.worker_error  # type: ignore[attr-defined]
+_recv_client = _native.recv_client
+_recv_worker = _native.recv_worker
+_client_request = _native.client_request
+_worker_reply = _native.worker_reply
+_worker_error = _native.worker_error
 
 EVENT_READY = lib.PYI_EVENT_READY
 EVENT_LOST = lib.PYI_EVENT_LOST
@@ -83,12 +85,30 @@ class Message:
     they are released or collected (msgpack, numpy.frombuffer and
     ffi.from_buffer take them as they are)."""
 
-    __slots__ = ("command", "id", "service", "code", "text", "timeout_ms", "frames",
-                 "services", "answer_inline")
+    __slots__ = (
+        "command",
+        "id",
+        "service",
+        "code",
+        "text",
+        "timeout_ms",
+        "frames",
+        "services",
+        "answer_inline",
+    )
 
-    def __init__(self, command: int, id: int, service: str, code: int, text: str,
-                 timeout_ms: int, frames: list[Any] | None = None,
-                 services: list[str] | None = None, answer_inline: bool = False) -> None:
+    def __init__(
+        self,
+        command: int,
+        id: int,
+        service: str,
+        code: int,
+        text: str,
+        timeout_ms: int,
+        frames: list[Any] | None = None,
+        services: list[str] | None = None,
+        answer_inline: bool = False,
+    ) -> None:
         self.command = command
         self.id = id
         self.service = service
@@ -102,8 +122,10 @@ class Message:
         self.answer_inline = answer_inline
 
     def __repr__(self) -> str:
-        return (f"Message(command={self.command}, id={self.id}, service={self.service!r}, "
-                f"code={self.code}, text={self.text!r}, frames={len(self.frames)})")
+        return (
+            f"Message(command={self.command}, id={self.id}, service={self.service!r}, "
+            f"code={self.code}, text={self.text!r}, frames={len(self.frames)})"
+        )
 
 
 def _frames(frames: Sequence[Any]) -> Sequence[Any]:
@@ -115,6 +137,7 @@ def _frames(frames: Sequence[Any]) -> Sequence[Any]:
 class Curve:
     """CURVE keys for a connection to a broker's secured tcp endpoint: the
     broker's public key and this peer's pair (40 characters of Z85 each)."""
+
     server_key: str
     public_key: str
     secret_key: str
@@ -171,7 +194,8 @@ class Broker:
         if p == ffi.NULL:
             raise PyisolateError(f"cannot bind {endpoint}: {last_error()}")
         try:
-            return ffi.string(p).decode()
+            value: bytes = ffi.string(p)
+            return value.decode()
         finally:
             lib.free(p)
 
@@ -180,27 +204,36 @@ class Broker:
             raise PyisolateError(f"not a CURVE public key: {last_error()}")
 
     def allow(self, service: str, token: str | None = None) -> str:
-        p = lib.pyi_broker_allow(self._ptr, service.encode(),
-                                 token.encode() if token else ffi.NULL)
+        p = lib.pyi_broker_allow(
+            self._ptr, service.encode(), token.encode() if token else ffi.NULL
+        )
         if p == ffi.NULL:
             raise PyisolateError(f"broker refused service name {service!r}: {last_error()}")
         try:
-            return ffi.string(p).decode()
+            value: bytes = ffi.string(p)
+            return value.decode()
         finally:
             lib.free(p)
 
-    def spawn(self, service: str, argv: Sequence[str], env: dict[str, str] | None,
-              stdout_fd: int = -1, stderr_fd: int = -1) -> int:
+    def spawn(
+        self,
+        service: str,
+        argv: Sequence[str],
+        env: dict[str, str] | None,
+        stdout_fd: int = -1,
+        stderr_fd: int = -1,
+    ) -> int:
         keep = [ffi.new("char[]", os.fsencode(a)) for a in argv]
-        c_argv = ffi.new("const char *[]", keep + [ffi.NULL])
+        c_argv = ffi.new("const char *[]", [*keep, ffi.NULL])
         if env is None:
             c_envp = ffi.NULL
         else:
             ekeep = [ffi.new("char[]", os.fsencode(f"{k}={v}")) for k, v in env.items()]
             keep.extend(ekeep)
-            c_envp = ffi.new("const char *[]", ekeep + [ffi.NULL])
-        pid = lib.pyi_broker_spawn(self._ptr, service.encode(), c_argv, c_envp,
-                                   stdout_fd, stderr_fd)
+            c_envp = ffi.new("const char *[]", [*ekeep, ffi.NULL])
+        pid = lib.pyi_broker_spawn(
+            self._ptr, service.encode(), c_argv, c_envp, stdout_fd, stderr_fd
+        )
         if pid < 0:
             raise PyisolateError(f"cannot start a process for {service!r}: {last_error()}")
         return int(pid)
@@ -212,23 +245,43 @@ class Broker:
         ev = self._event
         if lib.pyi_broker_event(self._ptr, ev, timeout_ms) != 0:
             return None
-        return BrokerEvent(int(ev.type), int(ev.pid), int(ev.status),
-                           _str(ev.service), _str(ev.text))
+        return BrokerEvent(
+            int(ev.type), int(ev.pid), int(ev.status), _str(ev.service), _str(ev.text)
+        )
 
     def service_stats(self, service: str) -> dict[str, int] | None:
         st = ffi.new("pyi_service_stats_t *")
         if lib.pyi_broker_service_stats(self._ptr, service.encode(), st) != 0:
             return None
-        return {f: int(getattr(st, f)) for f in
-                ("requests", "replies", "errors", "bytes_in", "bytes_out", "in_flight",
-                 "pid", "ready")}
+        return {
+            f: int(getattr(st, f))
+            for f in (
+                "requests",
+                "replies",
+                "errors",
+                "bytes_in",
+                "bytes_out",
+                "in_flight",
+                "pid",
+                "ready",
+            )
+        }
 
     def stats(self) -> dict[str, int]:
         st = ffi.new("pyi_broker_stats_t *")
         lib.pyi_broker_stats(self._ptr, st)
-        return {f: int(getattr(st, f)) for f in
-                ("messages", "malformed", "rejected", "disconnected", "workers",
-                 "pending", "processes")}
+        return {
+            f: int(getattr(st, f))
+            for f in (
+                "messages",
+                "malformed",
+                "rejected",
+                "disconnected",
+                "workers",
+                "pending",
+                "processes",
+            )
+        }
 
     def close(self) -> None:
         if self._ptr is not None:
@@ -241,8 +294,11 @@ class Client:
     """A DEALER that calls services; replies come back in any order."""
 
     def __init__(self, endpoint: str, curve: Curve | None = None) -> None:
-        self._ptr = (lib.pyi_client_new(endpoint.encode()) if curve is None
-                     else lib.pyi_client_new_curve(endpoint.encode(), *curve.args()))
+        self._ptr = (
+            lib.pyi_client_new(endpoint.encode())
+            if curve is None
+            else lib.pyi_client_new_curve(endpoint.encode(), *curve.args())
+        )
         if self._ptr == ffi.NULL:
             raise PyisolateError(f"cannot connect a client to {endpoint}: {last_error()}")
         self._services: dict[str, bytes] = {}
@@ -250,8 +306,14 @@ class Client:
     def fd(self) -> int:
         return int(lib.pyi_client_fd(self._ptr))
 
-    def request(self, service: str, rid: int, timeout_ms: int, frames: Sequence[Any],
-                marks: tuple[int, ...] = ()) -> bool:
+    def request(
+        self,
+        service: str,
+        rid: int,
+        timeout_ms: int,
+        frames: Sequence[Any],
+        marks: tuple[int, ...] = (),
+    ) -> bool:
         """Send a request (``marks``: the indexes of the frames that are
         tensor descriptors); False when the send queue is full (try again
         later)."""
@@ -291,14 +353,22 @@ class Client:
 class Worker:
     """A DEALER that offers services and answers requests."""
 
-    def __init__(self, endpoint: str, token: str, heartbeat_ms: int = 0,
-                 liveness: int = 0, curve: Curve | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        token: str,
+        heartbeat_ms: int = 0,
+        liveness: int = 0,
+        curve: Curve | None = None,
+    ) -> None:
         if curve is None:
-            self._ptr = lib.pyi_worker_new(endpoint.encode(), token.encode(), heartbeat_ms,
-                                           liveness)
+            self._ptr = lib.pyi_worker_new(
+                endpoint.encode(), token.encode(), heartbeat_ms, liveness
+            )
         else:
-            self._ptr = lib.pyi_worker_new_curve(endpoint.encode(), token.encode(),
-                                                 heartbeat_ms, liveness, *curve.args())
+            self._ptr = lib.pyi_worker_new_curve(
+                endpoint.encode(), token.encode(), heartbeat_ms, liveness, *curve.args()
+            )
         if self._ptr == ffi.NULL:
             raise PyisolateError(f"cannot connect a worker to {endpoint}: {last_error()}")
 

@@ -54,8 +54,9 @@ class ExtensionCrashed(PyisolateError):
     that follows for a process that caught SIGXCPU), else None.
     """
 
-    def __init__(self, extension: str, exit_status: int | None, detail: str = "",
-                 reason: str | None = None) -> None:
+    def __init__(
+        self, extension: str, exit_status: int | None, detail: str = "", reason: str | None = None
+    ) -> None:
         self.extension = extension
         self.exit_status = exit_status
         self.reason = reason

@@ -7,7 +7,8 @@ so the handle has few names and no public helpers.
 
 from __future__ import annotations
 
-from typing import Any, Coroutine, Generator, Generic, TypeVar
+from collections.abc import Coroutine, Generator
+from typing import Any, Generic, TypeVar
 
 from ._base import ExtensionBase
 from ._launch import Launcher
@@ -57,8 +58,7 @@ class Extension(Generic[T]):
     runs the extension's ``stop()`` hook and ends its process.
     """
 
-    def __init__(self, config: ExtensionConfig, launcher: Launcher,
-                 timeout: float | None) -> None:
+    def __init__(self, config: ExtensionConfig, launcher: Launcher, timeout: float | None) -> None:
         self.name = config.name
         self.config = config
         # For ExtensionConfig(remote=True): what its process is started with
@@ -80,10 +80,10 @@ class Extension(Generic[T]):
     def exit_status(self) -> int | None:
         return self._launcher.exit_status
 
-    def __await__(self) -> Generator[Any, None, "Extension[T]"]:
+    def __await__(self) -> Generator[Any, None, Extension[T]]:
         return self.wait_ready().__await__()
 
-    async def wait_ready(self) -> "Extension[T]":
+    async def wait_ready(self) -> Extension[T]:
         """Wait until the extension is loaded; raise why it could not be."""
         await self._launcher.wait_ready()
         return self

@@ -17,8 +17,9 @@ import logging
 import socket
 import tempfile
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from . import _core, _tensors
 from ._base import ProxiedSingleton, singleton_key
@@ -31,8 +32,8 @@ logger = logging.getLogger("pyisolate")
 HOST_SERVICE = "host"
 _HEARTBEAT_MS = 1000
 
-_live_brokers: "weakref.WeakSet[_core.Broker]" = weakref.WeakSet()
-_live_nodes: "weakref.WeakSet[Node]" = weakref.WeakSet()
+_live_brokers: weakref.WeakSet[_core.Broker] = weakref.WeakSet()
+_live_nodes: weakref.WeakSet[Node] = weakref.WeakSet()
 
 
 @atexit.register
@@ -76,7 +77,7 @@ class Host:
         broker.set(_core.lib.PYI_OPT_LIVENESS, beats)
         logger.debug("broker started at %s", broker.endpoint)
         self._broker: _core.Broker | None = broker  # None once closed
-        self.socket_path = broker.endpoint[len("ipc://"):]  # what local extensions connect to
+        self.socket_path = broker.endpoint[len("ipc://") :]  # what local extensions connect to
         self._rundir = Path(broker.rundir)
         self.node = Node(loop, broker.inproc, "host")
         _live_nodes.add(self.node)
@@ -132,11 +133,17 @@ class Host:
         earlier one's, whose process's events still reach it by pid)."""
         self._listeners[service] = listener
 
-    def spawn(self, service: str, argv: Sequence[str], env: dict[str, str], stdout_fd: int,
-              stderr_fd: int) -> int:
+    def spawn(
+        self,
+        service: str,
+        argv: Sequence[str],
+        env: dict[str, str],
+        stdout_fd: int,
+        stderr_fd: int,
+    ) -> int:
         """Start a process for the watched ``service``; its pid."""
         assert self._broker is not None
-        self.node.remote_services.discard(service)     # a local process now
+        self.node.remote_services.discard(service)  # a local process now
         pid = self._broker.spawn(service, argv, env, stdout_fd, stderr_fd)
         self._by_pid[pid] = self._listeners[service]
         return pid
@@ -156,7 +163,7 @@ class Host:
         assert broker is not None
         if self._remote_endpoint is None:
             bound = broker.bind_curve(self._config.remote_endpoint)
-            host, _, port = bound[len("tcp://"):].rpartition(":")
+            host, _, port = bound[len("tcp://") :].rpartition(":")
             if self._config.remote_host:
                 host = self._config.remote_host
             elif host in ("0.0.0.0", "*", "[::]", "::"):
@@ -168,8 +175,14 @@ class Host:
         token = broker.allow(service)
         # It shares no memory with this host: calls to it send tensors inline.
         self.node.remote_services.add(service)
-        return {"endpoint": self._remote_endpoint, "server_key": broker.curve_key,
-                "public_key": public, "secret_key": secret, "token": token, "service": service}
+        return {
+            "endpoint": self._remote_endpoint,
+            "server_key": broker.curve_key,
+            "public_key": public,
+            "secret_key": secret,
+            "token": token,
+            "service": service,
+        }
 
     # -- for the manager --------------------------------------------------------
     def broker_stats(self) -> dict[str, int]:
@@ -246,11 +259,13 @@ class Host:
             elif ev.type == _core.EVENT_LOST:
                 ext.on_lost(ev.text)
             elif ev.type == _core.EVENT_REFUSED:
-                ext.on_load_failed(ExtensionLoadError(ext.name, f"the broker refused its "
-                                                      f"service: {ev.text}"))
+                ext.on_load_failed(
+                    ExtensionLoadError(ext.name, f"the broker refused its service: {ev.text}")
+                )
 
-    async def _op_load_error(self, target: str, method: str, args: list[Any],
-                             kwargs: dict[str, Any]) -> None:
+    async def _op_load_error(
+        self, target: str, method: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
         """An extension's process could not load it: ``target`` is its name,
         ``args[0]`` the exception (_errors.describe_exception)."""
         try:
@@ -259,6 +274,10 @@ class Host:
             return
         if ext is not None and args:
             data = args[0]
-            ext.on_load_failed(ExtensionLoadError(ext.name, f"{data.get('qualname')}: "
-                                                  f"{data.get('message')}",
-                                                  str(data.get("traceback", ""))))
+            ext.on_load_failed(
+                ExtensionLoadError(
+                    ext.name,
+                    f"{data.get('qualname')}: {data.get('message')}",
+                    str(data.get("traceback", "")),
+                )
+            )

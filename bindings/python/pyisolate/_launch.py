@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import json
 import logging
 import os
@@ -27,9 +28,10 @@ import shutil
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from . import _loader, _sandbox, _venv
 from ._base import in_local_extension, singleton_key
@@ -92,8 +94,9 @@ class Launcher:
 
     ticket: str | None = None  # Remote: what its process is started with (a secret)
 
-    def __init__(self, config: ExtensionConfig, base: type,
-                 loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, config: ExtensionConfig, base: type, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.name = config.name
         self.config = config
         self.state = State.LOADING
@@ -117,8 +120,9 @@ class Launcher:
 
     def start(self) -> None:
         """Start loading (a task on the loop)."""
-        self._start_task = self._loop.create_task(self._start(),
-                                                  name=f"pyisolate-load-{self.name}")
+        self._start_task = self._loop.create_task(
+            self._start(), name=f"pyisolate-load-{self.name}"
+        )
         self._start_task.add_done_callback(self._start_done)
 
     async def wait_ready(self) -> None:
@@ -133,8 +137,9 @@ class Launcher:
                 raise ExtensionStopped(self.name) from None
             raise
 
-    async def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                   timeout: float | None) -> Any:
+    async def call(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+    ) -> Any:
         """Run ``method`` of the extension; its result."""
         raise NotImplementedError
 
@@ -201,8 +206,10 @@ class Launcher:
     async def _admit(self) -> None:
         """A call's slow path: the right loop, not stopped, loaded."""
         if asyncio.get_running_loop() is not self._loop:
-            raise RuntimeError(f"extension {self.name!r} belongs to another event loop: call it "
-                               "from the loop that loaded it (or use SyncExtensionManager)")
+            raise RuntimeError(
+                f"extension {self.name!r} belongs to another event loop: call it "
+                "from the loop that loaded it (or use SyncExtensionManager)"
+            )
         if self.stopping:
             raise ExtensionStopped(self.name)
         await self.wait_ready()
@@ -225,7 +232,7 @@ class Launcher:
             self.state = State.READY
         logger.info("[%s] ready%s", self.name, f" (pid {self.pid})" if self.pid else "")
 
-    def _start_done(self, task: "asyncio.Task[None]") -> None:
+    def _start_done(self, task: asyncio.Task[None]) -> None:
         # A handle nobody awaits must not end in "exception never retrieved":
         # the failure is logged here and raised again by every call.
         if task.cancelled():
@@ -239,13 +246,15 @@ class InProcess(Launcher):
     """``isolated=False``: loaded by _loader in the host, called directly
     (a plain def in the loop's default executor)."""
 
-    def __init__(self, config: ExtensionConfig, base: type,
-                 loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, config: ExtensionConfig, base: type, loop: asyncio.AbstractEventLoop
+    ) -> None:
         super().__init__(config, base, loop)
         self._instance: Any = None
 
-    async def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                   timeout: float | None) -> Any:
+    async def call(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+    ) -> Any:
         if asyncio.get_running_loop() is not self._loop or self.state is not _READY:
             await self._admit()
         fn = getattr(self._instance, method)
@@ -253,8 +262,9 @@ class InProcess(Launcher):
             try:
                 return await asyncio.wait_for(self._run(fn, args, kwargs), timeout)
             except asyncio.TimeoutError:
-                raise CallTimeout(f"call {self.name}.{method} timed out after {timeout}s") \
-                    from None
+                raise CallTimeout(
+                    f"call {self.name}.{method} timed out after {timeout}s"
+                ) from None
         return await self._run(fn, args, kwargs)
 
     async def _launch(self) -> None:
@@ -263,8 +273,9 @@ class InProcess(Launcher):
         try:
             self._instance = await _loader.load(path, self.config.extension_class, self._base)
         except Exception as exc:
-            raise ExtensionLoadError(self.name, f"{type(exc).__qualname__}: {exc}",
-                                     traceback.format_exc()) from exc
+            raise ExtensionLoadError(
+                self.name, f"{type(exc).__qualname__}: {exc}", traceback.format_exc()
+            ) from exc
         finally:
             in_local_extension.reset(token)
 
@@ -288,8 +299,14 @@ class _Served(Launcher):
     """An extension in a process of its own, serving ``ext.<key>`` through
     the broker; the Host reports that process's events here."""
 
-    def __init__(self, config: ExtensionConfig, base: type, host: Host,
-                 settings: ExtensionManagerConfig, policy: Policy = Policy()) -> None:
+    def __init__(
+        self,
+        config: ExtensionConfig,
+        base: type,
+        host: Host,
+        settings: ExtensionManagerConfig,
+        policy: Policy = Policy(),
+    ) -> None:
         super().__init__(config, base, host.loop)
         self.key = extension_key(config.name)  # its venv folder and service key
         self.service = f"ext.{self.key}"
@@ -301,13 +318,15 @@ class _Served(Launcher):
         self._host.watch(self.service, self)
         super().start()
 
-    async def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                   timeout: float | None) -> Any:
+    async def call(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+    ) -> Any:
         if asyncio.get_running_loop() is not self._loop or self.state is not _READY:
             await self._admit()
             if self.state in _GONE:
-                raise ExtensionCrashed(self.name, self.exit_status, self.reason,
-                                       self._limit_reason())
+                raise ExtensionCrashed(
+                    self.name, self.exit_status, self.reason, self._limit_reason()
+                )
         node = self._host.node
         if node.closed:
             raise ExtensionStopped(self.name)
@@ -324,8 +343,14 @@ class _Served(Launcher):
             status = await self.wait_exit(_EXIT_WAIT)
         if self.stopping:
             return ExtensionStopped(self.name)
-        return call_error(exc.code, exc.text, Callee.EXTENSION, self.name, exit_status=status,
-                          reason=self._limit_reason())
+        return call_error(
+            exc.code,
+            exc.text,
+            Callee.EXTENSION,
+            self.name,
+            exit_status=status,
+            reason=self._limit_reason(),
+        )
 
     def _limit_reason(self) -> str | None:
         """The limit that ended its process, if one did."""
@@ -346,8 +371,9 @@ class _Served(Launcher):
 
     async def _stop_request(self) -> None:
         """Ask the process to run the stop() hook and exit."""
-        await self._host.node.call(self.service, "", "", (), {}, op="stop",
-                                   timeout=self._settings.stop_timeout)
+        await self._host.node.call(
+            self.service, "", "", (), {}, op="stop", timeout=self._settings.stop_timeout
+        )
 
     def _output_tail(self) -> str:
         return ""
@@ -380,8 +406,7 @@ class _Served(Launcher):
             self._exited.set_result(status)
         if not stopping:
             level = logging.WARNING if status != 0 else logging.INFO
-            logger.log(level, "[%s] process %s exited with status %s", self.name, self.pid,
-                       status)
+            logger.log(level, "[%s] process %s exited with status %s", self.name, self.pid, status)
         if not self._ready.done():
             # Let the pipes deliver the last lines before reporting.
             self._loop.call_later(0.05, self._fail_exit, status)
@@ -396,9 +421,16 @@ class _Served(Launcher):
 class Process(_Served):
     """A process the broker spawns in the extension's venv (made by _venv)."""
 
-    def __init__(self, config: ExtensionConfig, base: type, host: Host,
-                 settings: ExtensionManagerConfig, deps: list[str], venv_root: Path,
-                 policy: Policy = Policy()) -> None:
+    def __init__(
+        self,
+        config: ExtensionConfig,
+        base: type,
+        host: Host,
+        settings: ExtensionManagerConfig,
+        deps: list[str],
+        venv_root: Path,
+        policy: Policy = Policy(),
+    ) -> None:
         super().__init__(config, base, host, settings, policy)
         self._deps = deps  # validated
         self._venv_root = venv_root
@@ -414,14 +446,22 @@ class Process(_Served):
         deps = self._deps
         share_torch = self.config.share_torch
         if share_torch:
-            kept = [d for d in deps
-                    if re.split(r"[\s\[<>=!~;@(]", d, maxsplit=1)[0].lower() != "torch"]
+            kept = [
+                d for d in deps if re.split(r"[\s\[<>=!~;@(]", d, maxsplit=1)[0].lower() != "torch"
+            ]
             if len(kept) != len(deps):
-                logger.info("[%s] share_torch: using the host's torch instead of installing it",
-                            self.name)
+                logger.info(
+                    "[%s] share_torch: using the host's torch instead of installing it", self.name
+                )
             deps = kept
-        venv = await _venv.ensure_venv(self.name, self._venv_root, deps, share_torch,
-                                       folder=self.key, indexes=self.config.extra_index_urls)
+        venv = await _venv.ensure_venv(
+            self.name,
+            self._venv_root,
+            deps,
+            share_torch,
+            folder=self.key,
+            indexes=self.config.extra_index_urls,
+        )
         rt = await self._loop.run_in_executor(None, _venv.runtime_dir, self._venv_root)
         await self._connect()
         paths = [str(rt)]
@@ -432,8 +472,11 @@ class Process(_Served):
             self._scratch = self._host.scratch(self.key)
             env = _sandbox.environment(policy, self._scratch)
         else:
-            env = {k: v for k, v in os.environ.items()
-                   if not k.startswith(("PYTHON", "PYI_", "VIRTUAL_ENV", "CONDA_"))}
+            env = {
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("PYTHON", "PYI_", "VIRTUAL_ENV", "CONDA_"))
+            }
         env.update({str(k): str(v) for k, v in self.config.env.items()})
         env["VIRTUAL_ENV"] = str(venv)
         env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
@@ -445,9 +488,16 @@ class Process(_Served):
         env["PYISOLATE_EXTENSION"] = self.name
         argv = [str(venv / "bin" / "python"), "-I", "-u", "-c", BOOTSTRAP]
         if policy.launched:
-            editable = [d for flag, d in zip(deps, deps[1:]) if flag == "-e"]  # sources
-            read = [str(venv), module_path, *paths, *roots, *editable,
-                    *_sandbox.host_reads(), self._host.socket_path]
+            editable = [d for flag, d in itertools.pairwise(deps) if flag == "-e"]  # sources
+            read = [
+                str(venv),
+                module_path,
+                *paths,
+                *roots,
+                *editable,
+                *_sandbox.host_reads(),
+                self._host.socket_path,
+            ]
             write = [str(self._scratch)] if self._scratch else []
             argv = _sandbox.command(policy, read, write, argv)
         out_r, out_w = os.pipe()
@@ -512,8 +562,14 @@ class Remote(_Served):
     """A process started elsewhere with ``ticket``; it connects over tcp with
     CURVE. Losing its connection is its end (there is no process to watch)."""
 
-    def __init__(self, config: ExtensionConfig, base: type, host: Host,
-                 settings: ExtensionManagerConfig, policy: Policy = Policy()) -> None:
+    def __init__(
+        self,
+        config: ExtensionConfig,
+        base: type,
+        host: Host,
+        settings: ExtensionManagerConfig,
+        policy: Policy = Policy(),
+    ) -> None:
         super().__init__(config, base, host, settings, policy)
         fields: dict[str, Any] = dict(host.admit_remote(self.service))
         fields["config"] = child_config(config, base, api_roots(config, base))
@@ -522,19 +578,23 @@ class Remote(_Served):
 
     async def _launch(self) -> None:
         await self._connect()
-        logger.info("[%s] waiting for its remote process: python -m pyisolate.remote "
-                    "<ext.ticket> <module path>", self.name)
-        await self._until_ready(f"its remote process did not connect within "
-                                f"{self._settings.start_timeout}s (start it with: python -m "
-                                f"pyisolate.remote <ticket> <module path>)")
+        logger.info(
+            "[%s] waiting for its remote process: python -m pyisolate.remote "
+            "<ext.ticket> <module path>",
+            self.name,
+        )
+        await self._until_ready(
+            f"its remote process did not connect within "
+            f"{self._settings.start_timeout}s (start it with: python -m "
+            f"pyisolate.remote <ticket> <module path>)"
+        )
 
     async def _stop(self, was_ready: bool) -> None:
         """The stop request, then up to stop_timeout for its connection's end."""
         if was_ready and not self._exited.done() and not self._host.node.closed:
             try:
                 await self._stop_request()
-                await asyncio.wait_for(asyncio.shield(self._exited),
-                                       self._settings.stop_timeout)
+                await asyncio.wait_for(asyncio.shield(self._exited), self._settings.stop_timeout)
             except Exception as exc:  # gone already, or it does not answer
                 logger.debug("[%s] stop request: %s", self.name, exc)
 
@@ -549,9 +609,15 @@ class Remote(_Served):
             logger.warning("[%s] lost: %s", self.name, self.reason)
 
 
-def make_launcher(config: ExtensionConfig, deps: list[str], base: type, host: Host,
-                  settings: ExtensionManagerConfig, venv_root: Path,
-                  policy: Policy) -> Launcher:
+def make_launcher(
+    config: ExtensionConfig,
+    deps: list[str],
+    base: type,
+    host: Host,
+    settings: ExtensionManagerConfig,
+    venv_root: Path,
+    policy: Policy,
+) -> Launcher:
     """The launcher for a (validated) config and its policy: InProcess,
     Remote or Process."""
     if not config.isolated:
@@ -590,9 +656,13 @@ def api_roots(config: ExtensionConfig, base: type) -> list[str]:
         if root is None or root in extra:
             continue
         if root.startswith(host_sites):
-            logger.warning("[%s] %s comes from the host's site-packages, which the "
-                           "extension does not see: add its package to the extension's "
-                           "dependencies", config.name, cls.__qualname__)
+            logger.warning(
+                "[%s] %s comes from the host's site-packages, which the "
+                "extension does not see: add its package to the extension's "
+                "dependencies",
+                config.name,
+                cls.__qualname__,
+            )
             continue
         extra.append(root)
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)

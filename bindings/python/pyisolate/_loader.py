@@ -18,8 +18,9 @@ from ._base import ExtensionBase
 from ._rpc import invoke
 
 
-async def load(module_path: str | os.PathLike[str], extension_class: str | None,
-               base: type) -> Any:
+async def load(
+    module_path: str | os.PathLike[str], extension_class: str | None, base: type
+) -> Any:
     """The extension's instance, its hooks run: before_module_loaded(), then
     on_module_loaded(module). ``base`` is the manager's extension type."""
     module = import_module(module_path)
@@ -39,8 +40,9 @@ def import_module(module_path: str | os.PathLike[str]) -> ModuleType:
         if not init.exists():
             raise ImportError(f"{path} is not a package (no __init__.py)")
         name = path.name
-        spec = importlib.util.spec_from_file_location(name, init,
-                                                      submodule_search_locations=[str(path)])
+        spec = importlib.util.spec_from_file_location(
+            name, init, submodule_search_locations=[str(path)]
+        )
     elif path.is_file():
         name = path.stem
         spec = importlib.util.spec_from_file_location(name, path)
@@ -61,11 +63,15 @@ def import_module(module_path: str | os.PathLike[str]) -> ModuleType:
 def pick_class(module: ModuleType, extension_class: str | None, base: type) -> type:
     """The ExtensionBase subclass defined in the module (the one named
     ``extension_class``, if several), else ``base``."""
-    found = [obj for obj in vars(module).values()
-             if isinstance(obj, type) and issubclass(obj, ExtensionBase)
-             and obj is not ExtensionBase and obj is not base
-             and (obj.__module__ == module.__name__
-                  or obj.__module__.startswith(module.__name__ + "."))]
+    found = [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type)
+        and issubclass(obj, ExtensionBase)
+        and obj is not ExtensionBase
+        and obj is not base
+        and (obj.__module__ == module.__name__ or obj.__module__.startswith(module.__name__ + "."))
+    ]
     if extension_class:
         for obj in found:
             if obj.__name__ == extension_class or obj.__qualname__ == extension_class:
@@ -73,12 +79,15 @@ def pick_class(module: ModuleType, extension_class: str | None, base: type) -> t
         named = getattr(module, extension_class, None)
         if isinstance(named, type) and issubclass(named, ExtensionBase):
             return named
-        raise ImportError(f"the module defines no ExtensionBase subclass named "
-                          f"{extension_class!r}")
+        raise ImportError(
+            f"the module defines no ExtensionBase subclass named {extension_class!r}"
+        )
     if len(found) > 1:
         names = sorted(o.__qualname__ for o in found)
-        raise ImportError(f"the module defines several ExtensionBase subclasses {names}: "
-                          "name one with ExtensionConfig(extension_class=...)")
+        raise ImportError(
+            f"the module defines several ExtensionBase subclasses {names}: "
+            "name one with ExtensionConfig(extension_class=...)"
+        )
     if found:
         return found[0]
     return base

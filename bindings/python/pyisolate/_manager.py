@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Generic, Mapping, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ._base import ExtensionBase, ProxiedSingleton
 from ._errors import PyisolateError
@@ -42,8 +43,11 @@ class ExtensionManager(Generic[T]):
     on exit; ``await manager.stop_all()`` does so explicitly.
     """
 
-    def __init__(self, extension_type: type[T] = ExtensionBase,  # type: ignore[assignment]
-                 config: ExtensionManagerConfig | Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        extension_type: type[T] = ExtensionBase,  # type: ignore[assignment]
+        config: ExtensionManagerConfig | Mapping[str, Any] | None = None,
+    ) -> None:
         if not (isinstance(extension_type, type) and issubclass(extension_type, ExtensionBase)):
             raise TypeError("extension_type must be ExtensionBase or a subclass of it")
         self.extension_type = extension_type
@@ -72,20 +76,30 @@ class ExtensionManager(Generic[T]):
         policy = policy_for(cfg, self.config)
         for api in cfg.apis:
             if not (isinstance(api, type) and issubclass(api, ProxiedSingleton)):
-                raise TypeError(f"extension {cfg.name!r}: apis must be ProxiedSingleton "
-                                f"subclasses, got {api!r}")
+                raise TypeError(
+                    f"extension {cfg.name!r}: apis must be ProxiedSingleton "
+                    f"subclasses, got {api!r}"
+                )
         if cfg.isolated:
             for cls in [self.extension_type, *cfg.apis]:
                 if cls.__module__ == "__main__":
-                    raise ValueError(f"extension {cfg.name!r}: {cls.__qualname__} is defined "
-                                     "in __main__, which extensions cannot import: define it "
-                                     "in a module of its own")
+                    raise ValueError(
+                        f"extension {cfg.name!r}: {cls.__qualname__} is defined "
+                        "in __main__, which extensions cannot import: define it "
+                        "in a module of its own"
+                    )
         elif cfg.dependencies:
-            logger.warning("[%s] isolated=False: dependencies are not installed; the "
-                           "extension uses the host's packages", cfg.name)
+            logger.warning(
+                "[%s] isolated=False: dependencies are not installed; the "
+                "extension uses the host's packages",
+                cfg.name,
+            )
         if cfg.remote and (cfg.dependencies or cfg.share_torch or cfg.env):
-            logger.warning("[%s] remote: dependencies, share_torch and env do not apply (the "
-                           "remote process brings its own environment)", cfg.name)
+            logger.warning(
+                "[%s] remote: dependencies, share_torch and env do not apply (the "
+                "remote process brings its own environment)",
+                cfg.name,
+            )
         self._check_key(cfg.name, key)
         if self._closed:
             raise PyisolateError("this ExtensionManager was stopped")
@@ -97,8 +111,9 @@ class ExtensionManager(Generic[T]):
             if old[1].state is not State.LOST:
                 raise ValueError(f"an extension named {cfg.name!r} is already loaded")
             old[1].kill()  # lost but not exited: make room for the new one
-        launcher = make_launcher(cfg, deps, self.extension_type, host, self.config,
-                                 self.venv_root, policy)
+        launcher = make_launcher(
+            cfg, deps, self.extension_type, host, self.config, self.venv_root, policy
+        )
         timeout = cfg.timeout if cfg.timeout is not None else self.config.default_timeout
         ext: Extension[T] = Extension(cfg, launcher, timeout)
         self._loaded[cfg.name] = (ext, launcher)
@@ -110,10 +125,14 @@ class ExtensionManager(Generic[T]):
         another name has."""
         for other, (_, launcher) in self._loaded.items():
             if other != name and launcher.alive and extension_key(other) == key:
-                raise ValueError(f"extension names {other!r} (loaded) and {name!r} both make "
-                                 f"the venv folder and service key {key!r}: rename one")
+                raise ValueError(
+                    f"extension names {other!r} (loaded) and {name!r} both make "
+                    f"the venv folder and service key {key!r}: rename one"
+                )
 
     def get_extension(self, name: str) -> Extension[T]:
+        """The handle of the extension loaded under ``name`` (as given to
+        ``load_extension``); ``KeyError`` when there is none."""
         return self._loaded[name][0]
 
     @property
@@ -124,8 +143,9 @@ class ExtensionManager(Generic[T]):
         """Stop every extension, then the broker."""
         launchers = [launcher for _, launcher in self._loaded.values()]
         if launchers:
-            await asyncio.gather(*(launcher.stop() for launcher in launchers),
-                                 return_exceptions=True)
+            await asyncio.gather(
+                *(launcher.stop() for launcher in launchers), return_exceptions=True
+            )
         await self._shutdown()
 
     def stop_all_extensions(self) -> None:
@@ -158,8 +178,10 @@ class ExtensionManager(Generic[T]):
             if running is None:
                 loop.run_until_complete(self.stop_all())
                 return
-        logger.info("stop_all_extensions() without waiting on the manager's loop: the "
-                    "extensions' stop() hooks do not run")
+        logger.info(
+            "stop_all_extensions() without waiting on the manager's loop: the "
+            "extensions' stop() hooks do not run"
+        )
         self._closed = True
         for _, launcher in self._loaded.values():
             launcher.abandon()
@@ -167,7 +189,7 @@ class ExtensionManager(Generic[T]):
         for _, launcher in self._loaded.values():
             launcher.close()
 
-    async def __aenter__(self) -> "ExtensionManager[T]":
+    async def __aenter__(self) -> ExtensionManager[T]:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -186,8 +208,10 @@ class ExtensionManager(Generic[T]):
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            raise RuntimeError("load_extension needs a running event loop: call it from "
-                               "async code, or use pyisolate.SyncExtensionManager") from None
+            raise RuntimeError(
+                "load_extension needs a running event loop: call it from "
+                "async code, or use pyisolate.SyncExtensionManager"
+            ) from None
         if self._host is None:
             self.venv_root.mkdir(parents=True, exist_ok=True)
             self._host = Host(loop, self.config)

@@ -25,7 +25,8 @@ import itertools
 import logging
 import sys
 import types
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgpack
 
@@ -97,22 +98,24 @@ def _async_callable(fn: Callable[..., Any]) -> bool:
     """inspect.iscoroutinefunction(fn) or of its type's __call__; a plain
     function (or a method of one) without attributes is answered from its
     code flags, which costs far less than inspect's checks."""
-    f = fn.__func__ if type(fn) is _MethodType else fn  # type: ignore[attr-defined]
+    f = fn.__func__ if type(fn) is _MethodType else fn
     if type(f) is _FunctionType and not f.__dict__:
         return bool(f.__code__.co_flags & _CO_COROUTINE)
-    return (inspect.iscoroutinefunction(fn)
-            or inspect.iscoroutinefunction(type(fn).__call__))
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
 
 
-async def invoke(fn: Callable[..., Any], args: list[Any] | tuple[Any, ...],
-                 kwargs: dict[str, Any], offload_sync: bool) -> Any:
+async def invoke(
+    fn: Callable[..., Any],
+    args: list[Any] | tuple[Any, ...],
+    kwargs: dict[str, Any],
+    offload_sync: bool,
+) -> Any:
     """Call fn; await its result if awaitable. A plain function runs in the
     loop's default executor when offload_sync is set."""
     if offload_sync and not _async_callable(fn):
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
-        result = await loop.run_in_executor(
-            None, functools.partial(ctx.run, fn, *args, **kwargs))
+        result = await loop.run_in_executor(None, functools.partial(ctx.run, fn, *args, **kwargs))
     else:
         result = fn(*args, **kwargs)
     if type(result) is _CoroutineType or inspect.isawaitable(result):
@@ -123,8 +126,13 @@ async def invoke(fn: Callable[..., Any], args: list[Any] | tuple[Any, ...],
 class Node:
     """One process's (or one host manager's) attachment to the broker."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, endpoint: str, name: str,
-                 curve: _core.Curve | None = None) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        endpoint: str,
+        name: str,
+        curve: _core.Curve | None = None,
+    ) -> None:
         self.loop = loop
         self.endpoint = endpoint
         self.name = name
@@ -172,9 +180,17 @@ class Node:
         loop.add_reader(self._client_fd, self._drain_client)
 
     # -- outgoing calls -----------------------------------------------------
-    async def call(self, service: str, target: str, method: str,
-                   args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], *,
-                   op: str = "call", timeout: float | None = None) -> Any:
+    async def call(
+        self,
+        service: str,
+        target: str,
+        method: str,
+        args: tuple[Any, ...] | list[Any],
+        kwargs: dict[str, Any],
+        *,
+        op: str = "call",
+        timeout: float | None = None,
+    ) -> Any:
         client = self.client
         if self.closed or client is None:
             raise PyisolateError(f"{self.name}: the connection to the broker is closed")
@@ -184,10 +200,15 @@ class Node:
         refs: list[str] = []
         self._ref_sink = refs
         try:
-            body = self.codec.dumps_call(op, target, method,
-                                         args if type(args) is tuple else tuple(args), kwargs,
-                                         service in self.pickle_services,
-                                         self.remote or service in self.remote_services)
+            body = self.codec.dumps_call(
+                op,
+                target,
+                method,
+                args if type(args) is tuple else tuple(args),
+                kwargs,
+                service in self.pickle_services,
+                self.remote or service in self.remote_services,
+            )
             marks = self.codec.marks
         except BaseException:
             self._release(refs)
@@ -212,7 +233,8 @@ class Node:
                     client = self.client
                     if client is None:
                         raise PyisolateError(
-                            f"{self.name}: the connection to the broker is closed")
+                            f"{self.name}: the connection to the broker is closed"
+                        )
             except BaseException:
                 _tensors.discard(body, marks)  # never sent
                 raise
@@ -240,15 +262,15 @@ class Node:
             frames = msg.frames
             if not frames:
                 return None
-            return self.codec.loads(frames[0], frames[1:],
-                                    self.pickle_all or service in self.pickle_services)
+            return self.codec.loads(
+                frames[0], frames[1:], self.pickle_all or service in self.pickle_services
+            )
         if msg.code == _core.ERR_INLINE and marks and service not in self.remote_services:
             # A service this node did not know was remote (another
             # extension's, over tcp): the broker refused the shared memory
             # before anything ran. From now on its tensors go inline.
             self.remote_services.add(service)
-            return await self.call(service, target, method, args, kwargs, op=op,
-                                   timeout=timeout)
+            return await self.call(service, target, method, args, kwargs, op=op, timeout=timeout)
         return self._result(msg, service, method, timeout)
 
     def _backstop(self, rid: int) -> None:
@@ -256,15 +278,16 @@ class Node:
         if fut is not None and not fut.done():
             if self.client is not None:
                 self.client.cancel(rid)
-            fut.set_result(_core.Message(_core.ERROR, rid, "", _core.ERR_TIMEOUT,
-                                         "no answer from the broker", 0))
+            fut.set_result(
+                _core.Message(
+                    _core.ERROR, rid, "", _core.ERR_TIMEOUT, "no answer from the broker", 0
+                )
+            )
 
-    def _result(self, msg: _core.Message, service: str, method: str,
-                timeout: float | None) -> Any:
+    def _result(self, msg: _core.Message, service: str, method: str, timeout: float | None) -> Any:
         if msg.command == _core.REPLY:
             trusted = self.pickle_all or service in self.pickle_services
-            return (self.codec.loads(msg.frames[0], msg.frames[1:], trusted)
-                    if msg.frames else None)
+            return self.codec.loads(msg.frames[0], msg.frames[1:], trusted) if msg.frames else None
         raise reply_error(msg, service, method, timeout)
 
     def _drain_client(self) -> None:
@@ -387,8 +410,9 @@ class Node:
             elif cmd == _core.ERROR:
                 fut = self._offers.get(msg.service)
                 if fut is not None and not fut.done():
-                    fut.set_exception(PyisolateError(
-                        f"the broker refused service {msg.service!r}: {msg.text}"))
+                    fut.set_exception(
+                        PyisolateError(f"the broker refused service {msg.service!r}: {msg.text}")
+                    )
             elif cmd == _core.DISCONNECT:
                 logger.debug("%s: broker sent DISCONNECT (%s)", self.name, msg.text)
                 if self.on_lost is not None:
@@ -403,7 +427,8 @@ class Node:
             if not frames:
                 raise PyisolateError("empty request")
             op, target, method, args, kwargs = self.codec.loads(
-                frames[0], frames[1:], self.pickle_all)
+                frames[0], frames[1:], self.pickle_all
+            )
             if op == "call":
                 # invoke(), inlined: the common case (an async def or a
                 # function that need not leave the loop) costs no coroutine
@@ -420,8 +445,9 @@ class Node:
                 if handler is None:
                     raise PyisolateError(f"unknown operation {op!r}")
                 result = await handler(target, method, args, kwargs)
-            body = self.codec.dumps(result, "return value", self.pickle_all,
-                                    self.remote or msg.answer_inline)
+            body = self.codec.dumps(
+                result, "return value", self.pickle_all, self.remote or msg.answer_inline
+            )
             marks = self.codec.marks
         except asyncio.CancelledError:
             # CANCEL from the caller (or shutdown): the broker forgot the request.
@@ -452,19 +478,20 @@ class Node:
         try:
             data = describe_exception(exc)
             body = msgpack.packb(data, use_bin_type=True)
-            self.worker.error(rid, _core.ERR_APPLICATION,
-                              f"{data['qualname']}: {data['message']}", [body])
+            self.worker.error(
+                rid, _core.ERR_APPLICATION, f"{data['qualname']}: {data['message']}", [body]
+            )
         except Exception as inner:  # pragma: no cover - describe never fails in practice
             logger.warning("%s: cannot send an error reply: %s", self.name, inner)
         self._schedule_drain()
 
-    async def _dispatch(self, service: str, target: str, method: str, args: list[Any],
-                        kwargs: dict[str, Any]) -> Any:
+    async def _dispatch(
+        self, service: str, target: str, method: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
         fn, offload = self._resolve(service, target, method)
         return await invoke(fn, args, kwargs, offload)
 
-    def _resolve(self, service: str, target: str,
-                 method: str) -> tuple[Callable[..., Any], bool]:
+    def _resolve(self, service: str, target: str, method: str) -> tuple[Callable[..., Any], bool]:
         """The callable a request names, and whether a plain function should
         run in the executor (the extension's own methods)."""
         if service.startswith("api."):
@@ -478,7 +505,8 @@ class Node:
             if obj is None:
                 raise PyisolateError(
                     "the callable passed earlier is no longer available (references to "
-                    "callables are valid only while the call that passed them runs)")
+                    "callables are valid only while the call that passed them runs)"
+                )
             offload = False
         else:
             obj = self.resolver(target)
@@ -529,7 +557,6 @@ class Node:
         if kind == "callable":
             return RemoteCallable(self, service, target, label)
         if kind == "singleton":
-            module, _, qual = label.rpartition(".")
             cls = _find_class(label)
             if cls is not None and issubclass(cls, ProxiedSingleton):
                 try:

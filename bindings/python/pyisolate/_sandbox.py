@@ -26,11 +26,12 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from . import _native
-from ._venv import runtime_sources
 from ._errors import ExtensionLoadError, PyisolateError
+from ._venv import runtime_sources
 from .config import (
     SANDBOX_MODES,
     ExtensionConfig,
@@ -45,21 +46,38 @@ LAUNCHER = "pyi_sandbox"
 # What every sandboxed process reads: the system's programs, libraries and
 # configuration, /proc and /sys (other processes' memory, environment and
 # descriptors stay out of reach: Landlock refuses ptrace access to them).
-SYSTEM_READ = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
-               "/proc", "/sys")
+SYSTEM_READ = (
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc",
+    "/proc",
+    "/sys",
+)
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 GPU_DEVICES = ("/dev/nvidia*", "/dev/nvidia-caps")  # CUDA: the GPU is shared
 SHM = "/dev/shm"
 # The host's variables a sandboxed process gets without asking (and LC_*).
-SAFE_ENV = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "TERM", "USER", "LOGNAME",
-                      "CUDA_VISIBLE_DEVICES"})
+SAFE_ENV = frozenset(
+    {"PATH", "LANG", "LANGUAGE", "TZ", "TERM", "USER", "LOGNAME", "CUDA_VISIBLE_DEVICES"}
+)
 # Test-only: the launcher believes in at most this Landlock ABI.
 TEST_SWITCH = "PYI_SANDBOX_MAX_ABI"
-ADVICE = ("run it on Linux 6.12 or later (Landlock ABI 6, Landlock in the kernel's lsm= "
-          "list) with seccomp, or set sandbox_mode='best_effort' to run it with what this "
-          "kernel enforces")
-_LIMIT_FLAGS = {"memory_mb": "--memory-mb", "cpu_seconds": "--cpu-seconds",
-                "open_files": "--open-files", "processes": "--processes"}
+ADVICE = (
+    "run it on Linux 6.12 or later (Landlock ABI 6, Landlock in the kernel's lsm= "
+    "list) with seccomp, or set sandbox_mode='best_effort' to run it with what this "
+    "kernel enforces"
+)
+_LIMIT_FLAGS = {
+    "memory_mb": "--memory-mb",
+    "cpu_seconds": "--cpu-seconds",
+    "open_files": "--open-files",
+    "processes": "--processes",
+}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_PORT = 65535
 _MAX_LIMIT = 1 << 40  # the launcher's bound (sandbox/pyi_policy.c)
@@ -89,19 +107,30 @@ class Policy:
         return dict(self.limits).get(name)
 
     def to_json(self) -> dict[str, Any]:
-        return {"mode": self.mode, "writable": list(self.writable),
-                "readonly": list(self.readonly),
-                "network": self.network if isinstance(self.network, bool)
-                else list(self.network),
-                "env": list(self.env), "limits": dict(self.limits)}
+        return {
+            "mode": self.mode,
+            "writable": list(self.writable),
+            "readonly": list(self.readonly),
+            "network": self.network if isinstance(self.network, bool) else list(self.network),
+            "env": list(self.env),
+            "limits": dict(self.limits),
+        }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], name: str) -> "Policy":
+    def from_json(cls, data: Mapping[str, Any], name: str) -> Policy:
         """A policy from a ticket (paths missing here are left out)."""
-        return make_policy(name, {"writable_paths": data["writable"],
-                                  "readonly_paths": data["readonly"],
-                                  "network": data["network"], "env": data["env"]},
-                           data["mode"], data["limits"], check_exists=False)
+        return make_policy(
+            name,
+            {
+                "writable_paths": data["writable"],
+                "readonly_paths": data["readonly"],
+                "network": data["network"],
+                "env": data["env"],
+            },
+            data["mode"],
+            data["limits"],
+            check_exists=False,
+        )
 
 
 def policy_for(config: ExtensionConfig, defaults: ExtensionManagerConfig) -> Policy:
@@ -110,28 +139,42 @@ def policy_for(config: ExtensionConfig, defaults: ExtensionManagerConfig) -> Pol
     that asks for a sandbox or limits is refused (the manager's defaults do
     not apply to it)."""
     if not config.isolated:
-        if (config.sandbox is not None or config.limits is not None
-                or config.sandbox_mode not in (None, "disabled")):
-            raise ValueError(f"extension {config.name!r}: isolated=False runs it in the host "
-                             "process, which cannot be sandboxed or limited: drop sandbox and "
-                             "limits and set sandbox_mode='disabled', or keep isolated=True")
-        logger.debug("[%s] isolated=False: the manager's sandbox and limits do not apply",
-                     config.name)
+        if (
+            config.sandbox is not None
+            or config.limits is not None
+            or config.sandbox_mode not in (None, "disabled")
+        ):
+            raise ValueError(
+                f"extension {config.name!r}: isolated=False runs it in the host "
+                "process, which cannot be sandboxed or limited: drop sandbox and "
+                "limits and set sandbox_mode='disabled', or keep isolated=True"
+            )
+        logger.debug(
+            "[%s] isolated=False: the manager's sandbox and limits do not apply", config.name
+        )
         return Policy()
-    pick = (lambda own, default: default if own is None else own)
-    return make_policy(config.name, pick(config.sandbox, defaults.sandbox),
-                       pick(config.sandbox_mode, defaults.sandbox_mode),
-                       pick(config.limits, defaults.limits), check_exists=not config.remote)
+
+    def pick(own: Any, default: Any) -> Any:
+        return default if own is None else own
+
+    return make_policy(
+        config.name,
+        pick(config.sandbox, defaults.sandbox),
+        pick(config.sandbox_mode, defaults.sandbox_mode),
+        pick(config.limits, defaults.limits),
+        check_exists=not config.remote,
+    )
 
 
-def make_policy(name: str, sandbox: Any, mode: Any, limits: Any,
-                check_exists: bool) -> Policy:
+def make_policy(name: str, sandbox: Any, mode: Any, limits: Any, check_exists: bool) -> Policy:
     """Validate a sandbox (SandboxConfig or dict), a mode and limits
     (Limits or dict); paths are made absolute from the current directory."""
     mode = getattr(mode, "value", mode)  # a SandboxMode
     if mode not in SANDBOX_MODES:
-        raise ValueError(f"extension {name!r}: sandbox_mode {mode!r} is not one of "
-                         f"{', '.join(repr(m) for m in SANDBOX_MODES)}")
+        raise ValueError(
+            f"extension {name!r}: sandbox_mode {mode!r} is not one of "
+            f"{', '.join(repr(m) for m in SANDBOX_MODES)}"
+        )
     box = SandboxConfig.from_any(sandbox)
     lim = Limits.from_any(limits)
     given = []
@@ -140,38 +183,54 @@ def make_policy(name: str, sandbox: Any, mode: Any, limits: Any,
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < _MAX_LIMIT:
-            raise ValueError(f"extension {name!r}: limits {f.name}={value!r} is not a "
-                             "positive whole number (or None)")
+            raise ValueError(
+                f"extension {name!r}: limits {f.name}={value!r} is not a "
+                "positive whole number (or None)"
+            )
         given.append((f.name, value))
     network = box.network
     if not isinstance(network, bool):
         if isinstance(network, (str, bytes)) or not isinstance(network, Sequence):
-            raise ValueError(f"extension {name!r}: sandbox network={network!r}: give False, "
-                             "True or a list of TCP ports")
+            raise ValueError(
+                f"extension {name!r}: sandbox network={network!r}: give False, "
+                "True or a list of TCP ports"
+            )
         for port in network:
             if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= _MAX_PORT:
-                raise ValueError(f"extension {name!r}: sandbox network port {port!r} is not "
-                                 f"a TCP port (1-{_MAX_PORT})")
+                raise ValueError(
+                    f"extension {name!r}: sandbox network port {port!r} is not "
+                    f"a TCP port (1-{_MAX_PORT})"
+                )
         network = tuple(sorted(set(network))) or False
     if isinstance(box.env, (str, bytes)):
         raise ValueError(f"extension {name!r}: sandbox env must be a list of names")
     for var in box.env:
         if not isinstance(var, str) or not _ENV_NAME.match(var):
             raise ValueError(f"extension {name!r}: sandbox env {var!r} is not a variable name")
-    return Policy(mode, _paths(name, "writable_paths", box.writable_paths, check_exists),
-                  _paths(name, "readonly_paths", box.readonly_paths, check_exists),
-                  network, tuple(box.env), tuple(given))
+    return Policy(
+        mode,
+        _paths(name, "writable_paths", box.writable_paths, check_exists),
+        _paths(name, "readonly_paths", box.readonly_paths, check_exists),
+        network,
+        tuple(box.env),
+        tuple(given),
+    )
 
 
 def _paths(name: str, key: str, paths: Any, check_exists: bool) -> tuple[str, ...]:
     if isinstance(paths, (str, bytes, os.PathLike)):
         raise ValueError(f"extension {name!r}: sandbox {key} must be a list of paths")
     if isinstance(paths, Mapping):  # pyisolate 0.10's {source: destination} form
-        moved = {s: d for s, d in paths.items()
-                 if os.path.abspath(os.fspath(s)) != os.path.abspath(os.fspath(d))}
+        moved = {
+            s: d
+            for s, d in paths.items()
+            if os.path.abspath(os.fspath(s)) != os.path.abspath(os.fspath(d))
+        }
         if moved:
-            raise ValueError(f"extension {name!r}: sandbox {key} maps {moved}: this sandbox "
-                             "shows paths where they are (no mount namespace); list them")
+            raise ValueError(
+                f"extension {name!r}: sandbox {key} maps {moved}: this sandbox "
+                "shows paths where they are (no mount namespace); list them"
+            )
         paths = list(paths)
     out = []
     for p in paths:
@@ -179,8 +238,9 @@ def _paths(name: str, key: str, paths: Any, check_exists: bool) -> tuple[str, ..
             raise ValueError(f"extension {name!r}: sandbox {key} entry {p!r} is not a path")
         full = os.path.abspath(os.path.expanduser(os.fspath(p)))
         if check_exists and not os.path.exists(full):
-            raise ValueError(f"extension {name!r}: sandbox {key} entry {full} does not exist "
-                             "(create it first)")
+            raise ValueError(
+                f"extension {name!r}: sandbox {key} entry {full} does not exist (create it first)"
+            )
         out.append(full)
     return tuple(out)
 
@@ -193,8 +253,9 @@ def launcher() -> str:
     return path
 
 
-def command(policy: Policy, read: Sequence[str], write: Sequence[str],
-            program: Sequence[str]) -> list[str]:
+def command(
+    policy: Policy, read: Sequence[str], write: Sequence[str], program: Sequence[str]
+) -> list[str]:
     """The launcher's command line that runs program under policy, with
     read and write granted beside the policy's own paths."""
     argv = [launcher(), "--mode", policy.mode]
@@ -209,7 +270,7 @@ def command(policy: Policy, read: Sequence[str], write: Sequence[str],
         argv += _network_flags(policy.network)
     for name, value in policy.limits:
         argv += [_LIMIT_FLAGS[name], str(value)]
-    return argv + ["--", *program]
+    return [*argv, "--", *program]
 
 
 def _network_flags(network: bool | tuple[int, ...]) -> list[str]:
@@ -230,12 +291,17 @@ def environment(policy: Policy, scratch: str | os.PathLike[str]) -> dict[str, st
     temporary and cache dirs, the safe base set of the host's variables,
     the ones the policy lists, and the test switch."""
     s = os.fspath(scratch)
-    env = {"HOME": s, "TMPDIR": s, "TMP": s, "TEMP": s,
-           "XDG_CACHE_HOME": os.path.join(s, ".cache"),
-           "XDG_CONFIG_HOME": os.path.join(s, ".config"),
-           "XDG_DATA_HOME": os.path.join(s, ".local", "share"),
-           "XDG_STATE_HOME": os.path.join(s, ".local", "state"),
-           "CUDA_CACHE_PATH": os.path.join(s, ".nv", "ComputeCache")}
+    env = {
+        "HOME": s,
+        "TMPDIR": s,
+        "TMP": s,
+        "TEMP": s,
+        "XDG_CACHE_HOME": os.path.join(s, ".cache"),
+        "XDG_CONFIG_HOME": os.path.join(s, ".config"),
+        "XDG_DATA_HOME": os.path.join(s, ".local", "share"),
+        "XDG_STATE_HOME": os.path.join(s, ".local", "state"),
+        "CUDA_CACHE_PATH": os.path.join(s, ".nv", "ComputeCache"),
+    }
     for key, value in os.environ.items():
         if key in SAFE_ENV or key.startswith("LC_") or key in policy.env or key == TEST_SWITCH:
             env[key] = value
@@ -252,8 +318,9 @@ _warned: set[str] = set()
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([launcher(), *args], capture_output=True, text=True, timeout=30,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [launcher(), *args], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+    )
 
 
 def kernel() -> dict[str, str]:
@@ -266,11 +333,13 @@ def kernel() -> dict[str, str]:
             out = _run(["--probe"]).stdout
             found = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
             abi = found.get("landlock", "0")
-            logger.info("sandbox: Landlock %s, seccomp filters %s, cgroup v2 delegation: %s "
-                        "(not used: limits are rlimits)",
-                        f"ABI {abi}" if abi != "0" else "unavailable",
-                        "available" if found.get("seccomp") == "1" else "unavailable",
-                        found.get("cgroup", "none"))
+            logger.info(
+                "sandbox: Landlock %s, seccomp filters %s, cgroup v2 delegation: %s "
+                "(not used: limits are rlimits)",
+                f"ABI {abi}" if abi != "0" else "unavailable",
+                "available" if found.get("seccomp") == "1" else "unavailable",
+                found.get("cgroup", "none"),
+            )
             _kernel[switch] = found
         return _kernel[switch]
 
@@ -297,22 +366,29 @@ def check(policy: Policy, name: str) -> None:
         return
     text = "; ".join(gaps)
     if policy.mode == "required":
-        raise ExtensionLoadError(name, f"sandbox_mode='required', but this kernel cannot "
-                                 f"enforce it: {text}. To load it, {ADVICE}")
+        raise ExtensionLoadError(
+            name,
+            f"sandbox_mode='required', but this kernel cannot "
+            f"enforce it: {text}. To load it, {ADVICE}",
+        )
     with _lock:
         if text in _warned:
             return
         _warned.add(text)
-    logger.warning("sandbox: not enforced by this kernel: %s (sandbox_mode='required' would "
-                   "refuse such extensions)", text)
+    logger.warning(
+        "sandbox: not enforced by this kernel: %s (sandbox_mode='required' would "
+        "refuse such extensions)",
+        text,
+    )
 
 
 def crash_reason(policy: Policy, status: int | None, killed: bool) -> str | None:
     """Why a process ended, when a limit ended it: SIGXCPU, or SIGKILL that
     pyisolate did not send (``killed``) under a CPU limit (the kernel's
     hard limit, a second later, for a process that caught SIGXCPU)."""
-    if status == -signal.SIGXCPU or (status == -signal.SIGKILL and not killed
-                                     and policy.limit("cpu_seconds") is not None):
+    if status == -signal.SIGXCPU or (
+        status == -signal.SIGKILL and not killed and policy.limit("cpu_seconds") is not None
+    ):
         return "CPU time limit"
     return None
 

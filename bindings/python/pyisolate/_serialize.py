@@ -17,10 +17,10 @@ no frames left; flags bit 0: requires_grad (torch), bit 1: read-only (numpy).
 
 from __future__ import annotations
 
-import sys
-from typing import Any, Callable
-
 import pickle
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import msgpack
 
@@ -74,15 +74,15 @@ class Codec:
         # Packers are reused (making one per message costs more than the
         # message); a failed pack resets its buffer.
         self._packer = msgpack.Packer(strict_types=True, use_bin_type=True)
-        self._fast = msgpack.Packer(default=self._default, strict_types=True,
-                                    use_bin_type=True)
+        self._fast = msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
         # Whether the message being encoded or decoded may carry pickles
         # (ExtensionConfig.allow_pickle); set per message by the caller.
         self._pickle = False
 
     # -- encoding ---------------------------------------------------------
-    def dumps(self, obj: Any, where: str = "value", allow_pickle: bool = False,
-              inline: bool = False) -> list[Any]:
+    def dumps(
+        self, obj: Any, where: str = "value", allow_pickle: bool = False, inline: bool = False
+    ) -> list[Any]:
         """Pack obj into frames: [msgpack, buffer, ...]. ``where`` names the
         root in error messages; ``inline``: arrays and tensors as copies of
         their bytes, for a receiver without shared memory (docs/tensors.md,
@@ -91,27 +91,41 @@ class Codec:
         self._inline = inline
         return self._encode(obj, self._slow_value, (obj, where))
 
-    def dumps_call(self, op: str, target: str, method: str, args: tuple[Any, ...],
-                   kwargs: dict[str, Any], allow_pickle: bool = False,
-                   inline: bool = False) -> list[Any]:
+    def dumps_call(
+        self,
+        op: str,
+        target: str,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        allow_pickle: bool = False,
+        inline: bool = False,
+    ) -> list[Any]:
         self._pickle = allow_pickle
         self._inline = inline
-        return self._encode([op, target, method, list(args), kwargs], self._slow_call,
-                            (op, target, method, args, kwargs))
+        return self._encode(
+            [op, target, method, list(args), kwargs],
+            self._slow_call,
+            (op, target, method, args, kwargs),
+        )
 
     def _slow_value(self, obj: Any, where: str) -> bytes:
-        return msgpack.packb(self._convert(obj, where), strict_types=True, use_bin_type=True)
+        out: bytes = msgpack.packb(self._convert(obj, where), strict_types=True, use_bin_type=True)
+        return out
 
-    def _slow_call(self, op: str, target: str, method: str, args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> bytes:
+    def _slow_call(
+        self, op: str, target: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> bytes:
         conv_args = [self._convert(a, f"argument {i}") for i, a in enumerate(args)]
-        conv_kwargs = {k: self._convert(v, f"keyword argument {k!r}")
-                       for k, v in kwargs.items()}
-        return msgpack.packb([op, target, method, conv_args, conv_kwargs],
-                             strict_types=True, use_bin_type=True)
+        conv_kwargs = {k: self._convert(v, f"keyword argument {k!r}") for k, v in kwargs.items()}
+        out: bytes = msgpack.packb(
+            [op, target, method, conv_args, conv_kwargs], strict_types=True, use_bin_type=True
+        )
+        return out
 
-    def _encode(self, obj: Any, slow: Callable[..., bytes],
-                slow_args: tuple[Any, ...]) -> list[Any]:
+    def _encode(
+        self, obj: Any, slow: Callable[..., bytes], slow_args: tuple[Any, ...]
+    ) -> list[Any]:
         """Pack obj with the fast packer (msgpack with a default hook), else
         with slow(*slow_args) (a walk that knows where each value sits, for big ints
         and exact error messages). Shared regions described by a failed
@@ -152,8 +166,11 @@ class Codec:
     def _buffer(self, data: Any) -> Any:
         """A contiguous byte buffer: sent out of band when large, else inline."""
         mv = memoryview(data).cast("B")
-        if (self._oob is not None and mv.nbytes >= OOB_THRESHOLD
-                and len(self._oob) < MAX_OOB_FRAMES):
+        if (
+            self._oob is not None
+            and mv.nbytes >= OOB_THRESHOLD
+            and len(self._oob) < MAX_OOB_FRAMES
+        ):
             self._oob.append(mv)
             return len(self._oob)  # frame index (frame 0 is the msgpack head)
         return mv.tobytes()
@@ -185,7 +202,8 @@ class Codec:
 
     def _pack(self, obj: Any) -> bytes:
         # Never re-entered: obj is already converted (ExtTypes packed).
-        return self._packer.pack(obj)
+        out: bytes = self._packer.pack(obj)
+        return out
 
     def _convert(self, obj: Any, path: str) -> Any:  # noqa: C901 - one dispatch
         t = type(obj)
@@ -198,15 +216,20 @@ class Codec:
         if t is list:
             return [self._convert(v, f"{path}[{i}]") for i, v in enumerate(obj)]
         if t is tuple:
-            return msgpack.ExtType(EXT_TUPLE, self._pack(
-                [self._convert(v, f"{path}[{i}]") for i, v in enumerate(obj)]))
+            return msgpack.ExtType(
+                EXT_TUPLE,
+                self._pack([self._convert(v, f"{path}[{i}]") for i, v in enumerate(obj)]),
+            )
         if t is dict:
-            return {self._convert(k, f"{path} key {k!r}"): self._convert(v, f"{path}[{k!r}]")
-                    for k, v in obj.items()}
+            return {
+                self._convert(k, f"{path} key {k!r}"): self._convert(v, f"{path}[{k!r}]")
+                for k, v in obj.items()
+            }
         if t is set or t is frozenset:
             code = EXT_SET if t is set else EXT_FROZENSET
-            return msgpack.ExtType(code, self._pack(
-                [self._convert(v, f"{path} item {v!r}") for v in obj]))
+            return msgpack.ExtType(
+                code, self._pack([self._convert(v, f"{path} item {v!r}") for v in obj])
+            )
         if t is bytearray or t is memoryview:
             return bytes(obj)
         np = sys.modules.get("numpy")
@@ -246,19 +269,23 @@ class Codec:
             f"cannot send a value of type {t.__module__}.{t.__qualname__} "
             f"(at {path}) to another process: pyisolate carries None, bool, int, "
             f"float, str, bytes, list, tuple, dict, set, numpy arrays, torch tensors, "
-            f"callables and ProxiedSingleton instances")
+            f"callables and ProxiedSingleton instances"
+        )
 
     def _ndarray(self, obj: Any, np: Any, path: str) -> Any:
         made = _tensors.encode_numpy(np, obj)
         if made is not None:
-            return self._shared("numpy", made,
-                                0 if obj.flags.writeable else _tensors.FLAG_READ_ONLY)
+            return self._shared(
+                "numpy", made, 0 if obj.flags.writeable else _tensors.FLAG_READ_ONLY
+            )
         # By value: dtypes that DLPack does not describe (str, bytes, ...).
         scalar = False
         arr = obj
         if arr.dtype.hasobject or arr.dtype.fields is not None:
-            raise TypeError(f"cannot send a numpy array of dtype {arr.dtype} (at {path}): "
-                            "only plain numeric, bool, bytes and str dtypes are carried")
+            raise TypeError(
+                f"cannot send a numpy array of dtype {arr.dtype} (at {path}): "
+                "only plain numeric, bool, bytes and str dtypes are carried"
+            )
         if not arr.flags.c_contiguous:
             arr = arr.copy(order="C")
         shape = list(arr.shape)
@@ -267,8 +294,9 @@ class Codec:
 
     def _tensor(self, obj: Any, torch: Any, path: str) -> Any:
         if _tensors.torch_shareable(torch, obj):
-            return self._shared("torch", _tensors.encode_torch(torch, obj),
-                                1 if obj.requires_grad else 0)
+            return self._shared(
+                "torch", _tensors.encode_torch(torch, obj), 1 if obj.requires_grad else 0
+            )
         # By value: CUDA tensors (for now), and dtypes/layouts DLPack lacks.
         t = obj.detach()
         device = str(t.device)
@@ -280,12 +308,14 @@ class Codec:
             data: Any = b""
         else:
             data = self._buffer(t.reshape(-1).view(torch.uint8).numpy())
-        return msgpack.ExtType(EXT_TENSOR, self._pack(
-            [dtype, list(t.shape), data, device, bool(obj.requires_grad)]))
+        return msgpack.ExtType(
+            EXT_TENSOR, self._pack([dtype, list(t.shape), data, device, bool(obj.requires_grad)])
+        )
 
     # -- decoding ---------------------------------------------------------
-    def loads(self, data: bytes, frames: list[Any] | None = None,
-              allow_pickle: bool = False) -> Any:
+    def loads(
+        self, data: bytes, frames: list[Any] | None = None, allow_pickle: bool = False
+    ) -> Any:
         """Unpack a msgpack frame; ``frames`` are the message's other body
         frames (out-of-band buffers: bytearrays, or read-only memoryviews
         from 64 KiB on)."""
@@ -293,8 +323,9 @@ class Codec:
             self._in = frames
             self._pickle = allow_pickle
         try:
-            return msgpack.unpackb(data, ext_hook=self._ext_hook, strict_map_key=False,
-                                   raw=False, use_list=True)
+            return msgpack.unpackb(
+                data, ext_hook=self._ext_hook, strict_map_key=False, raw=False, use_list=True
+            )
         finally:
             if frames is not None:
                 self._in = []
@@ -320,8 +351,10 @@ class Codec:
             return int(data.decode())
         if code == EXT_PICKLE:
             if not self._pickle:
-                raise TypeError("received a pickled value from a peer not allowed to send "
-                                "pickles (ExtensionConfig.allow_pickle)")
+                raise TypeError(
+                    "received a pickled value from a peer not allowed to send "
+                    "pickles (ExtensionConfig.allow_pickle)"
+                )
             return pickle.loads(data)
         if code == EXT_NDARRAY:
             fields = msgpack.unpackb(data, raw=False)
@@ -335,12 +368,14 @@ class Codec:
             try:
                 kind, ref, flags = msgpack.unpackb(data, raw=False)
                 desc = self._frame(ref)
-                if (not isinstance(desc, (bytes, bytearray, memoryview))
-                        or not isinstance(flags, int)):
+                if not isinstance(desc, (bytes, bytearray, memoryview)) or not isinstance(
+                    flags, int
+                ):
                     raise ValueError("not a descriptor")
             except (ValueError, TypeError, msgpack.UnpackException) as exc:
                 raise _tensors.TensorDescriptorError(
-                    f"malformed shared array reference: {exc}") from None
+                    f"malformed shared array reference: {exc}"
+                ) from None
             return _tensors.decode(kind, desc, flags)
         if code == EXT_REF:
             service, oid, kind, label = msgpack.unpackb(data, raw=False)
@@ -353,8 +388,10 @@ def _decode_ndarray(fields: list[Any]) -> Any:
     try:
         import numpy as np
     except ImportError:
-        raise TypeError("received a numpy array, but numpy is not importable in this "
-                        "process (an extension needs numpy in its dependencies)") from None
+        raise TypeError(
+            "received a numpy array, but numpy is not importable in this "
+            "process (an extension needs numpy in its dependencies)"
+        ) from None
     if isinstance(data, bytearray):  # an out-of-band frame: writable, ours alone
         arr = np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
     else:
@@ -369,8 +406,10 @@ def _decode_tensor(fields: list[Any]) -> Any:
     try:
         import torch
     except ImportError:
-        raise TypeError("received a torch tensor, but torch is not importable in this "
-                        "process (load the extension with share_torch=True)") from None
+        raise TypeError(
+            "received a torch tensor, but torch is not importable in this "
+            "process (load the extension with share_torch=True)"
+        ) from None
     dtype = getattr(torch, dtype_name)
     if not data:
         t = torch.empty(shape, dtype=dtype)

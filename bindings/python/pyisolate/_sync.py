@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import threading
-from typing import Any, Callable, Coroutine, Mapping, TypeVar
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TypeVar
 
 from ._base import ExtensionBase
 from ._handle import Extension
@@ -30,12 +31,16 @@ R = TypeVar("R")
 class SyncExtensionManager:
     """A blocking facade over ExtensionManager (see the module docstring)."""
 
-    def __init__(self, extension_type: type[ExtensionBase] = ExtensionBase,
-                 config: ExtensionManagerConfig | Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        extension_type: type[ExtensionBase] = ExtensionBase,
+        config: ExtensionManagerConfig | Mapping[str, Any] | None = None,
+    ) -> None:
         self._manager: ExtensionManager[Any] = ExtensionManager(extension_type, config)
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever,
-                                        name="pyisolate-sync-loop", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="pyisolate-sync-loop", daemon=True
+        )
         self._thread.start()
         self._closed = False
         # A program that forgets stop_all(): stop on the loop's own thread at
@@ -59,7 +64,7 @@ class SyncExtensionManager:
         """The underlying async manager (its loop runs in another thread)."""
         return self._manager
 
-    def load_extension(self, config: ExtensionConfig | Mapping[str, Any]) -> "SyncExtension":
+    def load_extension(self, config: ExtensionConfig | Mapping[str, Any]) -> SyncExtension:
         """Load an extension and wait until it is ready. A remote one
         (``remote=True``) is returned at once: start its process with the
         handle's ``ticket``, then ``wait_ready()`` (or just call it)."""
@@ -87,7 +92,7 @@ class SyncExtensionManager:
 
     close = stop_all
 
-    def __enter__(self) -> "SyncExtensionManager":
+    def __enter__(self) -> SyncExtensionManager:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -111,7 +116,7 @@ class SyncExtension:
         """What a remote extension's process is started with (a secret)."""
         return self._ext.ticket
 
-    def wait_ready(self, timeout: float | None = None) -> "SyncExtension":
+    def wait_ready(self, timeout: float | None = None) -> SyncExtension:
         """Block until the extension is loaded (a remote one: connected)."""
         self._owner._run(self._ext.wait_ready(), timeout)
         return self
@@ -119,7 +124,8 @@ class SyncExtension:
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_"):
             raise AttributeError(name)
-        return getattr(self.remote, name)
+        method: Callable[..., Any] = getattr(self.remote, name)
+        return method
 
     @property
     def remote(self) -> Any:
@@ -132,6 +138,8 @@ class SyncExtension:
         return self._owner._run(getattr(self._ext.with_timeout(timeout), method)(*args, **kwargs))
 
     def stop(self) -> None:
+        """Stop the extension (its ``stop`` hook runs); returns when its
+        process has ended."""
         self._owner._run(self._ext.stop())
 
 

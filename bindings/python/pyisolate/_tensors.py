@@ -43,8 +43,8 @@ _MAX_NDIM = int(lib.PYI_TENSOR_MAX_NDIM)
 
 if lib.pyi_py_install() != 0:  # pragma: no cover - only with a broken build
     raise ImportError("pyisolate._native: cannot install the DLPack capsule functions")
-_capsule_versioned = _native_mod.dlpack_capsule_versioned  # type: ignore[attr-defined]
-_capsule_legacy = _native_mod.dlpack_capsule  # type: ignore[attr-defined]
+_capsule_versioned = _native_mod.dlpack_capsule_versioned
+_capsule_legacy = _native_mod.dlpack_capsule
 
 
 class TensorDescriptorError(ValueError):
@@ -53,8 +53,13 @@ class TensorDescriptorError(ValueError):
 
 
 # -- dtypes -------------------------------------------------------------------
-_NP_KINDS = {"i": (0, (1, 2, 4, 8)), "u": (1, (1, 2, 4, 8)), "f": (2, (2, 4, 8)),
-             "c": (5, (8, 16)), "b": (6, (1,))}
+_NP_KINDS = {
+    "i": (0, (1, 2, 4, 8)),
+    "u": (1, (1, 2, 4, 8)),
+    "f": (2, (2, 4, 8)),
+    "c": (5, (8, 16)),
+    "b": (6, (1,)),
+}
 _NP_FROM_DL = {0: "i", 1: "u", 2: "f", 5: "c", 6: "b"}
 _np_cache: dict[Any, tuple[int, int] | None] = {}
 
@@ -68,8 +73,13 @@ def numpy_dl_dtype(dtype: Any) -> tuple[int, int] | None:
         pass
     out = None
     entry = _NP_KINDS.get(dtype.kind)
-    if (entry is not None and dtype.isnative and dtype.fields is None
-            and dtype.subdtype is None and dtype.itemsize in entry[1]):
+    if (
+        entry is not None
+        and dtype.isnative
+        and dtype.fields is None
+        and dtype.subdtype is None
+        and dtype.itemsize in entry[1]
+    ):
         out = (entry[0], dtype.itemsize * 8)
     _np_cache[dtype] = out
     return out
@@ -81,14 +91,29 @@ _torch_table: dict[Any, tuple[int, int]] | None = None
 def torch_dl_dtype(torch: Any, dtype: Any) -> tuple[int, int] | None:
     global _torch_table
     if _torch_table is None:
-        names = {"bool": (6, 8), "uint8": (1, 8), "int8": (0, 8), "int16": (0, 16),
-                 "int32": (0, 32), "int64": (0, 64), "uint16": (1, 16), "uint32": (1, 32),
-                 "uint64": (1, 64), "float16": (2, 16), "bfloat16": (4, 16),
-                 "float32": (2, 32), "float64": (2, 64), "complex32": (5, 32),
-                 "complex64": (5, 64), "complex128": (5, 128),
-                 # DLPack 1.1 float8 codes
-                 "float8_e4m3fn": (10, 8), "float8_e4m3fnuz": (11, 8),
-                 "float8_e5m2": (12, 8), "float8_e5m2fnuz": (13, 8)}
+        names = {
+            "bool": (6, 8),
+            "uint8": (1, 8),
+            "int8": (0, 8),
+            "int16": (0, 16),
+            "int32": (0, 32),
+            "int64": (0, 64),
+            "uint16": (1, 16),
+            "uint32": (1, 32),
+            "uint64": (1, 64),
+            "float16": (2, 16),
+            "bfloat16": (4, 16),
+            "float32": (2, 32),
+            "float64": (2, 64),
+            "complex32": (5, 32),
+            "complex64": (5, 64),
+            "complex128": (5, 128),
+            # DLPack 1.1 float8 codes
+            "float8_e4m3fn": (10, 8),
+            "float8_e4m3fnuz": (11, 8),
+            "float8_e5m2": (12, 8),
+            "float8_e5m2fnuz": (13, 8),
+        }
         table = {}
         for name, dl in names.items():
             dt = getattr(torch, name, None)
@@ -122,12 +147,20 @@ def _raise_nofile() -> None:
 
 
 # -- C tensors ----------------------------------------------------------------
-def _dltensor(ptr: int, shape: Any, strides: Any, code: int, bits: int,
-              device: tuple[int, int] = (KDL_CPU, 0)) -> tuple[Any, Any]:
+def _dltensor(
+    ptr: int,
+    shape: Any,
+    strides: Any,
+    code: int,
+    bits: int,
+    device: tuple[int, int] = (KDL_CPU, 0),
+) -> tuple[Any, Any]:
     """A DLTensor (and the arrays that must outlive it) for memory at ptr."""
     t = ffi.new("DLTensor *")
-    keep = (ffi.new("int64_t[]", list(shape)) if len(shape) else ffi.NULL,
-            ffi.new("int64_t[]", list(strides)) if len(shape) else ffi.NULL)
+    keep = (
+        ffi.new("int64_t[]", list(shape)) if len(shape) else ffi.NULL,
+        ffi.new("int64_t[]", list(strides)) if len(shape) else ffi.NULL,
+    )
     t.data = ffi.cast("void *", ptr)
     t.device.device_type = device[0]
     t.device.device_id = device[1]
@@ -152,7 +185,8 @@ def region_name_at(ptr: int) -> str | None:
     if r is None:
         return None
     try:
-        return ffi.string(lib.pyi_region_name(r)).decode()
+        name: bytes = ffi.string(lib.pyi_region_name(r))
+        return name.decode()
     finally:
         lib.pyi_region_release(ffi.new("pyi_region_t **", r))
 
@@ -189,7 +223,8 @@ def _pack(t: Any) -> bytes:
     n = lib.pyi_tensor_pack(t, buf, _MAX_DESCRIPTOR)
     if n < 0:
         raise ValueError(f"cannot describe the tensor: {last_error()}")
-    return ffi.buffer(buf, n)[:]
+    desc: bytes = ffi.buffer(buf, n)[:]
+    return desc
 
 
 def _share(t: Any) -> Any:
@@ -223,8 +258,14 @@ class _Exporter:
     def __init__(self, capsule: Any) -> None:
         self._capsule = capsule
 
-    def __dlpack__(self, *, stream: Any = None, max_version: Any = None,
-                   dl_device: Any = None, copy: Any = None) -> Any:
+    def __dlpack__(
+        self,
+        *,
+        stream: Any = None,
+        max_version: Any = None,
+        dl_device: Any = None,
+        copy: Any = None,
+    ) -> Any:
         capsule, self._capsule = self._capsule, None
         if capsule is None:
             raise BufferError("the DLPack capsule was taken already")
@@ -256,15 +297,29 @@ class _ArrayOwner:
 def _np_dtype(np: Any, code: int, bits: int) -> Any:
     kind = _NP_FROM_DL.get(code)
     if kind is None:
-        raise TypeError(f"numpy has no dtype for the DLPack type (code {code}, {bits} bits): "
-                        "receive it as a torch tensor")
+        raise TypeError(
+            f"numpy has no dtype for the DLPack type (code {code}, {bits} bits): "
+            "receive it as a torch tensor"
+        )
     return np.dtype("?" if kind == "b" else f"{kind}{bits // 8}")
 
 
-def _np_interface(np: Any, ptr: int, shape: tuple[int, ...], strides_bytes: tuple[int, ...],
-                  dtype: Any, m: Any, keep: Any) -> Any:
-    iface = {"version": 3, "shape": shape, "typestr": dtype.str, "data": (ptr, False),
-             "strides": strides_bytes}
+def _np_interface(
+    np: Any,
+    ptr: int,
+    shape: tuple[int, ...],
+    strides_bytes: tuple[int, ...],
+    dtype: Any,
+    m: Any,
+    keep: Any,
+) -> Any:
+    iface = {
+        "version": 3,
+        "shape": shape,
+        "typestr": dtype.str,
+        "data": (ptr, False),
+        "strides": strides_bytes,
+    }
     if dtype.kind == "b":
         iface["typestr"] = "|b1"
     owner = _ArrayOwner(m, keep, iface)
@@ -286,14 +341,14 @@ def numpy_from_versioned(np: Any, m: Any) -> Any:
             return arr
         # A numpy that gives read-only arrays from writeable capsules: a
         # writeable array over the same memory, kept alive by the first.
-        return _np_interface(np, arr.__array_interface__["data"][0], arr.shape, arr.strides,
-                             arr.dtype, None, arr)
+        return _np_interface(
+            np, arr.__array_interface__["data"][0], arr.shape, arr.strides, arr.dtype, None, arr
+        )
     ndim = dl.ndim
     shape = tuple(int(dl.shape[i]) for i in range(ndim))
     item = dtype.itemsize
     strides = tuple(int(dl.strides[i]) * item for i in range(ndim))
-    return _np_interface(np, int(ffi.cast("uintptr_t", dl.data)), shape, strides, dtype, m,
-                         None)
+    return _np_interface(np, int(ffi.cast("uintptr_t", dl.data)), shape, strides, dtype, m, None)
 
 
 def numpy_tensor(np: Any, arr: Any) -> tuple[Any, Any] | None:
@@ -317,7 +372,7 @@ def encode_numpy(np: Any, arr: Any) -> tuple[bytes, Any] | None:
     made = numpy_tensor(np, arr)
     if made is None:
         return None
-    t, keep = made
+    t, _keep = made  # _keep holds the array's memory while t is used
     r = _find(int(ffi.cast("uintptr_t", t.data)))
     if r is not None:
         try:
@@ -377,8 +432,12 @@ def torch_shareable(torch: Any, t: Any) -> bool:
     """Whether t crosses by descriptor: a strided CPU tensor of a DLPack
     dtype, or such a CUDA tensor when the CUDA driver is here (an empty
     CUDA tensor has no memory to name: it goes by value)."""
-    if (t.layout != torch.strided or t.is_quantized or getattr(t, "is_nested", False)
-            or torch_dl_dtype(torch, t.dtype) is None):
+    if (
+        t.layout != torch.strided
+        or t.is_quantized
+        or getattr(t, "is_nested", False)
+        or torch_dl_dtype(torch, t.dtype) is None
+    ):
         return False
     kind = t.device.type
     return kind == "cpu" or (kind == "cuda" and t.numel() > 0 and cuda_available())
@@ -407,7 +466,7 @@ def collect_cuda() -> int:
     names = ffi.new("char[16][64]")
     total = 0
     while True:
-        n = lib.pyi_region_collect(names, 16)
+        n: int = lib.pyi_region_collect(names, 16)
         with _cuda_lock:
             for i in range(n):
                 _cuda_keep.pop(ffi.string(names[i]).decode(), None)
@@ -429,15 +488,15 @@ def encode_cuda(torch: Any, t: Any) -> tuple[bytes, Any]:
     if t.is_conj() or t.is_neg():
         t = t.resolve_conj().resolve_neg()
     collect_cuda()
-    r = lib.pyi_region_find_cuda(ffi.cast("void *", t.data_ptr()), t.device.index or 0,
-                                 ffi.NULL)
+    r = lib.pyi_region_find_cuda(ffi.cast("void *", t.data_ptr()), t.device.index or 0, ffi.NULL)
     if r == ffi.NULL:
         raise ValueError(f"cannot share the CUDA tensor: {last_error()}")
     try:
         dl = torch_dl_dtype(torch, t.dtype)
         assert dl is not None
-        dlt, keep = _dltensor(t.data_ptr(), t.shape, t.stride(), *dl,
-                              device=(KDL_CUDA, t.device.index or 0))
+        dlt, _keep = _dltensor(
+            t.data_ptr(), t.shape, t.stride(), *dl, device=(KDL_CUDA, t.device.index or 0)
+        )
         desc = _pack(dlt)
         name = ffi.string(lib.pyi_region_name(r)).decode()
         if _exported_here(name):
@@ -518,7 +577,7 @@ def encode_torch(torch: Any, t: Any) -> tuple[bytes, Any]:
         return _empty_descriptor(t)
     r = _find(t.data_ptr())
     if r is not None:
-        dlt, keep = _torch_dltensor(torch, t)  # type: ignore[misc]
+        dlt, _keep = _torch_dltensor(torch, t)  # type: ignore[misc]
         try:
             return _pack(dlt), r
         except ValueError:  # not wholly inside that region: copy it
@@ -534,7 +593,7 @@ def encode_torch(torch: Any, t: Any) -> tuple[bytes, Any]:
             moved = _move(torch, t)
         src = t if moved else share_torch(torch, t)
         r = _find(src.data_ptr())
-    dlt, keep = _torch_dltensor(torch, src)  # type: ignore[misc]
+    dlt, _keep = _torch_dltensor(torch, src)  # type: ignore[misc]
     try:
         return _pack(dlt), r
     except BaseException:
@@ -570,9 +629,13 @@ def decode(kind: str, desc: Any, flags: int) -> Any:
     data = ffi.from_buffer(desc)
     size = len(desc)
     if kind == "torch":
-        torch = _import("torch", data, size,
-                        "received a torch tensor, but torch is not importable in this "
-                        "process (load the extension with share_torch=True)")
+        torch = _import(
+            "torch",
+            data,
+            size,
+            "received a torch tensor, but torch is not importable in this "
+            "process (load the extension with share_torch=True)",
+        )
         m = lib.pyi_tensor_decode(data, size)
         if m == ffi.NULL:
             raise TensorDescriptorError(f"refused a tensor descriptor: {last_error()}")
@@ -587,16 +650,22 @@ def decode(kind: str, desc: Any, flags: int) -> Any:
             t.requires_grad_(True)
         return t
     if kind == "numpy":
-        np = _import("numpy", data, size,
-                     "received a numpy array, but numpy is not importable in this process "
-                     "(an extension needs numpy in its dependencies)")
+        np = _import(
+            "numpy",
+            data,
+            size,
+            "received a numpy array, but numpy is not importable in this process "
+            "(an extension needs numpy in its dependencies)",
+        )
         m = lib.pyi_tensor_decode_versioned(data, size, 0)
         if m == ffi.NULL:
             raise TensorDescriptorError(f"refused an array descriptor: {last_error()}")
         if m.dl_tensor.device.device_type != KDL_CPU:
             m.deleter(m)
-            raise TensorDescriptorError("refused an array descriptor: a numpy array must be "
-                                        "in host memory, this one names a CUDA region")
+            raise TensorDescriptorError(
+                "refused an array descriptor: a numpy array must be "
+                "in host memory, this one names a CUDA region"
+            )
         arr = numpy_from_versioned(np, m)
         if flags & FLAG_READ_ONLY:
             arr.flags.writeable = False
@@ -636,8 +705,9 @@ def empty(shape: Any, dtype: Any = "float32", like: str = "numpy") -> Any:
         dt = np.dtype(dtype)
         dl = numpy_dl_dtype(dt)
         if dl is None:
-            raise TypeError(f"numpy dtype {dt} cannot live in shared memory (DLPack has no "
-                            "such type)")
+            raise TypeError(
+                f"numpy dtype {dt} cannot live in shared memory (DLPack has no such type)"
+            )
         m = _empty(shape, dl)
         return numpy_from_versioned(np, m)
     if like == "torch":
@@ -678,12 +748,15 @@ def share(x: Any) -> Any:
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(x, torch.Tensor):
         if x.device.type != "cpu" or not torch_shareable(torch, x):
-            raise TypeError(f"only CPU strided tensors of DLPack dtypes can live in shared "
-                            f"memory (got {x.dtype} on {x.device}; CUDA tensors cross by "
-                            f"CUDA IPC as they are)")
+            raise TypeError(
+                f"only CPU strided tensors of DLPack dtypes can live in shared "
+                f"memory (got {x.dtype} on {x.device}; CUDA tensors cross by "
+                f"CUDA IPC as they are)"
+            )
         return share_torch(torch, x)
-    raise TypeError(f"pyisolate.share takes a numpy array or a torch tensor, not "
-                    f"{type(x).__qualname__}")
+    raise TypeError(
+        f"pyisolate.share takes a numpy array or a torch tensor, not {type(x).__qualname__}"
+    )
 
 
 def region_name(x: Any) -> str | None:

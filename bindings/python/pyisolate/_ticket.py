@@ -26,7 +26,7 @@ def read_ticket(ticket: str) -> dict[str, Any]:
     ticket = ticket.strip()
     if not ticket.startswith(TICKET_PREFIX):
         raise ValueError("not a pyisolate ticket (it starts with 'pyi1.')")
-    body = ticket[len(TICKET_PREFIX):]
+    body = ticket[len(TICKET_PREFIX) :]
     try:
         fields = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     except (binascii.Error, ValueError, UnicodeDecodeError):

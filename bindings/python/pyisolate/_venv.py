@@ -30,8 +30,9 @@ import shutil
 import sys
 import sysconfig
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import _native
 from ._errors import DependencyInstallError
@@ -61,16 +62,22 @@ def host_site_packages() -> list[str]:
     import site
 
     dirs: list[str] = []
-    for d in list(site.getsitepackages()) + [sysconfig.get_paths()["purelib"],
-                                             sysconfig.get_paths()["platlib"]]:
+    for d in [
+        *site.getsitepackages(),
+        sysconfig.get_paths()["purelib"],
+        sysconfig.get_paths()["platlib"],
+    ]:
         if d not in dirs and os.path.isdir(d):
             dirs.append(d)
     return dirs
 
 
 def uv_env(root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "CONDA_PREFIX")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "CONDA_PREFIX")
+    }
     env.setdefault("UV_CACHE_DIR", str(root / ".uv-cache"))
     env["UV_LINK_MODE"] = "hardlink"
     env["UV_PYTHON_DOWNLOADS"] = "never"
@@ -90,8 +97,7 @@ def _runtime_targets() -> dict[str, str]:
     try:
         import _cffi_backend
 
-        targets[os.path.basename(_cffi_backend.__file__)] = os.path.abspath(
-            _cffi_backend.__file__)
+        targets[os.path.basename(_cffi_backend.__file__)] = os.path.abspath(_cffi_backend.__file__)
     except (ImportError, AttributeError):
         pass
     # pyisolate/ is a real folder of links, one per entry: the compiled module
@@ -108,8 +114,11 @@ def _runtime_targets() -> dict[str, str]:
     # beside the package, found from the package's folder by the RPATH
     # $ORIGIN/../<name>.libs. $ORIGIN is the folder of links here, so the
     # libraries' folder is linked beside it too.
-    for name, folder in (("pyisolate", native_dir), ("cffi", targets["cffi"]),
-                         ("msgpack", targets["msgpack"])):
+    for name, folder in (
+        ("pyisolate", native_dir),
+        ("cffi", targets["cffi"]),
+        ("msgpack", targets["msgpack"]),
+    ):
         libs = os.path.join(os.path.dirname(folder), f"{name}.libs")
         if os.path.isdir(libs):
             targets[f"{name}.libs"] = libs
@@ -201,8 +210,10 @@ class _Board:
         i = 0
         while self.jobs:
             cols = shutil.get_terminal_size((80, 20)).columns
-            parts = [f"{n}: {w} {loop.time() - t0:.0f}s" + (f" ({last})" if last else "")
-                     for n, w, t0, last in self.jobs.values()]
+            parts = [
+                f"{n}: {w} {loop.time() - t0:.0f}s" + (f" ({last})" if last else "")
+                for n, w, t0, last in self.jobs.values()
+            ]
             text = f"{self._FRAMES[i % 4]} pyisolate " + " | ".join(parts)
             sys.stderr.write("\r\033[K" + text[: cols - 1])
             sys.stderr.flush()
@@ -217,8 +228,12 @@ async def _run(name: str, cmd: list[str], env: dict[str, str], what: str) -> tup
     """Run a uv command; log its output lines as progress; return (rc, output)."""
     logger.info("[%s] %s", name, " ".join(cmd[1:]))
     proc = await asyncio.create_subprocess_exec(
-        *cmd, env=env, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        *cmd,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     lines: list[str] = []
     assert proc.stdout is not None
     job = _board.add(name, what) if _Board.enabled() else 0
@@ -249,10 +264,9 @@ class _FileLock:
         self.path = path
         self.fd = -1
 
-    async def __aenter__(self) -> "_FileLock":
+    async def __aenter__(self) -> _FileLock:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        await asyncio.get_running_loop().run_in_executor(None, fcntl.flock, self.fd,
-                                                         fcntl.LOCK_EX)
+        await asyncio.get_running_loop().run_in_executor(None, fcntl.flock, self.fd, fcntl.LOCK_EX)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -260,14 +274,21 @@ class _FileLock:
         os.close(self.fd)
 
 
-async def ensure_venv(name: str, root: Path, deps: Sequence[str], share_torch: bool, *,
-                      folder: str | None = None, indexes: Sequence[str] = ()) -> Path:
+async def ensure_venv(
+    name: str,
+    root: Path,
+    deps: Sequence[str],
+    share_torch: bool,
+    *,
+    folder: str | None = None,
+    indexes: Sequence[str] = (),
+) -> Path:
     """Make (or reuse) the venv of extension ``name`` with ``deps`` installed,
     in ``root/folder`` (config.extension_key; default ``name``). ``indexes``:
     extra index URLs, given to uv in its environment (never on its command
     line, nor in the log, where credentials would show)."""
     loop = asyncio.get_running_loop()
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - one local mkdir; uv runs off the loop
     folder = folder or name
     venv = root / folder
     python = venv / "bin" / "python"
@@ -277,7 +298,7 @@ async def ensure_venv(name: str, root: Path, deps: Sequence[str], share_torch: b
         try:
             if fp_file.read_text() == fp and python.exists():
                 logger.info("[%s] reusing the venv at %s", name, venv)
-                os.utime(fp_file)   # last used: what `pyisolate prune` goes by
+                os.utime(fp_file)  # last used: what `pyisolate prune` goes by
                 return venv
         except OSError:
             pass
@@ -287,8 +308,12 @@ async def ensure_venv(name: str, root: Path, deps: Sequence[str], share_torch: b
             if not (venv / "pyvenv.cfg").exists() and not fp_file.exists():
                 # Never delete a folder that pyisolate did not make.
                 raise DependencyInstallError(
-                    name, [], 1, f"{venv} exists and is not a venv made by pyisolate: "
-                    "remove it or choose another venv_root_path or name")
+                    name,
+                    [],
+                    1,
+                    f"{venv} exists and is not a venv made by pyisolate: "
+                    "remove it or choose another venv_root_path or name",
+                )
             logger.info("[%s] dependencies changed: recreating %s", name, venv)
             await loop.run_in_executor(None, shutil.rmtree, venv)
         logger.info("[%s] creating a venv at %s", name, venv)
@@ -299,8 +324,9 @@ async def ensure_venv(name: str, root: Path, deps: Sequence[str], share_torch: b
         if deps:
             if indexes:  # uv's --extra-index-url, a space-separated list
                 env["UV_EXTRA_INDEX_URL"] = " ".join(indexes)
-                logger.info("[%s] extra indexes: %s", name,
-                            " ".join(redact_url(u) for u in indexes))
+                logger.info(
+                    "[%s] extra indexes: %s", name, " ".join(redact_url(u) for u in indexes)
+                )
             # Bytecode now: a sandboxed extension cannot write it into its venv.
             cmd = [uv, "pip", "install", "--compile-bytecode", "--python", str(python), *deps]
             rc, out = await _run(name, cmd, env, "installing " + " ".join(deps))

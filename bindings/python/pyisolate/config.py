@@ -14,9 +14,10 @@ import os
 import re
 import unicodedata
 import urllib.parse
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 C = TypeVar("C", bound="_ConfigBase")
 
@@ -142,8 +143,10 @@ class ExtensionManagerConfig(_ConfigBase):
     limits: Limits | Mapping[str, Any] = field(default_factory=Limits)
 
 
-_NO_CONDA = ("conda environments are not supported: every extension's venv is made "
-             "with uv (package_manager='uv')")
+_NO_CONDA = (
+    "conda environments are not supported: every extension's venv is made "
+    "with uv (package_manager='uv')"
+)
 
 
 def refuse_keys(cls: type, keys: Mapping[str, Any]) -> None:
@@ -153,8 +156,9 @@ def refuse_keys(cls: type, keys: Mapping[str, Any]) -> None:
     refused = [k for k in keys if k in table]
     if refused:
         why = "; ".join(f"{k}: {table[k]}" for k in refused)
-        raise TypeError(f"{cls.__name__}: pyisolate 0.x keys not supported here "
-                        f"(docs/porting.md): {why}")
+        raise TypeError(
+            f"{cls.__name__}: pyisolate 0.x keys not supported here (docs/porting.md): {why}"
+        )
 
 
 @dataclass
@@ -245,19 +249,21 @@ class ExtensionConfig(_ConfigBase):
         "sealed_host_ro_paths": (
             "host folders on a sealed worker's sys.path are not supported: an extension "
             "imports its venv, its module, the host program's folder and its apis' "
-            "modules; install other code into its venv (dependencies=['-e', '/path'])"),
+            "modules; install other code into its venv (dependencies=['-e', '/path'])"
+        ),
         "cuda_wheels": (
             "custom CUDA wheel resolution is not supported: give the wheel index in "
-            "extra_index_urls and pin the packages in dependencies"),
+            "extra_index_urls and pin the packages in dependencies"
+        ),
     }
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "ExtensionConfig":
+    def __new__(cls, *args: Any, **kwargs: Any) -> ExtensionConfig:
         refuse_keys(cls, kwargs)
         return super().__new__(cls)
 
 
-NAME_MAX = 100        # characters in an extension's name
-KEY_MAX_BYTES = 200   # UTF-8 bytes of its folder name (filesystems allow 255)
+NAME_MAX = 100  # characters in an extension's name
+KEY_MAX_BYTES = 200  # UTF-8 bytes of its folder name (filesystems allow 255)
 
 
 def _kept(c: str) -> bool:
@@ -271,7 +277,8 @@ def validate_name(name: Any) -> str:
     saying why not. Any characters are allowed but those that make it a
     path (a separator, a NUL, '..') and control characters; its key
     (``extension_key``) must not be empty, nor start with '.'."""
-    extension_key(name)
+    extension_key(name)  # raises ValueError unless name is a str it accepts
+    assert isinstance(name, str)
     return name
 
 
@@ -291,23 +298,28 @@ def extension_key(name: Any) -> str:
     if name in (".", "..") or ".." in name:
         raise ValueError(f"extension name {name!r} contains '..', a path step")
     if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
-        raise ValueError(f"extension name {name!r} contains a control character "
-                         "or a lone surrogate")
+        raise ValueError(
+            f"extension name {name!r} contains a control character or a lone surrogate"
+        )
     if len(name) > NAME_MAX:
-        raise ValueError(f"extension name {name[:20]!r}... is longer than {NAME_MAX} "
-                         "characters")
+        raise ValueError(f"extension name {name[:20]!r}... is longer than {NAME_MAX} characters")
     marked = "".join(c if _kept(c) else "\x00" for c in name)  # NUL: refused above
     key = re.sub("\x00+", "_", marked).strip("_")
     if not any(c.isalnum() for c in key):
-        raise ValueError(f"extension name {name!r} has no letter or digit to name its "
-                         "venv folder with")
+        raise ValueError(
+            f"extension name {name!r} has no letter or digit to name its venv folder with"
+        )
     if key.startswith("."):
-        raise ValueError(f"extension name {name!r} would make the hidden venv folder "
-                         f"{key!r} (the venv root's dot-folders are pyisolate's own): "
-                         "start it with a letter or digit")
+        raise ValueError(
+            f"extension name {name!r} would make the hidden venv folder "
+            f"{key!r} (the venv root's dot-folders are pyisolate's own): "
+            "start it with a letter or digit"
+        )
     if len(key.encode("utf-8")) > KEY_MAX_BYTES:
-        raise ValueError(f"extension name {name!r} makes a venv folder name over "
-                         f"{KEY_MAX_BYTES} bytes: shorten it")
+        raise ValueError(
+            f"extension name {name!r} makes a venv folder name over "
+            f"{KEY_MAX_BYTES} bytes: shorten it"
+        )
     return key
 
 
@@ -318,15 +330,22 @@ _REQ_RE = re.compile(
         \s*(?:\(?\s*(?:===|==|!=|<=|>=|~=|<|>)\s*[A-Za-z0-9.*+!_-]+
             (?:\s*,\s*(?:===|==|!=|<=|>=|~=|<|>)\s*[A-Za-z0-9.*+!_-]+)*\s*\)?)?  # versions
         \s*(?:;\s*[A-Za-z0-9_.<>=!~'"() \t-]+)?\s*$          # markers
-    """, re.VERBOSE)
-_URL_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*\s*@\s*)?"
-                     r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\x00-\x1f`$;|&<>\\]+$")
+    """,
+    re.VERBOSE,
+)
+_URL_RE = re.compile(
+    r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*\s*@\s*)?"
+    r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\x00-\x1f`$;|&<>\\]+$"
+)
 _BAD_CHARS = set("\x00\n\r`$|&;<>\\{}*?!")
 
 
 def _is_local_path(s: str) -> bool:
-    return (s in (".", "..") or s.startswith(("/", "./", "../", "~/"))
-            or (os.sep in s and os.path.exists(s)))
+    return (
+        s in (".", "..")
+        or s.startswith(("/", "./", "../", "~/"))
+        or (os.sep in s and os.path.exists(s))
+    )
 
 
 def validate_dependencies(deps: Sequence[str], base_dir: Path | None = None) -> list[str]:
@@ -350,8 +369,10 @@ def validate_dependencies(deps: Sequence[str], base_dir: Path | None = None) -> 
         if s in ("-e", "--editable"):
             path = next(items, None)
             if path is None:
-                raise ValueError(f"refused dependency {dep!r}: the last item; '-e' takes "
-                                 "the next item as its path (['-e', './pkg'])")
+                raise ValueError(
+                    f"refused dependency {dep!r}: the last item; '-e' takes "
+                    "the next item as its path (['-e', './pkg'])"
+                )
             _check_item(path)
             out += ["-e", _editable_path(f"{dep} {path}", path.strip(), base_dir)]
             continue
@@ -359,8 +380,10 @@ def validate_dependencies(deps: Sequence[str], base_dir: Path | None = None) -> 
             out += ["-e", _editable_path(dep, s.split(None, 1)[1].strip(), base_dir)]
             continue
         if s.startswith("-"):
-            raise ValueError(f"refused dependency {dep!r}: looks like a command-line option "
-                             "(only '-e <path>' is accepted)")
+            raise ValueError(
+                f"refused dependency {dep!r}: looks like a command-line option "
+                "(only '-e <path>' is accepted)"
+            )
         if _URL_RE.match(s):
             out.append(s)
             continue
@@ -372,7 +395,8 @@ def validate_dependencies(deps: Sequence[str], base_dir: Path | None = None) -> 
         if any(c in s for c in "`$|&\\{}") or not _REQ_RE.match(s):
             raise ValueError(
                 f"refused dependency {dep!r}: not a requirement ('name>=1.0'), "
-                "'-e <path>', a local path or a URL, or it carries shell metacharacters")
+                "'-e <path>', a local path or a URL, or it carries shell metacharacters"
+            )
         out.append(s)
     return out
 
@@ -387,8 +411,10 @@ def _check_item(dep: Any) -> None:
 def _editable_path(shown: str, path: str, base_dir: Path | None) -> str:
     """The absolute path of an editable install (``-e <path>``)."""
     if not _is_local_path(path) or any(c in _BAD_CHARS for c in path):
-        raise ValueError(f"refused dependency {shown!r}: '-e' takes a local path: '.', or "
-                         "one starting with '/', './', '../' or '~/'")
+        raise ValueError(
+            f"refused dependency {shown!r}: '-e' takes a local path: '.', or "
+            "one starting with '/', './', '../' or '~/'"
+        )
     return _abs_path(path, base_dir)
 
 
@@ -406,17 +432,24 @@ def validate_index_urls(urls: Sequence[str]) -> list[str]:
     out: list[str] = []
     for url in urls:
         if not isinstance(url, str) or not _INDEX_URL_RE.match(url):
-            raise ValueError(f"refused extra index URL {redact_url(str(url))!r}: not a URL "
-                             "(no spaces, quotes or non-ASCII characters: percent-encode them)")
+            raise ValueError(
+                f"refused extra index URL {redact_url(str(url))!r}: not a URL "
+                "(no spaces, quotes or non-ASCII characters: percent-encode them)"
+            )
         parts = urllib.parse.urlsplit(url)
         try:
-            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and (
-                parts.port is None or parts.port > 0)
+            ok = (
+                parts.scheme in ("http", "https")
+                and bool(parts.hostname)
+                and (parts.port is None or parts.port > 0)
+            )
         except ValueError:  # a port that is not a number below 65536
             ok = False
         if not ok:
-            raise ValueError(f"refused extra index URL {redact_url(url)!r}: an index is an "
-                             "http:// or https:// URL with a host (and a valid port)")
+            raise ValueError(
+                f"refused extra index URL {redact_url(url)!r}: an index is an "
+                "http:// or https:// URL with a host (and a valid port)"
+            )
         out.append(url)
     return out
 
@@ -425,8 +458,9 @@ def redact_url(url: str) -> str:
     """``url`` with whatever may be credentials (up to the last '@' before
     any '?' or '#') replaced by ``***``."""
     scheme, sep, rest = url.partition("://")
-    at = rest.rfind("@", 0, min([i for i in (rest.find("?"), rest.find("#")) if i >= 0],
-                                default=len(rest)))
+    at = rest.rfind(
+        "@", 0, min([i for i in (rest.find("?"), rest.find("#")) if i >= 0], default=len(rest))
+    )
     return f"{scheme}://***{rest[at:]}" if sep and at >= 0 else url
 
 
@@ -437,17 +471,22 @@ def validate_0x_options(cfg: ExtensionConfig) -> None:
     """Check the pyisolate 0.x keys this project accepts (see ExtensionConfig);
     raise ValueError for a value it cannot honour."""
     if cfg.package_manager != "uv":
-        raise ValueError(f"extension {cfg.name!r}: package_manager={cfg.package_manager!r} "
-                         f"refused: {_NO_CONDA}")
+        raise ValueError(
+            f"extension {cfg.name!r}: package_manager={cfg.package_manager!r} refused: {_NO_CONDA}"
+        )
     model = cfg.execution_model
     if model is not None and model not in _EXECUTION_MODELS:
-        raise ValueError(f"extension {cfg.name!r}: execution_model={model!r} refused: "
-                         "'host-coupled' or 'sealed_worker' (both run the extension with "
-                         "its own venv first on sys.path; docs/porting.md)")
+        raise ValueError(
+            f"extension {cfg.name!r}: execution_model={model!r} refused: "
+            "'host-coupled' or 'sealed_worker' (both run the extension with "
+            "its own venv first on sys.path; docs/porting.md)"
+        )
     if model == "sealed_worker" and cfg.share_torch:
-        raise ValueError(f"extension {cfg.name!r}: execution_model='sealed_worker' takes "
-                         "share_torch=False (as in pyisolate 0.x): a sealed worker sees none "
-                         "of the host's packages")
+        raise ValueError(
+            f"extension {cfg.name!r}: execution_model='sealed_worker' takes "
+            "share_torch=False (as in pyisolate 0.x): a sealed worker sees none "
+            "of the host's packages"
+        )
 
 
 def _abs_path(path: str, base_dir: Path | None) -> str:

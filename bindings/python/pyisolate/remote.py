@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 from . import _child, _core, _sandbox
 from ._errors import ExtensionLoadError
@@ -44,17 +45,24 @@ from ._ticket import TICKET_PREFIX, make_ticket, read_ticket  # noqa: F401 - the
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pyisolate.remote",
-        description="Run a pyisolate extension for a host on another machine.")
+        description="Run a pyisolate extension for a host on another machine.",
+    )
     parser.add_argument("ticket", help="the host's extension.ticket")
-    parser.add_argument("module_path", nargs="?",
-                        help="the extension's package directory or .py file here")
-    parser.add_argument("--connect-timeout", type=float,
-                        default=_child.REMOTE_CONNECT_TIMEOUT,
-                        help="seconds to wait for the host (default 60)")
+    parser.add_argument(
+        "module_path", nargs="?", help="the extension's package directory or .py file here"
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=_child.REMOTE_CONNECT_TIMEOUT,
+        help="seconds to wait for the host (default 60)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         fields = read_ticket(args.ticket)
     except ValueError as exc:
@@ -64,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.module_path:
         cfg["module_path"] = os.path.abspath(args.module_path)
     if not cfg.get("module_path") or not os.path.exists(cfg["module_path"]):
-        sys.stderr.write(f"pyisolate.remote: no extension module at "
-                         f"{cfg.get('module_path')!r}: give its path\n")
+        sys.stderr.write(
+            f"pyisolate.remote: no extension module at {cfg.get('module_path')!r}: give its path\n"
+        )
         return 2
     data = cfg.pop("sandbox", None)
     if data is not None and "PYI_SANDBOX" not in os.environ:
@@ -75,19 +84,30 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"pyisolate.remote: the ticket's sandbox is damaged: {exc}\n")
             return 2
         if policy.launched:  # executes this command again (or refuses)
-            return _sandboxed(policy, cfg, fields["endpoint"],
-                              sys.argv[1:] if argv is None else argv)
+            return _sandboxed(
+                policy, cfg, fields["endpoint"], sys.argv[1:] if argv is None else argv
+            )
     curve = _core.Curve(fields["server_key"], fields["public_key"], fields["secret_key"])
     # Ctrl-C ends the extension the way the host's stop() would not: say so.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return asyncio.run(_child.run(cfg, fields["endpoint"], fields["service"],
-                                      fields["token"], curve, args.connect_timeout))
+        return asyncio.run(
+            _child.run(
+                cfg,
+                fields["endpoint"],
+                fields["service"],
+                fields["token"],
+                curve,
+                args.connect_timeout,
+            )
+        )
     except KeyboardInterrupt:
         return 130
 
 
-def _sandboxed(policy: _sandbox.Policy, cfg: dict, endpoint: str, args: list[str]) -> int:
+def _sandboxed(
+    policy: _sandbox.Policy, cfg: dict[str, Any], endpoint: str, args: list[str]
+) -> int:
     """Execute this command again through the launcher, under policy (the
     host's TCP port granted); 125 when "required" cannot be enforced."""
     log = logging.getLogger("pyisolate.remote")
@@ -101,18 +121,25 @@ def _sandboxed(policy: _sandbox.Policy, cfg: dict, endpoint: str, args: list[str
             log.warning("sandbox path %s does not exist here: left out", path)
     if policy.network is not True:
         port = int(endpoint.rsplit(":", 1)[1])
-        policy = dataclasses.replace(policy, network=tuple(sorted({*(policy.network or ()),
-                                                                     port})))
+        policy = dataclasses.replace(
+            policy, network=tuple(sorted({*(policy.network or ()), port}))
+        )
     scratch = tempfile.mkdtemp(prefix=f"pyisolate-{cfg['name']}-")
     _remove_when_done(scratch)
     # Its import path, but not the current directory that -m put first.
     read = [p for p in sys.path if p and os.path.isabs(p) and p != os.getcwd()]
-    read += [sys.prefix, sys.exec_prefix, cfg["module_path"], *cfg.get("paths", ()),
-             *_sandbox.host_reads()]
+    read += [
+        sys.prefix,
+        sys.exec_prefix,
+        cfg["module_path"],
+        *cfg.get("paths", ()),
+        *_sandbox.host_reads(),
+    ]
     env = _sandbox.environment(policy, scratch)
     env.update({k: v for k, v in os.environ.items() if k.startswith("PYTHON")})
-    argv = _sandbox.command(policy, read, [scratch],
-                            [sys.executable, "-m", "pyisolate.remote", *args])
+    argv = _sandbox.command(
+        policy, read, [scratch], [sys.executable, "-m", "pyisolate.remote", *args]
+    )
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(argv[0], argv, env)
@@ -125,10 +152,20 @@ def _remove_when_done(path: str) -> None:
     a pipe whose write end only this process holds."""
     r, w = os.pipe()
     os.set_inheritable(w, True)
-    subprocess.Popen([sys.executable, "-I", "-c", "import os, shutil, sys\n"
-                      "os.read(0, 1)\nshutil.rmtree(sys.argv[1], True)", path],
-                     stdin=r, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=True, close_fds=True)
+    subprocess.Popen(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            "import os, shutil, sys\nos.read(0, 1)\nshutil.rmtree(sys.argv[1], True)",
+            path,
+        ],
+        stdin=r,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
     os.close(r)
 
 

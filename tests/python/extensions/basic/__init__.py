@@ -41,9 +41,14 @@ class Basic(ExtensionBase):
 
     async def info(self):
         import pyisolate
-        return {"pid": os.getpid(), "sys_path": sys.path, "executable": sys.executable,
-                "pyisolate": pyisolate.__file__,
-                "modules": sorted(m for m in ("numpy", "torch") if m in sys.modules)}
+
+        return {
+            "pid": os.getpid(),
+            "sys_path": sys.path,
+            "executable": sys.executable,
+            "pyisolate": pyisolate.__file__,
+            "modules": sorted(m for m in ("numpy", "torch") if m in sys.modules),
+        }
 
     async def types(self, value):
         return [type(v).__name__ for v in value]
@@ -85,6 +90,7 @@ class Basic(ExtensionBase):
     async def make_adder(self, n):
         def add(v):
             return v + n
+
         return add
 
     async def store_set(self, key, value):
@@ -97,14 +103,19 @@ class Basic(ExtensionBase):
 
     async def store_pids(self):
         db = Store()
-        return {"remote": await db.pid(), "local": db.where(), "me": os.getpid(),
-                "isinstance": isinstance(db, Store)}
+        return {
+            "remote": await db.pid(),
+            "local": db.where(),
+            "me": os.getpid(),
+            "isinstance": isinstance(db, Store),
+        }
 
     async def ping_pong(self, depth):
         if depth <= 0:
             return [os.environ.get("EXT_NAME", "?")]
         return [os.environ.get("EXT_NAME", "?")] + await Relay().bounce(
-            os.environ.get("EXT_NAME", "?"), depth - 1)
+            os.environ.get("EXT_NAME", "?"), depth - 1
+        )
 
     async def nested_cb(self, cb, depth):
         # host -> ext -> host callback -> ext ... to depth
@@ -114,6 +125,7 @@ class Basic(ExtensionBase):
 
     async def can_import(self, name):
         import importlib
+
         try:
             importlib.import_module(name)
         except ImportError:
@@ -122,11 +134,13 @@ class Basic(ExtensionBase):
 
     async def unlisted_singleton(self):
         from shared_apis import Unlisted
+
         return await Unlisted().anything()
 
     async def round_trip_callable(self, value):
         def plus_one(v):
             return v + 1
+
         return await Relay().apply(plus_one, value)
 
     async def use_passed_store(self, store, key):

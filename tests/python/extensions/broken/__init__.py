@@ -1,4 +1,5 @@
 import this_module_does_not_exist_anywhere  # noqa: F401
+
 from pyisolate import ExtensionBase
 
 

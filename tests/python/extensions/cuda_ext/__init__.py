@@ -54,10 +54,16 @@ class CudaExt(ExtensionBase):
         if x.is_cuda:
             props = torch.cuda.get_device_properties(x.device)
             uuid = str(getattr(props, "uuid", "")) or None
-        return {"is_cuda": x.is_cuda, "device": str(x.device), "uuid": uuid,
-                "dtype": str(x.dtype), "shape": list(x.shape), "stride": list(x.stride()),
-                "sum": float(x.double().sum()) if x.numel() else 0.0,
-                "ptr": x.data_ptr()}
+        return {
+            "is_cuda": x.is_cuda,
+            "device": str(x.device),
+            "uuid": uuid,
+            "dtype": str(x.dtype),
+            "shape": list(x.shape),
+            "stride": list(x.stride()),
+            "sum": float(x.double().sum()) if x.numel() else 0.0,
+            "ptr": x.data_ptr(),
+        }
 
     async def total(self, x):
         """Sum of x, computed on x's device here (reads what the host wrote)."""
@@ -125,8 +131,12 @@ class CudaExt(ExtensionBase):
         reserved bytes, and the regions it maps."""
         torch.cuda.synchronize()
         free, total = torch.cuda.mem_get_info()
-        return {"free": free, "total": total, "reserved": torch.cuda.memory_reserved(),
-                "regions": _region_mappings()}
+        return {
+            "free": free,
+            "total": total,
+            "reserved": torch.cuda.memory_reserved(),
+            "regions": _region_mappings(),
+        }
 
     async def region_of(self, x):
         return pyisolate.region_name(x)

@@ -34,9 +34,15 @@ class Probe(ExtensionBase):
                 fds[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
             except OSError:
                 pass
-        return {"pid": os.getpid(), "pgid": os.getpgid(0), "sid": os.getsid(0),
-                "fds": fds, "ignored": _status("SigIgn"), "blocked": _status("SigBlk"),
-                "usr1_default": signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL}
+        return {
+            "pid": os.getpid(),
+            "pgid": os.getpgid(0),
+            "sid": os.getsid(0),
+            "fds": fds,
+            "ignored": _status("SigIgn"),
+            "blocked": _status("SigBlk"),
+            "usr1_default": signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL,
+        }
 
     async def watch_sigint(self):
         # Count SIGINTs from now on (the child ignores them by default).
@@ -47,7 +53,7 @@ class Probe(ExtensionBase):
         return len(_sigints)
 
     async def block_loop(self, seconds):
-        time.sleep(seconds)  # the event loop is blocked: no heartbeats
+        time.sleep(seconds)  # noqa: ASYNC251 - the event loop is blocked: no heartbeats
         return seconds
 
     async def wait(self, tag):

@@ -33,11 +33,21 @@ class Shm(ExtensionBase):
 
     async def describe(self, x):
         if _lib(x) == "torch":
-            return {"lib": "torch", "dtype": str(x.dtype), "shape": list(x.shape),
-                    "region": pyisolate.region_name(x), "writeable": True}
-        return {"lib": "numpy", "dtype": x.dtype.str, "shape": list(x.shape),
-                "region": pyisolate.region_name(x), "writeable": bool(x.flags.writeable),
-                "sum": float(np.abs(x).sum()) if x.dtype.kind in "iufcb" else None}
+            return {
+                "lib": "torch",
+                "dtype": str(x.dtype),
+                "shape": list(x.shape),
+                "region": pyisolate.region_name(x),
+                "writeable": True,
+            }
+        return {
+            "lib": "numpy",
+            "dtype": x.dtype.str,
+            "shape": list(x.shape),
+            "region": pyisolate.region_name(x),
+            "writeable": bool(x.flags.writeable),
+            "sum": float(np.abs(x).sum()) if x.dtype.kind in "iufcb" else None,
+        }
 
     async def add_in_place(self, x, value):
         x += value
@@ -78,7 +88,7 @@ class Shm(ExtensionBase):
         """A new shared array, returned after delay and kept by nobody here.
         The delay blocks the loop (CPU-bound work in an async method), so
         the CANCEL of a deadline is read only after the reply left."""
-        time.sleep(delay)
+        time.sleep(delay)  # noqa: ASYNC251 - blocks the loop on purpose
         return pyisolate.empty(n, "f8")
 
     async def roundtrip_via(self, other, x):

@@ -18,5 +18,5 @@ class Sleepy(ExtensionBase):
 
     async def block_loop(self, seconds):
         # Blocks the extension's event loop (no heartbeats meanwhile).
-        time.sleep(seconds)
+        time.sleep(seconds)  # noqa: ASYNC251 - blocks the loop on purpose
         return seconds
