@@ -47,8 +47,8 @@ class ExtensionBase:
     """
 
     def before_module_loaded(self) -> Any:
-        """Called in the extension's process before its module is imported
-        (sync or async)."""
+        """Called in the extension's process once its instance is made,
+        before ``on_module_loaded`` (sync or async)."""
         return None
 
     def on_module_loaded(self, module: Any) -> Any:
