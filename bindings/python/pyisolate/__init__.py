@@ -19,6 +19,7 @@ from ._errors import (
     RemoteError,
 )
 from ._handle import Extension
+from ._launch import LifecycleEvent
 from ._manager import ExtensionManager
 from ._rpc import RemoteCallable, RemoteObject
 from ._sync import SyncExtension, SyncExtensionManager
@@ -36,6 +37,7 @@ __all__ = [
     "Limits",
     "ExtensionBase",
     "Extension",
+    "LifecycleEvent",
     "ProxiedSingleton",
     "local_execution",
     "singleton_scope",

@@ -7,7 +7,7 @@ so the handle has few names and no public helpers.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine, Generator, Mapping
 from typing import Any, Generic, TypeVar
 
 from ._base import ExtensionBase
@@ -51,8 +51,8 @@ class Extension(Generic[T]):
     """The host's handle to one extension.
 
     ``await ext.method(*args, **kwargs)`` runs ``method`` in the extension
-    (the handle's own names, ``name config pid alive exit_status remote stop
-    ticket wait_ready with_timeout``, are reached through ``ext.remote.<name>``).
+    (the handle's own names, ``name config pid alive exit_status reload remote
+    stop ticket wait_ready with_timeout``, are reached through ``ext.remote.<name>``).
     ``await ext`` waits until it is loaded. ``ext.with_timeout(s).method()``
     gives one call a deadline (CallTimeout past it). ``await ext.stop()``
     runs the extension's ``stop()`` hook and ends its process.
@@ -70,7 +70,7 @@ class Extension(Generic[T]):
     @property
     def pid(self) -> int | None:
         """The extension's process id (None in-process or before it started)."""
-        return self._launcher.pid
+        return self._launcher.latest().pid
 
     @property
     def alive(self) -> bool:
@@ -78,7 +78,7 @@ class Extension(Generic[T]):
 
     @property
     def exit_status(self) -> int | None:
-        return self._launcher.exit_status
+        return self._launcher.latest().exit_status
 
     def __await__(self) -> Generator[Any, None, Extension[T]]:
         return self.wait_ready().__await__()
@@ -108,5 +108,18 @@ class Extension(Generic[T]):
         it does not exit within the manager's stop_timeout)."""
         await self._launcher.stop()
 
+    async def reload(self, config: ExtensionConfig | Mapping[str, Any] | None = None) -> None:
+        """Restart the extension's process on its current files (this handle
+        stays valid): calls made meanwhile wait and go to the new process;
+        calls running finish on the old one (up to the manager's
+        stop_timeout). ``config``: a new config of the same name (its
+        dependencies; the venv is rebuilt only when they changed). A new
+        process that fails to load raises ExtensionLoadError, with its
+        traceback, and the old one goes on serving."""
+        cfg = ExtensionConfig.from_any(config) if config is not None else None
+        self._launcher = await self._launcher.reload(cfg)
+        if cfg is not None:
+            self.config = cfg
+
     def __repr__(self) -> str:
-        return f"<Extension {self.name!r} pid={self.pid} {self._launcher.state.value}>"
+        return f"<Extension {self.name!r} pid={self.pid} {self._launcher.latest().state.value}>"

@@ -27,8 +27,10 @@ import re
 import shutil
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -36,7 +38,13 @@ from typing import Any
 from . import _loader, _sandbox, _venv
 from ._base import in_local_extension, singleton_key
 from ._codes import BrokerError, Callee, call_error, exception_type
-from ._errors import CallTimeout, ExtensionCrashed, ExtensionLoadError, ExtensionStopped
+from ._errors import (
+    CallTimeout,
+    ExtensionCrashed,
+    ExtensionLoadError,
+    ExtensionStopped,
+    PyisolateError,
+)
 from ._host import HOST_SERVICE, Host
 from ._output import OutputReader
 from ._rpc import invoke
@@ -84,6 +92,34 @@ class State(enum.Enum):
 
 
 _READY = State.READY
+_BACKOFF_FIRST = 0.5  # seconds before the first restart; doubles per restart in the window
+_BACKOFF_MAX = 30.0
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    """One step in an extension's life (``manager.on_event``, ``manager.events()``).
+
+    ``kind``: ``"starting"`` (its process is being started: a load, a restart
+    or a reload), ``"ready"`` (loaded), ``"crashed"`` (its process died or
+    was lost; ``reason`` says how), ``"restarting"`` (a restart is scheduled:
+    ``attempt`` is its number in the restart window, ``delay`` the backoff in
+    seconds), ``"reloaded"`` (the new process serves; the old one ended) or
+    ``"stopped"`` (``stop()`` done). ``pid``: the process it is about, when
+    known."""
+
+    name: str
+    kind: str
+    pid: int | None = None
+    reason: str = ""
+    attempt: int = 0
+    delay: float = 0.0
+
+
+def _no_events(event: LifecycleEvent) -> None:
+    pass
+
+
 _STOPPING = (State.STOPPING, State.STOPPED)
 _GONE = (State.LOST, State.ENDED)
 
@@ -109,10 +145,30 @@ class Launcher:
         self._ready: asyncio.Future[None] = loop.create_future()  # the load's outcome (events)
         self._exited: asyncio.Future[int | None] = loop.create_future()  # its process ended
         self._start_task: asyncio.Task[None] | None = None
+        # Restarts and reloads (set by the manager): where events go; what
+        # makes the launcher of a new process (for a config, None: this one's).
+        self.emit: Callable[[LifecycleEvent], None] = _no_events
+        self.factory: Callable[[ExtensionConfig], Launcher] | None = None
+        self._successor: Launcher | None = None  # the launcher that serves after this one
+        self._handover: asyncio.Future[None] | None = None  # a restart or reload underway
+        self._handover_task: asyncio.Task[Any] | None = None
+        self._restarts: list[float] = []  # monotonic times of restarts (shared by successors)
+        self._crash_told = False  # the "crashed" event was emitted
+        self._retired = False  # a reload ended this one: no "stopped" event
 
     @property
     def alive(self) -> bool:
+        if self._successor is not None:
+            return self._successor.alive
         return self.state is not State.ENDED and self.state is not State.STOPPED
+
+    def latest(self) -> Launcher:
+        """The launcher serving now (this one, or its successor after a
+        restart or a reload)."""
+        launcher = self
+        while launcher._successor is not None:
+            launcher = launcher._successor
+        return launcher
 
     @property
     def stopping(self) -> bool:
@@ -120,6 +176,7 @@ class Launcher:
 
     def start(self) -> None:
         """Start loading (a task on the loop)."""
+        self.emit(LifecycleEvent(self.name, "starting"))
         self._start_task = self._loop.create_task(
             self._start(), name=f"pyisolate-load-{self.name}"
         )
@@ -144,7 +201,21 @@ class Launcher:
         raise NotImplementedError
 
     async def stop(self) -> None:
-        """Run the extension's stop() hook and end it (see _stop)."""
+        """Run the extension's stop() hook and end it (see _stop); a restart
+        or reload underway is cancelled, a successor stopped."""
+        task = self._handover_task
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except BaseException:
+                pass
+        if self._successor is not None:
+            await self._successor.stop()  # this one ended already (crashed, or reloaded)
+            return
+        await self._stop_self()
+
+    async def _stop_self(self) -> None:
         if self.stopping:
             if self.pid is not None:
                 await asyncio.shield(self._exited)
@@ -160,6 +231,14 @@ class Launcher:
                 pass
         await self._stop(was_ready)
         self.state = State.STOPPED
+        if not self._retired:
+            self.emit(LifecycleEvent(self.name, "stopped", self.pid))
+
+    async def reload(self, config: ExtensionConfig | None = None) -> Launcher:
+        """Start the extension again in a new process (_Served.reload)."""
+        raise PyisolateError(
+            f"extension {self.name!r}: only an isolated, local extension can be reloaded"
+        )
 
     async def wait_exit(self, seconds: float) -> int | None:
         """Wait up to ``seconds`` for the process to end; its exit status."""
@@ -230,6 +309,7 @@ class Launcher:
             raise
         if self.state is State.LOADING:
             self.state = State.READY
+        self.emit(LifecycleEvent(self.name, "ready", self.pid))
         logger.info("[%s] ready%s", self.name, f" (pid {self.pid})" if self.pid else "")
 
     def _start_done(self, task: asyncio.Task[None]) -> None:
@@ -313,6 +393,9 @@ class _Served(Launcher):
         self.policy = policy  # its sandbox and limits
         self._host = host
         self._settings = settings  # start_timeout, stop_timeout
+        self.generation = 0  # restarts and reloads before this launcher's process
+        self._in_flight = 0  # calls sent to its process, not answered yet
+        self._idle: asyncio.Event | None = None  # set when _in_flight drops to 0 (reload)
 
     def start(self) -> None:
         self._host.watch(self.service, self)
@@ -321,6 +404,15 @@ class _Served(Launcher):
     async def call(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
     ) -> Any:
+        if self._successor is not None or self._handover is not None:
+            # Restarting or reloading: wait (within the deadline) for the
+            # process that serves next.
+            start = self._loop.time()
+            target = await self._next(method, timeout)
+            if target is not self:
+                if timeout:
+                    timeout = max(timeout - (self._loop.time() - start), 0.001)
+                return await target.call(method, args, kwargs, timeout)
         if asyncio.get_running_loop() is not self._loop or self.state is not _READY:
             await self._admit()
             if self.state in _GONE:
@@ -330,10 +422,181 @@ class _Served(Launcher):
         node = self._host.node
         if node.closed:
             raise ExtensionStopped(self.name)
+        self._in_flight += 1
         try:
             return await node.call(self.service, "", method, args, kwargs, timeout=timeout)
         except BrokerError as exc:
             raise await self._call_error(exc) from None
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0 and self._idle is not None:
+                self._idle.set()
+
+    async def _next(self, method: str, timeout: float | None) -> Launcher:
+        """Wait out a restart or reload underway; the launcher to call."""
+        while self._successor is None and self._handover is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._handover), timeout)
+            except asyncio.TimeoutError:
+                raise CallTimeout(
+                    f"call {self.name}.{method} timed out after {timeout}s while the "
+                    "extension restarted"
+                ) from None
+            except Exception:
+                pass  # the restart or reload failed: this launcher answers
+        return self._successor if self._successor is not None else self
+
+    # -- restarts and reloads (a new launcher, a new process, the same handle) --------
+    respawns = False  # whether pyisolate can start its process again (Process)
+
+    def _crashed(self, reason: str) -> None:
+        if not self._crash_told:
+            self._crash_told = True
+            self.emit(LifecycleEvent(self.name, "crashed", self.pid, reason))
+
+    def _plan_restart(self) -> bool:
+        """After a crash (restart="on-failure"): calls wait from now on for
+        the restart, which starts once the process has exited."""
+        cfg = self.config
+        if cfg.restart != "on-failure" or not self.respawns or self.factory is None:
+            return False
+        if self._successor is not None or self._retired:
+            return False
+        if self._handover is None:
+            self._handover = self._loop.create_future()
+        return True
+
+    def _maybe_restart(self) -> None:
+        """Its process has exited after a crash: start it again unless its
+        restart budget is spent."""
+        if not self._plan_restart() or self._handover_task is not None:
+            return
+        self._handover_task = self._loop.create_task(
+            self._restart(), name=f"pyisolate-restart-{self.name}"
+        )
+
+    def _budget(self) -> int:
+        """Restarts in the window so far (old ones forgotten)."""
+        now = time.monotonic()
+        self._restarts[:] = [t for t in self._restarts if now - t < self.config.restart_window]
+        return len(self._restarts)
+
+    async def _restart(self) -> None:
+        handover = self._handover
+        assert handover is not None
+        try:
+            while True:
+                count = self._budget()
+                if count >= self.config.max_restarts:
+                    logger.warning(
+                        "[%s] %d restarts within %ss: leaving it down",
+                        self.name,
+                        count,
+                        self.config.restart_window,
+                    )
+                    return
+                self._restarts.append(time.monotonic())
+                delay = min(_BACKOFF_FIRST * 2**count, _BACKOFF_MAX)
+                self.emit(
+                    LifecycleEvent(
+                        self.name, "restarting", self.pid, self.reason, count + 1, delay
+                    )
+                )
+                logger.warning(
+                    "[%s] restarting in %.1fs (restart %d)", self.name, delay, count + 1
+                )
+                await asyncio.sleep(delay)
+                new = self._spawn_successor(None)
+                try:
+                    await new.wait_ready()
+                except asyncio.CancelledError:
+                    await new.stop()
+                    raise
+                except Exception as exc:
+                    logger.warning("[%s] restart failed: %s", self.name, exc)
+                    await new.wait_exit(_KILL_WAIT)
+                    new.close()
+                    continue
+                self._successor = new
+                return
+        finally:
+            self._handover = None
+            if not handover.done():
+                handover.set_result(None)
+
+    def _spawn_successor(self, config: ExtensionConfig | None) -> _Served:
+        """Start the launcher of a new process for this extension, under a
+        service name of its own (the old process may still serve its own)."""
+        assert self.factory is not None
+        new = self.factory(config if config is not None else self.config)
+        assert isinstance(new, _Served)
+        new.emit = self.emit
+        new.factory = self.factory
+        new._restarts = self._restarts
+        new.generation = self.generation + 1
+        new.service = f"ext.{new.key}@{new.generation}"
+        # Its load error, reported by name, reaches the new launcher.
+        self._host.watch(f"ext.{self.key}", new)
+        new.start()
+        return new
+
+    async def reload(self, config: ExtensionConfig | None = None) -> Launcher:
+        """Start a new process on the extension's current files (and
+        ``config``'s dependencies, if given); once it is ready, calls go to
+        it and this process ends after the calls it runs (up to
+        stop_timeout). Returns the new launcher. A new process that fails
+        to load raises ExtensionLoadError, and this one goes on serving."""
+        if not self.respawns:
+            raise PyisolateError(
+                f"extension {self.name!r}: only an isolated, local extension can be reloaded"
+            )
+        if self._successor is not None:
+            return await self._successor.reload(config)
+        if self._handover is not None:  # a restart or another reload: after it
+            await asyncio.shield(self._handover)
+            return await self.latest().reload(config)
+        if self.stopping:
+            raise ExtensionStopped(self.name)
+        if config is not None and config.name != self.name:
+            raise ValueError(f"reload of {self.name!r} with a config named {config.name!r}")
+        handover = self._handover = self._loop.create_future()
+        try:
+            new = self._spawn_successor(config)
+            try:
+                await new.wait_ready()
+            except BaseException:
+                self._host.watch(f"ext.{self.key}", self)
+                await new.wait_exit(_KILL_WAIT)
+                new.close()
+                raise
+            if self.stopping:  # stop() came meanwhile
+                await new.stop()
+                raise ExtensionStopped(self.name)
+            self._successor = new
+        finally:
+            self._handover = None
+            handover.set_result(None)
+        await self._retire()
+        new.emit(LifecycleEvent(self.name, "reloaded", new.pid))
+        return new
+
+    async def _retire(self) -> None:
+        """A reload's end of this process: its calls finish (up to
+        stop_timeout), then the stop request, as stop() does."""
+        self._retired = True
+        if self.alive and self._in_flight:
+            self._idle = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._idle.wait(), self._settings.stop_timeout)
+            except asyncio.TimeoutError:
+                logger.warning(
+                    "[%s] reload: %d calls still running on the old process after %ss",
+                    self.name,
+                    self._in_flight,
+                    self._settings.stop_timeout,
+                )
+        await self._stop_self()
+        self.close()
 
     async def _call_error(self, exc: BrokerError) -> Exception:
         """What a call the broker failed raises: the table's EXTENSION column,
@@ -342,7 +605,13 @@ class _Served(Launcher):
         if not self.stopping and exception_type(exc.code, Callee.EXTENSION) is ExtensionCrashed:
             status = await self.wait_exit(_EXIT_WAIT)
         if self.stopping:
-            return ExtensionStopped(self.name)
+            stopped = ExtensionStopped(self.name)
+            if self._retired:
+                stopped.args = (
+                    f"extension {self.name!r} was reloaded: the call was still running "
+                    f"on the old process after stop_timeout ({self._settings.stop_timeout}s)",
+                )
+            return stopped
         return call_error(
             exc.code,
             exc.text,
@@ -394,19 +663,30 @@ class _Served(Launcher):
             return
         self._killed = True  # the broker kills what it lost
         self.reason = text or "the broker lost the extension"
+        was_ready = self.state is State.READY
         if self.state is State.LOADING or self.state is State.READY:
             self.state = State.LOST
         logger.warning("[%s] lost: %s", self.name, self.reason)
+        if was_ready:
+            self._plan_restart()
+            self._crashed(self.reason)
 
     def on_exit(self, status: int) -> None:
         self.exit_status = status
         stopping = self.stopping
+        was_serving = self.state is State.READY or self.state is State.LOST
         self.state = State.STOPPED if stopping else State.ENDED
         if not self._exited.done():
             self._exited.set_result(status)
         if not stopping:
             level = logging.WARNING if status != 0 else logging.INFO
             logger.log(level, "[%s] process %s exited with status %s", self.name, self.pid, status)
+            if was_serving:
+                what = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+                limit = self._limit_reason()
+                self._plan_restart()
+                self._crashed(f"{what} ({limit})" if limit else what)
+                self._maybe_restart()
         if not self._ready.done():
             # Let the pipes deliver the last lines before reporting.
             self._loop.call_later(0.05, self._fail_exit, status)
@@ -420,6 +700,8 @@ class _Served(Launcher):
 
 class Process(_Served):
     """A process the broker spawns in the extension's venv (made by _venv)."""
+
+    respawns = True
 
     def __init__(
         self,
@@ -607,6 +889,7 @@ class Remote(_Served):
             self._exited.set_result(None)
         if not stopping:
             logger.warning("[%s] lost: %s", self.name, self.reason)
+            self._crashed(self.reason)
 
 
 def make_launcher(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -18,7 +18,7 @@ from ._base import ExtensionBase, ProxiedSingleton
 from ._errors import PyisolateError
 from ._handle import Extension
 from ._host import Host
-from ._launch import Launcher, State, make_launcher
+from ._launch import Launcher, LifecycleEvent, State, make_launcher
 from ._sandbox import policy_for
 from .config import (
     ExtensionConfig,
@@ -27,6 +27,7 @@ from .config import (
     validate_0x_options,
     validate_dependencies,
     validate_index_urls,
+    validate_restart,
 )
 
 logger = logging.getLogger("pyisolate")
@@ -56,6 +57,9 @@ class ExtensionManager(Generic[T]):
         self._host: Host | None = None  # from the first load_extension on
         self._loaded: dict[str, tuple[Extension[T], Launcher]] = {}  # by name: the latest
         self._closed = False
+        self._event_callbacks: list[Callable[[LifecycleEvent], Any]] = []
+        self._event_streams: list[asyncio.Queue[LifecycleEvent | None]] = []
+        self._event_tasks: set[asyncio.Future[Any]] = set()  # async callbacks running
 
     def load_extension(self, config: ExtensionConfig | Mapping[str, Any]) -> Extension[T]:
         """Start loading an extension and return its handle at once.
@@ -68,6 +72,7 @@ class ExtensionManager(Generic[T]):
         key = extension_key(cfg.name)
         validate_0x_options(cfg)
         validate_index_urls(cfg.extra_index_urls)
+        validate_restart(cfg)
         if cfg.remote and not cfg.isolated:
             raise ValueError(f"extension {cfg.name!r}: a remote extension is isolated")
         if not cfg.module_path and not cfg.remote:
@@ -117,6 +122,8 @@ class ExtensionManager(Generic[T]):
         timeout = cfg.timeout if cfg.timeout is not None else self.config.default_timeout
         ext: Extension[T] = Extension(cfg, launcher, timeout)
         self._loaded[cfg.name] = (ext, launcher)
+        launcher.emit = self._emit_event
+        launcher.factory = self._relauncher(cfg.name)
         launcher.start()
         return ext
 
@@ -223,8 +230,99 @@ class ExtensionManager(Generic[T]):
         if self._closed:
             return
         self._closed = True
+        for stream in self._event_streams:
+            stream.put_nowait(None)
         if self._host is None:
             return
         await self._host.close()
         for _, launcher in self._loaded.values():
             launcher.close()
+
+    # -- restarts, reloads and lifecycle events ------------------------------------------
+    async def reload(
+        self, name: str, config: ExtensionConfig | Mapping[str, Any] | None = None
+    ) -> None:
+        """``await manager.get_extension(name).reload(config)``."""
+        await self.get_extension(name).reload(config)
+
+    def on_event(self, callback: Callable[[LifecycleEvent], Any]) -> Callable[[], None]:
+        """Call ``callback(event)`` (a LifecycleEvent) on the manager's loop
+        for every extension's lifecycle step; an ``async def`` callback runs
+        as a task. Returns a function that unsubscribes it."""
+        self._event_callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._event_callbacks:
+                self._event_callbacks.remove(callback)
+
+        return unsubscribe
+
+    def events(self) -> AsyncIterator[LifecycleEvent]:
+        """The lifecycle events from now on, as an async iterator (``async for
+        event in manager.events()``) that ends when the manager stops."""
+        queue: asyncio.Queue[LifecycleEvent | None] = asyncio.Queue()
+        if self._closed:
+            queue.put_nowait(None)
+        self._event_streams.append(queue)
+        return _EventStream(queue, self._event_streams)
+
+    def _relauncher(self, name: str) -> Callable[[ExtensionConfig], Launcher]:
+        """What makes the launcher of ``name``'s next process (a restart or a
+        reload), for its current or a new config (validated here)."""
+
+        def make(cfg: ExtensionConfig) -> Launcher:
+            validate_index_urls(cfg.extra_index_urls)
+            validate_restart(cfg)
+            deps = validate_dependencies(list(cfg.dependencies), Path.cwd())
+            policy = policy_for(cfg, self.config)
+            host = self._bind_loop()
+            for api in cfg.apis:
+                host.serve_api(api)
+            return make_launcher(
+                cfg, deps, self.extension_type, host, self.config, self.venv_root, policy
+            )
+
+        return make
+
+    def _emit_event(self, event: LifecycleEvent) -> None:
+        for callback in list(self._event_callbacks):
+            try:
+                result = callback(event)
+                if asyncio.iscoroutine(result):
+                    task = asyncio.ensure_future(result)
+                    self._event_tasks.add(task)
+                    task.add_done_callback(self._event_tasks.discard)
+            except Exception:
+                logger.exception("lifecycle event callback %r failed", callback)
+        for stream in self._event_streams:
+            stream.put_nowait(event)
+
+
+class _EventStream:
+    """manager.events(): an async iterator over one queue of events."""
+
+    def __init__(
+        self,
+        queue: asyncio.Queue[LifecycleEvent | None],
+        streams: list[asyncio.Queue[LifecycleEvent | None]],
+    ) -> None:
+        self._queue = queue
+        self._streams = streams
+
+    def __aiter__(self) -> _EventStream:
+        return self
+
+    async def __anext__(self) -> LifecycleEvent:
+        event = await self._queue.get()
+        if event is None:
+            self.aclose_now()
+            raise StopAsyncIteration
+        return event
+
+    def aclose_now(self) -> None:
+        """Stop receiving events."""
+        if self._queue in self._streams:
+            self._streams.remove(self._queue)
+
+    async def aclose(self) -> None:
+        self.aclose_now()

@@ -209,6 +209,12 @@ class ExtensionConfig(_ConfigBase):
       ``isolated=False`` runs in the host, which cannot be sandboxed or
       limited: giving it any of these three (but ``sandbox_mode=
       "disabled"``) is refused, and the manager's defaults do not apply.
+    - ``restart``: ``"never"`` (a crashed extension stays down; the default)
+      or ``"on-failure"``: a process that dies after it was ready is started
+      again, after a backoff of 0.5 s doubling per restart up to 30 s, at
+      most ``max_restarts`` times within ``restart_window`` seconds (then it
+      stays down and calls raise ExtensionCrashed). Calls made meanwhile
+      wait for the new process within their deadline.
 
     pyisolate 0.x keys accepted here (docs/porting.md): ``share_cuda_ipc``
     (no effect: CUDA tensors always cross by CUDA IPC when the CUDA driver
@@ -234,6 +240,9 @@ class ExtensionConfig(_ConfigBase):
     sandbox: SandboxConfig | Mapping[str, Any] | None = None
     sandbox_mode: str | None = None
     limits: Limits | Mapping[str, Any] | None = None
+    restart: str = "never"
+    max_restarts: int = 5
+    restart_window: float = 60.0
     # pyisolate 0.x keys (see above and docs/porting.md)
     share_cuda_ipc: bool | None = None
     execution_model: str | None = None
@@ -280,6 +289,19 @@ def validate_name(name: Any) -> str:
     extension_key(name)  # raises ValueError unless name is a str it accepts
     assert isinstance(name, str)
     return name
+
+
+def validate_restart(config: ExtensionConfig) -> None:
+    """ValueError for a bad restart policy."""
+    if config.restart not in ("never", "on-failure"):
+        raise ValueError(
+            f"extension {config.name!r}: restart must be 'never' or 'on-failure', "
+            f"not {config.restart!r}"
+        )
+    if int(config.max_restarts) < 0 or float(config.restart_window) <= 0:
+        raise ValueError(
+            f"extension {config.name!r}: max_restarts must be >= 0 and restart_window > 0"
+        )
 
 
 def extension_key(name: Any) -> str:
