@@ -18,7 +18,7 @@ from ._base import ExtensionBase, ProxiedSingleton
 from ._errors import PyisolateError
 from ._handle import Extension
 from ._host import Host
-from ._launch import Launcher, State, make_launcher
+from ._launch import InProcess, Launcher, State, make_launcher
 from ._sandbox import policy_for
 from .config import (
     ExtensionConfig,
@@ -118,6 +118,7 @@ class ExtensionManager(Generic[T]):
         ext: Extension[T] = Extension(cfg, launcher, timeout)
         self._loaded[cfg.name] = (ext, launcher)
         launcher.start()
+        self._wire(ext, launcher, host, f"ext.{key}")
         return ext
 
     def _check_key(self, name: str, key: str) -> None:
@@ -228,3 +229,24 @@ class ExtensionManager(Generic[T]):
         await self._host.close()
         for _, launcher in self._loaded.values():
             launcher.close()
+
+    def _wire(self, ext: Extension[T], launcher: Launcher, host: Host, service: str) -> None:
+        """Events and counts: the handle's, the calls' and (in-process) the
+        instance's emit_event, once it is loaded."""
+        ext._host = host
+        ext._service = service
+        host.count_calls(service)
+        hub = host.event_hub(service, ext.name)
+        task = launcher._start_task
+        if isinstance(launcher, InProcess) and task is not None:
+
+            def loaded(_: asyncio.Task[None]) -> None:
+                inst = launcher._instance
+                if inst is not None and hasattr(inst, "__dict__"):
+                    inst.__dict__["_pyi_emit"] = hub.emit
+
+            task.add_done_callback(loaded)
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Each loaded extension's ``stats()``, by name."""
+        return {name: ext.stats() for name, (ext, _) in self._loaded.items()}

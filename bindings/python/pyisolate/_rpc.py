@@ -24,6 +24,7 @@ import inspect
 import itertools
 import logging
 import sys
+import time
 import types
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,8 +34,9 @@ import msgpack
 from . import _core, _tensors
 from ._base import ProxiedSingleton, is_singleton_proxy, singleton_key
 from ._codes import reply_error
-from ._errors import PyisolateError, describe_exception
+from ._errors import CallTimeout, PyisolateError, describe_exception
 from ._serialize import Codec
+from ._stats import CallStats
 
 logger = logging.getLogger("pyisolate")
 
@@ -177,6 +179,8 @@ class Node:
         self._hb_handle: asyncio.TimerHandle | None = None
         self._drain_scheduled = False
         self.closed = False
+        # Services whose method calls are counted (the host's extensions).
+        self.call_stats: dict[str, CallStats] = {}
         loop.add_reader(self._client_fd, self._drain_client)
 
     # -- outgoing calls -----------------------------------------------------
@@ -190,6 +194,33 @@ class Node:
         *,
         op: str = "call",
         timeout: float | None = None,
+    ) -> Any:
+        st = self.call_stats.get(service)
+        if st is None or op != "call":
+            return await self._call(service, target, method, args, kwargs, op, timeout)
+        st.in_flight += 1
+        t0 = time.perf_counter_ns()
+        try:
+            result = await self._call(service, target, method, args, kwargs, op, timeout)
+        except asyncio.CancelledError:
+            st.in_flight -= 1
+            st.cancelled += 1
+            raise
+        except BaseException as exc:
+            st.end(method, time.perf_counter_ns() - t0, True, isinstance(exc, CallTimeout))
+            raise
+        st.end(method, time.perf_counter_ns() - t0, False, False)
+        return result
+
+    async def _call(
+        self,
+        service: str,
+        target: str,
+        method: str,
+        args: tuple[Any, ...] | list[Any],
+        kwargs: dict[str, Any],
+        op: str,
+        timeout: float | None,
     ) -> Any:
         client = self.client
         if self.closed or client is None:
@@ -270,7 +301,7 @@ class Node:
             # extension's, over tcp): the broker refused the shared memory
             # before anything ran. From now on its tensors go inline.
             self.remote_services.add(service)
-            return await self.call(service, target, method, args, kwargs, op=op, timeout=timeout)
+            return await self._call(service, target, method, args, kwargs, op, timeout)
         return self._result(msg, service, method, timeout)
 
     def _backstop(self, rid: int) -> None:
