@@ -95,7 +95,7 @@ def test_stats_count_calls_errors_timeouts(venv_root) -> None:
             ext = await mgr.load_extension(ext_config("events"))
             before = ext.stats()
             assert before["calls"] == 0 and before["methods"] == {}
-            for i in range(20):
+            for _ in range(20):
                 assert await ext.echo(b"x" * 100) == b"x" * 100
             for _ in range(3):
                 with pytest.raises(ValueError):
