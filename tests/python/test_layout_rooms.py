@@ -159,5 +159,15 @@ def test_state_transitions_in_process() -> None:
 def test_the_handle_stays_thin() -> None:
     # Every public name of the handle shadows extension methods of that name.
     names = {n for n in vars(pyisolate.Extension) if not n.startswith("_")}
-    assert names == {"pid", "alive", "exit_status", "wait_ready", "remote", "with_timeout", "stop"}
+    assert names == {
+        "pid",
+        "alive",
+        "exit_status",
+        "wait_ready",
+        "remote",
+        "with_timeout",
+        "stop",
+        "register_event_handler",
+        "stats",
+    }
     assert isinstance(vars(pyisolate.Extension)["pid"], property)

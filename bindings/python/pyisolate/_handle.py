@@ -53,9 +53,8 @@ class Extension(Generic[T]):
 
     ``await ext.method(*args, **kwargs)`` runs ``method`` in the extension
     (the handle's own names, ``name config pid alive exit_status remote stop
-    ticket wait_ready with_timeout register_event_handler
-    unregister_event_handler stats``, are reached through
-    ``ext.remote.<name>``).
+    ticket wait_ready with_timeout register_event_handler stats``, are
+    reached through ``ext.remote.<name>``).
     ``await ext`` waits until it is loaded. ``ext.with_timeout(s).method()``
     gives one call a deadline (CallTimeout past it). ``await ext.stop()``
     runs the extension's ``stop()`` hook and ends its process.
@@ -127,11 +126,6 @@ class Extension(Generic[T]):
         if self._host is None:
             raise RuntimeError(f"extension {self.name!r} was not loaded by a manager")
         self._host.event_hub(self._service, self.name).add(name, handler)
-
-    def unregister_event_handler(self, name: str, handler: Callable[[Any], Any]) -> None:
-        """Stop calling ``handler`` for event ``name``."""
-        if self._host is not None:
-            self._host.event_hub(self._service, self.name).remove(name, handler)
 
     def stats(self) -> dict[str, Any]:
         """The extension's counters: calls (finished), errors, timeouts,
