@@ -41,6 +41,7 @@ from ._stats import CallStats
 logger = logging.getLogger("pyisolate")
 
 _REPLY = _core.REPLY
+_perf_ns = time.perf_counter_ns
 _REQUEST = _core.REQUEST
 _CANCEL = _core.CANCEL
 _DISCONNECT = _core.DISCONNECT
@@ -195,36 +196,15 @@ class Node:
         op: str = "call",
         timeout: float | None = None,
     ) -> Any:
-        st = self.call_stats.get(service)
-        if st is None or op != "call":
-            return await self._call(service, target, method, args, kwargs, op, timeout)
-        st.in_flight += 1
-        t0 = time.perf_counter_ns()
-        try:
-            result = await self._call(service, target, method, args, kwargs, op, timeout)
-        except asyncio.CancelledError:
-            st.in_flight -= 1
-            st.cancelled += 1
-            raise
-        except BaseException as exc:
-            st.end(method, time.perf_counter_ns() - t0, True, isinstance(exc, CallTimeout))
-            raise
-        st.end(method, time.perf_counter_ns() - t0, False, False)
-        return result
-
-    async def _call(
-        self,
-        service: str,
-        target: str,
-        method: str,
-        args: tuple[Any, ...] | list[Any],
-        kwargs: dict[str, Any],
-        op: str,
-        timeout: float | None,
-    ) -> Any:
         client = self.client
         if self.closed or client is None:
             raise PyisolateError(f"{self.name}: the connection to the broker is closed")
+        # Counted (ext.stats()): method calls to the services in call_stats.
+        st = self.call_stats.get(service) if op == "call" else None
+        t0 = 0
+        if st is not None:
+            st.in_flight += 1
+            t0 = _perf_ns()
         rid = next(self._ids)
         # Callables among the arguments are registered while encoding; they
         # stay callable until this call ends.
@@ -243,6 +223,8 @@ class Node:
             marks = self.codec.marks
         except BaseException:
             self._release(refs)
+            if st is not None:
+                st.end(method, _perf_ns() - t0, True, False)
             raise
         finally:
             self._ref_sink = None
@@ -268,6 +250,8 @@ class Node:
                         )
             except BaseException:
                 _tensors.discard(body, marks)  # never sent
+                if st is not None:
+                    st.end(method, _perf_ns() - t0, True, False)
                 raise
             # Sending may have consumed the socket's edge-triggered wake-up:
             # read what is already there now (only this socket).
@@ -282,6 +266,9 @@ class Node:
                 if self.client is not None:
                     self.client.cancel(rid)
                     self._schedule_drain()
+                if st is not None:
+                    st.in_flight -= 1
+                    st.cancelled += 1
                 raise
         finally:
             pending.pop(rid, None)
@@ -289,19 +276,32 @@ class Node:
                 backstop.cancel()
             if refs:
                 self._release(refs)
-        if msg.command == _REPLY:
-            frames = msg.frames
-            if not frames:
-                return None
-            return self.codec.loads(
-                frames[0], frames[1:], self.pickle_all or service in self.pickle_services
-            )
+        if st is None:
+            if msg.command == _REPLY:
+                frames = msg.frames
+                if not frames:
+                    return None
+                return self.codec.loads(
+                    frames[0], frames[1:], self.pickle_all or service in self.pickle_services
+                )
+        elif msg.command == _REPLY or msg.code != _core.ERR_INLINE:
+            try:
+                value = self._result(msg, service, method, timeout)
+            except BaseException as exc:
+                st.end(method, _perf_ns() - t0, True, isinstance(exc, CallTimeout))
+                raise
+            st.end(method, _perf_ns() - t0, False, False)
+            return value
         if msg.code == _core.ERR_INLINE and marks and service not in self.remote_services:
             # A service this node did not know was remote (another
             # extension's, over tcp): the broker refused the shared memory
             # before anything ran. From now on its tensors go inline.
             self.remote_services.add(service)
-            return await self._call(service, target, method, args, kwargs, op, timeout)
+            if st is not None:
+                st.in_flight -= 1  # the call again counts it
+            return await self.call(service, target, method, args, kwargs, op=op, timeout=timeout)
+        if st is not None:
+            st.end(method, _perf_ns() - t0, True, False)
         return self._result(msg, service, method, timeout)
 
     def _backstop(self, rid: int) -> None:
