@@ -2,11 +2,12 @@
 """The cost of call statistics (ext.stats()) on a small call.
 
 One extension (``async def echo(self, x): return x``), one call at a time
-of ``await ext.echo(1)``, in chunks taking turns (A B A B ...): ``on``
+of ``await ext.echo(1)``, in chunks taking turns (A B B A ...): ``on``
 counts the calls as pyisolate always does, ``off`` has the extension's
 counters removed from the host's node for the chunk (the call then takes
 the path it took before statistics existed, but for one dict lookup).
-Prints p50/p99/mean of both and the difference of the p50s.
+Prints p50/p99/mean of both, the difference of the p50s, and the CPU
+time of the counting alone (a tight loop of what a call adds).
 
     python perf/stats_bench.py [--rounds N] [--chunk N]
 """
@@ -18,6 +19,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+import timeit
 from pathlib import Path
 
 import pyisolate
@@ -47,7 +49,7 @@ async def main(rounds: int, chunk: int) -> None:
             counters = node.call_stats[service]
             samples: dict[str, list[int]] = {"on": [], "off": []}
             for r in range(rounds + 2):  # two warm-up rounds
-                for mode in ("on", "off"):
+                for mode in ("on", "off") if r % 2 else ("off", "on"):  # A B B A
                     if mode == "off":
                         node.call_stats.pop(service, None)
                     else:
@@ -72,6 +74,26 @@ async def main(rounds: int, chunk: int) -> None:
             f"p99={xs[int(len(xs) * 0.99)] / 1000:.1f} us "
             f"mean={statistics.fmean(xs) / 1000:.1f} us"
         )
+    from pyisolate._stats import CallStats
+
+    table, now = {"ext.a": CallStats()}, time.perf_counter_ns
+
+    def counted() -> None:
+        s = table.get("ext.a")
+        assert s is not None
+        s.in_flight += 1
+        t = now()
+        s.end("echo", now() - t, False, False)
+
+    def looked_up() -> None:
+        table.get("ext.b")
+
+    n = 200_000
+    cost = (
+        min(timeit.repeat(counted, number=n, repeat=5))
+        - min(timeit.repeat(looked_up, number=n, repeat=5))
+    ) / n
+    print(f"counting alone: {cost * 1e9:.0f} ns a call")
     on, off = sorted(samples["on"]), sorted(samples["off"])
     d = (on[len(on) // 2] - off[len(off) // 2]) / 1000
     print(f"p50 on - off: {d:+.2f} us ({d * 1000 / off[len(off) // 2] * 100:+.1f}%)")
