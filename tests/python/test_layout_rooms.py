@@ -168,5 +168,7 @@ def test_the_handle_stays_thin() -> None:
         "with_timeout",
         "stop",
         "reload",
+        "register_event_handler",
+        "stats",
     }
     assert isinstance(vars(pyisolate.Extension)["pid"], property)

@@ -28,6 +28,24 @@ def set_child_runtime(caller: Callable[..., Awaitable[Any]], host_service: str) 
     _child_host_service = host_service
 
 
+# Set in an extension process: emit(name, payload) queues an event for the
+# host (from any thread; never blocks). An in-process extension's instance
+# has its own, ``_pyi_emit`` (bind_emitter, by the manager once it is loaded).
+_child_emitter: Callable[[str, Any], None] | None = None
+
+
+def set_child_emitter(emit: Callable[[str, Any], None] | None) -> None:
+    global _child_emitter
+    _child_emitter = emit
+
+
+def bind_emitter(instance: Any, emit: Callable[[str, Any], None]) -> None:
+    """Give an in-process extension's instance its own emit (its events go
+    to its handlers, not to a process's)."""
+    if hasattr(instance, "__dict__"):
+        instance.__dict__["_pyi_emit"] = emit
+
+
 def in_extension_process() -> bool:
     """True inside an isolated extension's process."""
     return _child_caller is not None
@@ -60,6 +78,22 @@ class ExtensionBase:
         """Called when the host stops the extension, before its process
         ends (sync or async)."""
         return None
+
+    def emit_event(self, name: str, payload: Any = None) -> None:
+        """Send the event ``name`` with ``payload`` (any value calls may
+        carry) to the host's handlers (``ext.register_event_handler``).
+
+        Fire-and-forget: callable from async code and from plain methods
+        (worker threads) alike, it never blocks and never raises for the
+        host's handlers; the events of one extension reach them in the order
+        they were emitted. Outside a loaded extension it does nothing."""
+        if type(name) is not str:
+            raise TypeError(f"an event's name is a str, not {type(name).__qualname__}")
+        emit = self.__dict__.get("_pyi_emit") if hasattr(self, "__dict__") else None
+        if emit is None:
+            emit = _child_emitter
+        if emit is not None:
+            emit(name, payload)
 
 
 def local_execution(fn: F) -> F:

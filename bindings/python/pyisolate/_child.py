@@ -85,6 +85,7 @@ async def run(
             raise call_error(exc.code, exc.text, Callee.SINGLETON, key) from None
 
     _base.set_child_runtime(call_host, host_service)
+    _base.set_child_emitter(EventSender(node, host_service, name).emit)
     try:
         ext = await _load(cfg)
     except BaseException as exc:  # noqa: BLE001 - report every load failure
@@ -136,6 +137,51 @@ async def run(
     await done.wait()
     node.close()
     return 0
+
+
+class EventSender:
+    """ExtensionBase.emit_event in an extension process: events queue here
+    (from any thread) and one task at a time sends what has queued, in
+    order, as one "event" operation to the host; a lost one is logged."""
+
+    def __init__(self, node: Node, host_service: str, name: str) -> None:
+        self._node = node
+        self._host_service = host_service
+        self._name = name
+        self._queue: list[list[Any]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def emit(self, name: str, payload: Any) -> None:
+        loop = self._node.loop
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._push(name, payload)
+            return
+        try:
+            loop.call_soon_threadsafe(self._push, name, payload)
+        except RuntimeError:  # the loop has closed: the extension is ending
+            logger.debug("event %r dropped: the extension is ending", name)
+
+    def _push(self, name: str, payload: Any) -> None:
+        self._queue.append([name, payload])
+        if self._task is None and not self._node.closed:
+            self._task = self._node.loop.create_task(self._send())
+
+    async def _send(self) -> None:
+        try:
+            while self._queue and not self._node.closed:
+                batch, self._queue = self._queue, []
+                try:
+                    await self._node.call(
+                        self._host_service, self._name, "", (batch,), {}, op="event"
+                    )
+                except Exception as exc:
+                    logger.warning("%d event(s) not sent to the host: %s", len(batch), exc)
+        finally:
+            self._task = None
 
 
 async def _load(cfg: dict[str, Any]) -> Any:

@@ -7,10 +7,11 @@ so the handle has few names and no public helpers.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import Any, Generic, TypeVar
 
 from ._base import ExtensionBase
+from ._host import Host
 from ._launch import Launcher
 from .config import ExtensionConfig
 
@@ -52,7 +53,8 @@ class Extension(Generic[T]):
 
     ``await ext.method(*args, **kwargs)`` runs ``method`` in the extension
     (the handle's own names, ``name config pid alive exit_status reload remote
-    stop ticket wait_ready with_timeout``, are reached through ``ext.remote.<name>``).
+    stop ticket wait_ready with_timeout register_event_handler stats``, are
+    reached through ``ext.remote.<name>``).
     ``await ext`` waits until it is loaded. ``ext.with_timeout(s).method()``
     gives one call a deadline (CallTimeout past it). ``await ext.stop()``
     runs the extension's ``stop()`` hook and ends its process.
@@ -123,3 +125,32 @@ class Extension(Generic[T]):
 
     def __repr__(self) -> str:
         return f"<Extension {self.name!r} pid={self.pid} {self._launcher.latest().state.value}>"
+
+    # Set by the manager: the host and the service the events and the
+    # counts of this extension are kept under.
+    _host: Host | None = None
+    _service: str = ""
+
+    def register_event_handler(self, name: str, handler: Callable[[Any], Any]) -> None:
+        """Call ``handler(payload)`` for each event ``name`` the extension
+        emits (``self.emit_event(name, payload)``), in the order emitted, on
+        the manager's loop; an async handler is awaited before the next
+        event. A handler that raises is logged; the extension goes on."""
+        if self._host is None:
+            raise RuntimeError(f"extension {self.name!r} was not loaded by a manager")
+        self._host.event_hub(self._service, self.name).add(name, handler)
+
+    def stats(self) -> dict[str, Any]:
+        """The extension's counters: calls (finished), errors, timeouts,
+        cancelled, in_flight, per method (calls, errors, timeouts, p50_ms,
+        p99_ms of the latest 1024), bytes_in and bytes_out (request and
+        reply bodies through the broker), and its process's pid, rss_bytes,
+        shm_bytes (shared memory it maps) and cpu_s (None in-process or
+        remote)."""
+        if self._host is None:
+            raise RuntimeError(f"extension {self.name!r} was not loaded by a manager")
+        latest = self._launcher.latest()
+        out = self._host.extension_stats(self._service, self.pid, latest.service)
+        out["name"] = self.name
+        out["state"] = latest.state.value
+        return out

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import inspect
 import logging
 import socket
 import tempfile
 import weakref
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +27,7 @@ from . import _core, _tensors
 from ._base import ProxiedSingleton, singleton_key
 from ._errors import ExtensionLoadError
 from ._rpc import Node
+from ._stats import CallStats, process_stats
 from .config import ExtensionManagerConfig, extension_key
 
 logger = logging.getLogger("pyisolate")
@@ -64,6 +67,75 @@ class Listener(Protocol):
     def on_load_failed(self, exc: ExtensionLoadError) -> None: ...
 
 
+EventHandler = Callable[[Any], Any]
+
+
+class EventHub:
+    """The host's end of one extension's events (ExtensionBase.emit_event):
+    its handlers by event name, and the events received but not yet handed
+    to them. One task at a time runs the handlers, event by event, in the
+    order the extension emitted them (an async handler is awaited before
+    the next event); a handler that raises is logged and the rest go on."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, name: str) -> None:
+        self.loop = loop
+        self.name = name
+        self.handlers: dict[str, list[EventHandler]] = {}
+        self._queue: deque[tuple[str, Any]] = deque()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, name: str, handler: EventHandler) -> None:
+        if not callable(handler):
+            raise TypeError(f"an event handler must be callable, not {handler!r}")
+        self.handlers.setdefault(name, []).append(handler)
+
+    def remove(self, name: str, handler: EventHandler) -> None:
+        handlers = self.handlers.get(name, [])
+        if handler in handlers:
+            handlers.remove(handler)
+
+    def emit(self, name: str, payload: Any) -> None:
+        """An in-process extension's emit_event (from any thread)."""
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            self.deliver([(name, payload)])
+        elif not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.deliver, [(name, payload)])
+
+    def deliver(self, events: Sequence[Sequence[Any]]) -> None:
+        for name, payload in events:
+            if self.handlers.get(str(name)):
+                self._queue.append((str(name), payload))
+        if self._queue and self._task is None:
+            self._task = self.loop.create_task(self._run(), name=f"pyisolate-events-{self.name}")
+
+    async def _run(self) -> None:
+        try:
+            while self._queue:
+                name, payload = self._queue.popleft()
+                for handler in list(self.handlers.get(name, ())):
+                    try:
+                        result = handler(payload)
+                        if inspect.isawaitable(result):
+                            await result
+                    except Exception:
+                        logger.exception(
+                            "[%s] the handler %r of event %r raised", self.name, handler, name
+                        )
+        finally:
+            self._task = None
+
+    def close(self) -> None:
+        """Drop the events not handled yet (the manager has stopped)."""
+        self._queue.clear()
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+
+
 class Host:
     """Started by the manager's first load_extension; ended by close()."""
 
@@ -82,6 +154,8 @@ class Host:
         self.node = Node(loop, broker.inproc, "host")
         _live_nodes.add(self.node)
         self.node.ops["load_error"] = self._op_load_error
+        self.node.ops["event"] = self._op_event
+        self.event_hubs: dict[str, EventHub] = {}  # service -> its extension's events
         self.node.on_lost = self._on_worker_lost
         self._token = broker.allow(HOST_SERVICE)  # also grants the singletons' services
         self._served = loop.create_task(self.node.serve(HOST_SERVICE, self._token))
@@ -199,6 +273,8 @@ class Host:
             if not task.done():
                 task.cancel()
         self.node.close()
+        for hub in self.event_hubs.values():
+            hub.close()
         try:
             self.loop.remove_reader(self._event_fd)
         except Exception:
@@ -222,6 +298,9 @@ class Host:
                 task.cancel()
         try:
             self.node.close()
+            if not self.loop.is_closed():
+                for hub in self.event_hubs.values():
+                    hub.close()
             self.loop.remove_reader(self._event_fd)
         finally:
             broker, self._broker = self._broker, None
@@ -281,3 +360,41 @@ class Host:
                     str(data.get("traceback", "")),
                 )
             )
+
+    async def _op_event(
+        self, target: str, method: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        """Events from an extension's process (ExtensionBase.emit_event):
+        ``target`` is its name, ``args[0]`` a list of [name, payload]; they
+        are handed to its EventHub, whose task runs the handlers (this
+        answer does not wait for them)."""
+        try:
+            hub = self.event_hubs.get("ext." + extension_key(target))
+        except ValueError:  # not a name this host would have given
+            return
+        if hub is not None and args and isinstance(args[0], list):
+            hub.deliver(args[0])
+
+    def event_hub(self, service: str, name: str) -> EventHub:
+        """The EventHub of the extension serving ``service`` (made once)."""
+        hub = self.event_hubs.get(service)
+        if hub is None:
+            hub = self.event_hubs[service] = EventHub(self.loop, name)
+        return hub
+
+    def count_calls(self, service: str) -> None:
+        """Count the calls to ``service`` from now on (afresh)."""
+        self.node.call_stats[service] = CallStats()
+
+    def extension_stats(self, service: str, pid: int | None, serving: str) -> dict[str, Any]:
+        """ext.stats(): the host's counts of its calls to ``service`` (its
+        processes', reloaded and restarted ones' included), the broker's
+        byte counts for ``serving`` (the service its current process
+        offers), and /proc's figures for ``pid``."""
+        st = self.node.call_stats.get(service)
+        out = st.snapshot() if st is not None else CallStats().snapshot()
+        broker = self.service_stats(serving) or {}
+        out["bytes_in"] = broker.get("bytes_in", 0)  # request bodies it was sent
+        out["bytes_out"] = broker.get("bytes_out", 0)  # reply bodies it sent back
+        out.update(process_stats(pid))
+        return out

@@ -129,6 +129,7 @@ class Launcher:
     stopped (_launch, call, _stop)."""
 
     ticket: str | None = None  # Remote: what its process is started with (a secret)
+    service = ""  # the broker service its process offers ("" in-process)
 
     def __init__(
         self, config: ExtensionConfig, base: type, loop: asyncio.AbstractEventLoop
@@ -331,6 +332,19 @@ class InProcess(Launcher):
     ) -> None:
         super().__init__(config, base, loop)
         self._instance: Any = None
+
+    def on_loaded(self, fn: Callable[[Any], None]) -> None:
+        """Call ``fn(instance)`` once the extension's instance is loaded here
+        (never when loading fails)."""
+        task = self._start_task
+        if task is None:
+            return
+
+        def done(_: asyncio.Task[None]) -> None:
+            if self._instance is not None:
+                fn(self._instance)
+
+        task.add_done_callback(done)
 
     async def call(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from ._base import ExtensionBase, ProxiedSingleton
+from ._base import ExtensionBase, ProxiedSingleton, bind_emitter
 from ._errors import PyisolateError
 from ._handle import Extension
 from ._host import Host
-from ._launch import Launcher, LifecycleEvent, State, make_launcher
+from ._launch import InProcess, Launcher, LifecycleEvent, State, make_launcher
 from ._sandbox import policy_for
 from .config import (
     ExtensionConfig,
@@ -125,6 +125,7 @@ class ExtensionManager(Generic[T]):
         launcher.emit = self._emit_event
         launcher.factory = self._relauncher(cfg.name)
         launcher.start()
+        self._wire(ext, launcher, host, f"ext.{key}")
         return ext
 
     def _check_key(self, name: str, key: str) -> None:
@@ -296,6 +297,20 @@ class ExtensionManager(Generic[T]):
                 logger.exception("lifecycle event callback %r failed", callback)
         for stream in self._event_streams:
             stream.put_nowait(event)
+
+    def _wire(self, ext: Extension[T], launcher: Launcher, host: Host, service: str) -> None:
+        """Events and counts: the handle's, the calls' and (in-process) the
+        instance's emit_event, once it is loaded."""
+        ext._host = host
+        ext._service = service
+        host.count_calls(service)
+        hub = host.event_hub(service, ext.name)
+        if isinstance(launcher, InProcess):
+            launcher.on_loaded(lambda instance: bind_emitter(instance, hub.emit))
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Each loaded extension's ``stats()``, by name."""
+        return {name: ext.stats() for name, (ext, _) in self._loaded.items()}
 
 
 class _EventStream:

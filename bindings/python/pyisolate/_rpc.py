@@ -24,6 +24,7 @@ import inspect
 import itertools
 import logging
 import sys
+import time
 import types
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,12 +34,14 @@ import msgpack
 from . import _core, _tensors
 from ._base import ProxiedSingleton, is_singleton_proxy, singleton_key
 from ._codes import reply_error
-from ._errors import PyisolateError, describe_exception
+from ._errors import CallTimeout, PyisolateError, describe_exception
 from ._serialize import Codec
+from ._stats import CallStats
 
 logger = logging.getLogger("pyisolate")
 
 _REPLY = _core.REPLY
+_perf_ns = time.perf_counter_ns
 _REQUEST = _core.REQUEST
 _CANCEL = _core.CANCEL
 _DISCONNECT = _core.DISCONNECT
@@ -177,6 +180,8 @@ class Node:
         self._hb_handle: asyncio.TimerHandle | None = None
         self._drain_scheduled = False
         self.closed = False
+        # Services whose method calls are counted (the host's extensions).
+        self.call_stats: dict[str, CallStats] = {}
         loop.add_reader(self._client_fd, self._drain_client)
 
     # -- outgoing calls -----------------------------------------------------
@@ -194,6 +199,14 @@ class Node:
         client = self.client
         if self.closed or client is None:
             raise PyisolateError(f"{self.name}: the connection to the broker is closed")
+        # Counted (ext.stats()): method calls to the services in call_stats.
+        # A reloaded or restarted process serves "<service>@<n>": its
+        # calls count with the extension's.
+        st = self.call_stats.get(service.partition("@")[0]) if op == "call" else None
+        t0 = 0
+        if st is not None:
+            st.in_flight += 1
+            t0 = _perf_ns()
         rid = next(self._ids)
         # Callables among the arguments are registered while encoding; they
         # stay callable until this call ends.
@@ -212,6 +225,8 @@ class Node:
             marks = self.codec.marks
         except BaseException:
             self._release(refs)
+            if st is not None:
+                st.end(method, _perf_ns() - t0, True, False)
             raise
         finally:
             self._ref_sink = None
@@ -237,6 +252,8 @@ class Node:
                         )
             except BaseException:
                 _tensors.discard(body, marks)  # never sent
+                if st is not None:
+                    st.end(method, _perf_ns() - t0, True, False)
                 raise
             # Sending may have consumed the socket's edge-triggered wake-up:
             # read what is already there now (only this socket).
@@ -251,6 +268,9 @@ class Node:
                 if self.client is not None:
                     self.client.cancel(rid)
                     self._schedule_drain()
+                if st is not None:
+                    st.in_flight -= 1
+                    st.cancelled += 1
                 raise
         finally:
             pending.pop(rid, None)
@@ -258,19 +278,32 @@ class Node:
                 backstop.cancel()
             if refs:
                 self._release(refs)
-        if msg.command == _REPLY:
-            frames = msg.frames
-            if not frames:
-                return None
-            return self.codec.loads(
-                frames[0], frames[1:], self.pickle_all or service in self.pickle_services
-            )
+        if st is None:
+            if msg.command == _REPLY:
+                frames = msg.frames
+                if not frames:
+                    return None
+                return self.codec.loads(
+                    frames[0], frames[1:], self.pickle_all or service in self.pickle_services
+                )
+        elif msg.command == _REPLY or msg.code != _core.ERR_INLINE:
+            try:
+                value = self._result(msg, service, method, timeout)
+            except BaseException as exc:
+                st.end(method, _perf_ns() - t0, True, isinstance(exc, CallTimeout))
+                raise
+            st.end(method, _perf_ns() - t0, False, False)
+            return value
         if msg.code == _core.ERR_INLINE and marks and service not in self.remote_services:
             # A service this node did not know was remote (another
             # extension's, over tcp): the broker refused the shared memory
             # before anything ran. From now on its tensors go inline.
             self.remote_services.add(service)
+            if st is not None:
+                st.in_flight -= 1  # the call again counts it
             return await self.call(service, target, method, args, kwargs, op=op, timeout=timeout)
+        if st is not None:
+            st.end(method, _perf_ns() - t0, True, False)
         return self._result(msg, service, method, timeout)
 
     def _backstop(self, rid: int) -> None:
