@@ -144,3 +144,32 @@ def test_stats_in_process_have_no_process_figures(venv_root) -> None:
             assert st["pid"] is None and st["rss_bytes"] is None
 
     run(main())
+
+
+def test_stats_and_events_go_on_across_a_reload(venv_root) -> None:
+    """A reloaded process serves under a service of its own (ext.<key>@<n>):
+    its calls still count with the extension's, and its events still reach
+    the handlers registered on the handle."""
+    seen: list[Any] = []
+
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            ext = await mgr.load_extension(ext_config("events_reloaded", "events"))
+            ext.register_event_handler("tick", seen.append)
+            first = ext.pid
+            assert await ext.echo(1) == 1 and await ext.echo(2) == 2
+            await ext.reload()
+            assert ext.pid != first
+            assert await ext.echo(3) == 3
+            await ext.emit("tick", "after")
+            for _ in range(400):
+                if seen:
+                    break
+                await asyncio.sleep(0.05)
+            stats = ext.stats()
+            assert stats["calls"] == 4, stats  # 3 echo and 1 emit
+            assert stats["methods"]["echo"]["calls"] == 3, stats
+            assert stats["pid"] == ext.pid and stats["bytes_in"] > 0, stats
+            assert seen == ["after"]
+
+    run(main())
