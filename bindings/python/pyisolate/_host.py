@@ -386,6 +386,13 @@ class Host:
         """Count the calls to ``service`` from now on (afresh)."""
         self.node.call_stats[service] = CallStats()
 
+    def count_with(self, service: str, counted: str) -> None:
+        """Count the calls to ``service`` (a restarted or reloaded process's)
+        with those to ``counted`` (its extension's), if those are counted."""
+        stats = self.node.call_stats.get(counted)
+        if stats is not None:
+            self.node.call_stats[service] = stats
+
     def extension_stats(self, service: str, pid: int | None, serving: str) -> dict[str, Any]:
         """ext.stats(): the host's counts of its calls to ``service`` (its
         processes', reloaded and restarted ones' included), the broker's

@@ -549,8 +549,10 @@ class _Served(Launcher):
         new._restarts = self._restarts
         new.generation = self.generation + 1
         new.service = f"ext.{new.key}@{new.generation}"
-        # Its load error, reported by name, reaches the new launcher.
+        # Its load error, reported by name, reaches the new launcher; its
+        # calls count with the extension's (ext.stats()).
         self._host.watch(f"ext.{self.key}", new)
+        self._host.count_with(new.service, f"ext.{self.key}")
         new.start()
         return new
 

@@ -200,9 +200,7 @@ class Node:
         if self.closed or client is None:
             raise PyisolateError(f"{self.name}: the connection to the broker is closed")
         # Counted (ext.stats()): method calls to the services in call_stats.
-        # A reloaded or restarted process serves "<service>@<n>": its
-        # calls count with the extension's.
-        st = self.call_stats.get(service.partition("@")[0]) if op == "call" else None
+        st = self.call_stats.get(service) if op == "call" else None
         t0 = 0
         if st is not None:
             st.in_flight += 1
