@@ -21,9 +21,10 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Any
 
-from . import _base, _core, _loader
+from . import _base, _core, _loader, _trace
 from ._codes import BrokerError, Callee, call_error
 from ._errors import describe_exception
 from ._rpc import Node, invoke
@@ -116,8 +117,22 @@ async def run(
         logger.debug("lost the broker: %s", why)
         done.set()
 
+    async def op_trace(
+        target: str, method: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        # manager.trace(): [True] starts recording this process's calls;
+        # [False] stops and answers the spans (_trace.py).
+        out: dict[str, Any] = {"pid": os.getpid()}
+        if args and args[0]:
+            _trace.install(node)
+        else:
+            out["spans"], out["dropped"] = _trace.uninstall(node)
+        out["now"] = time.monotonic_ns()  # for a remote host's clock offset
+        return out
+
     node.resolver = lambda target: ext if target == "" else None
     node.ops["stop"] = op_stop
+    node.ops["trace"] = op_trace
     node.on_lost = on_lost
     if curve is None:
         await node.serve(service, token)

@@ -31,7 +31,7 @@ from typing import Any
 
 import msgpack
 
-from . import _core, _tensors
+from . import _core, _tensors, _trace
 from ._base import ProxiedSingleton, is_singleton_proxy, singleton_key
 from ._codes import reply_error
 from ._errors import CallTimeout, PyisolateError, describe_exception
@@ -45,6 +45,7 @@ _perf_ns = time.perf_counter_ns
 _REQUEST = _core.REQUEST
 _CANCEL = _core.CANCEL
 _DISCONNECT = _core.DISCONNECT
+_TRACE_KEY = _trace.KEY
 
 
 Resolver = Callable[[str], Any]
@@ -460,6 +461,8 @@ class Node:
             op, target, method, args, kwargs = self.codec.loads(
                 frames[0], frames[1:], self.pickle_all
             )
+            if kwargs and _TRACE_KEY in kwargs:  # trace hook: a traced call (_trace.py)
+                _trace.serve(msg.service, method, kwargs.pop(_TRACE_KEY))
             if op == "call":
                 # invoke(), inlined: the common case (an async def or a
                 # function that need not leave the loop) costs no coroutine

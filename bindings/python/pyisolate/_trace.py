@@ -1,0 +1,249 @@
+"""Call tracing across processes (``manager.trace(path)``).
+
+While a trace records, each process that takes part (the host and every
+extension process) keeps its own spans here, in a bounded buffer:
+
+- a *call* span for every method call its node sends (``Node.call``, op
+  "call"), from the send to the answer. The call carries its span's id to
+  the callee as the keyword argument ``KEY``, which the callee's node
+  removes before anything else sees the arguments (the hook in
+  ``Node._serve_one``);
+- a *serve* span for every call it serves that carries such an id: from the
+  decoded request to the end of its task (the reply sent). Its parent is
+  the caller's span; the serving task's context holds its id, so the calls
+  it makes (also from a worker thread: the context travels) are its
+  children.
+
+Times are CLOCK_MONOTONIC (``time.monotonic_ns``), one clock for all the
+processes of one machine; a remote extension's are moved by the offset
+measured when its spans are collected. At the end the host collects every
+extension's spans (the "trace" operation) and writes one Chrome
+trace-event JSON file (Perfetto, chrome://tracing): a complete event ("X")
+per span, laid out in nested lanes per process, and a flow arrow from each
+call to the serve span it caused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import json
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+KEY = "__pyisolate_trace__"  # the keyword argument a traced call's span id rides in
+MAX_SPANS = 200_000  # spans one process keeps per trace; later ones are counted, not kept
+
+# A span: [id, parent id, kind ("call" | "serve"), service, method, start ns, end ns]
+Span = list[Any]
+
+_current: contextvars.ContextVar[str] = contextvars.ContextVar("pyisolate_span", default="")
+
+
+class Recorder:
+    """This process's spans while a trace records (one per process)."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.spans: list[Span] = []
+        self.dropped = 0
+        self._ids = itertools.count(1)
+        self._prefix = ""
+        self._lock = threading.Lock()  # spans end on the loop; ids come from threads too
+
+    def start(self) -> None:
+        self.spans = []
+        self.dropped = 0
+        self._prefix = f"{os.getpid()}."
+        self.on = True
+
+    def stop(self) -> tuple[list[Span], int]:
+        """Stop recording; the spans recorded and how many were dropped."""
+        self.on = False
+        spans, self.spans = self.spans, []
+        return spans, self.dropped
+
+    def new_id(self) -> str:
+        with self._lock:
+            return f"{self._prefix}{next(self._ids)}"
+
+    def add(self, span: Span) -> None:
+        if not self.on:
+            return
+        if len(self.spans) < MAX_SPANS:
+            self.spans.append(span)
+        else:
+            self.dropped += 1
+
+
+recorder = Recorder()
+
+CallFn = Callable[..., Awaitable[Any]]
+
+
+def install(node: Any) -> None:
+    """Start recording in this process, and trace the calls ``node`` sends
+    (its ``call`` is wrapped on the instance until ``uninstall``)."""
+    recorder.start()
+    if "call" in vars(node):
+        return
+    send: CallFn = node.call
+
+    async def call(
+        service: str,
+        target: str,
+        method: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        *,
+        op: str = "call",
+        timeout: float | None = None,
+    ) -> Any:
+        if op != "call" or not recorder.on:
+            return await send(service, target, method, args, kwargs, op=op, timeout=timeout)
+        sid = recorder.new_id()
+        span: Span = [sid, _current.get(), "call", service, method, time.monotonic_ns(), 0]
+        try:
+            return await send(
+                service, target, method, args, {**kwargs, KEY: sid}, op=op, timeout=timeout
+            )
+        finally:
+            span[6] = time.monotonic_ns()
+            recorder.add(span)
+
+    node.call = call
+
+
+def uninstall(node: Any) -> tuple[list[Span], int]:
+    """Stop recording; this process's spans and the count dropped."""
+    vars(node).pop("call", None)
+    return recorder.stop()
+
+
+def serve(service: str, method: str, parent: Any) -> None:
+    """The hook of a served call that carried a span id (``parent``): in
+    the serving task, record a serve span until the task ends, and make it
+    the parent of the calls the task makes."""
+    if not recorder.on or not isinstance(parent, str):
+        return
+    task = asyncio.current_task()
+    if task is None:
+        return
+    sid = recorder.new_id()
+    span: Span = [sid, parent, "serve", service, method, time.monotonic_ns(), 0]
+    _current.set(sid)  # the task runs in a context of its own
+
+    def done(_: asyncio.Task[Any]) -> None:
+        span[6] = time.monotonic_ns()
+        recorder.add(span)
+
+    task.add_done_callback(done)
+
+
+# -- the host: one file from every process's spans ---------------------------------
+
+
+class Part:
+    """One process's spans, as collected."""
+
+    def __init__(self, pid: int, label: str, spans: Iterable[Span], offset_ns: int = 0) -> None:
+        self.pid = pid
+        self.label = label  # the process's name in the trace
+        self.spans = [list(s) for s in spans]
+        for s in self.spans:  # onto the host's clock
+            s[5] += offset_ns
+            s[6] += offset_ns
+
+
+def _lanes(spans: list[Span]) -> dict[str, int]:
+    """A lane (a "thread" in the trace) per span of one process, such that
+    the spans of one lane nest: spans run concurrently in one asyncio loop,
+    which one thread's track cannot show. A span goes into its parent's
+    lane when it fits there."""
+    lanes: list[list[Span]] = []  # per lane: the stack of open spans
+    where: dict[str, int] = {}
+    for span in sorted(spans, key=lambda s: (s[5], -s[6])):
+        order = list(range(len(lanes)))
+        home = where.get(span[1])
+        if home is not None:
+            order.remove(home)
+            order.insert(0, home)
+        for i in order:
+            stack = lanes[i]
+            while stack and stack[-1][6] <= span[5]:
+                stack.pop()
+            if not stack or stack[-1][6] >= span[6]:
+                stack.append(span)
+                where[span[0]] = i
+                break
+        else:
+            lanes.append([span])
+            where[span[0]] = len(lanes) - 1
+    return where
+
+
+def chrome_trace(parts: Sequence[Part], dropped: int = 0) -> dict[str, Any]:
+    """The Chrome trace-event JSON object of these processes' spans."""
+    events: list[dict[str, Any]] = []
+    placed: dict[str, tuple[int, int, Span]] = {}  # span id -> pid, lane, span
+    t0 = min((s[5] for p in parts for s in p.spans), default=0)
+    for part in parts:
+        events.append(
+            {"ph": "M", "name": "process_name", "pid": part.pid, "args": {"name": part.label}}
+        )
+        lanes = _lanes(part.spans)
+        for lane in sorted(set(lanes.values())):
+            events.append(
+                {
+                    "ph": "M",
+                    "name": "thread_name",
+                    "pid": part.pid,
+                    "tid": lane + 1,
+                    "args": {"name": f"calls {lane + 1}"},
+                }
+            )
+        for s in part.spans:
+            tid = lanes[s[0]] + 1
+            placed[s[0]] = (part.pid, tid, s)
+            events.append(
+                {
+                    "ph": "X",
+                    "name": f"{s[3]}.{s[4]}" if s[4] else s[3],
+                    "cat": s[2],
+                    "pid": part.pid,
+                    "tid": tid,
+                    "ts": (s[5] - t0) / 1000.0,
+                    "dur": max(s[6] - s[5], 0) / 1000.0,
+                    "args": {"span": s[0], "parent": s[1], "service": s[3], "method": s[4]},
+                }
+            )
+    flow = 0
+    for pid, tid, s in placed.values():
+        up = placed.get(s[1])
+        if up is None or up[0] == pid:
+            continue
+        ppid, ptid, ps = up
+        flow += 1
+        ts = (min(max(s[5], ps[5]), ps[6]) - t0) / 1000.0  # inside the caller's span
+        common = {"name": "call", "cat": "flow", "id": flow}
+        events.append({**common, "ph": "s", "pid": ppid, "tid": ptid, "ts": ts})
+        events.append(
+            {**common, "ph": "f", "bp": "e", "pid": pid, "tid": tid, "ts": (s[5] - t0) / 1000.0}
+        )
+    return {
+        "traceEvents": events,
+        "displayTimeUnit": "ms",
+        "otherData": {"clock": "CLOCK_MONOTONIC", "dropped_spans": dropped},
+    }
+
+
+def write(path: str | os.PathLike[str], parts: Sequence[Part], dropped: int = 0) -> None:
+    data = chrome_trace(parts, dropped)
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)

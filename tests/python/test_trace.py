@@ -1,0 +1,102 @@
+"""manager.trace(path): every call across the host and the extension
+processes in one Chrome trace-event JSON file, nested calls under their
+callers, an arrow from each call to where it ran."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from conftest import ext_config, manager, run
+from shared_apis import Relay
+
+
+def _spans(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["args"]["span"]: e for e in data["traceEvents"] if e["ph"] == "X"}
+
+
+def _inside(inner: dict[str, Any], outer: dict[str, Any]) -> bool:
+    # Microseconds with three decimals: compare at 1 ns resolution.
+    return round(outer["ts"] * 1000) <= round(inner["ts"] * 1000) and round(
+        (inner["ts"] + inner["dur"]) * 1000
+    ) <= round((outer["ts"] + outer["dur"]) * 1000)
+
+
+def test_nested_call_across_processes(venv_root: Path, tmp_path: Path) -> None:
+    path = tmp_path / "calls.json"
+
+    async def main() -> int:
+        async with manager(venv_root) as mgr:
+            ext = await mgr.load_extension(
+                ext_config("traced", "basic", apis=[Relay], env={"EXT_NAME": "traced"})
+            )
+            Relay().handles["traced"] = ext
+            await ext.ping_pong(2)  # not traced: before the block
+            async with mgr.trace(path):
+                # host -> ext.ping_pong -> host Relay.bounce -> ext.ping_pong
+                assert await ext.ping_pong(2) == ["traced", "host", "traced"]
+            await ext.echo(1)  # not traced: after it
+            assert ext.pid is not None
+            return ext.pid
+
+    ext_pid = run(main())
+    data = json.loads(path.read_text())
+    spans = _spans(data)
+    names = {
+        e["pid"]: e["args"]["name"]
+        for e in data["traceEvents"]
+        if e["ph"] == "M" and e["name"] == "process_name"
+    }
+    assert names == {os.getpid(): "host", ext_pid: "ext traced"}
+    # Only the traced call's chain: 2 calls and 2 serves of ping_pong, 1 and 1 of bounce.
+    chain = sorted((e["pid"], e["cat"], e["args"]["method"]) for e in spans.values())
+    host, ext = os.getpid(), ext_pid
+    assert chain == sorted(
+        [
+            (host, "call", "ping_pong"),
+            (ext, "serve", "ping_pong"),
+            (ext, "call", "bounce"),
+            (host, "serve", "bounce"),
+            (host, "call", "ping_pong"),
+            (ext, "serve", "ping_pong"),
+        ]
+    )
+    # Walk the parents from the innermost serve up to the root.
+    leaf = [
+        e
+        for e in spans.values()
+        if e["cat"] == "serve"
+        and e["args"]["method"] == "ping_pong"
+        and not any(c["args"]["parent"] == e["args"]["span"] for c in spans.values())
+    ]
+    assert len(leaf) == 1
+    path_up = [leaf[0]]
+    while path_up[-1]["args"]["parent"]:
+        path_up.append(spans[path_up[-1]["args"]["parent"]])
+    assert [(e["pid"], e["cat"], e["args"]["method"]) for e in path_up] == [
+        (ext, "serve", "ping_pong"),
+        (host, "call", "ping_pong"),
+        (host, "serve", "bounce"),
+        (ext, "call", "bounce"),
+        (ext, "serve", "ping_pong"),
+        (host, "call", "ping_pong"),
+    ]
+    for inner, outer in itertools.pairwise(path_up):
+        assert _inside(inner, outer), (inner, outer)
+        if inner["pid"] == outer["pid"]:  # nested in one lane of its process
+            assert inner["tid"] == outer["tid"]
+    assert path_up[-1]["args"]["service"] == "ext.traced"
+    assert path_up[2]["args"]["service"] == "api.shared_apis.Relay"
+    # One arrow per call that crossed to another process, from the caller's
+    # lane to the callee's.
+    starts = {e["id"]: e for e in data["traceEvents"] if e["ph"] == "s"}
+    ends = {e["id"]: e for e in data["traceEvents"] if e["ph"] == "f"}
+    assert len(starts) == len(ends) == 3
+    arrows = {((s["pid"], s["tid"]), (ends[i]["pid"], ends[i]["tid"])) for i, s in starts.items()}
+    for inner, outer in itertools.pairwise(path_up):
+        if inner["pid"] != outer["pid"]:
+            assert ((outer["pid"], outer["tid"]), (inner["pid"], inner["tid"])) in arrows
+    assert data["otherData"]["dropped_spans"] == 0
