@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 from ._base import ExtensionBase
 from ._host import Host
 from ._launch import Launcher
+from ._watch import Watcher
 from .config import ExtensionConfig
 
 T = TypeVar("T", bound=ExtensionBase)
@@ -107,8 +108,12 @@ class Extension(Generic[T]):
 
     async def stop(self) -> None:
         """Run the extension's stop() hook, then end its process (killing it if
-        it does not exit within the manager's stop_timeout)."""
+        it does not exit within the manager's stop_timeout); stop watching
+        its files (watch=True)."""
+        watcher = self._unwatch()
         await self._launcher.stop()
+        if watcher is not None:
+            await watcher.close()
 
     async def reload(self, config: ExtensionConfig | Mapping[str, Any] | None = None) -> None:
         """Restart the extension's process on its current files (this handle
@@ -127,9 +132,18 @@ class Extension(Generic[T]):
         return f"<Extension {self.name!r} pid={self.pid} {self._launcher.latest().state.value}>"
 
     # Set by the manager: the host and the service the events and the
-    # counts of this extension are kept under.
+    # counts of this extension are kept under; its file watcher (watch=True).
     _host: Host | None = None
     _service: str = ""
+    _watcher: Watcher | None = None
+
+    def _unwatch(self) -> Watcher | None:
+        """Stop watching its files (no reload starts from now on); the
+        watcher, for its close() to be awaited."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+        return watcher
 
     def register_event_handler(self, name: str, handler: Callable[[Any], Any]) -> None:
         """Call ``handler(payload)`` for each event ``name`` the extension

@@ -104,9 +104,10 @@ class LifecycleEvent:
     or a reload), ``"ready"`` (loaded), ``"crashed"`` (its process died or
     was lost; ``reason`` says how), ``"restarting"`` (a restart is scheduled:
     ``attempt`` is its number in the restart window, ``delay`` the backoff in
-    seconds), ``"reloaded"`` (the new process serves; the old one ended) or
-    ``"stopped"`` (``stop()`` done). ``pid``: the process it is about, when
-    known."""
+    seconds), ``"reloaded"`` (the new process serves; the old one ended),
+    ``"reload_failed"`` (the new process did not load: ``reason`` says why;
+    the old one, ``pid``, goes on serving) or ``"stopped"`` (``stop()``
+    done). ``pid``: the process it is about, when known."""
 
     name: str
     kind: str
@@ -156,6 +157,7 @@ class Launcher:
         self._restarts: list[float] = []  # monotonic times of restarts (shared by successors)
         self._crash_told = False  # the "crashed" event was emitted
         self._retired = False  # a reload ended this one: no "stopped" event
+        self._reloading: Launcher | None = None  # a reload's new launcher, until it serves
 
     @property
     def alive(self) -> bool:
@@ -211,6 +213,10 @@ class Launcher:
                 await task
             except BaseException:
                 pass
+        if self._reloading is not None:
+            # A reload underway: its new process is stopped too (the reload
+            # raises ExtensionStopped).
+            await self._reloading.stop()
         if self._successor is not None:
             await self._successor.stop()  # this one ended already (crashed, or reloaded)
             return
@@ -577,19 +583,24 @@ class _Served(Launcher):
             raise ValueError(f"reload of {self.name!r} with a config named {config.name!r}")
         handover = self._handover = self._loop.create_future()
         try:
-            new = self._spawn_successor(config)
+            new = self._reloading = self._spawn_successor(config)
             try:
                 await new.wait_ready()
-            except BaseException:
+            except BaseException as exc:
                 self._host.watch(f"ext.{self.key}", self)
+                if not isinstance(exc, Exception):  # cancelled: its process must not serve
+                    await asyncio.shield(new.stop())
                 await new.wait_exit(_KILL_WAIT)
                 new.close()
+                if isinstance(exc, Exception) and not isinstance(exc, ExtensionStopped):
+                    self.emit(LifecycleEvent(self.name, "reload_failed", self.pid, str(exc)))
                 raise
             if self.stopping:  # stop() came meanwhile
                 await new.stop()
                 raise ExtensionStopped(self.name)
             self._successor = new
         finally:
+            self._reloading = None
             self._handover = None
             handover.set_result(None)
         await self._retire()

@@ -31,6 +31,7 @@ from ._launch import (
     make_launcher,
 )
 from ._sandbox import policy_for
+from ._watch import Watcher
 from .config import (
     ExtensionConfig,
     ExtensionManagerConfig,
@@ -88,6 +89,10 @@ class ExtensionManager(Generic[T]):
         validate_restart(cfg)
         if cfg.remote and not cfg.isolated:
             raise ValueError(f"extension {cfg.name!r}: a remote extension is isolated")
+        if cfg.watch and (cfg.remote or not cfg.isolated):
+            raise ValueError(
+                f"extension {cfg.name!r}: watch=True reloads an isolated, local extension only"
+            )
         if not cfg.module_path and not cfg.remote:
             raise ValueError(f"extension {cfg.name!r}: module_path is required")
         deps = validate_dependencies(list(cfg.dependencies), Path.cwd())
@@ -129,6 +134,8 @@ class ExtensionManager(Generic[T]):
             if old[1].state is not State.LOST:
                 raise ValueError(f"an extension named {cfg.name!r} is already loaded")
             old[1].kill()  # lost but not exited: make room for the new one
+        if old is not None:
+            old[0]._unwatch()
         launcher = make_launcher(
             cfg, deps, self.extension_type, host, self.config, self.venv_root, policy
         )
@@ -139,6 +146,8 @@ class ExtensionManager(Generic[T]):
         launcher.factory = self._relauncher(cfg.name)
         launcher.start()
         self._wire(ext, launcher, host, f"ext.{key}")
+        if cfg.watch:
+            ext._watcher = Watcher(cfg.name, cfg.module_path, ext.wait_ready, ext.reload)
         return ext
 
     def _check_key(self, name: str, key: str) -> None:
@@ -162,11 +171,9 @@ class ExtensionManager(Generic[T]):
 
     async def stop_all(self) -> None:
         """Stop every extension, then the broker."""
-        launchers = [launcher for _, launcher in self._loaded.values()]
-        if launchers:
-            await asyncio.gather(
-                *(launcher.stop() for launcher in launchers), return_exceptions=True
-            )
+        handles = [ext for ext, _ in self._loaded.values()]
+        if handles:
+            await asyncio.gather(*(ext.stop() for ext in handles), return_exceptions=True)
         await self._shutdown()
 
     def stop_all_extensions(self) -> None:

@@ -461,13 +461,13 @@ class Node:
             op, target, method, args, kwargs = self.codec.loads(
                 frames[0], frames[1:], self.pickle_all
             )
-            if kwargs and _TRACE_KEY in kwargs:  # trace hook: a traced call (_trace.py)
-                _trace.serve(msg.service, method, kwargs.pop(_TRACE_KEY))
             if op == "call":
                 # invoke(), inlined: the common case (an async def or a
                 # function that need not leave the loop) costs no coroutine
                 # of its own.
                 fn, offload = self._resolve(msg.service, target, method)
+                if kwargs and _TRACE_KEY in kwargs:  # trace hook: a traced call (_trace.py)
+                    fn = _trace.serving(fn, msg.service, method, kwargs.pop(_TRACE_KEY))
                 if offload and not _async_callable(fn):
                     result = await invoke(fn, args, kwargs, True)
                 else:

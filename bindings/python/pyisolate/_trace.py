@@ -8,11 +8,11 @@ extension process) keeps its own spans here, in a bounded buffer:
   the callee as the keyword argument ``KEY``, which the callee's node
   removes before anything else sees the arguments (the hook in
   ``Node._serve_one``);
-- a *serve* span for every call it serves that carries such an id: from the
-  decoded request to the end of its task (the reply sent). Its parent is
-  the caller's span; the serving task's context holds its id, so the calls
-  it makes (also from a worker thread: the context travels) are its
-  children.
+- a *serve* span for every call it serves that carries such an id: the
+  run of the method (in the loop, or in a worker thread for a plain
+  method of an extension). Its parent is the caller's span; the method's
+  context holds its id, so the calls it makes (also from a worker thread:
+  the context travels) are its children.
 
 Times are CLOCK_MONOTONIC (``time.monotonic_ns``), one clock for all the
 processes of one machine; a remote extension's are moved by the offset
@@ -25,8 +25,8 @@ call to the serve span it caused.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
+import inspect
 import itertools
 import json
 import os
@@ -124,24 +124,54 @@ def uninstall(node: Any) -> tuple[list[Span], int]:
     return recorder.stop()
 
 
-def serve(service: str, method: str, parent: Any) -> None:
-    """The hook of a served call that carried a span id (``parent``): in
-    the serving task, record a serve span until the task ends, and make it
-    the parent of the calls the task makes."""
+def serving(fn: Callable[..., Any], service: str, method: str, parent: Any) -> Callable[..., Any]:
+    """The hook of a served call that carried a span id (``parent``): ``fn``
+    wrapped to record a serve span while it runs, as the parent of the
+    calls it makes. An async ``fn`` stays async, a plain one plain (it runs
+    where it would have: the span is its run in the worker thread)."""
     if not recorder.on or not isinstance(parent, str):
-        return
-    task = asyncio.current_task()
-    if task is None:
-        return
-    sid = recorder.new_id()
-    span: Span = [sid, parent, "serve", service, method, time.monotonic_ns(), 0]
-    _current.set(sid)  # the task runs in a context of its own
+        return fn
 
-    def done(_: asyncio.Task[Any]) -> None:
+    def begin() -> Span:
+        span: Span = [recorder.new_id(), parent, "serve", service, method, time.monotonic_ns(), 0]
+        _current.set(span[0])  # in the serving task's (or the worker thread's) context
+        return span
+
+    def end(span: Span) -> None:
         span[6] = time.monotonic_ns()
         recorder.add(span)
 
-    task.add_done_callback(done)
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__):
+
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            span = begin()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                end(span)
+
+        return run_async
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        span = begin()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException:
+            end(span)
+            raise
+        if inspect.isawaitable(result):  # a plain function that returns an awaitable
+
+            async def finish() -> Any:
+                try:
+                    return await result
+                finally:
+                    end(span)
+
+            return finish()
+        end(span)
+        return result
+
+    return run
 
 
 # -- the host: one file from every process's spans ---------------------------------

@@ -215,6 +215,10 @@ class ExtensionConfig(_ConfigBase):
       most ``max_restarts`` times within ``restart_window`` seconds (then it
       stays down and calls raise ExtensionCrashed). Calls made meanwhile
       wait for the new process within their deadline.
+    - ``watch``: reload the extension (``ext.reload()``) when files under
+      its ``module_path`` change, once per burst of changes (an isolated,
+      local extension only). A reload that fails is logged and leaves the
+      old process serving.
 
     pyisolate 0.x keys accepted here (docs/porting.md): ``share_cuda_ipc``
     (no effect: CUDA tensors always cross by CUDA IPC when the CUDA driver
@@ -243,6 +247,7 @@ class ExtensionConfig(_ConfigBase):
     restart: str = "never"
     max_restarts: int = 5
     restart_window: float = 60.0
+    watch: bool = False
     # pyisolate 0.x keys (see above and docs/porting.md)
     share_cuda_ipc: bool | None = None
     execution_model: str | None = None
