@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any
 
-from . import _base, _core, _loader, _trace
+from . import _base, _core, _loader, _profile, _trace
 from ._codes import BrokerError, Callee, call_error
 from ._errors import describe_exception
 from ._rpc import Node, invoke
@@ -130,9 +130,20 @@ async def run(
         out["now"] = time.monotonic_ns()  # for a remote host's clock offset
         return out
 
+    async def op_profile(
+        target: str, method: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        # ext.profile(seconds, interval): this process's threads, sampled.
+        seconds, interval = float(args[0]), float(args[1])
+        _profile.check(seconds, interval)
+        profile = await _profile.sample_async(seconds, interval)
+        profile.pid = os.getpid()
+        return _profile.to_wire(profile)
+
     node.resolver = lambda target: ext if target == "" else None
     node.ops["stop"] = op_stop
     node.ops["trace"] = op_trace
+    node.ops["profile"] = op_profile
     node.on_lost = on_lost
     if curve is None:
         await node.serve(service, token)

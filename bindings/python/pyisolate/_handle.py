@@ -7,16 +7,21 @@ so the handle has few names and no public helpers.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import Any, Generic, TypeVar
 
+from . import _profile
 from ._base import ExtensionBase
 from ._host import Host
 from ._launch import Launcher
+from ._profile import Profile
 from ._watch import Watcher
 from .config import ExtensionConfig
 
 T = TypeVar("T", bound=ExtensionBase)
+
+_PROFILE_SLACK = 30.0  # seconds past a profile's own that its answer may take
 
 
 class _Method:
@@ -54,7 +59,7 @@ class Extension(Generic[T]):
 
     ``await ext.method(*args, **kwargs)`` runs ``method`` in the extension
     (the handle's own names, ``name config pid alive exit_status reload remote
-    stop ticket wait_ready with_timeout register_event_handler stats``, are
+    stop ticket wait_ready with_timeout register_event_handler stats profile``, are
     reached through ``ext.remote.<name>``).
     ``await ext`` waits until it is loaded. ``ext.with_timeout(s).method()``
     gives one call a deadline (CallTimeout past it). ``await ext.stop()``
@@ -127,6 +132,30 @@ class Extension(Generic[T]):
         self._launcher = await self._launcher.reload(cfg)
         if cfg is not None:
             self.config = cfg
+
+    async def profile(self, seconds: float = 1.0, interval: float = 0.005) -> Profile:
+        """A CPU profile of the extension's process, taken while it goes on
+        serving: every thread's stack sampled each ``interval`` seconds for
+        ``seconds`` (``Profile.collapsed()``: collapsed stacks for a flame
+        graph; ``Profile.functions()``: samples per function). In-process,
+        the host's threads are sampled."""
+        _profile.check(seconds, interval)
+        latest = self._launcher.latest()
+        await latest.wait_ready()
+        if not latest.service or self._host is None:  # in-process
+            result = await _profile.sample_async(seconds, interval)
+            result.pid = os.getpid()
+            return result
+        got = await self._host.node.call(
+            latest.service,
+            "",
+            "",
+            (seconds, interval),
+            {},
+            op="profile",
+            timeout=seconds + _PROFILE_SLACK,
+        )
+        return _profile.from_wire(got)
 
     def __repr__(self) -> str:
         return f"<Extension {self.name!r} pid={self.pid} {self._launcher.latest().state.value}>"
