@@ -153,3 +153,27 @@ def test_doctor(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[s
     assert _cli.main(["doctor"]) == 1
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("uv\t"))
     assert "MISSING" in line and "pip install uv" in line
+
+
+def test_bench_reports_ratios_of_one_run(venv_root: Path) -> None:
+    """pyisolate bench measures both sides (a number for every row, as many
+    samples on each side) and its ratios are the ones of its own medians;
+    nothing about speed."""
+    p = cli("bench", "--calls", "30", "--rounds", "2", "--json", "--root", str(venv_root))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    report = json.loads(p.stdout)
+    assert [r["row"] for r in report["rows"]] == ["int", "short str", "10 KB str", "1 MB str"]
+    for r in report["rows"]:
+        for side in ("ours", "asyncio"):
+            s = r[side]
+            assert s["n"] == 60  # 2 turns of 30 calls
+            assert 0 < s["min_us"] <= s["p50_us"] <= s["p99_us"] <= s["max_us"]
+        assert r["ratio_p50"] == pytest.approx(r["ours"]["p50_us"] / r["asyncio"]["p50_us"])
+        assert r["ratio_p99"] == pytest.approx(r["ours"]["p99_us"] / r["asyncio"]["p99_us"])
+    piped = cli("bench", "--calls", "5", "--rounds", "2", "--root", str(venv_root))
+    assert piped.returncode == 0, piped.stderr[-2000:]
+    table = rows(piped.stdout)
+    assert set(table) == {"int", "short str", "10 KB str", "1 MB str"}
+    assert table["int"]["ours/asyncio p50"].endswith("x")
+    bad = cli("bench", "--rounds", "1")
+    assert bad.returncode == 2

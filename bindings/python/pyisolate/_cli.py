@@ -6,6 +6,7 @@ call an extension from the shell.
     pyisolate prune [--older-than DAYS] [--dry-run] [--root DIR]
     pyisolate doctor                         what this machine offers
     pyisolate run MODULE_PATH METHOD [JSON_ARGS] [--dependencies ...]
+    pyisolate bench [--calls N] [--rounds R] [--json] [--root DIR]
 
 ``--root`` defaults to $PYISOLATE_VENV_ROOT, else ``./venvs`` (the
 README's ``venv_root_path``). Output is a table on a terminal and plain
@@ -22,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -394,6 +396,37 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    from . import _bench
+
+    if args.calls < 1 or args.rounds < 2:
+        console.print("--calls must be at least 1 and --rounds at least 2", highlight=False)
+        return 2
+    root = Path(args.root).resolve() if args.root else None
+
+    async def main() -> dict[str, Any]:
+        if root is not None:
+            return await _bench.run(args.calls, args.rounds, root)
+        with tempfile.TemporaryDirectory(prefix="pyisolate-bench-venvs-") as tmp:
+            return await _bench.run(args.calls, args.rounds, Path(tmp))
+
+    try:
+        report = asyncio.run(main())
+    except Exception as exc:
+        console.print(f"{type(exc).__name__}: {exc}", highlight=False)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    console.print(
+        f"{report['workload']}: {args.calls} calls per turn, {args.rounds} turns per side "
+        f"in alternating order; Python {report['python']}, {report['machine']}",
+        highlight=False,
+    )
+    _table(console, _bench.COLUMNS, _bench.table_rows(report))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="pyisolate", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -427,6 +460,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="the extension's name (default: the folder's)")
     p.add_argument("--root", help=root_help)
     p.set_defaults(fn=cmd_run)
+    p = sub.add_parser(
+        "bench", help="the quick benchmark: small calls against the asyncio floor (ratios)"
+    )
+    p.add_argument("--calls", type=int, default=500, help="timed calls per turn (500)")
+    p.add_argument(
+        "--rounds", type=int, default=6, help="turns per side, in alternating order (6)"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--root", help="the venv root for its extension (default: a temporary one)")
+    p.set_defaults(fn=cmd_bench)
     return ap
 
 
