@@ -8,6 +8,7 @@ event loop that first uses it, and a launcher (_launch) and a handle
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -31,6 +32,7 @@ from ._launch import (
     make_launcher,
 )
 from ._sandbox import policy_for
+from ._stats import PrometheusCollector, metrics_text
 from ._watch import Watcher
 from .config import (
     ExtensionConfig,
@@ -46,6 +48,7 @@ logger = logging.getLogger("pyisolate")
 
 T = TypeVar("T", bound=ExtensionBase)
 
+_SCRAPE_TIMEOUT = 10.0  # seconds a scrape from another thread waits for the loop
 _TRACE_OP_TIMEOUT = 10.0  # seconds an extension has to start or end its part of a trace
 
 
@@ -331,6 +334,39 @@ class ExtensionManager(Generic[T]):
     def stats(self) -> dict[str, dict[str, Any]]:
         """Each loaded extension's ``stats()``, by name."""
         return {name: ext.stats() for name, (ext, _) in self._loaded.items()}
+
+    def prometheus_collector(self) -> PrometheusCollector:
+        """The extensions' stats as a ``prometheus_client`` collector, to
+        register where your metrics are served (``prometheus_client.REGISTRY
+        .register(manager.prometheus_collector())``); each scrape reads
+        ``stats()`` on the manager's loop. ImportError without
+        prometheus_client."""
+        return PrometheusCollector(self._stats_from_any_thread)
+
+    def metrics_text(self) -> str:
+        """The extensions' stats in the Prometheus text exposition format."""
+        return metrics_text(self.prometheus_collector())
+
+    def _stats_from_any_thread(self) -> dict[str, dict[str, Any]]:
+        """stats(), taken on the manager's loop when called from another
+        thread while it runs (a scrape from a metrics server's thread)."""
+        loop = self._host.loop if self._host is not None else None
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop or not loop.is_running():
+            return self.stats()
+        done: concurrent.futures.Future[dict[str, dict[str, Any]]] = concurrent.futures.Future()
+
+        def take() -> None:
+            try:
+                done.set_result(self.stats())
+            except BaseException as exc:  # noqa: BLE001 - handed to the scraping thread
+                done.set_exception(exc)
+
+        loop.call_soon_threadsafe(take)
+        return done.result(_SCRAPE_TIMEOUT)
 
     # -- tracing ------------------------------------------------------------------------
     @contextlib.asynccontextmanager
