@@ -53,3 +53,51 @@ def test_sync_manager_cleans_up_at_exit(venv_root, tmp_path) -> None:
     import os
 
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def test_sync_operations(venv_root, tmp_path) -> None:
+    """The operations surface from blocking code: events, stats, reload,
+    lifecycle events, profile, trace and the Prometheus text."""
+    import json
+    import threading
+
+    config = pyisolate.ExtensionManagerConfig(venv_root_path=venv_root)
+    with pyisolate.SyncExtensionManager(pyisolate.ExtensionBase, config) as manager:
+        kinds: list[str] = []
+        unsubscribe = manager.on_event(lambda e: kinds.append(e.kind))
+        ext = manager.load_extension(ext_config("sync_ops", "events"))
+        got: list[int] = []
+        all_in = threading.Event()
+
+        def on_progress(p):
+            got.append(p["i"])
+            if len(got) == 5:
+                all_in.set()
+
+        ext.register_event_handler("progress", on_progress)
+        assert ext.progress_sync(5) == 5
+        assert all_in.wait(60)
+        assert got == [0, 1, 2, 3, 4]
+        st = ext.stats()
+        assert st["calls"] == 1 and st["methods"]["progress_sync"]["calls"] == 1
+        assert manager.stats()["sync_ops"]["calls"] == 1
+        assert "pyisolate_extension_calls_total" in manager.metrics_text()
+        pid = ext.pid
+        ext.reload()
+        assert ext.pid != pid and ext.alive
+        manager.reload("sync_ops")
+        assert kinds.count("reloaded") == 2
+        assert ext.echo(3) == 3
+        profile = ext.profile(0.2, 0.01)
+        assert profile.pid == ext.pid and profile.samples > 0
+        path = tmp_path / "sync.json"
+        with manager.trace(path):
+            assert ext.echo(4) == 4
+        spans = [e for e in json.loads(path.read_text())["traceEvents"] if e["ph"] == "X"]
+        assert sorted((e["cat"], e["args"]["method"]) for e in spans) == [
+            ("call", "echo"),
+            ("serve", "echo"),
+        ]
+        unsubscribe()
+        ext.stop()
+        assert not ext.alive and "stopped" not in kinds

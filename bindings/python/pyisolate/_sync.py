@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
+import os
 import threading
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import Any, TypeVar
 
 from ._base import ExtensionBase
 from ._handle import Extension
+from ._launch import LifecycleEvent
 from ._manager import ExtensionManager
+from ._profile import Profile
 from .config import ExtensionConfig, ExtensionManagerConfig
 
 R = TypeVar("R")
@@ -76,6 +80,49 @@ class SyncExtensionManager:
             return await self._manager.load_extension(cfg)
 
         return SyncExtension(self, self._run(load()))
+
+    def get_extension(self, name: str) -> SyncExtension:
+        """The blocking handle of the extension loaded under ``name``."""
+        return SyncExtension(self, self._manager.get_extension(name))
+
+    def reload(self, name: str, config: ExtensionConfig | Mapping[str, Any] | None = None) -> None:
+        """``ExtensionManager.reload``, blocking until the new process serves."""
+        self._run(self._manager.reload(name, config))
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Each loaded extension's ``stats()``, by name."""
+        return self._manager._stats_from_any_thread()
+
+    def on_event(self, callback: Callable[[LifecycleEvent], Any]) -> Callable[[], None]:
+        """``ExtensionManager.on_event``: ``callback(event)`` runs on the
+        manager's loop, in its background thread. Returns a function that
+        unsubscribes it."""
+
+        async def subscribe() -> Callable[[], None]:
+            return self._manager.on_event(callback)
+
+        return self._run(subscribe())
+
+    @contextlib.contextmanager
+    def trace(self, path: str | os.PathLike[str]) -> Iterator[None]:
+        """``with manager.trace("calls.json"):``: ExtensionManager.trace."""
+        recording = self._manager.trace(path)
+        self._run(recording.__aenter__())
+        try:
+            yield
+        except BaseException as exc:
+            if not self._run(recording.__aexit__(type(exc), exc, exc.__traceback__)):
+                raise
+        else:
+            self._run(recording.__aexit__(None, None, None))
+
+    def prometheus_collector(self) -> Any:
+        """ExtensionManager.prometheus_collector (scrapes from any thread)."""
+        return self._manager.prometheus_collector()
+
+    def metrics_text(self) -> str:
+        """The extensions' stats in the Prometheus text exposition format."""
+        return self._manager.metrics_text()
 
     def stop_all(self) -> None:
         """Stop every extension and the background loop."""
@@ -141,6 +188,36 @@ class SyncExtension:
         """Stop the extension (its ``stop`` hook runs); returns when its
         process has ended."""
         self._owner._run(self._ext.stop())
+
+    @property
+    def alive(self) -> bool:
+        return self._ext.alive
+
+    def reload(self, config: ExtensionConfig | Mapping[str, Any] | None = None) -> None:
+        """``Extension.reload``, blocking until the new process serves
+        (ExtensionLoadError if it did not load; the old one goes on)."""
+        self._owner._run(self._ext.reload(config))
+
+    def stats(self) -> dict[str, Any]:
+        """``Extension.stats()`` (taken on the manager's loop)."""
+
+        async def take() -> dict[str, Any]:
+            return self._ext.stats()
+
+        return self._owner._run(take())
+
+    def profile(self, seconds: float = 1.0, interval: float = 0.005) -> Profile:
+        """``Extension.profile``: blocks for ``seconds``."""
+        return self._owner._run(self._ext.profile(seconds, interval))
+
+    def register_event_handler(self, name: str, handler: Callable[[Any], Any]) -> None:
+        """``Extension.register_event_handler``: ``handler(payload)`` runs on
+        the manager's loop, in its background thread."""
+
+        async def register() -> None:
+            self._ext.register_event_handler(name, handler)
+
+        self._owner._run(register())
 
 
 class _SyncView:
