@@ -170,5 +170,6 @@ def test_the_handle_stays_thin() -> None:
         "reload",
         "register_event_handler",
         "stats",
+        "profile",
     }
     assert isinstance(vars(pyisolate.Extension)["pid"], property)

@@ -106,8 +106,9 @@ class LifecycleEvent:
     ``attempt`` is its number in the restart window, ``delay`` the backoff in
     seconds), ``"reloaded"`` (the new process serves; the old one ended),
     ``"reload_failed"`` (the new process did not load: ``reason`` says why;
-    the old one, ``pid``, goes on serving) or ``"stopped"`` (``stop()``
-    done). ``pid``: the process it is about, when known."""
+    the old one, ``pid``, goes on serving), ``"watching"`` (watch=True: its
+    files are watched from now on) or ``"stopped"`` (``stop()`` done).
+    ``pid``: the process it is about, when known."""
 
     name: str
     kind: str

@@ -150,7 +150,14 @@ class ExtensionManager(Generic[T]):
         launcher.start()
         self._wire(ext, launcher, host, f"ext.{key}")
         if cfg.watch:
-            ext._watcher = Watcher(cfg.name, cfg.module_path, ext.wait_ready, ext.reload)
+            ext._watcher = Watcher(
+                cfg.name,
+                cfg.module_path,
+                ext.wait_ready,
+                ext.reload,
+                self._emit_event,
+                lambda: ext.pid,
+            )
         return ext
 
     def _check_key(self, name: str, key: str) -> None:

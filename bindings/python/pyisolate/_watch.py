@@ -6,8 +6,9 @@ once per burst of changes: a burst ends when no change came for
 ``QUIET_MS`` (or after ``BURST_MS`` of changes). Changes made during a
 reload are the next burst. What Python writes itself (``__pycache__``,
 ``*.pyc``) and editors' swap files are ignored (watchfiles' default
-filter). A reload that fails is logged; the launcher emits its
-"reload_failed" event and the old process goes on serving.
+filter). The lifecycle event "watching" says it has started (changes
+from then on count); a reload that fails is logged, the launcher emits
+its "reload_failed" event and the old process goes on serving.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._errors import ExtensionStopped
+from ._launch import LifecycleEvent
 
 logger = logging.getLogger("pyisolate")
 
@@ -35,12 +37,16 @@ class Watcher:
         path: str | os.PathLike[str],
         ready: Callable[[], Awaitable[object]],
         reload: Callable[[], Awaitable[None]],
+        emit: Callable[[LifecycleEvent], None],
+        pid: Callable[[], int | None],
     ) -> None:
         self.name = name
         self.path = os.path.abspath(os.fspath(path))
         self.reloads = 0  # reloads this watcher started
         self._ready = ready
         self._reload = reload
+        self._emit = emit  # the manager's lifecycle events ("watching")
+        self._pid = pid
         self._stop = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"pyisolate-watch-{name}"
@@ -56,33 +62,45 @@ class Watcher:
         # Imported here: extension processes import this package without it.
         import watchfiles
 
-        logger.info("[%s] watching %s for changes", self.name, self.path)
         try:
-            await self._follow(
-                watchfiles.awatch(
-                    self.path, debounce=BURST_MS, step=QUIET_MS, stop_event=self._stop
-                )
-            )
+            bursts = watchfiles.awatch(
+                self.path, debounce=BURST_MS, step=QUIET_MS, stop_event=self._stop
+            ).__aiter__()
+            # The generator's first step sets the inotify watches up (before
+            # its first await): once it has run, no change is missed.
+            first = asyncio.ensure_future(bursts.__anext__())
+            await asyncio.sleep(0)
+            logger.info("[%s] watching %s for changes", self.name, self.path)
+            self._emit(LifecycleEvent(self.name, "watching", self._pid()))
+            try:
+                changes = await first
+            except StopAsyncIteration:
+                return
+            if await self._burst(changes):
+                async for changes in bursts:
+                    if not await self._burst(changes):
+                        break
         except Exception as exc:  # e.g. out of inotify instances
             logger.error("[%s] cannot watch %s for changes: %s", self.name, self.path, exc)
 
-    async def _follow(self, bursts: AsyncIterator[set[tuple[Any, str]]]) -> None:
-        async for changes in bursts:
-            if self._stop.is_set():
-                return
-            files = sorted({p.removeprefix(self.path + os.sep) for _, p in changes})
-            logger.info("[%s] changed: %s: reloading", self.name, ", ".join(files))
-            self.reloads += 1
-            try:
-                await self._reload()
-            except ExtensionStopped:
-                return
-            except Exception as exc:
-                logger.error(
-                    "[%s] reload after a change failed (the old process goes on serving): %s",
-                    self.name,
-                    exc,
-                )
+    async def _burst(self, changes: set[tuple[Any, str]]) -> bool:
+        """Reload for one burst of changes; whether to go on watching."""
+        if self._stop.is_set():
+            return False
+        files = sorted({p.removeprefix(self.path + os.sep) for _, p in changes})
+        logger.info("[%s] changed: %s: reloading", self.name, ", ".join(files))
+        self.reloads += 1
+        try:
+            await self._reload()
+        except ExtensionStopped:
+            return False
+        except Exception as exc:
+            logger.error(
+                "[%s] reload after a change failed (the old process goes on serving): %s",
+                self.name,
+                exc,
+            )
+        return True
 
     def stop(self) -> None:
         """Start no reload from now on (close() waits for the end)."""
