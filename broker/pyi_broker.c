@@ -63,6 +63,7 @@ typedef struct {
     pyi_supervisor_t *supervisor;   /* spawned processes */
     pyi_curve_t *curve;             /* CURVE endpoints, ZAP handler */
     pyi_router_t *router;           /* routing and dispatch */
+    pyi_tracer_t *tracer;           /* the hops while a trace is on (the router borrows it) */
     int64_t max_msg_size;           /* PYI_OPT_MAX_MSG_SIZE */
     int64_t grace_ms;               /* PYI_OPT_GRACE_MS */
     bool terminated;                /* PYI_BROKER_TERM came */
@@ -185,6 +186,15 @@ s_handle_pipe (s_broker_t *self)
             answer.rc = pyi_router_service_stats (self->router, cmd.args.service_stats.service,
                                                   &answer.stats.service);
             break;
+        case PYI_BROKER_TRACE_START:
+            answer.rc = pyi_tracer_start (self->tracer, cmd.args.trace.capacity);
+            if (answer.rc)
+                pyi_set_error ("cannot record %zu hops", cmd.args.trace.capacity);
+            break;
+        case PYI_BROKER_TRACE_STOP:
+            answer.trace = pyi_tracer_stop (self->tracer);
+            answer.rc = 0;
+            break;
     }
     snprintf (answer.text, sizeof (answer.text), "%s", *text ? text : pyi_last_error ());
     pyi_broker_answer_send (pipe, &answer);
@@ -225,7 +235,10 @@ s_setup (s_broker_t *self, s_start_t *start)
         snprintf (start->error, sizeof (start->error), "%s", pyi_last_error ());
         return -1;
     }
-    self->router = pyi_router_new (self->handle, self->events, self->grants, self->supervisor);
+    self->tracer = pyi_tracer_new ();
+    if (self->tracer)
+        self->router = pyi_router_new (self->handle, self->events, self->grants,
+                                       self->supervisor, self->tracer);
     if (!self->router) {
         snprintf (start->error, sizeof (start->error), "out of memory");
         return -1;
@@ -256,6 +269,7 @@ s_teardown (s_broker_t *self)
     pyi_events_destroy (&self->events);
     pyi_curve_destroy (&self->curve);
     pyi_router_destroy (&self->router);
+    pyi_tracer_destroy (&self->tracer);
     pyi_supervisor_destroy (&self->supervisor);
     pyi_grants_destroy (&self->grants);
     free (self);
@@ -273,6 +287,7 @@ s_work (s_broker_t *self, bool pipe_ready)
                                        ZMQ_DONTWAIT);
         if (!msg)
             break;
+        pyi_tracer_mark (self->tracer);
         pyi_router_handle (self->router, &msg);
         pyi_msg_destroy (&msg);
         busy = i == BATCH - 1;
@@ -566,6 +581,23 @@ pyi_broker_stats (pyi_broker_t *self, pyi_broker_stats_t *stats)
     if (rc == 0)
         *stats = answer.stats.broker;
     return rc;
+}
+
+int
+pyi_broker_trace_start (pyi_broker_t *self, size_t capacity)
+{
+    pyi_broker_cmd_t cmd = { .type = PYI_BROKER_TRACE_START };
+    cmd.args.trace.capacity = capacity;
+    pyi_broker_answer_t answer;
+    return s_command (self, &cmd, &answer);
+}
+
+pyi_trace_t *
+pyi_broker_trace_stop (pyi_broker_t *self)
+{
+    pyi_broker_cmd_t cmd = { .type = PYI_BROKER_TRACE_STOP };
+    pyi_broker_answer_t answer;
+    return s_command (self, &cmd, &answer) == 0 ? answer.trace : NULL;
 }
 
 int

@@ -24,7 +24,9 @@ typedef enum {
     PYI_BROKER_ALLOW = 6,           /* grant a service to a token: allow */
     PYI_BROKER_SPAWN = 7,           /* start a worker process: spawn */
     PYI_BROKER_STATS = 8,           /* the broker-wide counters (no arguments) */
-    PYI_BROKER_SERVICE_STATS = 9    /* one service's counters: service_stats */
+    PYI_BROKER_SERVICE_STATS = 9,   /* one service's counters: service_stats */
+    PYI_BROKER_TRACE_START = 10,    /* record the hops: trace */
+    PYI_BROKER_TRACE_STOP = 11      /* stop; the recording goes in the answer (no arguments) */
 } pyi_broker_cmd_type_t;
 
 typedef struct {
@@ -58,6 +60,10 @@ typedef struct {
 } pyi_service_stats_args_t;
 
 typedef struct {
+    size_t capacity;                /* hops kept at most */
+} pyi_trace_args_t;
+
+typedef struct {
     pyi_broker_cmd_type_t type;     /* which member of args holds the arguments */
     union {
         pyi_bind_args_t bind;
@@ -66,6 +72,7 @@ typedef struct {
         pyi_allow_args_t allow;
         pyi_spawn_args_t spawn;
         pyi_service_stats_args_t service_stats;
+        pyi_trace_args_t trace;
     } args;
 } pyi_broker_cmd_t;
 
@@ -75,6 +82,7 @@ typedef struct {
         pyi_broker_stats_t broker;  /* STATS */
         pyi_service_stats_t service;    /* SERVICE_STATS */
     } stats;
+    pyi_trace_t *trace;             /* TRACE_STOP: the recording, now the caller's */
     /*  BIND, BIND_CURVE: the endpoint bound; ALLOW: the token; when rc is
         -1, why (the broker thread's pyi_last_error ()). */
     char text [PYI_ERROR_SIZE];

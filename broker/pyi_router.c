@@ -68,6 +68,7 @@ struct _pyi_router_t {
     pyi_events_t *events;           /* events for the host, borrowed */
     pyi_grants_t *grants;           /* who may offer what, borrowed */
     pyi_supervisor_t *supervisor;   /* kills hung workers' processes, borrowed */
+    pyi_tracer_t *tracer;           /* records the hops while a trace is on, borrowed */
     pyi_table_t *services;          /* name -> s_service_t */
     pyi_table_t *workers;           /* routing id -> s_worker_t */
     pyi_table_t *pending;           /* rid -> s_pending_t */
@@ -115,7 +116,7 @@ s_caller_key (const void *item, size_t *size)
 
 pyi_router_t *
 pyi_router_new (void *socket, pyi_events_t *events, pyi_grants_t *grants,
-                pyi_supervisor_t *supervisor)
+                pyi_supervisor_t *supervisor, pyi_tracer_t *tracer)
 {
     pyi_router_t *self = (pyi_router_t *) calloc (1, sizeof (pyi_router_t));
     if (!self)
@@ -124,6 +125,7 @@ pyi_router_new (void *socket, pyi_events_t *events, pyi_grants_t *grants,
     self->events = events;
     self->grants = grants;
     self->supervisor = supervisor;
+    self->tracer = tracer;
     self->heartbeat_ms = DEFAULT_HEARTBEAT_MS;
     self->liveness = DEFAULT_LIVENESS;
     self->max_pending = DEFAULT_MAX_PENDING;
@@ -518,6 +520,7 @@ s_handle_request (pyi_router_t *self, pyi_msg_t **msg_p, const uint8_t *rid, siz
     service->stats.bytes_in += bytes;
     service->stats.in_flight++;
     self->stats.pending++;
+    pyi_tracer_hop (self->tracer, PYI_HOP_REQUEST, pending->rid, id, service->name);
 }
 
 /*  REPLY or ERROR from a worker. */
@@ -558,6 +561,7 @@ s_handle_answer (pyi_router_t *self, pyi_msg_t **msg_p, s_worker_t *worker)
     }
     else
         pyi_msg_send (msg_p, self->socket, caller, caller_size, ZMQ_DONTWAIT);
+    pyi_tracer_hop (self->tracer, PYI_HOP_ANSWER, rid, s_caller_id (pending), service->name);
     s_pending_free (self, pending);
 }
 

@@ -19,17 +19,19 @@
 #include "pyi_events.h"
 #include "pyi_grants.h"
 #include "pyi_supervisor.h"
+#include "pyi_trace.h"
 #include <stdint.h>
 
 typedef struct _pyi_router_t pyi_router_t;
 
 /*  A router sending on socket (the broker's ROUTER, a libzmq handle) and
     reporting to the host on events, which admits
-    workers by grants and asks supervisor to kill the process of a worker
-    that stopped answering. All four are borrowed. Options have their
-    defaults. NULL when out of memory. */
+    workers by grants, asks supervisor to kill the process of a worker
+    that stopped answering and tells tracer each hop (pyi_trace.h). All
+    five are borrowed. Options have their defaults. NULL when out of
+    memory. */
 pyi_router_t *pyi_router_new (void *socket, pyi_events_t *events, pyi_grants_t *grants,
-                              pyi_supervisor_t *supervisor);
+                              pyi_supervisor_t *supervisor, pyi_tracer_t *tracer);
 
 /*  Forget every worker and request, sending nothing (see
     pyi_router_stop). Safe on NULL and on *self_p == NULL. */

@@ -1,7 +1,8 @@
 """Render a pyisolate trace (manager.trace's Chrome trace-event JSON) as a
 picture, as Perfetto lays it out: a band per process, a row per lane, a
-bar per span (calls and served calls in two colours), an arrow from each
-call to where it ran. How docs/img/trace.png was made:
+bar per span (calls, served calls and the broker thread's hops in three
+colours), arrows from each call through the broker to where it ran and
+back. How docs/img/trace.png was made:
 
     python docs/img/render_trace.py calls.json docs/img/trace.png
 
@@ -17,9 +18,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-COLOURS = {"call": "#4c78a8", "serve": "#f58518"}
+COLOURS = {"call": "#4c78a8", "serve": "#f58518", "broker": "#9d9d9d"}
+BROKER_LANE = 1000  # the broker thread's lane in the host's process (_trace.BROKER_LANE)
 
 
 def _depths(spans: list[dict[str, Any]]) -> dict[int, int]:
@@ -51,7 +53,8 @@ def render(trace: dict[str, Any], out: str) -> None:
             deep = max(depth[id(e)] for e in spans if (e["pid"], e["tid"]) == (pid, tid))
             top[(pid, tid)] = y
             ticks.append(y + deep / 2)
-            labels.append(f"{names[pid]} (pid {pid})\nlane {tid}")
+            lane = "broker thread" if tid == BROKER_LANE else f"lane {tid}"
+            labels.append(f"{names[pid]} (pid {pid})\n{lane}")
             y += deep + 1.6
     fig, ax = plt.subplots(figsize=(11, 0.55 * y + 1.4))
 
@@ -63,9 +66,10 @@ def render(trace: dict[str, Any], out: str) -> None:
         ax.barh(
             level(e), dur, left=ts, height=0.8, color=COLOURS[e["cat"]], edgecolor="black", lw=0.4
         )
-        ax.text(
-            ts + dur / 2, level(e), e["args"]["method"], ha="center", va="center", fontsize=7
-        )
+        if e["cat"] != "broker":  # a hop is too short for a label
+            ax.text(
+                ts + dur / 2, level(e), e["args"]["method"], ha="center", va="center", fontsize=7
+            )
     spans_at = {(e["pid"], e["tid"], e["ts"]): e for e in spans}
     starts = {e["id"]: e for e in events if e["ph"] == "s"}
     for e in events:
@@ -78,7 +82,11 @@ def render(trace: dict[str, Any], out: str) -> None:
                 if (c["pid"], c["tid"]) == (s["pid"], s["tid"])
                 and c["ts"] <= s["ts"] <= c["ts"] + c["dur"]
             ]
-            y0 = level(max(caller, key=lambda c: depth[id(c)])) if caller else top[(s["pid"], s["tid"])]
+            y0 = (
+                level(max(caller, key=lambda c: depth[id(c)]))
+                if caller
+                else top[(s["pid"], s["tid"])]
+            )
             y1 = level(callee) if callee else top[(e["pid"], e["tid"])]
             ax.annotate(
                 "",
@@ -90,8 +98,12 @@ def render(trace: dict[str, Any], out: str) -> None:
     ax.set_ylim(y - 1.0, -1.0)
     ax.set_xlabel("ms since the first span (CLOCK_MONOTONIC)")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in COLOURS.values()]
-    ax.legend(handles, ["call (caller's side)", "served (callee's side)"], loc="upper right",
-              fontsize=8)
+    ax.legend(
+        handles,
+        ["call (caller's side)", "served (callee's side)", "broker hop"],
+        loc="upper right",
+        fontsize=8,
+    )
     ax.set_title("manager.trace(): two calls of make, each calling the host's Cache back")
     fig.tight_layout()
     fig.savefig(out, dpi=110)

@@ -165,6 +165,43 @@ PYI_EXPORT int pyi_broker_event_fd (pyi_broker_t *self);
     0 with *event filled, or -1 when none came. */
 PYI_EXPORT int pyi_broker_event (pyi_broker_t *self, pyi_event_t *event, int timeout_ms);
 
+/*  Tracing the broker thread's hops (manager.trace). Off by default. */
+#define PYI_TRACE_MAX_HOPS 1048576 /* the largest capacity of one recording */
+
+typedef enum {
+    PYI_HOP_REQUEST = 1,   /* a REQUEST forwarded to the worker of its service */
+    PYI_HOP_ANSWER = 2     /* a REPLY or ERROR forwarded to its caller */
+} pyi_hop_kind_t;
+
+typedef struct {
+    int kind;              /* pyi_hop_kind_t */
+    uint64_t rid;          /* the broker's request id (the one the worker sees) */
+    uint64_t caller_id;    /* the caller's id of the request */
+    int64_t received_ns;   /* CLOCK_MONOTONIC: the message reached the broker thread */
+    int64_t forwarded_ns;  /* CLOCK_MONOTONIC: its send returned (the peer may have it) */
+    char service[256];     /* the service of the request */
+} pyi_hop_t;
+
+typedef struct _pyi_trace_t pyi_trace_t;
+
+/*  Start recording the broker thread's hops, up to capacity of them (1 to
+    PYI_TRACE_MAX_HOPS; later ones are counted as dropped), replacing a
+    recording underway. 0, or -1. */
+PYI_EXPORT int pyi_broker_trace_start (pyi_broker_t *self, size_t capacity);
+
+/*  Stop recording; the recording (the caller's: pyi_trace_destroy), or
+    NULL when none was underway. */
+PYI_EXPORT pyi_trace_t *pyi_broker_trace_stop (pyi_broker_t *self);
+
+/*  The hops recorded, in the order they happened; hop index (borrowed
+    from the recording), NULL past the end; how many were dropped. */
+PYI_EXPORT size_t pyi_trace_size (const pyi_trace_t *self);
+PYI_EXPORT const pyi_hop_t *pyi_trace_hop (const pyi_trace_t *self, size_t index);
+PYI_EXPORT uint64_t pyi_trace_dropped (const pyi_trace_t *self);
+
+/*  Free a recording. Safe on NULL and on *self_p == NULL. */
+PYI_EXPORT void pyi_trace_destroy (pyi_trace_t **self_p);
+
 #ifdef __cplusplus
 }
 #endif

@@ -400,7 +400,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     snprintf (play.tokens [1], TEXT, "%s", pyi_grant_token (second));
     snprintf (play.tokens [2], TEXT, "never-granted-token");
     pyi_supervisor_t *supervisor = pyi_supervisor_new (ENDPOINT, pyi_region_session ());
-    play.router = pyi_router_new (s.socket, s.events, play.grants, supervisor);
+    play.router = pyi_router_new (s.socket, s.events, play.grants, supervisor, NULL);
     if (!supervisor || !play.router)
         s_fail ("out of memory");
     pyi_router_set (play.router, PYI_OPT_HEARTBEAT_MS, HEARTBEAT_MS);

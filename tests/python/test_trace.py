@@ -15,7 +15,11 @@ from shared_apis import Relay
 
 
 def _spans(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {e["args"]["span"]: e for e in data["traceEvents"] if e["ph"] == "X"}
+    return {
+        e["args"]["span"]: e
+        for e in data["traceEvents"]
+        if e["ph"] == "X" and e["cat"] != "broker"
+    }
 
 
 def _inside(inner: dict[str, Any], outer: dict[str, Any]) -> bool:
@@ -90,13 +94,36 @@ def test_nested_call_across_processes(venv_root: Path, tmp_path: Path) -> None:
             assert inner["tid"] == outer["tid"]
     assert path_up[-1]["args"]["service"] == "ext.traced"
     assert path_up[2]["args"]["service"] == "api.shared_apis.Relay"
-    # One arrow per call that crossed to another process, from the caller's
-    # lane to the callee's.
+    # The broker thread's hops: each call that crossed went through it; in
+    # the order causality gives (the broker received the request after the
+    # call began and before the serve began, the answer after the serve
+    # ended and before the call ended; a hop's end, its send's return, may
+    # come after the receiver has it).
+    hops = {
+        (e["name"].split()[0], e["args"]["service"], e["args"]["rid"]): e
+        for e in data["traceEvents"]
+        if e["ph"] == "X" and e["cat"] == "broker"
+    }
+    assert {e["tid"] for e in hops.values()} == {1000}
+    assert {e["pid"] for e in hops.values()} == {host}
+    crossed = [(i, o) for i, o in itertools.pairwise(path_up) if i["pid"] != o["pid"]]
+    assert len(crossed) == 3
+    broker = (host, 1000)
+    arrows = set()
     starts = {e["id"]: e for e in data["traceEvents"] if e["ph"] == "s"}
-    ends = {e["id"]: e for e in data["traceEvents"] if e["ph"] == "f"}
-    assert len(starts) == len(ends) == 3
-    arrows = {((s["pid"], s["tid"]), (ends[i]["pid"], ends[i]["tid"])) for i, s in starts.items()}
-    for inner, outer in itertools.pairwise(path_up):
-        if inner["pid"] != outer["pid"]:
-            assert ((outer["pid"], outer["tid"]), (inner["pid"], inner["tid"])) in arrows
+    for e in data["traceEvents"]:
+        if e["ph"] == "f":
+            s = starts[e["id"]]
+            arrows.add(((s["pid"], s["tid"]), (e["pid"], e["tid"])))
+    for served, caller in crossed:
+        rid = served["args"]["rid"]
+        request = hops[("request", served["args"]["service"], rid)]
+        answer = hops[("answer", served["args"]["service"], rid)]
+        assert caller["ts"] <= request["ts"] <= served["ts"]
+        assert served["ts"] + served["dur"] <= answer["ts"] <= caller["ts"] + caller["dur"]
+        # Arrows: caller -> broker -> served -> broker -> caller.
+        for a, b in [(caller, None), (None, served), (served, None), (None, caller)]:
+            src = broker if a is None else (a["pid"], a["tid"])
+            dst = broker if b is None else (b["pid"], b["tid"])
+            assert (src, dst) in arrows
     assert data["otherData"]["dropped_spans"] == 0

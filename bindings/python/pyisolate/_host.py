@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from . import _core, _tensors
 from ._base import ProxiedSingleton, singleton_key
-from ._errors import ExtensionLoadError
+from ._errors import ExtensionLoadError, PyisolateError
 from ._rpc import Node
 from ._stats import CallStats, process_stats
 from .config import ExtensionManagerConfig, extension_key
@@ -264,6 +264,33 @@ class Host:
 
     def service_stats(self, service: str) -> dict[str, int] | None:
         return self._broker.service_stats(service) if self._broker is not None else None
+
+    def trace_broker(self, capacity: int) -> None:
+        """Record the broker thread's hops, up to ``capacity`` (manager.trace)."""
+        if self._broker is not None and not self._broker.closed:
+            if _core.lib.pyi_broker_trace_start(self._broker._ptr, capacity) != 0:
+                raise PyisolateError(f"cannot trace the broker: {_core.last_error()}")
+
+    def broker_hops(self) -> tuple[list[list[Any]], int]:
+        """Stop recording the broker's hops; them (_trace.Hop) and how many
+        were dropped."""
+        broker = self._broker
+        if broker is None or broker.closed:
+            return [], 0
+        ffi, lib = _core.ffi, _core.lib
+        trace = lib.pyi_broker_trace_stop(broker._ptr)
+        if trace == ffi.NULL:
+            return [], 0
+        try:
+            hops = []
+            for i in range(lib.pyi_trace_size(trace)):
+                h = lib.pyi_trace_hop(trace, i)
+                service = ffi.string(h.service).decode("utf-8", "replace")
+                hops.append([h.kind, h.rid, h.caller_id, h.received_ns, h.forwarded_ns, service])
+            return hops, int(lib.pyi_trace_dropped(trace))
+        finally:
+            holder = ffi.new("pyi_trace_t **", trace)
+            lib.pyi_trace_destroy(holder)
 
     async def close(self) -> None:
         """Close the node, then the broker (which ends the extension processes)."""

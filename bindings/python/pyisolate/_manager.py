@@ -395,10 +395,13 @@ class ExtensionManager(Generic[T]):
             except Exception as exc:
                 logger.warning("[%s] not traced: %s", launcher.name, exc)
         _trace.install(node)
+        host.trace_broker(_trace.MAX_SPANS)
         try:
             yield
         finally:
-            spans, dropped = _trace.uninstall(node)
+            hops, dropped = host.broker_hops()
+            spans, dropped_here = _trace.uninstall(node)
+            dropped += dropped_here
             parts = [_trace.Part(os.getpid(), "host", spans)]
             for launcher in self._served():
                 try:
@@ -432,7 +435,7 @@ class ExtensionManager(Generic[T]):
                     _trace.MAX_SPANS,
                 )
             await asyncio.get_running_loop().run_in_executor(
-                None, _trace.write, path, parts, dropped
+                None, _trace.write, path, parts, dropped, hops, os.getpid()
             )
 
     def _served(self) -> list[_Served]:

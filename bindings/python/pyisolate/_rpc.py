@@ -467,7 +467,7 @@ class Node:
                 # of its own.
                 fn, offload = self._resolve(msg.service, target, method)
                 if kwargs and _TRACE_KEY in kwargs:  # trace hook: a traced call (_trace.py)
-                    fn = _trace.serving(fn, msg.service, method, kwargs.pop(_TRACE_KEY))
+                    fn = _trace.serving(fn, msg.service, method, kwargs.pop(_TRACE_KEY), msg.id)
                 if offload and not _async_callable(fn):
                     result = await invoke(fn, args, kwargs, True)
                 else:

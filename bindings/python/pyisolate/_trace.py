@@ -38,8 +38,13 @@ from typing import Any
 KEY = "__pyisolate_trace__"  # the keyword argument a traced call's span id rides in
 MAX_SPANS = 200_000  # spans one process keeps per trace; later ones are counted, not kept
 
-# A span: [id, parent id, kind ("call" | "serve"), service, method, start ns, end ns]
+# A span: [id, parent id, kind ("call" | "serve"), service, method, start ns,
+# end ns, the broker's request id (a serve span's; 0 for a call)]
 Span = list[Any]
+# A broker hop: [kind (1 request, 2 answer), broker's request id, caller's
+# request id, received ns, forwarded ns, service] (pyi_hop_t)
+Hop = list[Any]
+BROKER_LANE = 1000  # the broker thread's lane in the host's process
 
 _current: contextvars.ContextVar[str] = contextvars.ContextVar("pyisolate_span", default="")
 
@@ -106,7 +111,7 @@ def install(node: Any) -> None:
         if op != "call" or not recorder.on:
             return await send(service, target, method, args, kwargs, op=op, timeout=timeout)
         sid = recorder.new_id()
-        span: Span = [sid, _current.get(), "call", service, method, time.monotonic_ns(), 0]
+        span: Span = [sid, _current.get(), "call", service, method, time.monotonic_ns(), 0, 0]
         try:
             return await send(
                 service, target, method, args, {**kwargs, KEY: sid}, op=op, timeout=timeout
@@ -124,8 +129,11 @@ def uninstall(node: Any) -> tuple[list[Span], int]:
     return recorder.stop()
 
 
-def serving(fn: Callable[..., Any], service: str, method: str, parent: Any) -> Callable[..., Any]:
-    """The hook of a served call that carried a span id (``parent``): ``fn``
+def serving(
+    fn: Callable[..., Any], service: str, method: str, parent: Any, rid: int
+) -> Callable[..., Any]:
+    """The hook of a served call (the broker's request id ``rid``) that
+    carried a span id (``parent``): ``fn``
     wrapped to record a serve span while it runs, as the parent of the
     calls it makes. An async ``fn`` stays async, a plain one plain (it runs
     where it would have: the span is its run in the worker thread)."""
@@ -133,7 +141,16 @@ def serving(fn: Callable[..., Any], service: str, method: str, parent: Any) -> C
         return fn
 
     def begin() -> Span:
-        span: Span = [recorder.new_id(), parent, "serve", service, method, time.monotonic_ns(), 0]
+        span: Span = [
+            recorder.new_id(),
+            parent,
+            "serve",
+            service,
+            method,
+            time.monotonic_ns(),
+            0,
+            rid,
+        ]
         _current.set(span[0])  # in the serving task's (or the worker thread's) context
         return span
 
@@ -216,11 +233,15 @@ def _lanes(spans: list[Span]) -> dict[str, int]:
     return where
 
 
-def chrome_trace(parts: Sequence[Part], dropped: int = 0) -> dict[str, Any]:
-    """The Chrome trace-event JSON object of these processes' spans."""
+def chrome_trace(
+    parts: Sequence[Part], dropped: int = 0, hops: Sequence[Hop] = (), broker_pid: int = 0
+) -> dict[str, Any]:
+    """The Chrome trace-event JSON object of these processes' spans and
+    the broker thread's hops (a lane of its own in process broker_pid)."""
     events: list[dict[str, Any]] = []
     placed: dict[str, tuple[int, int, Span]] = {}  # span id -> pid, lane, span
-    t0 = min((s[5] for p in parts for s in p.spans), default=0)
+    starts = [s[5] for p in parts for s in p.spans] + [h[3] for h in hops]
+    t0 = min(starts, default=0)
     for part in parts:
         events.append(
             {"ph": "M", "name": "process_name", "pid": part.pid, "args": {"name": part.label}}
@@ -248,22 +269,72 @@ def chrome_trace(parts: Sequence[Part], dropped: int = 0) -> dict[str, Any]:
                     "tid": tid,
                     "ts": (s[5] - t0) / 1000.0,
                     "dur": max(s[6] - s[5], 0) / 1000.0,
-                    "args": {"span": s[0], "parent": s[1], "service": s[3], "method": s[4]},
+                    "args": {
+                        "span": s[0],
+                        "parent": s[1],
+                        "service": s[3],
+                        "method": s[4],
+                        "rid": s[7],
+                    },
                 }
             )
+    by_request: dict[tuple[int, str, int], Hop] = {}  # (kind, service, rid) -> hop
+    if hops:
+        events.append(
+            {
+                "ph": "M",
+                "name": "thread_name",
+                "pid": broker_pid,
+                "tid": BROKER_LANE,
+                "args": {"name": "broker thread"},
+            }
+        )
+    for h in hops:
+        by_request[(h[0], h[5], h[1])] = h
+        events.append(
+            {
+                "ph": "X",
+                "name": f"{'request' if h[0] == 1 else 'answer'} {h[5]}",
+                "cat": "broker",
+                "pid": broker_pid,
+                "tid": BROKER_LANE,
+                "ts": (h[3] - t0) / 1000.0,
+                "dur": max(h[4] - h[3], 0) / 1000.0,
+                "args": {"rid": h[1], "caller_id": h[2], "service": h[5]},
+            }
+        )
     flow = 0
+
+    def arrow(a: tuple[int, int, int], b: tuple[int, int, int]) -> None:
+        """A flow arrow from (pid, lane, ns) to (pid, lane, ns), each
+        inside the slice it binds to."""
+        nonlocal flow
+        flow += 1
+        common = {"name": "call", "cat": "flow", "id": flow}
+        events.append({**common, "ph": "s", "pid": a[0], "tid": a[1], "ts": (a[2] - t0) / 1e3})
+        events.append(
+            {**common, "ph": "f", "bp": "e", "pid": b[0], "tid": b[1], "ts": (b[2] - t0) / 1e3}
+        )
+
+    broker = (broker_pid, BROKER_LANE)
     for pid, tid, s in placed.values():
         up = placed.get(s[1])
         if up is None or up[0] == pid:
             continue
         ppid, ptid, ps = up
-        flow += 1
-        ts = (min(max(s[5], ps[5]), ps[6]) - t0) / 1000.0  # inside the caller's span
-        common = {"name": "call", "cat": "flow", "id": flow}
-        events.append({**common, "ph": "s", "pid": ppid, "tid": ptid, "ts": ts})
-        events.append(
-            {**common, "ph": "f", "bp": "e", "pid": pid, "tid": tid, "ts": (s[5] - t0) / 1000.0}
-        )
+        inside = min(max(s[5], ps[5]), ps[6])  # inside the caller's span
+        req = by_request.get((1, s[3], s[7]))
+        ans = by_request.get((2, s[3], s[7]))
+        if req is None:
+            arrow((ppid, ptid, inside), (pid, tid, s[5]))
+            continue
+        # Through the broker: the caller's span, the request's hop, the
+        # served span; the answer's hop back to the caller.
+        arrow((ppid, ptid, min(max(req[3], ps[5]), ps[6])), (*broker, req[3]))
+        arrow((*broker, req[4]), (pid, tid, s[5]))
+        if ans is not None:
+            arrow((pid, tid, s[6]), (*broker, ans[3]))
+            arrow((*broker, ans[4]), (ppid, ptid, min(ans[4], ps[6])))
     return {
         "traceEvents": events,
         "displayTimeUnit": "ms",
@@ -271,8 +342,14 @@ def chrome_trace(parts: Sequence[Part], dropped: int = 0) -> dict[str, Any]:
     }
 
 
-def write(path: str | os.PathLike[str], parts: Sequence[Part], dropped: int = 0) -> None:
-    data = chrome_trace(parts, dropped)
+def write(
+    path: str | os.PathLike[str],
+    parts: Sequence[Part],
+    dropped: int = 0,
+    hops: Sequence[Hop] = (),
+    broker_pid: int = 0,
+) -> None:
+    data = chrome_trace(parts, dropped, hops, broker_pid)
     tmp = f"{os.fspath(path)}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f)
