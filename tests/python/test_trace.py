@@ -127,3 +127,30 @@ def test_nested_call_across_processes(venv_root: Path, tmp_path: Path) -> None:
             dst = broker if b is None else (b["pid"], b["tid"])
             assert (src, dst) in arrows
     assert data["otherData"]["dropped_spans"] == 0
+
+
+def test_a_process_started_during_the_trace_is_traced(venv_root: Path, tmp_path: Path) -> None:
+    path = tmp_path / "reloaded.json"
+
+    async def main() -> tuple[int | None, int | None]:
+        async with manager(venv_root) as mgr:
+            ext = await mgr.load_extension(ext_config("retraced", "basic"))
+            first = ext.pid
+            async with mgr.trace(path):
+                await ext.reload()  # a new process, from its "ready" on
+                assert await ext.echo("after") == "after"
+                await ext.sync_echo("plain")  # a plain method: a worker thread's span
+            return first, ext.pid
+
+    first, second = run(main())
+    assert first != second
+    data = json.loads(path.read_text())
+    names = {
+        e["pid"]: e["args"]["name"]
+        for e in data["traceEvents"]
+        if e["ph"] == "M" and e["name"] == "process_name"
+    }
+    assert names == {os.getpid(): "host", second: "ext retraced"}
+    served = sorted(e["args"]["method"] for e in _spans(data).values() if e["cat"] == "serve")
+    assert served == ["echo", "sync_echo"]
+    assert all(e["pid"] == second for e in _spans(data).values() if e["cat"] == "serve")

@@ -207,6 +207,10 @@ class Host:
         earlier one's, whose process's events still reach it by pid)."""
         self._listeners[service] = listener
 
+    def listener(self, service: str) -> Listener | None:
+        """The listener watching ``service`` (its newest launcher)."""
+        return self._listeners.get(service)
+
     def spawn(
         self,
         service: str,

@@ -379,26 +379,44 @@ class ExtensionManager(Generic[T]):
     @contextlib.asynccontextmanager
     async def trace(self, path: str | os.PathLike[str]) -> AsyncIterator[None]:
         """``async with manager.trace("calls.json"):`` records every method
-        call made inside the block, in the host and in every extension
-        process running when it starts, and then writes them to ``path`` as
-        a Chrome trace-event JSON file (open it in https://ui.perfetto.dev):
-        each call from the send to the answer in the caller's process, each
-        call served in the callee's, a nested call under the one that made
-        it, and an arrow from each call to where it ran."""
+        call made inside the block, in the host, in the broker thread and in
+        every extension process (those that start during the block from
+        their "ready" on), and then writes them to ``path`` as a Chrome
+        trace-event JSON file (open it in https://ui.perfetto.dev): each
+        call from the send to the answer in the caller's process, its hops
+        through the broker, its run in the callee's, a nested call under
+        the one that made it, and arrows along the way."""
         host = self._bind_loop()
         node = host.node
-        for launcher in self._served():
+
+        async def start(launcher: _Served) -> None:
             try:
                 await node.call(
                     launcher.service, "", "", (True,), {}, op="trace", timeout=_TRACE_OP_TIMEOUT
                 )
             except Exception as exc:
                 logger.warning("[%s] not traced: %s", launcher.name, exc)
+
+        for launcher in self._served():
+            await start(launcher)
+        starting: set[asyncio.Task[None]] = set()
+
+        def on_ready(event: LifecycleEvent) -> None:
+            # A process started during the trace (a load, reload or restart).
+            launcher = host.listener(f"ext.{extension_key(event.name)}")
+            if event.kind == "ready" and isinstance(launcher, _Served):
+                task = asyncio.ensure_future(start(launcher))
+                starting.add(task)
+                task.add_done_callback(starting.discard)
+
+        unsubscribe = self.on_event(on_ready)
         _trace.install(node)
         host.trace_broker(_trace.MAX_SPANS)
         try:
             yield
         finally:
+            unsubscribe()
+            await asyncio.gather(*starting, return_exceptions=True)
             hops, dropped = host.broker_hops()
             spans, dropped_here = _trace.uninstall(node)
             dropped += dropped_here
