@@ -69,5 +69,8 @@ def test_profile_shows_the_busy_method(venv_root: Path, tmp_path: Path, isolated
                 await ext.profile(0)
             with pytest.raises(ValueError, match="interval"):
                 await ext.profile(1.0, interval=5.0)
+            await ext.stop()
+            with pytest.raises(pyisolate.ExtensionStopped):
+                await ext.profile(0.1)
 
     run(main())

@@ -13,8 +13,10 @@ from typing import Any, Generic, TypeVar
 
 from . import _profile
 from ._base import ExtensionBase
+from ._codes import BrokerError
+from ._errors import ExtensionStopped
 from ._host import Host
-from ._launch import Launcher
+from ._launch import Launcher, _Served
 from ._profile import Profile
 from ._watch import Watcher
 from .config import ExtensionConfig
@@ -141,20 +143,25 @@ class Extension(Generic[T]):
         the host's threads are sampled."""
         _profile.check(seconds, interval)
         latest = self._launcher.latest()
+        if latest.stopping:
+            raise ExtensionStopped(self.name)
         await latest.wait_ready()
-        if not latest.service or self._host is None:  # in-process
+        if not isinstance(latest, _Served) or self._host is None:  # in-process
             result = await _profile.sample_async(seconds, interval)
             result.pid = os.getpid()
             return result
-        got = await self._host.node.call(
-            latest.service,
-            "",
-            "",
-            (seconds, interval),
-            {},
-            op="profile",
-            timeout=seconds + _PROFILE_SLACK,
-        )
+        try:
+            got = await self._host.node.call(
+                latest.service,
+                "",
+                "",
+                (seconds, interval),
+                {},
+                op="profile",
+                timeout=seconds + _PROFILE_SLACK,
+            )
+        except BrokerError as exc:  # gone meanwhile: what a call would raise
+            raise await latest._call_error(exc) from None
         return _profile.from_wire(got)
 
     def __repr__(self) -> str:
