@@ -4,12 +4,16 @@ callers, an arrow from each call to where it ran."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+import pyisolate
 from conftest import ext_config, manager, run
 from shared_apis import Relay
 
@@ -42,6 +46,9 @@ def test_nested_call_across_processes(venv_root: Path, tmp_path: Path) -> None:
             async with mgr.trace(path):
                 # host -> ext.ping_pong -> host Relay.bounce -> ext.ping_pong
                 assert await ext.ping_pong(2) == ["traced", "host", "traced"]
+                with pytest.raises(pyisolate.PyisolateError, match="one at a time"):
+                    async with mgr.trace(tmp_path / "second.json"):
+                        pass
             await ext.echo(1)  # not traced: after it
             assert ext.pid is not None
             return ext.pid
@@ -154,3 +161,53 @@ def test_a_process_started_during_the_trace_is_traced(venv_root: Path, tmp_path:
     served = sorted(e["args"]["method"] for e in _spans(data).values() if e["cat"] == "serve")
     assert served == ["echo", "sync_echo"]
     assert all(e["pid"] == second for e in _spans(data).values() if e["cat"] == "serve")
+
+
+def test_a_remote_extension_is_traced(venv_root: Path, tmp_path: Path) -> None:
+    """A remote extension (over tcp): its spans come back with the trace,
+    on the host's clock (moved by the offset measured at collection)."""
+    import subprocess
+    import sys
+
+    from conftest import EXTENSIONS, subprocess_env
+
+    path = tmp_path / "remote.json"
+
+    def start_remote(ticket: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pyisolate.remote", ticket, str(EXTENSIONS / "basic")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=subprocess_env(),
+        )
+
+    async def main() -> int:
+        async with manager(venv_root) as mgr:
+            ext = mgr.load_extension(ext_config("far_traced", "basic", remote=True))
+            assert ext.ticket
+            proc = start_remote(ext.ticket)
+            try:
+                await asyncio.wait_for(ext.wait_ready(), 60)
+                async with mgr.trace(path):
+                    assert await ext.echo(5) == 5
+                await ext.stop()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait(30)
+            return proc.pid
+
+    pid = run(main())
+    data = json.loads(path.read_text())
+    spans = _spans(data)
+    by_kind = {e["cat"]: e for e in spans.values()}
+    assert set(by_kind) == {"call", "serve"}
+    call, serve = by_kind["call"], by_kind["serve"]
+    assert call["pid"] == os.getpid() and serve["pid"] == pid
+    assert serve["args"]["parent"] == call["args"]["span"]
+    assert call["args"]["method"] == serve["args"]["method"] == "echo"
+    # Its middle within the call's duration of the call's middle (the
+    # offset's error is at most half a round trip); nothing tighter is
+    # promised.
+    middle = serve["ts"] + serve["dur"] / 2
+    assert abs(middle - (call["ts"] + call["dur"] / 2)) <= call["dur"]

@@ -388,6 +388,8 @@ class ExtensionManager(Generic[T]):
         the one that made it, and arrows along the way."""
         host = self._bind_loop()
         node = host.node
+        if _trace.recorder.on:
+            raise PyisolateError("a trace is recording already: one at a time")
 
         async def start(launcher: _Served) -> None:
             try:
