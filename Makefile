@@ -28,10 +28,10 @@ c-asan: setup
 # pyisolate itself (C library + cffi module, built by pip), pytest (with
 # pytest-timeout: a hung test fails), numpy, the CPU build of torch
 # (torch==2.13.0 lies on this machine's disk), and pyzmq and matplotlib for
-# the benchmark suite (perf/suite.py).
+# the benchmark suite (perf/suite.py), and ray for RayLauncher's tests.
 python: setup
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q "torch==2.13.0" pytest pytest-timeout numpy pyzmq matplotlib
+	$(PY) -m pip install -q "torch==2.13.0" pytest pytest-timeout numpy pyzmq matplotlib "ray==2.60.0"
 	$(PY) -m pip install -q .
 
 demo: python
