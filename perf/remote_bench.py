@@ -130,6 +130,7 @@ async def host_role(args: argparse.Namespace) -> dict[str, object]:
             )
         )
         far_env = dict(env, PYI_TICKET=ext.ticket or "")
+        far_env.update(json.loads(os.environ.get("BENCH_FAR_ENV", "{}")))
         far = subprocess.Popen(
             ["ip", "netns", "exec", args.far_ns, sys.executable, "-m", "pyisolate.remote", "-",
              str(HERE / "remote_ext")],

@@ -246,6 +246,12 @@ class _Supervisor:
             env["PYI_SYS_PATH"] = os.pathsep.join(paths)
             env["PYI_TICKET"] = job.ticket
             env["PYTHONUNBUFFERED"] = "1"
+            # Large inline arrays arrive in fresh malloc'd buffers (libzmq's
+            # CURVE decoder among them): huge pages spare most of their page
+            # faults (perf/README.md, remote throughput).
+            tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
+            if not any(t.startswith("glibc.malloc.hugetlb=") for t in tunables):
+                env["GLIBC_TUNABLES"] = ":".join([*tunables, "glibc.malloc.hugetlb=1"])
             prctl = ctypes.CDLL(None, use_errno=True).prctl
             self._proc = await asyncio.create_subprocess_exec(
                 str(venv / "bin" / "python"),

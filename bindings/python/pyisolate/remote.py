@@ -161,7 +161,8 @@ def _sandboxed(
         if real and real not in read:
             read.append(real)
     env = _sandbox.environment(policy, scratch)
-    env.update({k: v for k, v in os.environ.items() if k.startswith("PYTHON")})
+    keep = ("PYTHON", "GLIBC_TUNABLES")  # the interpreter's and malloc's settings
+    env.update({k: v for k, v in os.environ.items() if k.startswith(keep)})
     env["PYI_SYS_PATH"] = os.pathsep.join(imports)
     if ticket not in args:  # given as "-": read already, it goes on in the environment
         env["PYI_TICKET"] = ticket
