@@ -268,6 +268,41 @@ def test_ray_actor_killed_fails_pending_calls(cluster: dict[str, Any], venv_root
     run(main())
 
 
+def test_ray_restart_places_it_again(cluster: dict[str, Any], venv_root: Path) -> None:
+    """restart="on-failure": a killed actor's extension is placed again (a
+    new actor, a new ticket), and calls go to the new runner."""
+    import pyisolate
+
+    async def main() -> None:
+        async with manager(venv_root, heartbeat_timeout=600) as mgr:
+            ext = await mgr.load_extension(
+                ext_config(
+                    "ray_again",
+                    "basic",
+                    remote=True,
+                    restart="on-failure",
+                    launcher=_launcher(cluster),
+                )
+            )
+            first = _handle(ext)
+            first_pid = (await ext.info())["pid"]
+            pending = asyncio.ensure_future(ext.sleep(300))
+            await asyncio.sleep(0.5)
+            ray.kill(first.actor)
+            with pytest.raises(pyisolate.ExtensionCrashed):
+                await asyncio.wait_for(pending, 60)
+            # the next call waits for the new runner
+            info = await asyncio.wait_for(ext.info(), 120)
+            second = _handle(ext)
+            assert second is not first and second.node_id == cluster["node_id"]
+            assert info["pid"] == second.pid != first_pid
+            assert _our_actors() == [second.actor_name]
+            await ext.stop()
+            assert _our_actors() == []
+
+    run(main())
+
+
 def test_ray_placement_timeout_and_load_failures(cluster: dict[str, Any], venv_root: Path) -> None:
     import pyisolate
 
@@ -296,6 +331,21 @@ def test_ray_placement_timeout_and_load_failures(cluster: dict[str, Any], venv_r
                 if not _our_actors():
                     break
                 await asyncio.sleep(0.1)
+            assert _our_actors() == []
+            # its environment fails on the node: uv's output
+            not_a_project = venv_root.parent / "not_a_project"
+            not_a_project.mkdir(exist_ok=True)
+            with pytest.raises(pyisolate.DependencyInstallError) as failed:
+                await mgr.load_extension(
+                    ext_config(
+                        "ray_env",
+                        "basic",
+                        remote=True,
+                        dependencies=[str(not_a_project)],
+                        launcher=_launcher(cluster),
+                    )
+                )
+            assert "not_a_project" in failed.value.output, failed.value.output
             assert _our_actors() == []
             # a launcher without remote=True, and a launcher that is not one
             with pytest.raises(ValueError, match="remote=True"):

@@ -876,10 +876,7 @@ class Remote(_Served):
         venv_root: Path | None = None,
     ) -> None:
         super().__init__(config, base, host, settings, policy)
-        fields: dict[str, Any] = dict(host.admit_remote(self.service))
-        fields["config"] = child_config(config, base, api_roots(config, base))
-        fields["config"]["sandbox"] = policy.to_json()  # the remote runner applies it
-        self.ticket = make_ticket(fields)
+        self._ticket: str | None = None  # made at first use (a successor's service is final then)
         self.engine = launchers.resolve(config.launcher)
         self.respawns = self.engine is not launchers.MANUAL
         self._deps = tuple(deps)
@@ -889,6 +886,22 @@ class Remote(_Served):
         self._tasks: list[asyncio.Task[Any]] = []  # its output and its end, followed
         self._release: asyncio.Task[None] | None = None  # engine.terminate, once
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)  # stderr
+
+    @property
+    def ticket(self) -> str:  # type: ignore[override]  # read-only here
+        """What its runner is started with: admits one key pair for its service."""
+        if self._ticket is None:
+            fields: dict[str, Any] = dict(self._host.admit_remote(self.service))
+            fields["config"] = child_config(
+                self.config, self._base, api_roots(self.config, self._base)
+            )
+            fields["config"]["sandbox"] = self.policy.to_json()  # the remote runner applies it
+            self._ticket = make_ticket(fields)
+        return self._ticket
+
+    def start(self) -> None:
+        self.ticket  # noqa: B018 - admitted before the load starts
+        super().start()
 
     async def call(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
@@ -935,7 +948,7 @@ class Remote(_Served):
         return RemoteJob(
             name=self.name,
             key=self.key,
-            ticket=self.ticket or "",
+            ticket=self.ticket,
             module_path=self._module_path(),
             dependencies=self._deps,
             share_torch=bool(cfg.share_torch),
@@ -946,11 +959,13 @@ class Remote(_Served):
         )
 
     async def _forward(self) -> None:
-        """The runner's output, to logger pyisolate.extension.<name>."""
+        """The runner's output, to logger pyisolate.extension.<name> (stdout
+        and the runner's own INFO and DEBUG lines at INFO, stderr at WARNING)."""
         log = logging.getLogger(f"pyisolate.extension.{self.name}")
         async for stream, line in self.engine.logs(self._handle):
             if stream == "stderr":
                 self._tail.append(line)
+            if stream == "stderr" and not line.startswith(("INFO pyisolate", "DEBUG pyisolate")):
                 log.warning("[%s] %s", self.name, line)
             else:
                 log.info("[%s] %s", self.name, line)
