@@ -195,8 +195,9 @@ class ExtensionConfig(_ConfigBase):
       container): you start it with ``python -m pyisolate.remote TICKET
       MODULE_PATH``, where ``TICKET`` is the handle's ``ticket`` (a secret:
       it holds the key that admits the process). It connects over tcp with
-      CURVE; its environment and dependencies are yours to provide
-      (``dependencies``, ``share_torch`` and ``env`` do not apply), and
+      CURVE; with the ``"manual"`` launcher its environment and
+      dependencies are yours to provide (``dependencies``, ``share_torch``
+      and ``env`` do not apply), and
       arrays and tensors cross to it as copies (there is no shared memory).
     - ``launcher``: who starts a remote extension's process: ``"manual"``
       (you, with the ticket, as above; the default) or a
