@@ -1,6 +1,7 @@
 """RayLauncher: remote extensions placed, started, watched and stopped by
 a Ray cluster. The module starts a two-node cluster on this machine (the
-head without the custom resource ``gpu_box``, a second node with it, both
+head without the custom resource ``gpu_box``, a second node with two of
+it, room for an extension asking for one and its reload; both
 with token authentication, as Ray 2.60 wants for a joining node) and stops
 it at the end; every extension here is pinned to the second node."""
 
@@ -123,7 +124,7 @@ def cluster() -> Iterator[dict[str, Any]]:
         procs.append(
             subprocess.Popen(
                 [_ray_cli(), "start", f"--address={address}", "--num-cpus=1",
-                 f"--resources={{\"{NODE_RESOURCE}\": 1}}", *common],
+                 f"--resources={{\"{NODE_RESOURCE}\": 2}}", *common],
                 env=env, stdout=logs[1], stderr=subprocess.STDOUT,
             )
         )  # fmt: skip
@@ -161,6 +162,10 @@ def _our_actors() -> list[str]:
         for a in ray.util.list_named_actors(all_namespaces=True)
         if a["name"].startswith("pyisolate-")
     ]
+
+
+def _removed(path: str) -> bool:
+    return not os.path.exists(path)
 
 
 def _launcher(cluster: dict[str, Any], **kw: Any) -> Any:
@@ -223,8 +228,9 @@ def test_ray_extension_calls_singletons_arrays_logs_and_stop(
                 await ext.fail("value")
             await ext.stop()
             assert not ext.alive
-            # no actor, no runner, no actor process left
+            # no actor, no runner, no actor process, no module folder left
             assert _our_actors() == []
+            assert handle.folder and _removed(handle.folder)
             for pid in (handle.pid, actor_pid):
                 for _ in range(100):
                     if not _alive(pid):
@@ -268,9 +274,10 @@ def test_ray_actor_killed_fails_pending_calls(cluster: dict[str, Any], venv_root
     run(main())
 
 
-def test_ray_restart_places_it_again(cluster: dict[str, Any], venv_root: Path) -> None:
+def test_ray_restart_and_reload_place_it_again(cluster: dict[str, Any], venv_root: Path) -> None:
     """restart="on-failure": a killed actor's extension is placed again (a
-    new actor, a new ticket), and calls go to the new runner."""
+    new actor, a new ticket), and calls go to the new runner; reload()
+    places a new one too."""
     import pyisolate
 
     async def main() -> None:
@@ -295,8 +302,14 @@ def test_ray_restart_places_it_again(cluster: dict[str, Any], venv_root: Path) -
             info = await asyncio.wait_for(ext.info(), 120)
             second = _handle(ext)
             assert second is not first and second.node_id == cluster["node_id"]
+            assert _removed(first.folder)  # the killed actor's, removed by the next
             assert info["pid"] == second.pid != first_pid
             assert _our_actors() == [second.actor_name]
+            # reload: a new runner placed, then the old one ended
+            await ext.reload()
+            third = _handle(ext)
+            assert third is not second and (await ext.info())["pid"] == third.pid
+            assert _our_actors() == [third.actor_name]
             await ext.stop()
             assert _our_actors() == []
 

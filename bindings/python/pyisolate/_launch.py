@@ -921,8 +921,12 @@ class Remote(_Served):
 
     async def _launch(self) -> None:
         await self._connect()
-        if not self.respawns:
-            await launchers.MANUAL.launch(self._job())
+        if not self.respawns:  # "manual": the module may exist only over there
+            logger.info(
+                "[%s] waiting for its remote process: python -m pyisolate.remote "
+                "<ext.ticket> <module path>",
+                self.name,
+            )
             await self._until_ready(
                 f"its remote process did not connect within "
                 f"{self._settings.start_timeout}s (start it with: python -m "

@@ -9,7 +9,9 @@ and cache rules as a local venv), unpacks the module the host sent (a tar
 in the call), and runs the remote runner in that venv with the ticket in
 its environment; it keeps the runner's output lines for ``logs``. The
 runner gets SIGKILL when the actor's process dies (PR_SET_PDEATHSIG), and
-exits by itself when it loses the broker's heartbeat.
+exits by itself when it loses the broker's heartbeat; the module's folder
+is removed by terminate, or (a killed actor's) by the next actor on that
+node.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Handle:
     node: str = ""  # the node's IP address
     node_id: str = ""  # the node's Ray id
     pid: int = 0  # the runner's, on that node
+    folder: str = ""  # the module's folder there
     terminated: bool = False
 
 
@@ -143,7 +146,7 @@ async def launch(
         raise ExtensionLoadError(
             job.name, f"starting its runner on {node} failed: {result['error']}"
         )
-    handle.pid = result["pid"]
+    handle.pid, handle.folder = result["pid"], result["folder"]
     logger.info("[%s] remote runner started on %s (pid %d)", job.name, node, handle.pid)
     return handle
 
@@ -184,6 +187,23 @@ async def terminate(handle: Handle) -> None:
 
 
 # -- on the node ------------------------------------------------------------------------------
+_FOLDER = "pyisolate-ray-"  # + the actor's pid, the key: the module's temporary folder
+
+
+def _remove_orphans() -> None:
+    """Remove the module folders of actors gone from this node (killed: Ray
+    ends a dead actor's helpers too, so nobody removed them then)."""
+    base = tempfile.gettempdir()
+    for entry in os.listdir(base):
+        pid = entry[len(_FOLDER) :].split("-", 1)[0]
+        if not entry.startswith(_FOLDER) or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(base, entry), ignore_errors=True)
+        except PermissionError:
+            pass  # another user's process: alive
 
 
 def _without_torch(deps: tuple[str, ...]) -> list[str]:
@@ -228,7 +248,8 @@ class _Supervisor:
             return {"error": f"making its venv: {exc}"}
         try:
             rt = _venv.runtime_dir(root)
-            self._dir = tempfile.mkdtemp(prefix=f"pyisolate-ray-{job.key}-")
+            _remove_orphans()
+            self._dir = tempfile.mkdtemp(prefix=f"{_FOLDER}{os.getpid()}-{job.key}-")
             with tarfile.open(fileobj=io.BytesIO(module), mode="r:gz") as tar:
                 tar.extractall(self._dir, filter="data")
             module_path = os.path.join(self._dir, os.listdir(self._dir)[0])
@@ -272,7 +293,7 @@ class _Supervisor:
         for stream, pipe in (("stdout", self._proc.stdout), ("stderr", self._proc.stderr)):
             self._open += 1
             asyncio.get_running_loop().create_task(self._read(stream, pipe))
-        return {"pid": self._proc.pid}
+        return {"pid": self._proc.pid, "folder": self._dir}
 
     async def _read(self, stream: str, pipe: asyncio.StreamReader | None) -> None:
         assert pipe is not None and self._changed is not None

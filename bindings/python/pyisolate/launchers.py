@@ -29,13 +29,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from ._job import Ended, RemoteJob
-
-logger = logging.getLogger("pyisolate")
 
 __all__ = ["Ended", "RayLauncher", "RemoteJob", "RemoteLauncher"]
 
@@ -68,12 +65,7 @@ class ManualLauncher(RemoteLauncher):
     for it to connect, and knows it ended when its connection is lost."""
 
     async def launch(self, job: RemoteJob) -> Any:
-        logger.info(
-            "[%s] waiting for its remote process: python -m pyisolate.remote "
-            "<ext.ticket> <module path>",
-            job.name,
-        )
-        return None
+        return None  # (the host does not call it: it waits for the connection)
 
     async def logs(self, handle: Any) -> AsyncIterator[tuple[str, str]]:
         return
