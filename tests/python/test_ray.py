@@ -380,8 +380,16 @@ def test_ray_launcher_refuses_bad_arguments() -> None:
 
 def test_ray_is_imported_only_when_used() -> None:
     code = (
-        "import sys, pyisolate\n"
-        "pyisolate.RayLauncher(resources={'GPU': 1})\n"
+        "import asyncio, sys, pyisolate\n"
+        "launcher = pyisolate.RayLauncher(resources={'GPU': 1})\n"
         "assert 'ray' not in sys.modules, 'ray imported'\n"
+        "sys.modules['ray'] = None  # as if it were not installed\n"
+        "job = pyisolate.RemoteJob(name='x', key='x', ticket='', module_path='.')\n"
+        "try:\n"
+        "    asyncio.run(launcher.launch(job))\n"
+        "except pyisolate.ExtensionLoadError as exc:\n"
+        "    assert 'pip install' in str(exc), exc\n"
+        "else:\n"
+        "    raise AssertionError('launched without ray')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=subprocess_env(), timeout=60)

@@ -106,7 +106,12 @@ async def launch(
     """Place a Supervisor where ``resources`` are (within placement_timeout
     seconds) and start job's runner there."""
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, _init, address)
+    try:
+        await loop.run_in_executor(None, _init, address)
+    except Exception as exc:  # no cluster there, refused, ...
+        raise ExtensionLoadError(
+            job.name, f"cannot join the Ray cluster (address={address!r}): {exc}"
+        ) from None
     try:
         module = await loop.run_in_executor(None, _pack, job.module_path)
     except (OSError, ValueError) as exc:

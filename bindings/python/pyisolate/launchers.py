@@ -32,6 +32,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from ._errors import ExtensionLoadError
 from ._job import Ended, RemoteJob
 
 __all__ = ["Ended", "RayLauncher", "RemoteJob", "RemoteLauncher"]
@@ -128,8 +129,12 @@ class RayLauncher(RemoteLauncher):
         )
 
     async def launch(self, job: RemoteJob) -> Any:
-        from . import _ray  # imports ray
-
+        try:
+            from . import _ray  # imports ray
+        except ImportError as exc:
+            raise ExtensionLoadError(
+                job.name, f"RayLauncher needs ray ({exc}): pip install 'pyisolate[ray]'"
+            ) from None
         return await _ray.launch(self.resources, self.address, self.placement_timeout, job)
 
     def logs(self, handle: Any) -> AsyncIterator[tuple[str, str]]:
