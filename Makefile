@@ -29,10 +29,10 @@ c-asan: setup
 # pytest-timeout: a hung test fails), numpy, the CPU build of torch
 # (torch==2.13.0 lies on this machine's disk), and pyzmq and matplotlib for
 # the benchmark suite (perf/suite.py), prometheus_client for the metrics
-# export's tests.
+# export's tests, and ray for RayLauncher's tests.
 python: setup
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q "torch==2.13.0" pytest pytest-timeout numpy pyzmq matplotlib prometheus_client
+	$(PY) -m pip install -q "torch==2.13.0" pytest pytest-timeout numpy pyzmq matplotlib prometheus_client "ray==2.60.0"
 	$(PY) -m pip install -q .
 
 demo: python

@@ -192,3 +192,31 @@ def test_sync_manager_remote_extension(venv_root) -> None:
             assert proc.wait(timeout=30) == 0
         finally:
             _end(proc)
+
+
+def test_remote_module_path_only_over_there(venv_root) -> None:
+    """With the manual launcher the module need not exist on the host: the
+    runner is given its own path."""
+    import pyisolate
+    from shared_apis import Relay, Store
+
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            ext = mgr.load_extension(
+                pyisolate.ExtensionConfig(
+                    name="elsewhere",
+                    module_path="/nonexistent/on/the/host",
+                    remote=True,
+                    apis=[Store, Relay],
+                )
+            )
+            proc = _remote(ext.ticket)
+            try:
+                await asyncio.wait_for(ext.wait_ready(), 60)
+                assert await ext.echo(7) == 7
+                await ext.stop()
+                assert proc.wait(timeout=30) == 0
+            finally:
+                _end(proc)
+
+    run(main())

@@ -26,6 +26,7 @@ from ._sync import SyncExtension, SyncExtensionManager
 from ._tensors import TensorDescriptorError, empty, region_name, share
 from ._version import __version__
 from .config import ExtensionConfig, ExtensionManagerConfig, Limits, SandboxConfig, SandboxMode
+from .launchers import Ended, RayLauncher, RemoteJob, RemoteLauncher
 
 __all__ = [
     "__version__",
@@ -35,6 +36,10 @@ __all__ = [
     "SandboxConfig",
     "SandboxMode",
     "Limits",
+    "RemoteLauncher",
+    "RayLauncher",
+    "RemoteJob",
+    "Ended",
     "ExtensionBase",
     "Extension",
     "LifecycleEvent",

@@ -18,6 +18,7 @@ methods ``on_*``). Both processes run pyisolate._child.
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import itertools
 import json
@@ -29,13 +30,13 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import _loader, _sandbox, _venv
+from . import _loader, _sandbox, _venv, launchers
 from ._base import in_local_extension, singleton_key
 from ._codes import BrokerError, Callee, call_error, exception_type
 from ._errors import (
@@ -46,11 +47,12 @@ from ._errors import (
     PyisolateError,
 )
 from ._host import HOST_SERVICE, Host
-from ._output import OutputReader
+from ._output import TAIL_LINES, OutputReader
 from ._rpc import invoke
 from ._sandbox import Policy
 from ._ticket import make_ticket
 from .config import ExtensionConfig, ExtensionManagerConfig, extension_key
+from .launchers import RemoteJob
 
 logger = logging.getLogger("pyisolate")
 
@@ -870,7 +872,10 @@ class Process(_Served):
 
 class Remote(_Served):
     """A process started elsewhere with ``ticket``; it connects over tcp with
-    CURVE. Losing its connection is its end (there is no process to watch)."""
+    CURVE. The config's launcher (pyisolate.launchers) starts it: "manual"
+    leaves that to a person, and losing its connection is its end; another
+    launcher places, watches and ends it, and its end (wait()) fails pending
+    calls at once."""
 
     def __init__(
         self,
@@ -879,45 +884,169 @@ class Remote(_Served):
         host: Host,
         settings: ExtensionManagerConfig,
         policy: Policy = Policy(),
+        deps: Sequence[str] = (),
+        venv_root: Path | None = None,
     ) -> None:
         super().__init__(config, base, host, settings, policy)
-        fields: dict[str, Any] = dict(host.admit_remote(self.service))
-        fields["config"] = child_config(config, base, api_roots(config, base))
-        fields["config"]["sandbox"] = policy.to_json()  # the remote runner applies it
-        self.ticket = make_ticket(fields)
+        self._ticket: str | None = None  # made at first use (a successor's service is final then)
+        self.engine = launchers.resolve(config.launcher)
+        self.respawns = self.engine is not launchers.MANUAL
+        self._deps = tuple(deps)
+        self._venv_root = venv_root
+        self._handle: Any = None  # the engine's, once launched
+        self._ended: asyncio.Future[None] = self._loop.create_future()  # the engine said so
+        self._tasks: list[asyncio.Task[Any]] = []  # its output and its end, followed
+        self._release: asyncio.Task[None] | None = None  # engine.terminate, once
+        self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)  # stderr
+
+    @property
+    def ticket(self) -> str:  # type: ignore[override]  # read-only here
+        """What its runner is started with: admits one key pair for its service."""
+        if self._ticket is None:
+            fields: dict[str, Any] = dict(self._host.admit_remote(self.service))
+            fields["config"] = child_config(
+                self.config, self._base, api_roots(self.config, self._base)
+            )
+            fields["config"]["sandbox"] = self.policy.to_json()  # the remote runner applies it
+            self._ticket = make_ticket(fields)
+        return self._ticket
+
+    def start(self) -> None:
+        self.ticket  # noqa: B018 - admitted before the load starts
+        super().start()
+
+    async def call(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+    ) -> Any:
+        if not self.respawns or self._ended.done() or self._successor or self._handover:
+            return await super().call(method, args, kwargs, timeout)
+        work = asyncio.ensure_future(super().call(method, args, kwargs, timeout))
+        try:
+            await asyncio.wait((work, self._ended), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            work.cancel()
+            raise
+        if work.done():
+            return work.result()
+        work.cancel()  # its runner is gone: no answer will come
+        raise ExtensionCrashed(self.name, self.exit_status, self.reason)
 
     async def _launch(self) -> None:
         await self._connect()
-        logger.info(
-            "[%s] waiting for its remote process: python -m pyisolate.remote "
-            "<ext.ticket> <module path>",
-            self.name,
-        )
-        await self._until_ready(
-            f"its remote process did not connect within "
-            f"{self._settings.start_timeout}s (start it with: python -m "
-            f"pyisolate.remote <ticket> <module path>)"
+        if not self.respawns:  # "manual": the module may exist only over there
+            logger.info(
+                "[%s] waiting for its remote process: python -m pyisolate.remote "
+                "<ext.ticket> <module path>",
+                self.name,
+            )
+            await self._until_ready(
+                f"its remote process did not connect within "
+                f"{self._settings.start_timeout}s (start it with: python -m "
+                f"pyisolate.remote <ticket> <module path>)"
+            )
+            return
+        self._handle = await self.engine.launch(self._job())
+        self._tasks = [
+            self._loop.create_task(self._forward(), name=f"pyisolate-logs-{self.name}"),
+            self._loop.create_task(self._watch(), name=f"pyisolate-watch-{self.name}"),
+        ]
+        try:
+            await self._until_ready(
+                f"its remote process did not connect within {self._settings.start_timeout}s"
+            )
+        except BaseException:
+            self._terminate()
+            raise
+
+    def _job(self) -> RemoteJob:
+        cfg = self.config
+        root = self._venv_root or Path(self._settings.venv_root_path)
+        return RemoteJob(
+            name=self.name,
+            key=self.key,
+            ticket=self.ticket,
+            module_path=self._module_path(),
+            dependencies=self._deps,
+            share_torch=bool(cfg.share_torch),
+            extra_index_urls=tuple(cfg.extra_index_urls),
+            env={str(k): str(v) for k, v in cfg.env.items()},
+            venv_root=str(getattr(self.engine, "venv_root", None) or root.resolve()),
+            start_timeout=self._settings.start_timeout,
         )
 
+    async def _forward(self) -> None:
+        """The runner's output, to logger pyisolate.extension.<name> (stdout
+        and the runner's own INFO and DEBUG lines at INFO, stderr at WARNING)."""
+        log = logging.getLogger(f"pyisolate.extension.{self.name}")
+        async for stream, line in self.engine.logs(self._handle):
+            if stream == "stderr":
+                self._tail.append(line)
+            if stream == "stderr" and not line.startswith(("INFO pyisolate", "DEBUG pyisolate")):
+                log.warning("[%s] %s", self.name, line)
+            else:
+                log.info("[%s] %s", self.name, line)
+
+    async def _watch(self) -> None:
+        ended = await self.engine.wait(self._handle)
+        if not self._ended.done():
+            self._ended.set_result(None)
+        if not self._ready.done():
+            await asyncio.sleep(0.1)  # its load error, if it sent one, comes first
+            self.on_load_failed(
+                ExtensionLoadError(
+                    self.name, f"{ended.reason} before it was ready", self._output_tail()
+                )
+            )
+        elif not self.stopping and self.state is not State.ENDED:
+            self.exit_status = ended.status
+            self.on_lost(ended.reason)
+        self._terminate()
+
+    def _terminate(self) -> asyncio.Task[None]:
+        """engine.terminate (once)."""
+        if self._release is None:
+            self._release = self._loop.create_task(self.engine.terminate(self._handle))
+        return self._release
+
+    def _output_tail(self) -> str:
+        return "\n".join(self._tail)
+
     async def _stop(self, was_ready: bool) -> None:
-        """The stop request, then up to stop_timeout for its connection's end."""
+        """The stop request, then up to stop_timeout for its connection's
+        end; then the launcher ends what is left."""
         if was_ready and not self._exited.done() and not self._host.node.closed:
             try:
                 await self._stop_request()
                 await asyncio.wait_for(asyncio.shield(self._exited), self._settings.stop_timeout)
             except Exception as exc:  # gone already, or it does not answer
                 logger.debug("[%s] stop request: %s", self.name, exc)
+        if self._handle is not None:
+            await self._terminate()
+            for task in self._tasks:
+                try:
+                    await asyncio.wait_for(task, _KILL_WAIT)
+                except (Exception, asyncio.CancelledError) as exc:
+                    logger.debug("[%s] after stop: %r", self.name, exc)
 
     def on_lost(self, text: str) -> None:
         stopping = self.stopping
         if not stopping:
             self.reason = text or "the broker lost the extension"
+        was_ready = self.state is State.READY
         self.state = State.STOPPED if stopping else State.ENDED
         if not self._exited.done():
             self._exited.set_result(None)
+        if not self._ended.done():
+            self._ended.set_result(None)
         if not stopping:
             logger.warning("[%s] lost: %s", self.name, self.reason)
+            if was_ready:
+                self._plan_restart()  # restart="on-failure" with a launcher
             self._crashed(self.reason)
+            if self._handle is not None:
+                self._terminate()
+            if was_ready:
+                self._maybe_restart()
 
 
 def make_launcher(
@@ -931,10 +1060,13 @@ def make_launcher(
 ) -> Launcher:
     """The launcher for a (validated) config and its policy: InProcess,
     Remote or Process."""
+    launchers.resolve(config.launcher)  # ValueError for a bad one
     if not config.isolated:
         return InProcess(config, base, host.loop)
     if config.remote:
-        return Remote(config, base, host, settings, policy)
+        return Remote(config, base, host, settings, policy, deps, venv_root)
+    if config.launcher != "manual":
+        raise ValueError(f"extension {config.name!r}: a launcher needs remote=True")
     return Process(config, base, host, settings, deps, venv_root, policy)
 
 

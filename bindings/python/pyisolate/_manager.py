@@ -120,7 +120,11 @@ class ExtensionManager(Generic[T]):
                 "extension uses the host's packages",
                 cfg.name,
             )
-        if cfg.remote and (cfg.dependencies or cfg.share_torch or cfg.env):
+        if (
+            cfg.remote
+            and cfg.launcher == "manual"
+            and (cfg.dependencies or cfg.share_torch or cfg.env)
+        ):
             logger.warning(
                 "[%s] remote: dependencies, share_torch and env do not apply (the "
                 "remote process brings its own environment)",

@@ -195,9 +195,17 @@ class ExtensionConfig(_ConfigBase):
       container): you start it with ``python -m pyisolate.remote TICKET
       MODULE_PATH``, where ``TICKET`` is the handle's ``ticket`` (a secret:
       it holds the key that admits the process). It connects over tcp with
-      CURVE; its environment and dependencies are yours to provide
-      (``dependencies``, ``share_torch`` and ``env`` do not apply), and
+      CURVE; with the ``"manual"`` launcher its environment and
+      dependencies are yours to provide (``dependencies``, ``share_torch``
+      and ``env`` do not apply), and
       arrays and tensors cross to it as copies (there is no shared memory).
+    - ``launcher``: who starts a remote extension's process: ``"manual"``
+      (you, with the ticket, as above; the default) or a
+      ``pyisolate.RemoteLauncher`` such as ``pyisolate.RayLauncher(resources=
+      {"GPU": 1})``, which places it on a node, makes its venv there from
+      ``dependencies`` (and ``share_torch``, ``env``), starts it, forwards
+      its output to the host's logging and ends it at ``stop()``
+      (docs/launchers.md).
     - ``sandbox``: a SandboxConfig (or dict) of what the process may reach;
       None: the manager's.
     - ``sandbox_mode``: ``"best_effort"`` (what the kernel enforces, and one
@@ -240,6 +248,7 @@ class ExtensionConfig(_ConfigBase):
     timeout: float | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     remote: bool = False
+    launcher: Any = "manual"  # "manual" or a pyisolate.RemoteLauncher
     extra_index_urls: Sequence[str] = field(default_factory=list)
     sandbox: SandboxConfig | Mapping[str, Any] | None = None
     sandbox_mode: str | None = None

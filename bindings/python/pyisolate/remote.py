@@ -4,13 +4,17 @@ loaded it with ``ExtensionConfig(remote=True)``:
     python -m pyisolate.remote TICKET [MODULE_PATH]
 
 ``TICKET`` is the host's ``extension.ticket`` (a secret: it holds the key
-that admits this process, and the token for its service); ``MODULE_PATH``
+that admits this process, and the token for its service); ``-`` takes it
+from $PYI_TICKET, or from standard input when that is not set (no secret
+on a command line others can read); ``MODULE_PATH``
 is the extension's package directory or ``.py`` file on this machine
 (default: the host's ``module_path``). This process needs pyisolate and
 whatever the extension imports; it connects to the host's broker over tcp,
 secured with CURVE, loads the module, serves the extension until the host
-stops it, and exits 0 (1 when loading failed, 2 for a bad ticket, 125 when
-the ticket's sandbox is "required" and this kernel cannot enforce it).
+stops it or it loses the broker's heartbeat (host gone, link cut: within
+a few seconds, whoever started it), and exits 0 (1 when loading failed or
+the host never answered, 2 for a bad ticket, 125 when the ticket's sandbox
+is "required" and this kernel cannot enforce it).
 Arrays and tensors cross as copies in both directions: there is no shared
 memory.
 
@@ -41,13 +45,25 @@ from . import _child, _core, _sandbox
 from ._errors import ExtensionLoadError
 from ._ticket import TICKET_PREFIX, make_ticket, read_ticket  # noqa: F401 - the format, public here
 
+# What runs this module from ``python -c`` with PYI_SYS_PATH appended to
+# sys.path (a venv that lacks pyisolate, run with -I; the sandbox's re-exec).
+BOOTSTRAP = (
+    "import os, sys\n"
+    "sys.path[:] = [p for p in sys.path if p]\n"
+    "sys.path.extend(p for p in os.environ.pop('PYI_SYS_PATH', '').split(os.pathsep) if p)\n"
+    "from pyisolate.remote import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pyisolate.remote",
         description="Run a pyisolate extension for a host on another machine.",
     )
-    parser.add_argument("ticket", help="the host's extension.ticket")
+    parser.add_argument(
+        "ticket", help="the host's extension.ticket ('-': $PYI_TICKET, else standard input)"
+    )
     parser.add_argument(
         "module_path", nargs="?", help="the extension's package directory or .py file here"
     )
@@ -63,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    ticket = args.ticket
+    if ticket == "-":
+        ticket = os.environ.pop("PYI_TICKET", "") or sys.stdin.readline()
     try:
-        fields = read_ticket(args.ticket)
+        fields = read_ticket(ticket)
     except ValueError as exc:
         sys.stderr.write(f"pyisolate.remote: {exc}\n")
         return 2
@@ -84,9 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"pyisolate.remote: the ticket's sandbox is damaged: {exc}\n")
             return 2
         if policy.launched:  # executes this command again (or refuses)
-            return _sandboxed(
-                policy, cfg, fields["endpoint"], sys.argv[1:] if argv is None else argv
-            )
+            rest = list(sys.argv[1:] if argv is None else argv)
+            return _sandboxed(policy, cfg, fields["endpoint"], rest, ticket)
     curve = _core.Curve(fields["server_key"], fields["public_key"], fields["secret_key"])
     # Ctrl-C ends the extension the way the host's stop() would not: say so.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -106,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _sandboxed(
-    policy: _sandbox.Policy, cfg: dict[str, Any], endpoint: str, args: list[str]
+    policy: _sandbox.Policy, cfg: dict[str, Any], endpoint: str, args: list[str], ticket: str
 ) -> int:
     """Execute this command again through the launcher, under policy (the
     host's TCP port granted); 125 when "required" cannot be enforced."""
@@ -127,18 +145,30 @@ def _sandboxed(
     scratch = tempfile.mkdtemp(prefix=f"pyisolate-{cfg['name']}-")
     _remove_when_done(scratch)
     # Its import path, but not the current directory that -m put first.
-    read = [p for p in sys.path if p and os.path.isabs(p) and p != os.getcwd()]
-    read += [
+    imports = [p for p in sys.path if p and os.path.isabs(p) and p != os.getcwd()]
+    read = [
+        *imports,
         sys.prefix,
         sys.exec_prefix,
         cfg["module_path"],
         *cfg.get("paths", ()),
         *_sandbox.host_reads(),
     ]
+    # Imported through a launcher's runtime link folder: what the links name.
+    for mod in ("pyisolate", "pyisolate._native", "cffi", "_cffi_backend", "msgpack"):
+        file = getattr(sys.modules.get(mod), "__file__", None)
+        real = os.path.dirname(os.path.realpath(file)) if isinstance(file, str) else ""
+        if real and real not in read:
+            read.append(real)
     env = _sandbox.environment(policy, scratch)
-    env.update({k: v for k, v in os.environ.items() if k.startswith("PYTHON")})
+    keep = ("PYTHON", "GLIBC_TUNABLES")  # the interpreter's and malloc's settings
+    env.update({k: v for k, v in os.environ.items() if k.startswith(keep)})
+    env["PYI_SYS_PATH"] = os.pathsep.join(imports)
+    if ticket not in args:  # given as "-": read already, it goes on in the environment
+        env["PYI_TICKET"] = ticket
+    flags = ["-I", "-u"] if sys.flags.isolated else ["-u"]
     argv = _sandbox.command(
-        policy, read, [scratch], [sys.executable, "-m", "pyisolate.remote", *args]
+        policy, read, [scratch], [sys.executable, *flags, "-c", BOOTSTRAP, *args]
     )
     sys.stdout.flush()
     sys.stderr.flush()
