@@ -382,7 +382,9 @@ s_lane_send (PyObject *self, PyObject *args)
         pyi_msg_set_code (msg, code);
         pyi_msg_set_text (msg, text);
     }
-    return PyLong_FromLong (pyi_lane_send (lane, &msg) == 0 ? 0 : -1);
+    if (pyi_lane_send (lane, &msg) != 0)
+        return PyLong_FromLong (-1);
+    return PyLong_FromSize_t (pyi_lane_queued (lane));
 }
 
 /* -- the module ----------------------------------------------------------------- */
@@ -401,7 +403,7 @@ static PyMethodDef s_methods[] = {
     {"recv_lane", s_recv_lane, METH_O,
      "The next message read from a lane (pyi_lane_t *), or None: see pyi_py.h."},
     {"lane_send", s_lane_send, METH_VARARGS,
-     "Send a message on a lane: 0 sent or queued, -1 failed, -2 too many frames."},
+     "Send a message on a lane: the bytes queued (>= 0), -1 failed, -2 too many frames."},
     {"dlpack_capsule_versioned", s_capsule_versioned, METH_O,
      "A 'dltensor_versioned' capsule over a DLManagedTensorVersioned * (taken)."},
     {"dlpack_capsule", s_capsule_legacy, METH_O,

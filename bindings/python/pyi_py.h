@@ -34,7 +34,8 @@
                    text: bytes, frames[, marks])
             REQUEST (service, timeout_ms), REPLY, ERROR (code, text,
             service) or CANCEL on a lane; frames and marks as above.
-            -> 0 sent or queued (pyi_lane_queued () says how much waits);
+            -> sent or queued: the bytes the lane's queue holds now
+            (pyi_lane_queued (), 0 when all went to the socket);
             -1 failed (pyi_last_error () says why); -2 too many frames.
         dlpack_capsule_versioned (tensor) -> a "dltensor_versioned" capsule
         dlpack_capsule (tensor)           -> a "dltensor" capsule

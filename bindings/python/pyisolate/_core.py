@@ -443,9 +443,10 @@ class Lane:
         timeout_ms: int = 0,
         code: int = 0,
         text: bytes = b"",
-    ) -> None:
-        """Send (or queue) one message; PyisolateError when the lane is
-        closed or the message cannot travel on it."""
+    ) -> int:
+        """Send (or queue) one message; the bytes queued after it (0: all
+        went to the socket). PyisolateError when the lane is closed or the
+        message cannot travel on it."""
         if self._ptr is None:
             raise PyisolateError("the lane is closed")
         rc = _lane_send(
@@ -453,8 +454,9 @@ class Lane:
         )
         if rc == -2:
             raise PyisolateError(f"message has too many frames: {last_error()}")
-        if rc != 0:
+        if rc < 0:
             raise PyisolateError(f"cannot send on the lane: {last_error()}")
+        return rc
 
     def recv(self) -> Message | None:
         if self._ptr is None:

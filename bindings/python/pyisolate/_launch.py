@@ -47,7 +47,7 @@ from ._errors import (
 )
 from ._host import HOST_SERVICE, Host
 from ._output import OutputReader
-from ._rpc import LANE_ENDED, invoke
+from ._rpc import LANE_CLOSED, invoke
 from ._sandbox import Policy
 from ._ticket import make_ticket
 from .config import ExtensionConfig, ExtensionManagerConfig, extension_key, resolve_transport
@@ -629,7 +629,7 @@ class _Served(Launcher):
                 )
             return stopped
         text = exc.text
-        if text.startswith(LANE_ENDED) and self.reason:
+        if text.startswith(LANE_CLOSED) and self.reason:
             text = self.reason  # what the broker said of its end (e.g. "heartbeat expired")
         return call_error(
             exc.code,

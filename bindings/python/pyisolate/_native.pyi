@@ -43,7 +43,7 @@ def worker_error(
     worker: _cffi_backend._CDataBase, id: int, code: int, text: bytes, frames: Sequence[Any], /
 ) -> int: ...
 
-# A message on a lane: 0 sent or queued; -1 failed; -2 too many frames.
+# A message on a lane: the bytes queued after it (>= 0); -1 failed; -2 too many frames.
 def lane_send(
     lane: _cffi_backend._CDataBase,
     command: int,

@@ -58,8 +58,8 @@ _LANE_OPEN = _core.LANE_OPEN
 # process hold is bounded by it plus one record.
 LANE_HIGH_WATER = 4 << 20
 # The start of the text of the errors that fail the calls in flight on a
-# lane when it ends.
-LANE_ENDED = "the lane"
+# lane that closed (the peer ended).
+LANE_CLOSED = "the lane closed"
 
 
 Resolver = Callable[[str], Any]
@@ -164,7 +164,7 @@ class LaneEnd:
         self.pending: set[int] = set()
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.waiting: dict[int, _core.Message] = {}
-        self._writing = False
+        self.writing = False  # bytes are queued: waiting for the socket
         self._waiters: list[asyncio.Future[None]] = []
         self.closed = False
         node.loop.add_reader(self.fd, node._drain_lane, self)
@@ -184,13 +184,13 @@ class LaneEnd:
         is ended here)."""
         lane = self.lane
         try:
-            lane.send(command, rid, frames, marks, service, timeout_ms, code, text)
+            queued = lane.send(command, rid, frames, marks, service, timeout_ms, code, text)
         except PyisolateError:
             if lane.state() != _LANE_OPEN:
                 self.node._lane_ended(self)
             raise
-        if not self._writing and lane.queued():
-            self._writing = True
+        if queued and not self.writing:
+            self.writing = True
             self.node.loop.add_writer(self.fd, self._writable)
 
     def _writable(self) -> None:
@@ -203,8 +203,8 @@ class LaneEnd:
             self._wake()
 
     def _stop_writing(self) -> None:
-        if self._writing:
-            self._writing = False
+        if self.writing:
+            self.writing = False
             try:
                 self.node.loop.remove_writer(self.fd)
             except Exception:
@@ -359,7 +359,7 @@ class Node:
         try:
             if lane is not None:
                 try:
-                    if lane.lane.queued() > LANE_HIGH_WATER:
+                    if lane.writing and lane.lane.queued() > LANE_HIGH_WATER:
                         await lane.room()
                     lane.send(_REQUEST, rid, body, marks, service.encode(), timeout_ms)
                 except BaseException:
@@ -577,7 +577,7 @@ class Node:
                 del self.lanes[service]
         if self.host_lane is end:
             self.host_lane = None
-        text = f"{LANE_ENDED} to {end.peer} {'broke' if broken else 'closed'}: {why}"
+        text = f"{end.peer} broke its lane: {why}" if broken else f"{LANE_CLOSED}: {why}"
         err = _core.Message(_ERROR, 0, "", end.lost_code, text, 0)
         for rid in list(end.pending):
             fut = self._pending.get(rid)
