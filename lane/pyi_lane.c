@@ -18,10 +18,21 @@
 
 #define HEADER_MAX 4096          /* longest header a lane carries */
 #define READ_CHUNK 65536         /* bytes asked of the socket per read */
+#define KEEP (2u << 20)          /* an idle buffer up to this size is kept */
+#define LENT 65536               /* received frames this long are lent, not copied */
 #define ERROR_SIZE 160
 
+/*  A buffer's memory: a reference count, then the bytes. Received frames
+    of LENT bytes and more point into it (the message holds a reference);
+    the lane then leaves it to them and takes a new one for what follows. */
 typedef struct {
-    uint8_t *data;
+    int refs;
+    uint8_t data[];
+} s_block_t;
+
+typedef struct {
+    s_block_t *block;            /* NULL until first used */
+    uint8_t *data;               /* block->data */
     size_t start;                /* first unused byte */
     size_t end;                  /* one past the last byte */
     size_t capacity;
@@ -60,8 +71,24 @@ s_lane_command (int command)
         || command == PYI_CANCEL;
 }
 
+static void
+s_unref (s_block_t *block)
+{
+    if (block && __atomic_sub_fetch (&block->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free (block);
+}
+
+/*  pyi_free_fn of a lent frame: data points into the block hint. */
+static void
+s_lent_free (void *data, void *hint)
+{
+    (void) data;
+    s_unref ((s_block_t *) hint);
+}
+
 /*  Room for more bytes at the end of b (moving what is kept to the
-    front first). 0, or -1 when out of memory. */
+    front first; growing by realloc, which moves large blocks' pages
+    without copying them). 0, or -1 when out of memory. */
 static int
 s_reserve (s_buffer_t *b, size_t more)
 {
@@ -70,41 +97,58 @@ s_reserve (s_buffer_t *b, size_t more)
     if (b->capacity - b->end >= more)
         return 0;
     size_t kept = b->end - b->start;
-    if (b->start > 0 && b->capacity - kept >= more) {
+    if (b->start > 0) {
         memmove (b->data, b->data + b->start, kept);
         b->start = 0;
         b->end = kept;
-        return 0;
+        if (b->capacity - kept >= more)
+            return 0;
     }
     size_t want = b->capacity ? b->capacity : READ_CHUNK;
     while (want - kept < more) {
-        if (want > SIZE_MAX / 2)
+        if (want > SIZE_MAX / 4)
             return -1;
         want *= 2;
     }
-    uint8_t *data = (uint8_t *) malloc (want);
-    if (data == NULL)
+    s_block_t *block = (s_block_t *) realloc (b->block, sizeof (s_block_t) + want);
+    if (block == NULL)
         return -1;
-    if (kept)
-        memcpy (data, b->data + b->start, kept);
-    free (b->data);
-    b->data = data;
+    block->refs = 1;
+    b->block = block;
+    b->data = block->data;
     b->capacity = want;
-    b->start = 0;
-    b->end = kept;
     return 0;
 }
 
-/*  A buffer that grew large for one big record goes back to its default
-    size once empty, so an idle lane holds little memory. */
+/*  A buffer that grew over KEEP for one big record is let go once empty,
+    so an idle lane holds little memory. */
 static void
 s_shrink (s_buffer_t *b)
 {
-    if (b->start == b->end && b->capacity > 4 * READ_CHUNK) {
-        free (b->data);
+    if (b->start == b->end && b->capacity > KEEP) {
+        s_unref (b->block);
+        b->block = NULL;
         b->data = NULL;
         b->capacity = b->start = b->end = 0;
     }
+}
+
+/*  The frames of a received message were lent b's block: the bytes after
+    them get a block of their own and the old one is left to the frames.
+    0, or -1 when out of memory. */
+static int
+s_detach (s_buffer_t *b)
+{
+    s_buffer_t old = *b;
+    memset (b, 0, sizeof *b);
+    size_t kept = old.end - old.start;
+    int rc = 0;
+    if (kept && (rc = s_reserve (b, kept)) == 0) {
+        memcpy (b->data, old.data + old.start, kept);
+        b->end = kept;
+    }
+    s_unref (old.block);
+    return rc;
 }
 
 static void
@@ -118,9 +162,11 @@ s_fail (pyi_lane_t *self, pyi_lane_state_t state, const char *why)
 
 /* -- records ------------------------------------------------------------------ */
 
-int
-pyi_lane_decode (const void *data, size_t size, size_t max_record,
-                 pyi_msg_t **msg, size_t *used, const char **why)
+/*  pyi_lane_decode; with block (the memory data lies in), body frames of
+    LENT bytes and more point into it, each holding a reference. */
+static int
+s_decode (const void *data, size_t size, size_t max_record, pyi_msg_t **msg, size_t *used,
+          const char **why, s_block_t *block)
 {
     const uint8_t *p = (const uint8_t *) data;
     if (max_record == 0)
@@ -181,7 +227,14 @@ pyi_lane_decode (const void *data, size_t size, size_t max_record,
             pyi_msg_destroy (&m);
             return -1;
         }
-        if (pyi_msg_append (m, rec, fsize) != 0) {
+        int rc;
+        if (block && fsize >= LENT) {
+            __atomic_add_fetch (&block->refs, 1, __ATOMIC_ACQ_REL);
+            rc = pyi_msg_append_zerocopy (m, (void *) rec, fsize, s_lent_free, block);
+        }
+        else
+            rc = pyi_msg_append (m, rec, fsize);
+        if (rc != 0) {
             *why = "too many body frames in a record";
             pyi_msg_destroy (&m);
             return -1;
@@ -199,6 +252,13 @@ pyi_lane_decode (const void *data, size_t size, size_t max_record,
     *msg = m;
     *used = PYI_LANE_PREFIX + (size_t) length;
     return 1;
+}
+
+int
+pyi_lane_decode (const void *data, size_t size, size_t max_record,
+                 pyi_msg_t **msg, size_t *used, const char **why)
+{
+    return s_decode (data, size, max_record, msg, used, why, NULL);
 }
 
 /*  Size of msg's record (the length field included) and its header in
@@ -297,8 +357,8 @@ pyi_lane_destroy (pyi_lane_t **self_p)
     *self_p = NULL;
     if (self->fd >= 0)
         close (self->fd);
-    free (self->in.data);
-    free (self->out.data);
+    s_unref (self->in.block);
+    s_unref (self->out.block);
     free (self);
 }
 
@@ -436,23 +496,33 @@ pyi_lane_recv (pyi_lane_t *self)
         pyi_msg_t *msg;
         size_t used;
         const char *why;
-        int rc = pyi_lane_decode (b->data + b->start, b->end - b->start, self->max_record,
-                                  &msg, &used, &why);
+        /*  (No buffer yet: nothing to decode.) */
+        int rc = s_decode (b->data ? b->data + b->start : b->data, b->end - b->start,
+                           self->max_record, &msg, &used, &why, b->block);
         if (rc < 0) {
             s_fail (self, PYI_LANE_BROKEN, why);
             break;
         }
         if (rc > 0) {
             b->start += used;
+            if (__atomic_load_n (&b->block->refs, __ATOMIC_ACQUIRE) > 1 && s_detach (b) != 0) {
+                s_fail (self, PYI_LANE_BROKEN, "out of memory for a record");
+                pyi_msg_destroy (&msg);
+                break;
+            }
             s_shrink (b);
             self->bytes_in += pyi_msg_body_size (msg);
             return msg;
         }
-        /*  Incomplete: read more, as much as the record needs. */
+        /*  Incomplete: read more, as much as the record needs, but room
+            for at most as many bytes as came already (or a chunk): what a
+            peer makes this side allocate follows what it really sent. */
         size_t have = b->end - b->start;
         size_t need = have >= PYI_LANE_PREFIX
                     ? PYI_LANE_PREFIX + (size_t) s_get32 (b->data + b->start) - have
                     : PYI_LANE_PREFIX - have;
+        if (need > have && need > READ_CHUNK)
+            need = have > READ_CHUNK ? have : READ_CHUNK;
         if (s_fill (self, need) <= 0)
             break;
     }

@@ -10,7 +10,8 @@
 
     The reader treats the bytes as hostile: every size is checked against
     what is left of the record and the record against max_record before
-    anything is read; a record that breaks a rule breaks the lane (state
+    anything is read, and its buffer grows only as bytes arrive (a record
+    that claims 512 MiB costs what was really sent); a record that breaks a rule breaks the lane (state
     PYI_LANE_BROKEN, pyi_lane_error () says why), and nothing more is read
     from it. Only REQUEST, REPLY, ERROR and CANCEL travel on a lane.
 
@@ -34,8 +35,9 @@ extern "C" {
 
 /*  Bytes of a record's length field and of each size field. */
 #define PYI_LANE_PREFIX 4
-/*  Default longest record (pyi_lane_new with max_record 0): 1 GiB. */
-#define PYI_LANE_MAX_RECORD 1073741824
+/*  Default longest record (pyi_lane_new with max_record 0): 512 MiB, the
+    broker's default largest message. */
+#define PYI_LANE_MAX_RECORD 536870912
 
 typedef enum {
     PYI_LANE_OPEN = 0,     /* reading and writing */

@@ -847,7 +847,8 @@ class Node:
                     self._count(msg.service, 1, 4, body)
             except PyisolateError as exc:
                 _tensors.discard(body, marks)
-                logger.warning("%s: cannot reply: %s", self.name, exc)
+                # (Too large for the lane, say: the caller learns why.)
+                self._send_error(rid, exc, end, msg.service)
         elif self.worker is None:
             _tensors.discard(body, marks)
         else:
