@@ -428,6 +428,15 @@ pyi_lane_flush (pyi_lane_t *self)
 int
 pyi_lane_send (pyi_lane_t *self, pyi_msg_t **msg_p)
 {
+    if (pyi_lane_queue (self, msg_p) != 0)
+        return -1;
+    /*  Queued but not written (socket full): flush once writable. */
+    return pyi_lane_flush (self) < 0 ? -1 : 0;
+}
+
+int
+pyi_lane_queue (pyi_lane_t *self, pyi_msg_t **msg_p)
+{
     pyi_msg_t *msg = *msg_p;
     *msg_p = NULL;
     if (msg == NULL) {
@@ -453,10 +462,7 @@ pyi_lane_send (pyi_lane_t *self, pyi_msg_t **msg_p)
         self->bytes_out += pyi_msg_body_size (msg);
     }
     pyi_msg_destroy (&msg);
-    if (rc != 0)
-        return -1;
-    /*  Queued but not written (socket full): flush once writable. */
-    return pyi_lane_flush (self) < 0 ? -1 : 0;
+    return rc;
 }
 
 /*  Read what the socket holds (up to what the pending record needs, at

@@ -39,7 +39,8 @@ def _echo_socket(fd: int) -> None:
         def readable() -> None:
             data = os.read(fd, 65536)
             if not data:
-                done.set_result(None)
+                if not done.done():
+                    done.set_result(None)
                 return
             os.write(fd, data)
 
@@ -57,7 +58,8 @@ def _echo_ring(shm: mmap.mmap, bell_in: int, bell_out: int) -> None:
         def readable() -> None:
             n = int.from_bytes(os.read(bell_in, 8), "little")
             if n >= 1 << 40:
-                done.set_result(None)
+                if not done.done():
+                    done.set_result(None)
                 return
             shm[4096 : 4096 + len(MSG)] = shm[0 : len(MSG)]
             os.write(bell_out, (1).to_bytes(8, "little"))

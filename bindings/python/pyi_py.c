@@ -362,10 +362,10 @@ s_lane_send (PyObject *self, PyObject *args)
     const char *service, *text;
     unsigned long long id;
     unsigned int timeout_ms;
-    int command, code;
+    int command, code, now;
     int too_many = 0;
-    if (!PyArg_ParseTuple (args, "OiKyIiyO|O", &handle, &command, &id, &service, &timeout_ms,
-                           &code, &text, &frames, &marks))
+    if (!PyArg_ParseTuple (args, "OpiKyIiyO|O", &handle, &now, &command, &id, &service,
+                           &timeout_ms, &code, &text, &frames, &marks))
         return NULL;
     pyi_lane_t *lane = (pyi_lane_t *) s_pointer (handle, s_types.lane);
     if (lane == NULL)
@@ -382,7 +382,7 @@ s_lane_send (PyObject *self, PyObject *args)
         pyi_msg_set_code (msg, code);
         pyi_msg_set_text (msg, text);
     }
-    if (pyi_lane_send (lane, &msg) != 0)
+    if ((now ? pyi_lane_send (lane, &msg) : pyi_lane_queue (lane, &msg)) != 0)
         return PyLong_FromLong (-1);
     return PyLong_FromSize_t (pyi_lane_queued (lane));
 }

@@ -66,6 +66,10 @@ PYI_EXPORT int pyi_lane_fd (const pyi_lane_t *self);
     command has no place on a lane (pyi_last_error () says which). */
 PYI_EXPORT int pyi_lane_send (pyi_lane_t *self, pyi_msg_t **msg_p);
 
+/*  pyi_lane_send without writing: the record only joins the queue (to
+    leave with others in one write, at the next pyi_lane_flush). */
+PYI_EXPORT int pyi_lane_queue (pyi_lane_t *self, pyi_msg_t **msg_p);
+
 /*  Write what is queued: 0 all written, 1 some left (wait until the
     socket is writable), -1 the lane is not open. */
 PYI_EXPORT int pyi_lane_flush (pyi_lane_t *self);

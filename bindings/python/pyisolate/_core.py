@@ -443,14 +443,16 @@ class Lane:
         timeout_ms: int = 0,
         code: int = 0,
         text: bytes = b"",
+        now: bool = True,
     ) -> int:
         """Send (or queue) one message; the bytes queued after it (0: all
-        went to the socket). PyisolateError when the lane is closed or the
-        message cannot travel on it."""
+        went to the socket). now=False: only queue it (flush() writes it).
+        PyisolateError when the lane is closed or the message cannot
+        travel on it."""
         if self._ptr is None:
             raise PyisolateError("the lane is closed")
         rc = _lane_send(
-            self._ptr, command, rid, service, timeout_ms, code, text, _frames(frames), marks
+            self._ptr, now, command, rid, service, timeout_ms, code, text, _frames(frames), marks
         )
         if rc == -2:
             raise PyisolateError(f"message has too many frames: {last_error()}")

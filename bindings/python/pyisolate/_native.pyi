@@ -46,6 +46,7 @@ def worker_error(
 # A message on a lane: the bytes queued after it (>= 0); -1 failed; -2 too many frames.
 def lane_send(
     lane: _cffi_backend._CDataBase,
+    now: bool,
     command: int,
     id: int,
     service: bytes,

@@ -165,6 +165,9 @@ class LaneEnd:
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.waiting: dict[int, _core.Message] = {}
         self.writing = False  # bytes are queued: waiting for the socket
+        # The first message of a pass of the loop leaves at once; the others
+        # sent in that pass are queued and leave together at its end.
+        self._batch: asyncio.Handle | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self.closed = False
         node.loop.add_reader(self.fd, node._drain_lane, self)
@@ -183,13 +186,30 @@ class LaneEnd:
         """Send or queue; PyisolateError when the lane is closed (then it
         is ended here)."""
         lane = self.lane
+        now = self._batch is None and not self.writing
         try:
-            queued = lane.send(command, rid, frames, marks, service, timeout_ms, code, text)
+            queued = lane.send(command, rid, frames, marks, service, timeout_ms, code, text, now)
         except PyisolateError:
             if lane.state() != _LANE_OPEN:
                 self.node._lane_ended(self)
             raise
-        if queued and not self.writing:
+        if now:
+            self._batch = self.node.loop.call_soon(self._end_batch)
+            if queued:
+                self._start_writing()
+
+    def _end_batch(self) -> None:
+        self._batch = None
+        if self.closed or self.writing or not self.lane.queued():
+            return
+        rc = self.lane.flush()
+        if rc < 0:
+            self.node._lane_ended(self)
+        elif rc == 1:
+            self._start_writing()
+
+    def _start_writing(self) -> None:
+        if not self.writing:
             self.writing = True
             self.node.loop.add_writer(self.fd, self._writable)
 
@@ -227,6 +247,9 @@ class LaneEnd:
         if self.closed:
             return
         self.closed = True
+        if self._batch is not None:
+            self._batch.cancel()
+            self._batch = None
         self._stop_writing()
         try:
             self.node.loop.remove_reader(self.fd)
