@@ -1,5 +1,6 @@
-"""The local lane (docs/protocol.md, "Local lane"): which calls travel on it,
-hostile bytes written into it by an extension, backpressure, crashes, the
+"""The local lane (docs/protocol.md, section 10): which calls travel on it,
+hostile bytes written into it by an extension, backpressure, a crash of
+either side with calls in flight, strangers at the lane socket, the
 transport switch. The rest of the suite runs over the lane by default and
 again over the broker path (PYISOLATE_TRANSPORT=broker, see the Makefile)."""
 
@@ -15,7 +16,7 @@ import pytest
 import pyisolate
 from conftest import ext_config, manager, run
 from pyisolate import _rpc
-from shared_apis import Store
+from shared_apis import Relay, Store
 
 
 def _node(mgr):
@@ -156,3 +157,28 @@ def test_lane_socket_refuses_strangers(venv_root) -> None:
             assert await ext.size(b"fine") == 4
 
     run(main())
+
+
+def test_host_end_of_the_lane_going_fails_the_extensions_calls(venv_root, caplog) -> None:
+    """What the extension sees when the host goes (its end of the lane
+    closes, as when the host process dies): its calls in flight to the host
+    fail at once, and it stops."""
+
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            ext = await mgr.load_extension(
+                ext_config("orphan", "lanes", apis=[Relay], transport="lane")
+            )
+            node = _node(mgr)
+            end = node.lanes["ext.orphan"]
+            await ext.wait_on_host()
+            # In flight: ext -> host (Relay.apply) -> ext; the node's state has no event.
+            while not end.pending:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            node._lane_ended(end)  # the host's end goes
+            assert await asyncio.wait_for(ext._launcher.wait_exit(10), 11) == 0
+
+    with caplog.at_level(logging.INFO, logger="pyisolate.extension"):
+        run(main())
+    outcomes = [r.getMessage() for r in caplog.records if "outcome:" in r.getMessage()]
+    assert outcomes and "outcome: BrokerError: SHUTDOWN" in outcomes[0], outcomes

@@ -36,3 +36,22 @@ class Lanes(ExtensionBase):
         for end in ends:
             os.write(end.fd, data)
         return len(ends)
+
+    async def wait_on_host(self):
+        # Starts, in a task of its own, a call to the host that cannot end
+        # (the host calls back into a callable that sleeps); what that call
+        # raised when the host's end of the lane goes is printed.
+        from shared_apis import Relay  # given as apis=[Relay]
+
+        async def forever(value):
+            await asyncio.sleep(3600)
+
+        async def wait():
+            try:
+                await Relay().apply(forever, 1)
+                outcome = "returned"
+            except Exception as exc:
+                outcome = f"{type(exc).__name__}: {exc}"
+            print(f"outcome: {outcome}", flush=True)
+
+        self._waiting = asyncio.ensure_future(wait())
