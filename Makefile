@@ -51,8 +51,15 @@ test-asan: c-asan
 test-fuzz: setup
 	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run $(FUZZ_BUILD)
 
+# The suite runs over the local lane (the default transport), then the
+# tests of calls, failures, tensors, nesting and sandboxing again over the
+# broker path (ExtensionConfig.transport="broker" for every extension).
+BROKER_PATH_TESTS := tests/python/test_calls.py tests/python/test_failures.py \
+	tests/python/test_tensors.py tests/python/test_tensor_local.py \
+	tests/python/test_sandbox.py tests/python/test_processes.py tests/python/test_sync.py
 test-python: python
 	$(PY) -m pytest tests/python -q -rs
+	PYISOLATE_TRANSPORT=broker $(PY) -m pytest $(BROKER_PATH_TESTS) -q -rs
 
 # ruff (lint and format) on the package, ffi_build.py, the tests and
 # examples; mypy --strict on the package (pyproject.toml configures both).

@@ -64,7 +64,11 @@ PEER_VENV = Path(os.environ.get("PYI_SUITE_PEER_VENV",
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 IMAGE_8K = (4320, 7680, 3)  # 7680x4320 RGB uint8
 
-SYSTEMS = ["ours", "peer", "asyncio", "zmq"]
+SYSTEMS = ["ours", "ours-broker", "peer", "asyncio", "zmq"]
+# ours-broker: this project with every host <-> extension message through the
+# broker (ExtensionConfig.transport="broker"); "ours" uses the default, the
+# local lane (docs/protocol.md, section 10). Both rows where they differ.
+LIB_OF = {"ours-broker": "ours"}
 LIB_NAMES = {"numpy": "numpy", "torch": "torch", "cuda": "CUDA"}  # in the goals
 C_SYSTEMS = ["c-socketpair", "c-zmq"]
 FLOOR_FOR_RATIO = ["asyncio", "zmq"]
@@ -249,7 +253,7 @@ class System:
         self.info: dict = {}
         self.stderr = open(work / f"{name}.stderr.log", "w")
         self.proc = subprocess.Popen(
-            [python, str(ADAPTER), "--lib", name, "--work", str(work / name)],
+            [python, str(ADAPTER), "--lib", LIB_OF.get(name, name), "--work", str(work / name)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
             text=True, env=env, cwd=str(work))
         first = self._read(120)
@@ -649,6 +653,7 @@ class Suite:
             py, env = str(self.peer_py), peer_env()
             env["PATH"] = f"{PEER_VENV / 'bin'}:{env.get('PATH', '')}"  # its uv
             env["PYISOLATE_UV_CACHE_DIR"] = str(PEER_VENV.parent / "uv-cache")
+        env["PYISOLATE_TRANSPORT"] = "broker" if name == "ours-broker" else "lane"
         log(f"starting {name}")
         s = System(name, py, self.work, env)
         if not s.why:
@@ -803,6 +808,7 @@ class Suite:
             worst("start-up with an existing venv <= half the peer's (share_torch=True on both)",
                   st, "ours", "peer", "low", 0.5,
                   lambda w: f"ours/peer {w[1]:.2f}x; limit 0.5x; ")
+        self.lane_goals(row, add, worst)
         mem = row("memory", lambda r: r["row"].startswith("host RSS growth per extension"))
         if mem:
             got, missing = self.over_rows(mem, "ours")
@@ -815,6 +821,67 @@ class Suite:
             else:
                 add("host RSS <= 15 MB per loaded extension", None, None, "nothing measured" + note)
         return g
+
+    def lane_goals(self, row, add, worst) -> None:
+        """The goals of issue 12 (the local lane), each with its ratio."""
+        small = row("small calls", lambda r: True)
+        worst("[12] small-call p50 <= 1.5x the asyncio floor", small, "ours", "asyncio", "low",
+              1.5, lambda w: f"worst ours/asyncio {w[1]:.2f}x ({w[0]}); limit 1.5x; ")
+        got = []
+        for r in small:
+            a, b = r["systems"].get("ours", {}), r["systems"].get("asyncio", {})
+            if a.get("p99") and b.get("p99"):
+                got.append((r["row"], a["p99"] / b["p99"]))
+        if got:
+            w = max(got, key=lambda v: v[1])
+            add("[12] small-call p99 <= 2x the asyncio floor's p99", w[1] <= 2.0, w[1],
+                f"worst {w[1]:.2f}x ({w[0]}); limit 2x; "
+                + ", ".join(f"{k} {v:.2f}x" for k, v in got))
+        else:
+            add("[12] small-call p99 <= 2x the asyncio floor's p99", None, None,
+                "ours or asyncio has no p99")
+        base = next((r for r in small if r.get("value") == "int"), None)
+        nested = row("nested calls", lambda r: True)
+        if base and nested and base["systems"].get("asyncio", {}).get("p50") \
+                and nested[0]["systems"].get("ours", {}).get("p50"):
+            q = nested[0]["systems"]["ours"]["p50"] / base["systems"]["asyncio"]["p50"]
+            add("[12] nested call (ext -> host singleton -> back) <= 2x the floor", q <= 2.0, q,
+                f"ours nested p50 / asyncio int p50 = {q:.2f}x; limit 2x")
+        else:
+            add("[12] nested call (ext -> host singleton -> back) <= 2x the floor", None, None,
+                "ours' nested row or the asyncio int row not measured")
+        tp = row("throughput", lambda r: r["depth"] == 64)
+        if tp:
+            worst("[12] throughput at 64 in flight >= the asyncio floor's", tp, "ours",
+                  "asyncio", "high", 1.0, lambda w: f"ours/asyncio {w[1]:.2f}x; minimum 1x; ")
+            worst("[12] throughput at 64 in flight >= 5x the peer's", tp, "ours", "peer", "high",
+                  5.0, lambda w: f"ours/peer {w[1]:.2f}x; minimum 5x; ")
+        ours_int = base["systems"].get("ours", {}).get("p50") if base else None
+        for lib in ("numpy", "torch"):
+            goal = (f"[12] repeated {LIB_NAMES[lib]} crossing <= 1.2x a small call, "
+                    "every size 4 KiB - 1 GiB")
+            rep = [r for r in row("tensors", lambda r: r["lib"] == lib
+                                  and r["case"] == "repeated")]
+            if not rep or not ours_int:
+                add(goal, None, None, "no rows (or no int call) for ours")
+                continue
+            got = [(r["row"], r["systems"]["ours"]["p50"] / ours_int)
+                   for r in rep if r["systems"].get("ours", {}).get("p50")]
+            missing = [r["row"] for r in rep if not r["systems"].get("ours", {}).get("p50")]
+            w = max(got, key=lambda v: v[1]) if got else None
+            ok = None if (missing or w is None) else w[1] <= 1.2
+            add(goal, ok, w[1] if w else None,
+                (f"worst {w[1]:.2f}x ({w[0]}); limit 1.2x; " if w else "")
+                + ", ".join(f"{k} {v:.2f}x" for k, v in got)
+                + (f"; NOT MEASURED: {', '.join(missing)}" if missing else ""))
+        first = row("tensors", lambda r: r["lib"] == "torch" and r["case"] == "first"
+                    and r["bytes"] == GiB)
+        if first:
+            worst("[12] first crossing of a fresh 1 GiB torch tensor <= the peer's", first,
+                  "ours", "peer", "low", 1.0, lambda w: f"ours/peer {w[1]:.2f}x; limit 1x; ")
+        else:
+            add("[12] first crossing of a fresh 1 GiB torch tensor <= the peer's", None, None,
+                "no 1 GiB torch row in this mode")
 
     def fmt(self, v, unit) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -836,6 +903,8 @@ class Suite:
                 ratio_cols.append((f"ours/{f}", "ours", f))
         if "c-socketpair" in cols:
             ratio_cols.append(("ours/c-sock", "ours", "c-socketpair"))
+        if "ours-broker" in self.systems:
+            ratio_cols.append(("lane/broker", "ours", "ours-broker"))
         base = next((r for r in self.rows if r["workload"] == "small calls"
                      and r.get("value") == "int"), None)
         for r in self.rows:
@@ -952,7 +1021,7 @@ class Suite:
             self.meta["chart"] = f"no matplotlib: {e}"
             return
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
-        colors = {"ours": "C0", "peer": "C3", "asyncio": "C2", "zmq": "C1"}
+        colors = {"ours": "C0", "ours-broker": "C4", "peer": "C3", "asyncio": "C2", "zmq": "C1"}
         for sysname in [c for c in cols if c in colors]:
             for lib, style in (("torch", "-"), ("numpy", "--"), ("cuda", "-.")):
                 for case, marker in (("repeated", "o"), ("first", "x")):

@@ -32,6 +32,7 @@ static s_to_pointer_fn *s_to_pointer;   /* cffi's _cffi_to_c_pointer */
 static struct {
     PyObject *client;            /* pyi_client_t * */
     PyObject *worker;            /* pyi_worker_t * */
+    PyObject *lane;              /* pyi_lane_t * */
     PyObject *tensor;            /* DLManagedTensor * */
     PyObject *tensor_versioned;  /* DLManagedTensorVersioned * */
 } s_types;
@@ -191,6 +192,19 @@ s_recv_worker (PyObject *self, PyObject *arg)
     return s_take (msg);
 }
 
+static PyObject *
+s_recv_lane (PyObject *self, PyObject *arg)
+{
+    (void) self;
+    pyi_lane_t *lane = (pyi_lane_t *) s_pointer (arg, s_types.lane);
+    if (lane == NULL)
+        return NULL;
+    pyi_msg_t *msg = pyi_lane_recv (lane);
+    if (msg == NULL)
+        Py_RETURN_NONE;
+    return s_take (msg);
+}
+
 /* -- sending ------------------------------------------------------------------ */
 
 /*  Mark the descriptor frames named by marks (a sequence of indexes, or
@@ -340,6 +354,39 @@ s_worker_error (PyObject *self, PyObject *args)
     return s_sent (pyi_worker_error (worker, (uint64_t) id, code, text, &body));
 }
 
+static PyObject *
+s_lane_send (PyObject *self, PyObject *args)
+{
+    (void) self;
+    PyObject *handle, *frames, *marks = NULL;
+    const char *service, *text;
+    unsigned long long id;
+    unsigned int timeout_ms;
+    int command, code, now;
+    int too_many = 0;
+    if (!PyArg_ParseTuple (args, "OpiKyIiyO|O", &handle, &now, &command, &id, &service,
+                           &timeout_ms, &code, &text, &frames, &marks))
+        return NULL;
+    pyi_lane_t *lane = (pyi_lane_t *) s_pointer (handle, s_types.lane);
+    if (lane == NULL)
+        return NULL;
+    pyi_msg_t *msg = s_body (command, frames, marks, &too_many);
+    if (msg == NULL)
+        return too_many ? PyLong_FromLong (-2) : NULL;
+    pyi_msg_set_id (msg, (uint64_t) id);
+    if (command == PYI_REQUEST || command == PYI_ERROR)
+        pyi_msg_set_service (msg, service);
+    if (command == PYI_REQUEST)
+        pyi_msg_set_timeout (msg, (uint32_t) timeout_ms);
+    if (command == PYI_ERROR) {
+        pyi_msg_set_code (msg, code);
+        pyi_msg_set_text (msg, text);
+    }
+    if ((now ? pyi_lane_send (lane, &msg) : pyi_lane_queue (lane, &msg)) != 0)
+        return PyLong_FromLong (-1);
+    return PyLong_FromSize_t (pyi_lane_queued (lane));
+}
+
 /* -- the module ----------------------------------------------------------------- */
 
 static PyMethodDef s_methods[] = {
@@ -353,6 +400,10 @@ static PyMethodDef s_methods[] = {
      "Send a reply: 0 sent, 1 queue full, -1 failed, -2 too many frames."},
     {"worker_error", s_worker_error, METH_VARARGS,
      "Send an error reply: 0 sent, 1 queue full, -1 failed, -2 too many frames."},
+    {"recv_lane", s_recv_lane, METH_O,
+     "The next message read from a lane (pyi_lane_t *), or None: see pyi_py.h."},
+    {"lane_send", s_lane_send, METH_VARARGS,
+     "Send a message on a lane: the bytes queued (>= 0), -1 failed, -2 too many frames."},
     {"dlpack_capsule_versioned", s_capsule_versioned, METH_O,
      "A 'dltensor_versioned' capsule over a DLManagedTensorVersioned * (taken)."},
     {"dlpack_capsule", s_capsule_legacy, METH_O,
@@ -394,6 +445,7 @@ s_install (void)
         return -1;
     int rc = s_ctype (ffi, "pyi_client_t *", &s_types.client)
           || s_ctype (ffi, "pyi_worker_t *", &s_types.worker)
+          || s_ctype (ffi, "pyi_lane_t *", &s_types.lane)
           || s_ctype (ffi, "DLManagedTensor *", &s_types.tensor)
           || s_ctype (ffi, "DLManagedTensorVersioned *", &s_types.tensor_versioned)
           || s_cffi_api ()

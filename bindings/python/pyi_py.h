@@ -26,6 +26,19 @@
             queue is full (EAGAIN: try again later); -1 failed
             (pyi_last_error () says why); -2 more frames than a message
             may carry.
+        recv_lane (lane)
+            lane: a cffi ``pyi_lane_t *``. -> None when no whole message
+            is waiting (or the lane ended: pyi_lane_state () says), else
+            the tuple of recv_client.
+        lane_send (lane, now, command, id, service: bytes, timeout_ms, code,
+                   text: bytes, frames[, marks])
+            REQUEST (service, timeout_ms), REPLY, ERROR (code, text,
+            service) or CANCEL on a lane; frames and marks as above.
+            now: write it to the socket now (pyi_lane_send), else only
+            queue it (pyi_lane_queue) for the next pyi_lane_flush.
+            -> sent or queued: the bytes the lane's queue holds now
+            (pyi_lane_queued (), 0 when all went to the socket);
+            -1 failed (pyi_last_error () says why); -2 too many frames.
         dlpack_capsule_versioned (tensor) -> a "dltensor_versioned" capsule
         dlpack_capsule (tensor)           -> a "dltensor" capsule
             tensor: a cffi ``DLManagedTensorVersioned *`` (resp.

@@ -21,6 +21,7 @@
 #include "pyi_broker.h"
 #include "pyi_client.h"
 #include "pyi_worker.h"
+#include "pyi_lane.h"
 #include "pyi_region.h"
 #include "pyi_tensor.h"
 #include "pyi_cuda.h"

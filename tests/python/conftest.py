@@ -179,6 +179,13 @@ def no_leaks() -> Iterator[None]:
     assert not leaks, "; ".join(leaks)
 
 
+def pytest_report_header() -> str:
+    # The transport of local extensions (ExtensionConfig.transport): the
+    # suite runs over the lane, and `make test` runs part of it again with
+    # PYISOLATE_TRANSPORT=broker.
+    return f"pyisolate transport: {os.environ.get('PYISOLATE_TRANSPORT') or 'lane (default)'}"
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 

@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any
 
-from . import _base, _core, _loader, _profile, _trace
+from . import _base, _core, _lane, _loader, _profile, _trace
 from ._codes import BrokerError, Callee, call_error
 from ._errors import describe_exception
 from ._rpc import Node, invoke
@@ -85,6 +85,11 @@ async def run(
         except BrokerError as exc:
             raise call_error(exc.code, exc.text, Callee.SINGLETON, key) from None
 
+    lane = os.environ.pop("PYI_LANE", "")
+    if lane and curve is None:
+        # The local lane to the host (docs/protocol.md): before anything
+        # calls the host, so that every call to it travels on the lane.
+        node.attach_host_lane(_lane.connect(lane), host_service)
     _base.set_child_runtime(call_host, host_service)
     _base.set_child_emitter(EventSender(node, host_service, name).emit)
     try:

@@ -56,6 +56,8 @@ _recv_worker = _native.recv_worker
 _client_request = _native.client_request
 _worker_reply = _native.worker_reply
 _worker_error = _native.worker_error
+_recv_lane = _native.recv_lane
+_lane_send = _native.lane_send
 
 EVENT_READY = lib.PYI_EVENT_READY
 EVENT_LOST = lib.PYI_EVENT_LOST
@@ -414,6 +416,80 @@ class Worker:
             pp = ffi.new("pyi_worker_t **", self._ptr)
             self._ptr = None
             lib.pyi_worker_destroy(pp)
+
+
+LANE_OPEN = lib.PYI_LANE_OPEN
+LANE_EOF = lib.PYI_LANE_EOF
+LANE_BROKEN = lib.PYI_LANE_BROKEN
+
+
+class Lane:
+    """The C end of a local lane (include/pyisolate/pyi_lane.h): protocol
+    messages over a connected stream socket, which it takes."""
+
+    def __init__(self, fd: int, max_record: int = 0) -> None:
+        self._ptr = lib.pyi_lane_new(fd, max_record)
+        if self._ptr == ffi.NULL:
+            raise PyisolateError(f"cannot make a lane: {last_error()}")
+        self.fd = int(lib.pyi_lane_fd(self._ptr))
+
+    def send(
+        self,
+        command: int,
+        rid: int,
+        frames: Sequence[Any] = (),
+        marks: tuple[int, ...] = (),
+        service: bytes = b"",
+        timeout_ms: int = 0,
+        code: int = 0,
+        text: bytes = b"",
+        now: bool = True,
+    ) -> int:
+        """Send (or queue) one message; the bytes queued after it (0: all
+        went to the socket). now=False: only queue it (flush() writes it).
+        PyisolateError when the lane is closed or the message cannot
+        travel on it."""
+        if self._ptr is None:
+            raise PyisolateError("the lane is closed")
+        rc = _lane_send(
+            self._ptr, now, command, rid, service, timeout_ms, code, text, _frames(frames), marks
+        )
+        if rc == -2:
+            raise PyisolateError(f"message has too many frames: {last_error()}")
+        if rc < 0:
+            raise PyisolateError(f"cannot send on the lane: {last_error()}")
+        return rc
+
+    def recv(self) -> Message | None:
+        if self._ptr is None:
+            return None
+        t = _recv_lane(self._ptr)
+        return None if t is None else Message(*t)
+
+    def flush(self) -> int:
+        """0 all written, 1 some left (wait for writable), -1 closed."""
+        return -1 if self._ptr is None else int(lib.pyi_lane_flush(self._ptr))
+
+    def queued(self) -> int:
+        return 0 if self._ptr is None else int(lib.pyi_lane_queued(self._ptr))
+
+    def state(self) -> int:
+        return LANE_EOF if self._ptr is None else int(lib.pyi_lane_state(self._ptr))
+
+    def error(self) -> str:
+        return "closed" if self._ptr is None else _str(lib.pyi_lane_error(self._ptr))
+
+    def bytes_in(self) -> int:
+        return 0 if self._ptr is None else int(lib.pyi_lane_bytes_in(self._ptr))
+
+    def bytes_out(self) -> int:
+        return 0 if self._ptr is None else int(lib.pyi_lane_bytes_out(self._ptr))
+
+    def close(self) -> None:
+        if self._ptr is not None:
+            pp = ffi.new("pyi_lane_t **", self._ptr)
+            self._ptr = None
+            lib.pyi_lane_destroy(pp)
 
 
 def bind_to_parent() -> int:

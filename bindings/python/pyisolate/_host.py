@@ -152,6 +152,7 @@ class Host:
         self.socket_path = broker.endpoint[len("ipc://") :]  # what local extensions connect to
         self._rundir = Path(broker.rundir)
         self.node = Node(loop, broker.inproc, "host")
+        self.node.lane_counts = {}  # what crosses the lanes counts as routed (service_stats)
         _live_nodes.add(self.node)
         self.node.ops["load_error"] = self._op_load_error
         self.node.ops["event"] = self._op_event
@@ -267,7 +268,14 @@ class Host:
         return self._broker.stats() if self._broker is not None else {}
 
     def service_stats(self, service: str) -> dict[str, int] | None:
-        return self._broker.service_stats(service) if self._broker is not None else None
+        """The broker's counters for ``service``, plus what crossed the
+        local lanes for it (docs/protocol.md, "Local lane")."""
+        stats = self._broker.service_stats(service) if self._broker is not None else None
+        lane = self.node.lane_stats(service)
+        if stats is not None and lane is not None:
+            for field, value in lane.items():
+                stats[field] += value
+        return stats
 
     def trace_broker(self, capacity: int) -> None:
         """Record the broker thread's hops, up to ``capacity`` (manager.trace)."""

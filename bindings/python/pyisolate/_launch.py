@@ -48,10 +48,10 @@ from ._errors import (
 )
 from ._host import HOST_SERVICE, Host
 from ._output import TAIL_LINES, OutputReader
-from ._rpc import invoke
+from ._rpc import LANE_CLOSED, invoke
 from ._sandbox import Policy
 from ._ticket import make_ticket
-from .config import ExtensionConfig, ExtensionManagerConfig, extension_key
+from .config import ExtensionConfig, ExtensionManagerConfig, extension_key, resolve_transport
 from .launchers import RemoteJob
 
 logger = logging.getLogger("pyisolate")
@@ -642,9 +642,12 @@ class _Served(Launcher):
                     f"on the old process after stop_timeout ({self._settings.stop_timeout}s)",
                 )
             return stopped
+        text = exc.text
+        if text.startswith(LANE_CLOSED) and self.reason:
+            text = self.reason  # what the broker said of its end (e.g. "heartbeat expired")
         return call_error(
             exc.code,
-            exc.text,
+            text,
             Callee.EXTENSION,
             self.name,
             exit_status=status,
@@ -799,6 +802,12 @@ class Process(_Served):
         env["PYISOLATE_CHILD"] = "1"
         env["PYISOLATE_EXTENSION"] = self.name
         argv = [str(venv / "bin" / "python"), "-I", "-u", "-c", BOOTSTRAP]
+        # The local lane (docs/protocol.md): the process connects to it at start.
+        lane = None
+        if resolve_transport(self.config) == "lane":
+            lane = env["PYI_LANE"] = self._host.node.lane_path(
+                os.path.dirname(self._host.socket_path)
+            )
         if policy.launched:
             editable = [d for flag, d in itertools.pairwise(deps) if flag == "-e"]  # sources
             read = [
@@ -810,6 +819,8 @@ class Process(_Served):
                 *_sandbox.host_reads(),
                 self._host.socket_path,
             ]
+            if lane:
+                read.append(lane)
             write = [str(self._scratch)] if self._scratch else []
             argv = _sandbox.command(policy, read, write, argv)
         out_r, out_w = os.pipe()
@@ -826,7 +837,25 @@ class Process(_Served):
         logger.info("[%s] started process %d", self.name, self.pid)
         self._output.add(out_r, "stdout")
         self._output.add(err_r, "stderr")
-        await self._until_ready(f"not ready after {self._settings.start_timeout}s")
+        laned = None
+        if lane:
+            laned = self._host.node.expect_lane(self.pid, self.service, self._lane_ended)
+        try:
+            await self._until_ready(f"not ready after {self._settings.start_timeout}s")
+            if laned is not None:  # connected before it offered its service
+                await asyncio.wait_for(laned, self._settings.start_timeout)
+        except asyncio.TimeoutError:
+            raise ExtensionLoadError(self.name, "it did not connect its lane") from None
+        finally:
+            if laned is not None and not laned.done():
+                self._host.node.forget_lane(self.pid)
+
+    def _lane_ended(self, why: str, broken: bool) -> None:
+        """Its lane broke (bytes that break the lane's rules): its process
+        is treated as crashed (killed; the exit reports it)."""
+        if broken:
+            logger.error("[%s] %s: killing its process", self.name, why)
+            self.kill()
 
     async def _stop(self, was_ready: bool) -> None:
         """The stop request, then up to stop_timeout for the exit; else SIGKILL.

@@ -13,13 +13,14 @@ import _cffi_backend
 ffi: Any
 lib: Any
 
-# recv_client / recv_worker: None when nothing waits, else
+# recv_client / recv_worker / recv_lane: None when nothing waits, else
 # (command, id, service, code, text, timeout_ms, frames, services, answer_inline);
 # frames hold bytes (frame 0), bytearrays or memoryviews.
 _Received = tuple[int, int, str, int, str, int, list[Any], list[str], bool]
 
 def recv_client(client: _cffi_backend._CDataBase, /) -> _Received | None: ...
 def recv_worker(worker: _cffi_backend._CDataBase, /) -> _Received | None: ...
+def recv_lane(lane: _cffi_backend._CDataBase, /) -> _Received | None: ...
 
 # The senders: 0 sent; 1 the send queue is full; -1 failed; -2 too many frames.
 def client_request(
@@ -40,6 +41,21 @@ def worker_reply(
 ) -> int: ...
 def worker_error(
     worker: _cffi_backend._CDataBase, id: int, code: int, text: bytes, frames: Sequence[Any], /
+) -> int: ...
+
+# A message on a lane: the bytes queued after it (>= 0); -1 failed; -2 too many frames.
+def lane_send(
+    lane: _cffi_backend._CDataBase,
+    now: bool,
+    command: int,
+    id: int,
+    service: bytes,
+    timeout_ms: int,
+    code: int,
+    text: bytes,
+    frames: Sequence[Any],
+    marks: tuple[int, ...] = ...,
+    /,
 ) -> int: ...
 
 # A DLPack capsule over a DLManagedTensorVersioned * (resp. DLManagedTensor *), taken.

@@ -7,6 +7,11 @@ drain that reads until nothing is left. Each outgoing call has a 64-bit id
 mapped to a future; each incoming request runs as its own task, so calls
 nest in both directions to any depth without deadlock.
 
+A local isolated extension and its host also share a lane (_lane, _core.Lane:
+a direct socket): calls between the two travel on it instead of the broker,
+in both directions, with the same messages; the caller enforces deadlines
+there and sends CANCEL itself (:class:`LaneEnd`).
+
 Request body: a msgpack frame [op, target, method, args, kwargs], then the
 out-of-band buffers of large arrays and tensors. ``op`` is "call" for method
 calls; other ops are node-specific control messages (the extension's
@@ -23,6 +28,7 @@ import functools
 import inspect
 import itertools
 import logging
+import os
 import sys
 import time
 import types
@@ -31,7 +37,7 @@ from typing import Any
 
 import msgpack
 
-from . import _core, _tensors, _trace
+from . import _core, _lane, _tensors, _trace
 from ._base import ProxiedSingleton, is_singleton_proxy, singleton_key
 from ._codes import reply_error
 from ._errors import CallTimeout, PyisolateError, describe_exception
@@ -45,6 +51,15 @@ _perf_ns = time.perf_counter_ns
 _REQUEST = _core.REQUEST
 _CANCEL = _core.CANCEL
 _DISCONNECT = _core.DISCONNECT
+_ERROR = _core.ERROR
+_LANE_OPEN = _core.LANE_OPEN
+# Bytes queued on a lane over which a caller waits before it sends another
+# request (replies and cancels never wait): what a slow peer can make this
+# process hold is bounded by it plus one record.
+LANE_HIGH_WATER = 4 << 20
+# The start of the text of the errors that fail the calls in flight on a
+# lane that closed (the peer ended).
+LANE_CLOSED = "the lane closed"
 _TRACE_KEY = _trace.KEY
 
 
@@ -92,6 +107,7 @@ class RemoteObject:
         return f"<remote {self._pyi_label or self._pyi_target} in {self._pyi_service}>"
 
 
+_RETRY = object()  # Node._answer: send the call again
 _MethodType = types.MethodType
 _FunctionType = types.FunctionType
 _CoroutineType = types.CoroutineType
@@ -125,6 +141,123 @@ async def invoke(
     if type(result) is _CoroutineType or inspect.isawaitable(result):
         result = await result
     return result
+
+
+class LaneEnd:
+    """This process's end of one lane: the calls sent on it and not yet
+    answered (their ids), the requests it brought that are running, and
+    what to do when it ends (``on_end(why, broken)``)."""
+
+    def __init__(
+        self,
+        node: Node,
+        fd: int,
+        peer: str,
+        lost_code: int,
+        on_end: Callable[[str, bool], None] | None,
+    ) -> None:
+        self.node = node
+        self.lane = _core.Lane(fd)
+        self.fd = self.lane.fd
+        self.peer = peer  # for messages: the service or process at the other end
+        self.lost_code = lost_code  # the ERROR code of calls in flight when it ends
+        self.on_end = on_end
+        self.pending: set[int] = set()
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.waiting: dict[int, _core.Message] = {}
+        self.writing = False  # bytes are queued: waiting for the socket
+        # The first message of a pass of the loop leaves at once; the others
+        # sent in that pass are queued and leave together at its end.
+        self._batch: asyncio.Handle | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+        self.closed = False
+        node.loop.add_reader(self.fd, node._drain_lane, self)
+
+    def send(
+        self,
+        command: int,
+        rid: int,
+        frames: Any = (),
+        marks: tuple[int, ...] = (),
+        service: bytes = b"",
+        timeout_ms: int = 0,
+        code: int = 0,
+        text: bytes = b"",
+    ) -> None:
+        """Send or queue; PyisolateError when the lane is closed (then it
+        is ended here)."""
+        lane = self.lane
+        now = self._batch is None and not self.writing
+        try:
+            queued = lane.send(command, rid, frames, marks, service, timeout_ms, code, text, now)
+        except PyisolateError:
+            if lane.state() != _LANE_OPEN:
+                self.node._lane_ended(self)
+            raise
+        if now:
+            self._batch = self.node.loop.call_soon(self._end_batch)
+            if queued:
+                self._start_writing()
+
+    def _end_batch(self) -> None:
+        self._batch = None
+        if self.closed or self.writing or not self.lane.queued():
+            return
+        rc = self.lane.flush()
+        if rc < 0:
+            self.node._lane_ended(self)
+        elif rc == 1:
+            self._start_writing()
+
+    def _start_writing(self) -> None:
+        if not self.writing:
+            self.writing = True
+            self.node.loop.add_writer(self.fd, self._writable)
+
+    def _writable(self) -> None:
+        rc = self.lane.flush()
+        if rc != 1:
+            self._stop_writing()
+        if rc < 0:
+            self.node._lane_ended(self)
+        elif self.lane.queued() <= LANE_HIGH_WATER:
+            self._wake()
+
+    def _stop_writing(self) -> None:
+        if self.writing:
+            self.writing = False
+            try:
+                self.node.loop.remove_writer(self.fd)
+            except Exception:
+                pass
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def room(self) -> None:
+        """Wait while more than LANE_HIGH_WATER bytes are queued."""
+        while not self.closed and self.lane.queued() > LANE_HIGH_WATER:
+            fut = self.node.loop.create_future()
+            self._waiters.append(fut)
+            await fut
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._batch is not None:
+            self._batch.cancel()
+            self._batch = None
+        self._stop_writing()
+        try:
+            self.node.loop.remove_reader(self.fd)
+        except Exception:
+            pass
+        self.lane.close()
+        self._wake()
 
 
 class Node:
@@ -183,6 +316,14 @@ class Node:
         self.closed = False
         # Services whose method calls are counted (the host's extensions).
         self.call_stats: dict[str, CallStats] = {}
+        # Lanes: the services whose calls travel on one (the host: each local
+        # extension's; an extension: its host's services, host_lane).
+        self.lanes: dict[str, LaneEnd] = {}
+        self.host_lane: LaneEnd | None = None
+        self._listener: _lane.LaneListener | None = None
+        # The host's counts of what crossed its lanes, per service, as the
+        # broker counts what it routes (lane_stats); None: not counted.
+        self.lane_counts: dict[str, list[int]] | None = None
         loop.add_reader(self._client_fd, self._drain_client)
 
     # -- outgoing calls -----------------------------------------------------
@@ -236,6 +377,72 @@ class Node:
         pending = self._pending
         pending[rid] = fut
         backstop: asyncio.TimerHandle | None = None
+        lane = self.lanes.get(service)
+        if lane is None and self.host_lane is not None and service.startswith("api."):
+            lane = self.host_lane
+        try:
+            if lane is not None:
+                try:
+                    if lane.writing and lane.lane.queued() > LANE_HIGH_WATER:
+                        await lane.room()
+                    lane.send(_REQUEST, rid, body, marks, service.encode(), timeout_ms)
+                except BaseException:
+                    _tensors.discard(body, marks)  # never sent
+                    if st is not None:
+                        st.end(method, _perf_ns() - t0, True, False)
+                    raise
+                lane.pending.add(rid)
+                if self.lane_counts is not None:
+                    self._count(service, 0, 3, body)
+                if timeout_ms:
+                    # On a lane the caller enforces the deadline.
+                    backstop = self.loop.call_later(timeout or 0, self._lane_timeout, rid, lane)
+                try:
+                    msg = await fut
+                except asyncio.CancelledError:
+                    self._lane_cancel(lane, rid)
+                    if st is not None:
+                        st.in_flight -= 1
+                        st.cancelled += 1
+                    raise
+                finally:
+                    lane.pending.discard(rid)
+                if self.lane_counts is not None:
+                    if msg.command == _REPLY:
+                        self._count(service, 1, 4, msg.frames)
+                    else:
+                        self._count(service, 2, 4, msg.frames)
+            else:
+                msg = await self._broker_call(
+                    client, service, rid, timeout_ms, timeout, body, marks, fut, st, method, t0
+                )
+        finally:
+            pending.pop(rid, None)
+            if backstop is not None:
+                backstop.cancel()
+            if refs:
+                self._release(refs)
+        value = self._answer(msg, service, method, timeout, st, t0, marks)
+        if value is _RETRY:
+            return await self.call(service, target, method, args, kwargs, op=op, timeout=timeout)
+        return value
+
+    async def _broker_call(
+        self,
+        client: _core.Client,
+        service: str,
+        rid: int,
+        timeout_ms: int,
+        timeout: float | None,
+        body: Any,
+        marks: tuple[int, ...],
+        fut: asyncio.Future[_core.Message],
+        st: CallStats | None,
+        method: str,
+        t0: int,
+    ) -> _core.Message:
+        """Send a request through the broker; its answer."""
+        backstop: asyncio.TimerHandle | None = None
         try:
             delay = 0.001
             try:
@@ -244,11 +451,12 @@ class Node:
                     self._drain_client()
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 0.05)
-                    client = self.client
-                    if client is None:
+                    again = self.client
+                    if again is None:
                         raise PyisolateError(
                             f"{self.name}: the connection to the broker is closed"
                         )
+                    client = again
             except BaseException:
                 _tensors.discard(body, marks)  # never sent
                 if st is not None:
@@ -262,7 +470,7 @@ class Node:
                 # a broker that never answers.
                 backstop = self.loop.call_later((timeout or 0) + 5.0, self._backstop, rid)
             try:
-                msg = await fut
+                return await fut
             except asyncio.CancelledError:
                 if self.client is not None:
                     self.client.cancel(rid)
@@ -272,11 +480,21 @@ class Node:
                     st.cancelled += 1
                 raise
         finally:
-            pending.pop(rid, None)
             if backstop is not None:
                 backstop.cancel()
-            if refs:
-                self._release(refs)
+
+    def _answer(
+        self,
+        msg: _core.Message,
+        service: str,
+        method: str,
+        timeout: float | None,
+        st: CallStats | None,
+        t0: int,
+        marks: tuple[int, ...],
+    ) -> Any:
+        """The value (or exception) of a call's answer; _RETRY: send it
+        again (its tensors inline)."""
         if st is None:
             if msg.command == _REPLY:
                 frames = msg.frames
@@ -300,7 +518,7 @@ class Node:
             self.remote_services.add(service)
             if st is not None:
                 st.in_flight -= 1  # the call again counts it
-            return await self.call(service, target, method, args, kwargs, op=op, timeout=timeout)
+            return _RETRY
         if st is not None:
             st.end(method, _perf_ns() - t0, True, False)
         return self._result(msg, service, method, timeout)
@@ -315,6 +533,155 @@ class Node:
                     _core.ERROR, rid, "", _core.ERR_TIMEOUT, "no answer from the broker", 0
                 )
             )
+
+    # -- lanes ----------------------------------------------------------------
+    def _lane_timeout(self, rid: int, end: LaneEnd) -> None:
+        """A call's deadline passed on a lane: it fails now, as the broker
+        fails it on its path, and the callee is told to stop (CANCEL)."""
+        fut = self._pending.get(rid)
+        if fut is not None and not fut.done():
+            self._lane_cancel(end, rid)
+            fut.set_result(
+                _core.Message(_ERROR, rid, "", _core.ERR_TIMEOUT, "the call's deadline passed", 0)
+            )
+
+    def _lane_cancel(self, end: LaneEnd, rid: int) -> None:
+        if not end.closed:
+            try:
+                end.send(_CANCEL, rid)
+            except PyisolateError:
+                pass
+
+    def _drain_lane(self, end: LaneEnd) -> None:
+        lane = end.lane
+        pending = self._pending
+        while not end.closed:
+            msg = lane.recv()
+            if msg is None:
+                if lane.state() != _LANE_OPEN:
+                    self._lane_ended(end)
+                return
+            cmd = msg.command
+            rid = msg.id
+            if cmd == _REQUEST:
+                if self.lane_counts is not None:
+                    self._count(msg.service, 0, 3, msg.frames)
+                end.waiting[rid] = msg
+                end.tasks[rid] = self.loop.create_task(self._serve_one(msg, end))
+            elif cmd == _CANCEL:
+                task = end.tasks.pop(rid, None)
+                if task is not None:
+                    task.cancel()
+                queued = end.waiting.pop(rid, None)
+                if queued is not None:
+                    self._discard(queued)
+            elif rid in end.pending:
+                # An answer to a call sent on this lane (and only such: a
+                # peer cannot answer calls it was not sent).
+                end.pending.discard(rid)
+                waiter = pending.get(rid)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(msg)
+                elif cmd == _REPLY and len(msg.frames) > 1:
+                    self._discard(msg)
+            elif cmd == _REPLY and len(msg.frames) > 1:
+                self._discard(msg)  # a late answer (timed out, cancelled)
+
+    def _lane_ended(self, end: LaneEnd) -> None:
+        """The lane closed (the peer ended or broke it): the calls sent on
+        it fail at once, the requests it brought stop, calls to its
+        services go through the broker from now on."""
+        if end.closed:
+            return
+        state, why = end.lane.state(), end.lane.error()
+        broken = state == _core.LANE_BROKEN
+        end.close()
+        for service, other in list(self.lanes.items()):
+            if other is end:
+                del self.lanes[service]
+        if self.host_lane is end:
+            self.host_lane = None
+        text = f"{end.peer} broke its lane: {why}" if broken else f"{LANE_CLOSED}: {why}"
+        err = _core.Message(_ERROR, 0, "", end.lost_code, text, 0)
+        for rid in list(end.pending):
+            fut = self._pending.get(rid)
+            if fut is not None and not fut.done():
+                fut.set_result(err)
+        end.pending.clear()
+        for task in list(end.tasks.values()):
+            task.cancel()
+        end.tasks.clear()
+        for queued in end.waiting.values():
+            self._discard(queued)
+        end.waiting.clear()
+        if broken:
+            logger.error("%s: %s", self.name, text)
+        if end.on_end is not None and not self.closed:
+            end.on_end(text, broken)
+
+    def lane_path(self, rundir: str) -> str:
+        """The host's lane socket (made on first use) in rundir."""
+        if self._listener is None:
+            self._listener = _lane.LaneListener(self.loop, os.path.join(rundir, _lane.LANE_SOCKET))
+        return self._listener.path
+
+    def expect_lane(
+        self, pid: int, service: str, on_end: Callable[[str, bool], None]
+    ) -> asyncio.Future[None]:
+        """Take the lane that process pid (serving ``service``) connects;
+        the future is done once calls to ``service`` travel on it."""
+        assert self._listener is not None
+        fut: asyncio.Future[None] = self.loop.create_future()
+
+        def take(fd: int) -> None:
+            if self.closed:
+                os.close(fd)
+                return
+            old = self.lanes.get(service)
+            if old is not None:
+                self._lane_ended(old)
+            self.lanes[service] = LaneEnd(self, fd, service, _core.ERR_WORKER_LOST, on_end)
+            if not fut.done():
+                fut.set_result(None)
+
+        self._listener.expect(pid, take)
+        return fut
+
+    def forget_lane(self, pid: int) -> None:
+        if self._listener is not None:
+            self._listener.forget(pid)
+
+    def attach_host_lane(self, fd: int, host_service: str) -> None:
+        """An extension: calls to its host's services (``host_service`` and
+        every ``api.*``) travel on the lane fd from now on."""
+        end = LaneEnd(self, fd, "the host", _core.ERR_SHUTDOWN, self._host_lane_ended)
+        self.host_lane = end
+        self.lanes[host_service] = end
+
+    def _host_lane_ended(self, why: str, broken: bool) -> None:
+        # The host closed it (it is gone or stopping): as losing the broker.
+        if self.on_lost is not None:
+            self.on_lost(why or "the host closed the lane")
+
+    def _count(self, service: str, field: int, size_field: int, frames: Any) -> None:
+        assert self.lane_counts is not None
+        counts = self.lane_counts.get(service)
+        if counts is None:
+            counts = self.lane_counts[service] = [0, 0, 0, 0, 0]
+        counts[field] += 1
+        for frame in frames:
+            counts[size_field] += memoryview(frame).nbytes
+
+    def lane_stats(self, service: str) -> dict[str, int] | None:
+        """What crossed the lanes for ``service`` (requests to it, its
+        replies and errors, their body bytes), as the broker counts what
+        it routes; None when nothing did (or nothing is counted here)."""
+        counts = None if self.lane_counts is None else self.lane_counts.get(service)
+        if counts is None:
+            return None
+        return dict(
+            zip(("requests", "replies", "errors", "bytes_in", "bytes_out"), counts, strict=True)
+        )
 
     def _result(self, msg: _core.Message, service: str, method: str, timeout: float | None) -> Any:
         if msg.command == _core.REPLY:
@@ -451,9 +818,11 @@ class Node:
                     self.on_lost(msg.text or "the broker disconnected")
                 break
 
-    async def _serve_one(self, msg: _core.Message) -> None:
+    async def _serve_one(self, msg: _core.Message, end: LaneEnd | None = None) -> None:
+        """Serve one request: from the broker (end None) or from a lane."""
         rid = msg.id
-        self._waiting.pop(rid, None)
+        tasks = self._tasks if end is None else end.tasks
+        (self._waiting if end is None else end.waiting).pop(rid, None)
         try:
             frames = msg.frames
             if not frames:
@@ -485,16 +854,28 @@ class Node:
             marks = self.codec.marks
         except asyncio.CancelledError:
             # CANCEL from the caller (or shutdown): the broker forgot the request.
-            self._tasks.pop(rid, None)
+            tasks.pop(rid, None)
             return
         except BaseException as exc:  # noqa: BLE001 - everything crosses
-            self._tasks.pop(rid, None)
+            tasks.pop(rid, None)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 logger.warning("%s: a call raised %r", self.name, exc)
-            self._send_error(rid, exc)
+            self._send_error(rid, exc, end, msg.service)
             return
-        self._tasks.pop(rid, None)
-        if self.worker is None:
+        tasks.pop(rid, None)
+        if end is not None:
+            if end.closed:
+                _tensors.discard(body, marks)
+                return
+            try:
+                end.send(_REPLY, rid, body, marks)
+                if self.lane_counts is not None:
+                    self._count(msg.service, 1, 4, body)
+            except PyisolateError as exc:
+                _tensors.discard(body, marks)
+                # (Too large for the lane, say: the caller learns why.)
+                self._send_error(rid, exc, end, msg.service)
+        elif self.worker is None:
             _tensors.discard(body, marks)
         else:
             try:
@@ -506,15 +887,23 @@ class Node:
             # read what is already there now (only this socket).
             self._drain_worker()
 
-    def _send_error(self, rid: int, exc: BaseException) -> None:
-        if self.worker is None:
+    def _send_error(
+        self, rid: int, exc: BaseException, end: LaneEnd | None = None, service: str = ""
+    ) -> None:
+        if (self.worker if end is None else end) is None or (end is not None and end.closed):
             return
         try:
             data = describe_exception(exc)
             body = msgpack.packb(data, use_bin_type=True)
-            self.worker.error(
-                rid, _core.ERR_APPLICATION, f"{data['qualname']}: {data['message']}", [body]
-            )
+            text = f"{data['qualname']}: {data['message']}"
+            if end is not None:
+                if self.lane_counts is not None:
+                    self._count(service, 2, 4, ())
+                raw = text.encode("utf-8", "replace")[:1000].replace(b"\0", b"")
+                end.send(_ERROR, rid, [body], (), b"", 0, _core.ERR_APPLICATION, raw)
+                return
+            assert self.worker is not None
+            self.worker.error(rid, _core.ERR_APPLICATION, text, [body])
         except Exception as inner:  # pragma: no cover - describe never fails in practice
             logger.warning("%s: cannot send an error reply: %s", self.name, inner)
         self._schedule_drain()
@@ -635,6 +1024,11 @@ class Node:
         for fut in list(self._pending.values()):
             if not fut.done():
                 fut.set_result(err)
+        for end in {*self.lanes.values(), *([self.host_lane] if self.host_lane else [])}:
+            self._lane_ended(end)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self.client is not None:
             try:
                 self.loop.remove_reader(self._client_fd)

@@ -256,6 +256,7 @@ class ExtensionConfig(_ConfigBase):
     restart: str = "never"
     max_restarts: int = 5
     restart_window: float = 60.0
+    transport: str | None = None
     watch: bool = False
     # pyisolate 0.x keys (see above and docs/porting.md)
     share_cuda_ipc: bool | None = None
@@ -316,6 +317,23 @@ def validate_restart(config: ExtensionConfig) -> None:
         raise ValueError(
             f"extension {config.name!r}: max_restarts must be >= 0 and restart_window > 0"
         )
+
+
+TRANSPORTS = ("lane", "broker")
+
+
+def resolve_transport(config: ExtensionConfig) -> str:
+    """The transport a local isolated extension uses (ExtensionConfig's
+    ``transport``, else ``$PYISOLATE_TRANSPORT``, else "lane"); ValueError
+    for any other value."""
+    value = config.transport
+    if value is None:
+        value = os.environ.get("PYISOLATE_TRANSPORT") or "lane"
+    if value not in TRANSPORTS:
+        raise ValueError(
+            f"extension {config.name!r}: transport must be 'lane' or 'broker', not {value!r}"
+        )
+    return value
 
 
 def extension_key(name: Any) -> str:

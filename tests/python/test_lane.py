@@ -1,0 +1,184 @@
+"""The local lane (docs/protocol.md, section 10): which calls travel on it,
+hostile bytes written into it by an extension, backpressure, a crash of
+either side with calls in flight, strangers at the lane socket, the
+transport switch. The rest of the suite runs over the lane by default and
+again over the broker path (PYISOLATE_TRANSPORT=broker, see the Makefile)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+import pytest
+
+import pyisolate
+from conftest import ext_config, manager, run
+from pyisolate import _rpc
+from shared_apis import Relay, Store
+
+
+def _node(mgr):
+    return mgr._host.node
+
+
+def _broker_requests(mgr, service: str) -> int:
+    """Requests the broker itself routed to service (lanes not counted)."""
+    stats = mgr._host._broker.service_stats(service)
+    return 0 if stats is None else stats["requests"]
+
+
+def test_calls_both_ways_travel_on_the_lane(venv_root) -> None:
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            ext = await mgr.load_extension(
+                ext_config("laned", "lanes", apis=[Store], transport="lane")
+            )
+            assert "ext.laned" in _node(mgr).lanes
+            for i in range(5):
+                assert await ext.size(b"x" * i) == i
+            assert await ext.store_roundtrip("k", [1, 2]) == [1, 2]
+            # Neither direction went through the broker ...
+            assert _broker_requests(mgr, "ext.laned") == 0
+            assert _broker_requests(mgr, "api.shared_apis.Store") == 0
+            # ... and the service statistics still count them.
+            stats = mgr.service_stats("api.shared_apis.Store")
+            assert stats is not None and stats["requests"] == 2 and stats["replies"] == 2
+            assert mgr.service_stats("ext.laned")["requests"] >= 6
+
+    run(main())
+
+
+def test_broker_transport_keeps_the_broker_path(venv_root) -> None:
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            ext = await mgr.load_extension(
+                ext_config("brokered", "lanes", apis=[Store], transport="broker")
+            )
+            assert "ext.brokered" not in _node(mgr).lanes
+            assert await ext.size(b"abc") == 3
+            assert await ext.store_roundtrip("k", 1) == 1
+            assert _broker_requests(mgr, "ext.brokered") >= 2
+            assert _broker_requests(mgr, "api.shared_apis.Store") == 2
+            with pytest.raises(ValueError, match="transport must be"):
+                await mgr.load_extension(ext_config("bad", "lanes", transport="pipe"))
+
+    run(main())
+
+
+def test_hostile_bytes_on_the_lane(venv_root, caplog) -> None:
+    """An extension that writes garbage into its lane: the host reads a
+    clear error, fails its calls as a crash, kills it and stays up."""
+
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            bad = await mgr.load_extension(ext_config("hostile", "lanes", transport="lane"))
+            other = await mgr.load_extension(ext_config("bystander", "lanes", transport="lane"))
+            pending = asyncio.ensure_future(bad.hang())
+            await asyncio.sleep(0.1)
+            # A record claiming 4 GiB, then a header of garbage.
+            with pytest.raises(pyisolate.ExtensionCrashed) as info:
+                await bad.write_garbage(b"\xff\xff\xff\xff" + b"\xc1" * 60)
+            assert "broke" in str(info.value) and "longer than the lane's limit" in str(info.value)
+            with pytest.raises(pyisolate.ExtensionCrashed):
+                await asyncio.wait_for(pending, 10)
+            assert "ext.hostile" not in _node(mgr).lanes
+            assert await other.size(b"still here") == 10
+            again = await mgr.load_extension(ext_config("hostile", "lanes", transport="lane"))
+            assert await again.size(b"ok") == 2
+
+    with caplog.at_level(logging.ERROR, logger="pyisolate"):
+        run(main())
+    assert any("longer than the lane's limit" in r.getMessage() for r in caplog.records)
+
+
+def test_lane_backpressure_bounds_the_queue(venv_root) -> None:
+    """A peer that does not read: requests wait once LANE_HIGH_WATER bytes
+    are queued; the queue never holds more than that plus one record."""
+
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            ext = await mgr.load_extension(ext_config("slow", "lanes", transport="lane"))
+            end = _node(mgr).lanes["ext.slow"]
+            blocked = asyncio.ensure_future(ext.block_loop(2.0))
+            await asyncio.sleep(0.2)
+            record = 1 << 20
+            calls = [asyncio.ensure_future(ext.size(b"x" * record)) for _ in range(48)]
+            most = 0
+            while not all(c.done() for c in calls):
+                most = max(most, end.lane.queued())
+                await asyncio.sleep(0.005)
+            assert await blocked == 2.0
+            assert [c.result() for c in calls] == [record] * 48
+            # 48 MiB were sent: the queue filled up to the mark, never past it.
+            assert _rpc.LANE_HIGH_WATER // 2 < most <= _rpc.LANE_HIGH_WATER + record + 4096
+            assert end.lane.queued() == 0
+
+    run(main())
+
+
+def test_crash_fails_pending_lane_calls(venv_root) -> None:
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            ext = await mgr.load_extension(ext_config("crashy", "lanes", transport="lane"))
+            end = _node(mgr).lanes["ext.crashy"]
+            pid = await ext.getpid()
+            calls = [asyncio.ensure_future(ext.hang()) for _ in range(5)]
+            await asyncio.sleep(0.2)
+            assert len(end.pending) == 5
+            os.kill(pid, 9)
+            for call in calls:
+                with pytest.raises(pyisolate.ExtensionCrashed) as info:
+                    await asyncio.wait_for(call, 10)
+                assert info.value.exit_status == -9
+            assert end.closed and not end.pending
+
+    run(main())
+
+
+def test_lane_socket_refuses_strangers(venv_root) -> None:
+    """Only a process the host spawned (and expects) gets a lane."""
+
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            ext = await mgr.load_extension(ext_config("guarded", "lanes", transport="lane"))
+            path = _node(mgr)._listener.path
+            assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+            loop = asyncio.get_running_loop()
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.setblocking(False)
+                await loop.sock_connect(s, path)
+                s.sendall(b"\x00" * 16)
+                try:  # closed unread: an EOF or a reset
+                    assert await asyncio.wait_for(loop.sock_recv(s, 16), 10) == b""
+                except ConnectionResetError:
+                    pass
+            assert await ext.size(b"fine") == 4
+
+    run(main())
+
+
+def test_host_end_of_the_lane_going_fails_the_extensions_calls(venv_root, caplog) -> None:
+    """What the extension sees when the host goes (its end of the lane
+    closes, as when the host process dies): its calls in flight to the host
+    fail at once, and it stops."""
+
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            ext = await mgr.load_extension(
+                ext_config("orphan", "lanes", apis=[Relay], transport="lane")
+            )
+            node = _node(mgr)
+            end = node.lanes["ext.orphan"]
+            await ext.wait_on_host()
+            # In flight: ext -> host (Relay.apply) -> ext; the node's state has no event.
+            while not end.pending:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            node._lane_ended(end)  # the host's end goes
+            assert await asyncio.wait_for(ext._launcher.wait_exit(10), 11) == 0
+
+    with caplog.at_level(logging.INFO, logger="pyisolate.extension"):
+        run(main())
+    outcomes = [r.getMessage() for r in caplog.records if "outcome:" in r.getMessage()]
+    assert outcomes and "outcome: BrokerError: SHUTDOWN" in outcomes[0], outcomes
