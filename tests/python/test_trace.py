@@ -33,13 +33,20 @@ def _inside(inner: dict[str, Any], outer: dict[str, Any]) -> bool:
     ) <= round((outer["ts"] + outer["dur"]) * 1000)
 
 
-def test_nested_call_across_processes(venv_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["lane", "broker"])
+def test_nested_call_across_processes(venv_root: Path, tmp_path: Path, transport: str) -> None:
     path = tmp_path / "calls.json"
 
     async def main() -> int:
         async with manager(venv_root) as mgr:
             ext = await mgr.load_extension(
-                ext_config("traced", "basic", apis=[Relay], env={"EXT_NAME": "traced"})
+                ext_config(
+                    "traced",
+                    "basic",
+                    apis=[Relay],
+                    env={"EXT_NAME": "traced"},
+                    transport=transport,
+                )
             )
             Relay().handles["traced"] = ext
             await ext.ping_pong(2)  # not traced: before the block
@@ -101,38 +108,46 @@ def test_nested_call_across_processes(venv_root: Path, tmp_path: Path) -> None:
             assert inner["tid"] == outer["tid"]
     assert path_up[-1]["args"]["service"] == "ext.traced"
     assert path_up[2]["args"]["service"] == "api.shared_apis.Relay"
-    # The broker thread's hops: each call that crossed went through it; in
-    # the order causality gives (the broker received the request after the
-    # call began and before the serve began, the answer after the serve
-    # ended and before the call ended; a hop's end, its send's return, may
-    # come after the receiver has it).
     hops = {
         (e["name"].split()[0], e["args"]["service"], e["args"]["rid"]): e
         for e in data["traceEvents"]
         if e["ph"] == "X" and e["cat"] == "broker"
     }
-    assert {e["tid"] for e in hops.values()} == {1000}
-    assert {e["pid"] for e in hops.values()} == {host}
     crossed = [(i, o) for i, o in itertools.pairwise(path_up) if i["pid"] != o["pid"]]
     assert len(crossed) == 3
-    broker = (host, 1000)
     arrows = set()
     starts = {e["id"]: e for e in data["traceEvents"] if e["ph"] == "s"}
     for e in data["traceEvents"]:
         if e["ph"] == "f":
             s = starts[e["id"]]
             arrows.add(((s["pid"], s["tid"]), (e["pid"], e["tid"])))
-    for served, caller in crossed:
-        rid = served["args"]["rid"]
-        request = hops[("request", served["args"]["service"], rid)]
-        answer = hops[("answer", served["args"]["service"], rid)]
-        assert caller["ts"] <= request["ts"] <= served["ts"]
-        assert served["ts"] + served["dur"] <= answer["ts"] <= caller["ts"] + caller["dur"]
-        # Arrows: caller -> broker -> served -> broker -> caller.
-        for a, b in [(caller, None), (None, served), (served, None), (None, caller)]:
-            src = broker if a is None else (a["pid"], a["tid"])
-            dst = broker if b is None else (b["pid"], b["tid"])
-            assert (src, dst) in arrows
+    if transport == "lane":
+        # No broker thread in the path: no hop, an arrow straight from each
+        # call to where it ran, and no serve span claims a broker id.
+        assert hops == {}
+        for served, caller in crossed:
+            assert served["args"]["rid"] == 0
+            assert ((caller["pid"], caller["tid"]), (served["pid"], served["tid"])) in arrows
+    else:
+        # The broker thread's hops: each call that crossed went through it;
+        # in the order causality gives (the broker received the request
+        # after the call began and before the serve began, the answer after
+        # the serve ended and before the call ended; a hop's end, its
+        # send's return, may come after the receiver has it).
+        assert {e["tid"] for e in hops.values()} == {1000}
+        assert {e["pid"] for e in hops.values()} == {host}
+        broker = (host, 1000)
+        for served, caller in crossed:
+            rid = served["args"]["rid"]
+            request = hops[("request", served["args"]["service"], rid)]
+            answer = hops[("answer", served["args"]["service"], rid)]
+            assert caller["ts"] <= request["ts"] <= served["ts"]
+            assert served["ts"] + served["dur"] <= answer["ts"] <= caller["ts"] + caller["dur"]
+            # Arrows: caller -> broker -> served -> broker -> caller.
+            for a, b in [(caller, None), (None, served), (served, None), (None, caller)]:
+                src = broker if a is None else (a["pid"], a["tid"])
+                dst = broker if b is None else (b["pid"], b["tid"])
+                assert (src, dst) in arrows
     assert data["otherData"]["dropped_spans"] == 0
 
 

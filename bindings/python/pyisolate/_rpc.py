@@ -836,7 +836,9 @@ class Node:
                 # of its own.
                 fn, offload = self._resolve(msg.service, target, method)
                 if kwargs and _TRACE_KEY in kwargs:  # trace hook: a traced call (_trace.py)
-                    fn = _trace.serving(fn, msg.service, method, kwargs.pop(_TRACE_KEY), msg.id)
+                    # rid 0: a lane's request, never one of the broker's ids (from 1)
+                    hop = rid if end is None else 0
+                    fn = _trace.serving(fn, msg.service, method, kwargs.pop(_TRACE_KEY), hop)
                 if offload and not _async_callable(fn):
                     result = await invoke(fn, args, kwargs, True)
                 else:

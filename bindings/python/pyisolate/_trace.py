@@ -132,7 +132,8 @@ def uninstall(node: Any) -> tuple[list[Span], int]:
 def serving(
     fn: Callable[..., Any], service: str, method: str, parent: Any, rid: int
 ) -> Callable[..., Any]:
-    """The hook of a served call (the broker's request id ``rid``) that
+    """The hook of a served call (the broker's request id ``rid``; 0 for
+    a call that came on a lane, which no broker hop matches) that
     carried a span id (``parent``): ``fn``
     wrapped to record a serve span while it runs, as the parent of the
     calls it makes. An async ``fn`` stays async, a plain one plain (it runs
