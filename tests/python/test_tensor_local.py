@@ -160,7 +160,7 @@ def test_inline_chunks_lend_memory_and_are_checked() -> None:
         (rest[:5], -1),
     ):
         ref = msgpack.ExtType(EXT_SHARED, msgpack.packb([kind, at, flags, bad_count]))
-        with pytest.raises(pyisolate.TensorDescriptorError, match="malformed|refused"):
+        with pytest.raises(pyisolate.TensorDescriptorError, match=r"malformed|refused"):
             codec.loads(msgpack.packb(ref), bad_frames)
     del frames, chunks, rest, bad_frames, got, a
     gc.collect()
