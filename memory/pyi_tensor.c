@@ -15,6 +15,7 @@
 #include "pyisolate/pyi_region.h"
 #include "pyi_library_internal.h"
 #include "pyi_msgpack.h"
+#include "pyi_tensor_internal.h"
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -42,23 +43,6 @@ typedef struct {
     int64_t strides [PYI_TENSOR_MAX_NDIM];
 } s_holder_t;
 
-/*  A tensor's metadata as decoded, or taken from a DLTensor. */
-typedef struct {
-    DLDevice device;
-    DLDataType dtype;
-    int32_t ndim;
-    int64_t shape [PYI_TENSOR_MAX_NDIM];
-    int64_t strides [PYI_TENSOR_MAX_NDIM];     /* in elements, always filled */
-    uint64_t byte_offset;                      /* span start to element 0 */
-    char name [PYI_REGION_MAX_NAME + 1];
-    uint64_t offset;                           /* span start in the region data */
-    uint64_t length;                           /* span bytes */
-    const uint8_t *inline_data;                /* inline form: the span's bytes */
-    /*  Derived by s_check: */
-    int64_t itemsize;
-    int64_t lo, hi;            /* bytes addressed, relative to element 0: [lo, hi) */
-    bool empty;                /* no elements */
-} s_meta_t;
 
 /*  Validation ---------------------------------------------------------- */
 
@@ -100,7 +84,7 @@ s_itemsize (DLDataType dtype)
 /*  Check dtype, ndim, shape and strides; derive itemsize and the bytes
     addressed relative to element 0, without overflow. 0 or -1. */
 static int
-s_check (s_meta_t *m)
+s_check (pyi_tensor_meta_t *m)
 {
     if ((m->itemsize = s_itemsize (m->dtype)) < 0)
         return -1;
@@ -155,7 +139,7 @@ s_check (s_meta_t *m)
 /*  C-contiguous strides for the shape (no overflow once s_check passed
     the shape: each is at most the product of the nonzero dimensions). */
 static void
-s_contiguous (s_meta_t *m)
+s_contiguous (pyi_tensor_meta_t *m)
 {
     int64_t stride = 1;
     for (int i = m->ndim - 1; i >= 0; i--) {
@@ -168,8 +152,8 @@ s_contiguous (s_meta_t *m)
 
 /*  Fill meta from a DLTensor and check it: host memory, or CUDA device
     memory when cuda is true. 0 or -1. */
-static int
-s_from_tensor (s_meta_t *m, const DLTensor *t, bool cuda)
+int
+pyi_tensor_meta_from (pyi_tensor_meta_t *m, const DLTensor *t, bool cuda)
 {
     memset (m, 0, sizeof (*m));
     if (!t || t->ndim < 0 || t->ndim > PYI_TENSOR_MAX_NDIM || (t->ndim && !t->shape)) {
@@ -201,8 +185,8 @@ s_from_tensor (s_meta_t *m, const DLTensor *t, bool cuda)
 
 /*  Encoding ------------------------------------------------------------- */
 
-static int
-s_pack_meta (const s_meta_t *m, void *buffer, size_t size)
+int
+pyi_tensor_meta_pack (const pyi_tensor_meta_t *m, void *buffer, size_t size)
 {
     pyi_writer_t writer = { (uint8_t *) buffer, size, 0 };
     msgpack_packer pk;
@@ -235,9 +219,9 @@ s_pack_meta (const s_meta_t *m, void *buffer, size_t size)
 /*  The region that holds every byte t addresses, with a reference, and
     the span in meta. NULL (with the error set) when there is none. */
 static pyi_region_t *
-s_locate (s_meta_t *m, const DLTensor *t)
+s_locate (pyi_tensor_meta_t *m, const DLTensor *t)
 {
-    if (s_from_tensor (m, t, true))
+    if (pyi_tensor_meta_from (m, t, true))
         return NULL;
     const uint8_t *first = (const uint8_t *) t->data + t->byte_offset;
     const uint8_t *start = first + m->lo;
@@ -269,11 +253,11 @@ s_locate (s_meta_t *m, const DLTensor *t)
 int
 pyi_tensor_pack (const DLTensor *t, void *buffer, size_t size)
 {
-    s_meta_t meta;
+    pyi_tensor_meta_t meta;
     pyi_region_t *region = s_locate (&meta, t);
     if (!region)
         return -1;
-    int length = s_pack_meta (&meta, buffer, size);
+    int length = pyi_tensor_meta_pack (&meta, buffer, size);
     if (length < 0)
         pyi_set_error ("descriptor buffer of %zu bytes is too small", size);
     else
@@ -286,11 +270,11 @@ int
 pyi_tensor_encode (const DLTensor *t, pyi_msg_t *msg)
 {
     uint8_t buffer [PYI_TENSOR_MAX_DESCRIPTOR];
-    s_meta_t meta;
+    pyi_tensor_meta_t meta;
     pyi_region_t *region = s_locate (&meta, t);
     if (!region)
         return -1;
-    int length = s_pack_meta (&meta, buffer, sizeof (buffer));
+    int length = pyi_tensor_meta_pack (&meta, buffer, sizeof (buffer));
     int rc = length < 0 ? -1 : pyi_msg_append (msg, buffer, (size_t) length);
     if (rc)
         pyi_set_error ("cannot append the descriptor frame (message full?)");
@@ -319,9 +303,10 @@ s_bad (const char *what)
     return -1;
 }
 
-/*  Parse and validate everything that does not need the region. */
-static int
-s_parse (s_meta_t *m, const void *data, size_t size)
+/*  Parse and validate everything that does not need the region. chunked:
+    the descriptor must be in the chunked inline form (nothing after it). */
+int
+pyi_tensor_meta_parse (pyi_tensor_meta_t *m, const void *data, size_t size, bool chunked)
 {
     memset (m, 0, sizeof (*m));
     pyi_reader_t r = { (const uint8_t *) data, (const uint8_t *) data + size };
@@ -381,11 +366,22 @@ s_parse (s_meta_t *m, const void *data, size_t size)
     ||  !pyi_reader_uint (&r, INT64_MAX, &m->offset) || !pyi_reader_uint (&r, INT64_MAX, &m->length))
         return s_bad ("field 7 (region) is not [name, offset, length]");
     if (*m->name == 0) {
-        /*  Inline form: no region; the span's bytes follow. */
-        if (m->offset != 0 || (uint64_t) (r.end - r.p) != m->length)
-            return s_bad ("inline tensor: offset not 0, or not exactly length bytes after it");
-        m->inline_data = r.p;
+        /*  Inline form: no region; the span's bytes follow, in this frame
+            or (chunked) in the frames after it. */
+        m->is_inline = true;
+        if (chunked) {
+            if (m->offset != 0 || r.p != r.end)
+                return s_bad ("chunked inline tensor: offset not 0, or bytes after it");
+        }
+        else {
+            if (m->offset != 0 || (uint64_t) (r.end - r.p) != m->length)
+                return s_bad ("inline tensor: offset not 0, or not exactly length bytes after it");
+            m->inline_data = r.p;
+        }
     }
+    else
+    if (chunked)
+        return s_bad ("chunk frames follow a descriptor that is not inline");
     else
     if (r.p != r.end)
         return s_bad ("trailing bytes");
@@ -422,7 +418,7 @@ s_delete_versioned (DLManagedTensorVersioned *self)
 /*  A managed tensor for meta whose element 0 is at first; takes the
     region reference (released on failure too). */
 static s_holder_t *
-s_holder_new (const s_meta_t *m, uint8_t *first, pyi_region_t **region_p,
+s_holder_new (const pyi_tensor_meta_t *m, uint8_t *first, pyi_region_t **region_p,
               bool versioned, uint64_t flags)
 {
     s_holder_t *holder = (s_holder_t *) calloc (1, sizeof (s_holder_t));
@@ -459,13 +455,44 @@ s_holder_new (const s_meta_t *m, uint8_t *first, pyi_region_t **region_p,
     return holder;
 }
 
-static s_holder_t *
-s_decode (const void *data, size_t size, bool versioned, uint64_t flags)
+/*  The chunks' sizes add up exactly to length (no overflow). */
+static bool
+s_chunks_fit (const void *const *chunks, const size_t *sizes, size_t count, uint64_t length)
 {
-    s_meta_t meta;
-    if (s_parse (&meta, data, size))
+    if (count > PYI_MAX_BODY_FRAMES || (count && (!chunks || !sizes))) {
+        pyi_set_error ("malformed tensor descriptor: %zu chunk frames (at most %d)",
+                       count, PYI_MAX_BODY_FRAMES);
+        return false;
+    }
+    uint64_t total = 0;
+    for (size_t i = 0; i < count; i++)
+        if ((sizes [i] && !chunks [i])
+        ||  __builtin_add_overflow (total, (uint64_t) sizes [i], &total) || total > length) {
+            pyi_set_error ("malformed tensor descriptor: chunk frames hold more than its "
+                           "%llu bytes", (unsigned long long) length);
+            return false;
+        }
+    if (total != length) {
+        pyi_set_error ("malformed tensor descriptor: chunk frames hold %llu bytes, not its "
+                       "%llu", (unsigned long long) total, (unsigned long long) length);
+        return false;
+    }
+    return true;
+}
+
+/*  chunks: NULL for a descriptor frame alone, else the chunked inline
+    form's count chunk frames. */
+static s_holder_t *
+s_decode (const void *data, size_t size, const void *const *chunks, const size_t *sizes,
+          size_t count, bool versioned, uint64_t flags)
+{
+    pyi_tensor_meta_t meta;
+    bool chunked = chunks != NULL || sizes != NULL;
+    if (pyi_tensor_meta_parse (&meta, data, size, chunked))
         return NULL;
-    if (meta.inline_data) {
+    if (chunked && !s_chunks_fit (chunks, sizes, count, meta.length))
+        return NULL;
+    if (meta.is_inline) {
         /*  From a peer without shared memory: into a region of our own,
             so that it crosses on from here like any other. */
         if (meta.device.device_type != kDLCPU) {
@@ -475,7 +502,13 @@ s_decode (const void *data, size_t size, bool versioned, uint64_t flags)
         pyi_region_t *region = pyi_region_new ((size_t) meta.length);
         if (!region)
             return NULL;
-        memcpy (pyi_region_data (region), meta.inline_data, (size_t) meta.length);
+        uint8_t *to = (uint8_t *) pyi_region_data (region);
+        if (!chunked)
+            memcpy (to, meta.inline_data, (size_t) meta.length);
+        else
+            for (size_t i = 0; i < count; to += sizes [i], i++)
+                if (sizes [i])
+                    memcpy (to, chunks [i], sizes [i]);
         uint8_t *first = (uint8_t *) pyi_region_data (region) + meta.byte_offset;
         return s_holder_new (&meta, first, &region, versioned, flags);
     }
@@ -509,130 +542,43 @@ s_decode (const void *data, size_t size, bool versioned, uint64_t flags)
 DLManagedTensor *
 pyi_tensor_decode (const void *data, size_t size)
 {
-    s_holder_t *holder = s_decode (data, size, false, 0);
+    s_holder_t *holder = s_decode (data, size, NULL, NULL, 0, false, 0);
     return holder ? &holder->head.legacy : NULL;
+}
+
+DLManagedTensor *
+pyi_tensor_decode_chunked (const void *data, size_t size, const void *const *chunks,
+                           const size_t *sizes, size_t count)
+{
+    static const size_t none = 0;
+    s_holder_t *holder = s_decode (data, size, chunks, sizes ? sizes : &none, count, false, 0);
+    return holder ? &holder->head.legacy : NULL;
+}
+
+DLManagedTensorVersioned *
+pyi_tensor_decode_chunked_versioned (const void *data, size_t size, const void *const *chunks,
+                                     const size_t *sizes, size_t count, uint64_t flags)
+{
+    static const size_t none = 0;
+    s_holder_t *holder = s_decode (data, size, chunks, sizes ? sizes : &none, count, true,
+                                   flags);
+    return holder ? &holder->head.versioned : NULL;
 }
 
 DLManagedTensorVersioned *
 pyi_tensor_decode_versioned (const void *data, size_t size, uint64_t flags)
 {
-    s_holder_t *holder = s_decode (data, size, true, flags);
+    s_holder_t *holder = s_decode (data, size, NULL, NULL, 0, true, flags);
     return holder ? &holder->head.versioned : NULL;
 }
 
 int
 pyi_tensor_discard (const void *data, size_t size)
 {
-    s_meta_t meta;
-    if (s_parse (&meta, data, size))
+    pyi_tensor_meta_t meta;
+    if (pyi_tensor_meta_parse (&meta, data, size, false))
         return -1;
-    return meta.inline_data ? 0 : pyi_region_discard (meta.name);
-}
-
-/*  Inline form ------------------------------------------------------------ */
-
-static void
-s_free_buffer (void *data, void *hint)
-{
-    free (data);
-}
-
-/*  A new buffer holding the inline form of meta (its span's bytes at
-    span); NULL with the error set. */
-static uint8_t *
-s_inline_buffer (s_meta_t *m, const uint8_t *span, size_t *size)
-{
-    uint8_t head [PYI_TENSOR_MAX_DESCRIPTOR];
-    m->name [0] = 0;
-    m->offset = 0;
-    int length = s_pack_meta (m, head, sizeof (head));
-    uint8_t *buffer = length < 0 ? NULL : (uint8_t *) malloc ((size_t) length + m->length);
-    if (!buffer) {
-        pyi_set_error ("out of memory for an inline tensor of %llu bytes",
-                       (unsigned long long) m->length);
-        return NULL;
-    }
-    memcpy (buffer, head, (size_t) length);
-    if (m->length)
-        memcpy (buffer + length, span, (size_t) m->length);
-    *size = (size_t) length + (size_t) m->length;
-    return buffer;
-}
-
-int
-pyi_tensor_encode_inline (const DLTensor *t, pyi_msg_t *msg)
-{
-    s_meta_t meta;
-    if (s_from_tensor (&meta, t, false))
-        return -1;
-    const uint8_t *first = (const uint8_t *) t->data + t->byte_offset;
-    meta.length = (uint64_t) (meta.hi - meta.lo);
-    meta.byte_offset = (uint64_t) -meta.lo;
-    size_t size;
-    uint8_t *buffer = s_inline_buffer (&meta, first + meta.lo, &size);
-    if (!buffer)
-        return -1;
-    if (pyi_msg_append_zerocopy (msg, buffer, size, s_free_buffer, NULL)) {
-        pyi_set_error ("cannot append the tensor frame (message full?)");
-        return -1;
-    }
-    return 0;
-}
-
-void *
-pyi_tensor_inline_copy (const void *data, size_t size, size_t *length)
-{
-    s_meta_t meta;
-    if (s_parse (&meta, data, size))
-        return NULL;
-    if (meta.inline_data) {
-        void *copy = malloc (size ? size : 1);
-        if (copy) {
-            memcpy (copy, data, size);
-            *length = size;
-        }
-        else
-            pyi_set_error ("out of memory");
-        return copy;
-    }
-    if (meta.device.device_type != kDLCPU) {
-        pyi_tensor_discard (data, size);
-        pyi_set_error ("a CUDA tensor cannot cross to a peer without CUDA IPC (a remote "
-                       "worker): move it to the CPU first");
-        return NULL;
-    }
-    pyi_region_t *region = pyi_region_open (meta.name);
-    if (!region)
-        return NULL;
-    pyi_region_received (region);       /* this descriptor is consumed here */
-    size_t region_size = pyi_region_size (region);
-    uint8_t *buffer = NULL;
-    if (meta.length > region_size || meta.offset > region_size - meta.length)
-        pyi_set_error ("span [%llu, +%llu) is beyond region %s of %zu bytes",
-                       (unsigned long long) meta.offset, (unsigned long long) meta.length,
-                       meta.name, region_size);
-    else
-        buffer = s_inline_buffer (&meta, (const uint8_t *) pyi_region_data (region)
-                                         + meta.offset, length);
-    pyi_region_release (&region);
-    return buffer;
-}
-
-void pyi_tensor_free (void *buffer) { free (buffer); }
-
-int
-pyi_tensor_inline (pyi_msg_t *msg, size_t index)
-{
-    if (!pyi_msg_is_descriptor (msg, index)) {
-        pyi_set_error ("body frame %zu is not a tensor descriptor", index);
-        return -1;
-    }
-    size_t length = 0;
-    void *buffer = pyi_tensor_inline_copy (pyi_msg_frame_data (msg, index),
-                                           pyi_msg_frame_size (msg, index), &length);
-    if (!buffer)
-        return -1;
-    return pyi_msg_replace_frame (msg, index, buffer, length, s_free_buffer, NULL);
+    return meta.is_inline ? 0 : pyi_region_discard (meta.name);
 }
 
 /*  Wrapping, sharing, allocating ------------------------------------------ */
@@ -640,7 +586,7 @@ pyi_tensor_inline (pyi_msg_t *msg, size_t index)
 static s_holder_t *
 s_wrap (const DLTensor *t, bool versioned, uint64_t flags)
 {
-    s_meta_t meta;
+    pyi_tensor_meta_t meta;
     pyi_region_t *region = s_locate (&meta, t);
     if (!region)
         return NULL;
@@ -665,7 +611,7 @@ pyi_tensor_wrap_versioned (const DLTensor *t, uint64_t flags)
 /*  A new region-backed C-contiguous tensor with meta's dtype and shape
     (meta's strides are replaced). */
 static s_holder_t *
-s_allocate (s_meta_t *m, uint64_t flags)
+s_allocate (pyi_tensor_meta_t *m, uint64_t flags)
 {
     int64_t bytes = m->itemsize;
     for (int i = 0; i < m->ndim; i++)
@@ -681,7 +627,7 @@ s_allocate (s_meta_t *m, uint64_t flags)
 /*  Copy the elements of src (element 0 at from, strides in meta) into
     the C-contiguous buffer at to, dimension by dimension. */
 static uint8_t *
-s_gather (const s_meta_t *m, int dim, const uint8_t *from, uint8_t *to)
+s_gather (const pyi_tensor_meta_t *m, int dim, const uint8_t *from, uint8_t *to)
 {
     if (dim == m->ndim) {
         memcpy (to, from, (size_t) m->itemsize);
@@ -700,10 +646,10 @@ s_gather (const s_meta_t *m, int dim, const uint8_t *from, uint8_t *to)
 DLManagedTensorVersioned *
 pyi_tensor_share (const DLTensor *t)
 {
-    s_meta_t meta;
-    if (s_from_tensor (&meta, t, false))
+    pyi_tensor_meta_t meta;
+    if (pyi_tensor_meta_from (&meta, t, false))
         return NULL;
-    s_meta_t source = meta;
+    pyi_tensor_meta_t source = meta;
     s_holder_t *holder = s_allocate (&meta, DLPACK_FLAG_BITMASK_IS_COPIED);
     if (!holder)
         return NULL;
@@ -717,8 +663,8 @@ DLManagedTensorVersioned *
 pyi_tensor_empty (int32_t ndim, const int64_t *shape, DLDataType dtype)
 {
     DLTensor t = { NULL, { kDLCPU, 0 }, ndim, dtype, (int64_t *) shape, NULL, 0 };
-    s_meta_t meta;
-    if (s_from_tensor (&meta, &t, false))
+    pyi_tensor_meta_t meta;
+    if (pyi_tensor_meta_from (&meta, &t, false))
         return NULL;
     s_holder_t *holder = s_allocate (&meta, 0);
     return holder ? &holder->head.versioned : NULL;

@@ -23,6 +23,7 @@
 #include <dlpack/dlpack.h>
 #include "pyi_library.h"
 #include "pyi_msg.h"
+#include "pyi_region.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -116,6 +117,34 @@ PYI_EXPORT int pyi_tensor_inline (pyi_msg_t *msg, size_t index);
     is given back then too, when the region could be named). */
 PYI_EXPORT void *pyi_tensor_inline_copy (const void *data, size_t size, size_t *length);
 PYI_EXPORT void pyi_tensor_free (void *buffer);
+
+/*  Chunked inline form, for large tensors: the inline descriptor with
+    nothing after it, followed in the message by count chunk frames that
+    hold the span's bytes in order (sizes adding up exactly to its
+    length; count <= PYI_MAX_BODY_FRAMES): encryption, sending and
+    decryption of the chunks overlap, and the sender lends its memory.
+
+    pyi_tensor_inline_span (sender) writes the chunked inline descriptor
+    of marked descriptor data into head (head_size bytes;
+    PYI_TENSOR_MAX_DESCRIPTOR is enough), its length in *head_length, and
+    points *span at the span's *length bytes in the region (consuming the
+    descriptor's in-flight count). It returns a reference to that region
+    (pyi_region_release), which keeps *span mapped: hold it until the
+    chunks are sent. NULL on failure.
+
+    pyi_tensor_decode_chunked[_versioned] (receiver) validate the
+    descriptor and the chunks' sizes (an untrusted peer's: any mismatch
+    is a malformed-descriptor error) and copy the chunks, once, into a
+    new region, as pyi_tensor_decode does with the one-frame form. */
+PYI_EXPORT pyi_region_t *pyi_tensor_inline_span (const void *data, size_t size, void *head,
+                                                 size_t head_size, size_t *head_length,
+                                                 const void **span, size_t *length);
+PYI_EXPORT DLManagedTensor *pyi_tensor_decode_chunked (const void *data, size_t size,
+                                                       const void *const *chunks,
+                                                       const size_t *sizes, size_t count);
+PYI_EXPORT DLManagedTensorVersioned *pyi_tensor_decode_chunked_versioned (
+    const void *data, size_t size, const void *const *chunks, const size_t *sizes,
+    size_t count, uint64_t flags);
 
 /*  A new managed tensor over the same memory as t (which must lie in a
     region mapped here), holding its own region reference: for example a

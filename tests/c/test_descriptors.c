@@ -11,7 +11,10 @@
       (shared-memory) descriptor for a worker connected over tcp is refused
       (PYI_ERR_INLINE, saying to send inline) and its count given back; a
       sender that inlines it itself (pyi_tensor_inline) is served, the
-      worker gets a copy, the region goes with its holder;
+      worker gets a copy, the region goes with its holder; so is one that
+      sends it chunked (pyi_tensor_inline_span, chunk frames lending the
+      region's memory): the worker joins the chunks into a copy, and the
+      region goes once the chunk frames are sent and its holder let go;
     - a request from a caller connected over tcp reaches a local worker
       flagged answer-inline (a local caller's is not); the worker's answer
       with a marked descriptor is refused to that caller (INLINE, count
@@ -122,6 +125,14 @@ s_expect_error (pyi_client_t *client, int code, const char *words)
     pyi_msg_destroy (&answer);
 }
 
+/*  A zero-copy chunk frame's free function: its region reference. */
+static void
+s_release_chunk (void *data, void *hint)
+{
+    pyi_region_t *region = (pyi_region_t *) hint;
+    pyi_region_release (&region);
+}
+
 static void
 test_to_remote_worker (void)
 {
@@ -180,6 +191,47 @@ test_to_remote_worker (void)
     CHECK (((float *) m->dl_tensor.data) [3] == 4.5f);
     m->deleter (m);
     pyi_msg_destroy (&answer);
+
+    /*  Chunked: the descriptor, then two frames lending the region's bytes. */
+    body = s_body_with_tensor (&region, name);
+    values = (float *) pyi_region_data (region);
+    for (int i = 0; i < 16; i++)
+        values [i] = (float) i - 3.0f;
+    uint8_t head [PYI_TENSOR_MAX_DESCRIPTOR];
+    size_t head_size, length;
+    const void *span;
+    pyi_region_t *held = pyi_tensor_inline_span (pyi_msg_frame_data (body, 1),
+                                                 pyi_msg_frame_size (body, 1), head, sizeof head,
+                                                 &head_size, &span, &length);
+    CHECK_MSG (held, "%s", pyi_last_error ());
+    CHECK_INT (pyi_region_inflight (region), 0);
+    CHECK_INT (length, 64);
+    pyi_msg_destroy (&body);
+    body = pyi_msg_new (PYI_REQUEST);
+    CHECK_INT (pyi_msg_append (body, "call", 4), 0);
+    CHECK_INT (pyi_msg_append (body, head, head_size), 0);
+    CHECK_INT (pyi_msg_append_zerocopy (body, (void *) span, 24, s_release_chunk, held), 0);
+    pyi_region_t *again = pyi_region_ref (region);
+    CHECK_INT (pyi_msg_append_zerocopy (body, (uint8_t *) span + 24, 40, s_release_chunk,
+                                        again), 0);
+    CHECK_INT (pyi_client_request (client, "far", 3, 0, &body), 0);
+    pyi_region_release (&region);           /* the chunk frames hold it until sent */
+    request = pyi_worker_recv (worker, 5000);
+    CHECK (request && pyi_msg_command (request) == PYI_REQUEST);
+    CHECK_INT (pyi_msg_frames (request), 4);
+    const void *chunks [2] = { pyi_msg_frame_data (request, 2), pyi_msg_frame_data (request, 3) };
+    size_t sizes [2] = { pyi_msg_frame_size (request, 2), pyi_msg_frame_size (request, 3) };
+    m = pyi_tensor_decode_chunked (pyi_msg_frame_data (request, 1),
+                                   pyi_msg_frame_size (request, 1), chunks, sizes, 2);
+    CHECK_MSG (m, "%s", pyi_last_error ());
+    for (int i = 0; i < 16; i++)
+        CHECK (((float *) m->dl_tensor.data) [i] == (float) i - 3.0f);
+    m->deleter (m);
+    pyi_msg_destroy (&request);
+    /*  The broker's I/O thread closes the sent frames a moment later. */
+    for (int i = 0; i < 500 && s_exists (name); i++)
+        usleep (10000);
+    CHECK_MSG (!s_exists (name), "%s outlived its chunk frames", name);
     pyi_client_destroy (&client);
     pyi_worker_destroy (&worker);
     pyi_broker_destroy (&broker);

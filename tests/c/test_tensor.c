@@ -22,6 +22,13 @@
       in place: the write is visible here;
     - the inline form of a strided view of plain memory decodes to the
       same values, in a region of its own;
+    - the chunked inline form: pyi_tensor_inline_span of a strided view's
+      descriptor gives the inline head and the span in the region (count
+      consumed, the region held by the reference); chunks of uneven
+      sizes decode (legacy and versioned) to the same values in a region
+      of their own; chunks that add up to one byte less or more, too many
+      chunks, a NULL chunk, a one-frame or a region descriptor given as
+      chunked, and the chunked head given alone are refused as malformed;
     - at the end nothing of ours stays in /dev/shm nor in the mappings.
 */
 #include "testtensor.h"
@@ -421,6 +428,88 @@ test_inline (void)
     pyi_msg_destroy (&msg);
 }
 
+/*  The chunked decode of head refuses these chunks, saying text. */
+static void
+s_chunks_refused (const uint8_t *head, size_t head_size, const void *const *chunks,
+                  const size_t *sizes, size_t count, const char *text)
+{
+    DLManagedTensor *m = pyi_tensor_decode_chunked (head, head_size, chunks, sizes, count);
+    CHECK_MSG (!m, "accepted chunks that should say: %s", text);
+    CHECK_MSG (strstr (pyi_last_error (), text), "error '%s' lacks '%s'", pyi_last_error (), text);
+}
+
+static void
+test_chunked (void)
+{
+    TEST_BEGIN ("chunked inline form: span lent by the sender, chunks validated and joined");
+    int32_t *base = (int32_t *) pyi_region_data (s_region);
+    for (int i = 0; i < 30; i++)
+        base [i] = 1000 + i;
+    /*  Every other row of a [6, 5] int32 array, columns reversed. */
+    int64_t shape [2] = { 3, 5 }, strides [2] = { 10, -1 };
+    DLTensor view = { base + 4, { kDLCPU, 0 }, 2, { kDLInt, 32, 1 }, shape, strides, 0 };
+    uint8_t desc [PYI_TENSOR_MAX_DESCRIPTOR], head [PYI_TENSOR_MAX_DESCRIPTOR];
+    uint32_t inflight = pyi_region_inflight (s_region);
+    int desc_size = pyi_tensor_pack (&view, desc, sizeof desc);
+    CHECK (desc_size > 0);
+    size_t head_size = 0, length = 0;
+    const void *span = NULL;
+    pyi_region_t *held = pyi_tensor_inline_span (desc, (size_t) desc_size, head, sizeof head,
+                                                 &head_size, &span, &length);
+    CHECK_MSG (held, "%s", pyi_last_error ());
+    CHECK (held == s_region);
+    CHECK_INT (pyi_region_inflight (s_region), inflight);     /* consumed */
+    CHECK (span == (const void *) base && length == 25 * sizeof (int32_t));
+    /*  The span in three uneven chunks. */
+    const uint8_t *bytes = (const uint8_t *) span;
+    const void *chunks [3] = { bytes, bytes + 7, bytes + 40 };
+    size_t sizes [3] = { 7, 33, length - 40 };
+    DLManagedTensor *m = pyi_tensor_decode_chunked (head, head_size, chunks, sizes, 3);
+    CHECK_MSG (m, "%s", pyi_last_error ());
+    DLManagedTensorVersioned *v = pyi_tensor_decode_chunked_versioned (head, head_size, chunks,
+                                                                       sizes, 3, 0);
+    CHECK_MSG (v, "%s", pyi_last_error ());
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 5; j++) {
+            const DLTensor *t [2] = { &m->dl_tensor, &v->dl_tensor };
+            for (int k = 0; k < 2; k++) {
+                int32_t *e = (int32_t *) t [k]->data + i * t [k]->strides [0]
+                           + j * t [k]->strides [1];
+                CHECK_INT (*e, 1000 + 10 * i + 4 - j);
+            }
+        }
+    size_t offset;
+    pyi_region_t *copy = pyi_region_find (m->dl_tensor.data, &offset);
+    CHECK_MSG (copy && copy != s_region, "chunks arrive in a region of their own");
+    pyi_region_release (&copy);
+    m->deleter (m);
+    v->deleter (v);
+
+    /*  A hostile peer's chunks. */
+    size_t short_sizes [3] = { 7, 33, length - 41 };
+    s_chunks_refused (head, head_size, chunks, short_sizes, 3, "malformed");
+    size_t long_sizes [3] = { 7, 33, length - 39 };
+    s_chunks_refused (head, head_size, chunks, long_sizes, 3, "malformed");
+    size_t huge [2] = { SIZE_MAX, 2 };
+    s_chunks_refused (head, head_size, chunks, huge, 2, "malformed");
+    s_chunks_refused (head, head_size, chunks, sizes, PYI_MAX_BODY_FRAMES + 1, "malformed");
+    const void *null_chunks [3] = { bytes, NULL, bytes + 40 };
+    s_chunks_refused (head, head_size, null_chunks, sizes, 3, "malformed");
+    s_chunks_refused (head, head_size, NULL, sizes, 3, "malformed");
+    s_chunks_refused (head, head_size, chunks, sizes, 0, "malformed");
+    /*  The one-frame inline form, and a region's descriptor, as chunked. */
+    pyi_msg_t *msg = pyi_msg_new (PYI_REPLY);
+    CHECK_INT (pyi_tensor_encode_inline (&view, msg), 0);
+    s_chunks_refused (pyi_msg_frame_data (msg, 0), pyi_msg_frame_size (msg, 0), chunks, sizes,
+                      3, "malformed");
+    pyi_msg_destroy (&msg);
+    s_chunks_refused (desc, (size_t) desc_size, chunks, sizes, 3, "malformed");
+    /*  The chunked head alone is not the one-frame form. */
+    CHECK (!pyi_tensor_decode (head, head_size));
+    CHECK (strstr (pyi_last_error (), "malformed"));
+    pyi_region_release (&held);
+}
+
 int
 main (int argc, char *argv [])
 {
@@ -438,6 +527,7 @@ main (int argc, char *argv [])
     test_share ();
     test_cross_process ();
     test_inline ();
+    test_chunked ();
     pyi_region_release (&s_region);
     CHECK_MSG (!s_exists (name), "the test region was not removed");
     CHECK_INT (pyi_region_mapped (), 0);

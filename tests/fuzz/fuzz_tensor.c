@@ -16,13 +16,20 @@
     An input in inline form (region name "", the span's bytes after it)
     decodes into a new region of this process, once per decode: its view
     must lie inside that region, and the regions must go with the tensors.
+    An input that starts with 0xff is the chunked inline form instead:
+    a count byte, count little-endian 16-bit chunk sizes, then the
+    descriptor, decoded by pyi_tensor_decode_chunked[_versioned] with
+    chunks taken from a fixed pattern buffer; when accepted, the sizes
+    add up to the span's length and the new region holds the chunks'
+    bytes in order.
     Any difference aborts, which libFuzzer reports as a crash.
 
     Seeds (tests/fuzz/corpus_tensor): contiguous float32 [4, 5]; int32
     [3, 4] strided view; float32 [6, 8] with negative strides; float64
     0-d; empty [0, 5]; bool [10]; complex128 transposed [2, 2]; float32x4
     lanes [3]; int64 broadcast [1000, 3] (stride 0); bfloat16 [2, 3, 4]
-    ending at the region's end.
+    ending at the region's end; inline float32 [4]; the same chunked in
+    three (5, 0 and 11 bytes).
 
     Build: tests/fuzz/run (clang, -DPYI_FUZZ=ON).
 */
@@ -40,6 +47,8 @@
 
 static pyi_region_t *s_region;
 static uint8_t *s_data;
+/*  Chunk bytes: chunk i starts at s_pattern + i % 256, at most 65535. */
+static uint8_t s_pattern [65536 + 256];
 
 int
 LLVMFuzzerInitialize (int *argc, char ***argv)
@@ -52,6 +61,8 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
     s_data = (uint8_t *) pyi_region_data (s_region);
     for (size_t i = 0; i < REGION_SIZE; i++)
         s_data [i] = (uint8_t) i;
+    for (size_t i = 0; i < sizeof s_pattern; i++)
+        s_pattern [i] = (uint8_t) (i * 7 + i / 256);
     /*  Decoding finds the region in this process's cache by name: its
         /dev/shm entry is not needed, and removing it now leaves nothing
         behind however the fuzzer ends. */
@@ -106,9 +117,54 @@ s_same (const DLTensor *a, const DLTensor *b, bool same_data)
             s_fail ("round trip changed shape or strides");
 }
 
+static int
+s_chunked (const uint8_t *data, size_t size)
+{
+    if (size < 2 || size < 2 + 2 * (size_t) data [1])
+        return 0;
+    size_t count = data [1];
+    const void *chunks [256];
+    size_t sizes [256], total = 0;
+    for (size_t i = 0; i < count; i++) {
+        chunks [i] = s_pattern + i % 256;
+        sizes [i] = (size_t) data [2 + 2 * i] | (size_t) data [3 + 2 * i] << 8;
+        total += sizes [i];
+    }
+    const uint8_t *desc = data + 2 + 2 * count;
+    size_t desc_size = size - 2 - 2 * count;
+    DLManagedTensor *legacy = pyi_tensor_decode_chunked (desc, desc_size, chunks, sizes, count);
+    DLManagedTensorVersioned *versioned = pyi_tensor_decode_chunked_versioned (
+        desc, desc_size, chunks, sizes, count, 0);
+    if (!legacy != !versioned)
+        s_fail ("legacy and versioned chunked decoding disagree");
+    if (!legacy) {
+        if (!*pyi_last_error ())
+            s_fail ("refused chunks without an error text");
+        return 0;
+    }
+    size_t offset;
+    pyi_region_t *own = pyi_region_find (legacy->dl_tensor.data, &offset);
+    if (!own || own == s_region || pyi_region_size (own) < total)
+        s_fail ("chunks are not in a region of their own, or do not fit it");
+    const uint8_t *at = (const uint8_t *) pyi_region_data (own);
+    for (size_t i = 0; i < count; at += sizes [i], i++)
+        if (memcmp (at, chunks [i], sizes [i]) != 0)
+            s_fail ("the region does not hold the chunks in order");
+    s_touch (&legacy->dl_tensor, (const uint8_t *) pyi_region_data (own), pyi_region_size (own));
+    s_same (&legacy->dl_tensor, &versioned->dl_tensor, false);
+    pyi_region_release (&own);
+    legacy->deleter (legacy);
+    versioned->deleter (versioned);
+    if (pyi_region_mapped () != 1)
+        s_fail ("a region reference leaked");
+    return 0;
+}
+
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
+    if (size && data [0] == 0xff)
+        return s_chunked (data, size);
     /*  Put the real region name in place of the placeholder. */
     uint8_t input [2 * PYI_TENSOR_MAX_DESCRIPTOR];
     const char *name = pyi_region_name (s_region);

@@ -69,6 +69,13 @@ def test_remote_extension_serves_calls_singletons_and_copies(venv_root) -> None:
                 assert pyisolate.region_name(b).rsplit("-", 2)[1] == str(os.getpid())
                 b[...] = -1
                 assert (a >= 0).all()
+                # a large one crosses in frames of 1 MiB (the chunked inline
+                # form), both ways
+                big = pyisolate.empty((5 * 1024 + 3, 256), "float32")
+                big[...] = np.arange(big.size, dtype=np.float32).reshape(big.shape)
+                back = await ext.echo({"big": big, "view": big[::-2, 3::5]})
+                assert (back["big"] == big).all() and (back["view"] == big[::-2, 3::5]).all()
+                del back
                 # the host answers the remote process's calls inline too (the
                 # broker flags them answer-inline): an array kept by the
                 # host's singleton, read back from there

@@ -114,3 +114,54 @@ def test_empty_share_region_name() -> None:
     c = pyisolate.share(torch.arange(6.0).reshape(2, 3).t())
     assert c.is_contiguous() and torch.equal(c, torch.arange(6.0).reshape(2, 3).t())
     assert pyisolate.region_name(c) is not None
+
+
+def test_inline_chunks_lend_memory_and_are_checked() -> None:
+    """For a receiver without shared memory a large array goes as its
+    inline descriptor then frames of 1 MiB that lend the region's memory
+    (no copy on the sender); the receiver joins them into a region of its
+    own and refuses frames that do not add up to the descriptor."""
+    import msgpack
+
+    import pyisolate
+    from pyisolate import _tensors
+    from pyisolate._serialize import EXT_SHARED
+
+    gc.collect()
+    before = _tensors.mapped_regions()
+    codec = _codec()
+    a = pyisolate.empty((3 * 1024 + 5, 256), "float32")  # 3 MiB + 5 KiB
+    a[...] = np.arange(a.size, dtype=np.float32).reshape(a.shape)
+    frames = codec.dumps({"a": a, "v": a[::-3, 7::2]}, inline=True)
+    assert codec.marks == ()  # inline: nothing for the broker to give back
+    # head, then per array: its descriptor and 4 chunks
+    assert len(frames) == 1 + 2 * 5
+    chunks = frames[2:6]
+    assert sum(len(c) for c in chunks) == a.nbytes and max(len(c) for c in chunks) <= 1 << 20
+    lent = np.frombuffer(chunks[0], dtype=np.uint8)
+    assert lent.ctypes.data == a.ctypes.data  # the array's own memory, not a copy
+    del lent
+    got = codec.loads(frames[0], list(frames[1:]))
+    assert (got["a"] == a).all() and (got["v"] == a[::-3, 7::2]).all()
+    assert pyisolate.region_name(got["a"]) != pyisolate.region_name(a)
+    got["a"][0, 0] = -1
+    assert a[0, 0] == 0
+    # a hostile peer's chunks: one byte short, one more, a chunk missing,
+    # a count past the frames, a negative count
+    head = msgpack.unpackb(frames[0], raw=False)["a"]
+    kind, at, flags, count = msgpack.unpackb(head.data, raw=False)
+    assert (kind, at, count) == ("numpy", 1, 4)
+    rest = list(frames[1:])
+    for bad_frames, bad_count in (
+        ([rest[0], *rest[1:4], bytes(rest[4])[:-1]], 4),
+        ([rest[0], *rest[1:4], bytes(rest[4]) + b"x"], 4),
+        (rest[:4], 3),
+        (rest[:5], 5),
+        (rest[:5], -1),
+    ):
+        ref = msgpack.ExtType(EXT_SHARED, msgpack.packb([kind, at, flags, bad_count]))
+        with pytest.raises(pyisolate.TensorDescriptorError, match=r"malformed|refused"):
+            codec.loads(msgpack.packb(ref), bad_frames)
+    del frames, chunks, rest, bad_frames, got, a
+    gc.collect()
+    assert _tensors.mapped_regions() == before

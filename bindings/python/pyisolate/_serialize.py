@@ -13,6 +13,9 @@ EXT_SHARED holds msgpack [kind, descriptor, flags]: kind "numpy" or
 "torch"; descriptor the index of the body frame that holds the C descriptor
 (pyi_tensor_pack), or the descriptor's bytes themselves when the message has
 no frames left; flags bit 0: requires_grad (torch), bit 1: read-only (numpy).
+For a receiver without shared memory a large array goes in the chunked inline
+form, [kind, descriptor, flags, count]: the descriptor frame is followed by
+count frames of its bytes (docs/tensors.md, section 9).
 """
 
 from __future__ import annotations
@@ -180,6 +183,19 @@ class Codec:
 
     def _shared(self, kind: str, made: tuple[bytes, Any], flags: int = 0) -> Any:
         desc, region = made
+        oob = self._oob
+        budget = MAX_OOB_FRAMES - len(oob) if oob is not None else 0
+        if self._inline and oob is not None and budget >= 2:
+            # The chunked inline form: the descriptor, then frames lending
+            # the region's memory (docs/tensors.md, section 9).
+            try:
+                head, chunks = _tensors.inline_chunks(desc, budget - 1)
+            finally:
+                _tensors.release_region(region)
+            oob.append(head)
+            at = len(oob)
+            oob.extend(chunks)
+            return msgpack.ExtType(EXT_SHARED, self._pack([kind, at, flags, len(chunks)]))
         if self._inline:
             # The bytes themselves (the descriptor's count is consumed).
             try:
@@ -191,9 +207,9 @@ class Codec:
         else:  # pragma: no cover - always inside dumps
             _tensors.release_region(region)
         ref: Any
-        if self._oob is not None and len(self._oob) < MAX_OOB_FRAMES:
-            self._oob.append(desc)
-            ref = len(self._oob)
+        if oob is not None and budget >= 1:
+            oob.append(desc)
+            ref = len(oob)
             if not self._inline:
                 self._marks.append(ref)
         else:
@@ -366,17 +382,25 @@ class Codec:
             return _decode_tensor(fields)
         if code == EXT_SHARED:
             try:
-                kind, ref, flags = msgpack.unpackb(data, raw=False)
+                kind, ref, flags, *rest = msgpack.unpackb(data, raw=False)
                 desc = self._frame(ref)
-                if not isinstance(desc, (bytes, bytearray, memoryview)) or not isinstance(
-                    flags, int
+                chunks = None
+                if rest:  # the chunked inline form: [kind, ref, flags, count]
+                    (count,) = rest
+                    if type(ref) is not int or type(count) is not int or count < 0:
+                        raise ValueError("bad chunk count")
+                    if ref + count > len(self._in):
+                        raise ValueError("message refers to a missing chunk frame")
+                    chunks = self._in[ref : ref + count]
+                if not isinstance(flags, int) or not all(
+                    isinstance(f, (bytes, bytearray, memoryview)) for f in [desc, *(chunks or ())]
                 ):
                     raise ValueError("not a descriptor")
             except (ValueError, TypeError, msgpack.UnpackException) as exc:
                 raise _tensors.TensorDescriptorError(
                     f"malformed shared array reference: {exc}"
                 ) from None
-            return _tensors.decode(kind, desc, flags)
+            return _tensors.decode(kind, desc, flags, chunks)
         if code == EXT_REF:
             service, oid, kind, label = msgpack.unpackb(data, raw=False)
             return self._decode_ref(service, oid, kind, label)

@@ -205,6 +205,35 @@ def inline_copy(desc: Any) -> Any:
     return ffi.buffer(ffi.gc(p, lib.pyi_tensor_free), n[0])
 
 
+# Chunked inline form (docs/tensors.md, section 9): frames of this size
+# (more when a tensor would need over MAX_CHUNKS of them).
+INLINE_CHUNK = 1 << 20
+MAX_CHUNKS = 64
+
+
+def inline_chunks(desc: Any, budget: int) -> tuple[bytes, list[memoryview]]:
+    """The chunked inline form of a descriptor: its inline head and at
+    most ``budget`` (>= 1) chunks that lend the region's memory (which the
+    chunks keep mapped); consumes the descriptor's in-flight count."""
+    head = ffi.new("uint8_t[]", _MAX_DESCRIPTOR)
+    head_length = ffi.new("size_t *")
+    span = ffi.new("void **")
+    length = ffi.new("size_t *")
+    r = lib.pyi_tensor_inline_span(
+        ffi.from_buffer(desc), len(desc), head, _MAX_DESCRIPTOR, head_length, span, length
+    )
+    if r == ffi.NULL:
+        raise ValueError(f"cannot send the tensor inline: {last_error()}")
+    n = int(length[0])
+    # The region reference goes with the last view of its memory.
+    owner = ffi.gc(ffi.cast("uint8_t *", span[0]), lambda _p, r=r: release_region(r))
+    whole = memoryview(ffi.buffer(owner, n)).cast("B")
+    count = max(1, min(-(-n // INLINE_CHUNK), MAX_CHUNKS, budget))
+    step = max(1, -(-n // count))
+    chunks = [whole[i : i + step] for i in range(0, n, step)]
+    return bytes(ffi.buffer(head, head_length[0])), chunks
+
+
 def discard(frames: Any, marks: tuple[int, ...]) -> None:
     """Give back the in-flight counts of the descriptors in frames (at the
     indexes marks) of a message that was never sent."""
@@ -623,11 +652,16 @@ FLAG_REQUIRES_GRAD = 1
 FLAG_READ_ONLY = 2
 
 
-def decode(kind: str, desc: Any, flags: int) -> Any:
-    """The array or tensor a descriptor names (validated by C)."""
+def decode(kind: str, desc: Any, flags: int, chunks: list[Any] | None = None) -> Any:
+    """The array or tensor a descriptor names (validated by C); chunks: the
+    frames of a chunked inline descriptor."""
     _raise_nofile()
     data = ffi.from_buffer(desc)
     size = len(desc)
+    if chunks is not None:
+        keep = [ffi.from_buffer(c) for c in chunks]  # alive during the call
+        ptrs = ffi.new("void *[]", keep or 1)
+        sizes = ffi.new("size_t[]", [len(c) for c in keep] or 1)
     if kind == "torch":
         torch = _import(
             "torch",
@@ -636,7 +670,11 @@ def decode(kind: str, desc: Any, flags: int) -> Any:
             "received a torch tensor, but torch is not importable in this "
             "process (load the extension with share_torch=True)",
         )
-        m = lib.pyi_tensor_decode(data, size)
+        m = (
+            lib.pyi_tensor_decode(data, size)
+            if chunks is None
+            else lib.pyi_tensor_decode_chunked(data, size, ptrs, sizes, len(keep))
+        )
         if m == ffi.NULL:
             raise TensorDescriptorError(f"refused a tensor descriptor: {last_error()}")
         if m.dl_tensor.device.device_type == KDL_CUDA:
@@ -657,7 +695,11 @@ def decode(kind: str, desc: Any, flags: int) -> Any:
             "received a numpy array, but numpy is not importable in this process "
             "(an extension needs numpy in its dependencies)",
         )
-        m = lib.pyi_tensor_decode_versioned(data, size, 0)
+        m = (
+            lib.pyi_tensor_decode_versioned(data, size, 0)
+            if chunks is None
+            else lib.pyi_tensor_decode_chunked_versioned(data, size, ptrs, sizes, len(keep), 0)
+        )
         if m == ffi.NULL:
             raise TensorDescriptorError(f"refused an array descriptor: {last_error()}")
         if m.dl_tensor.device.device_type != KDL_CPU:
