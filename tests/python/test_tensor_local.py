@@ -23,7 +23,10 @@ def _roundtrip(codec, value):
 
 
 def _names() -> set[str]:
-    return {n for n in os.listdir("/dev/shm") if n.startswith("pyi-")}
+    """This process's regions in /dev/shm (named after its pid): other
+    processes on the machine make and remove theirs meanwhile."""
+    mine = f"pyi-{os.getpid()}-"
+    return {n for n in os.listdir("/dev/shm") if n.startswith(mine)}
 
 
 def test_codec_shares_memory_and_releases_it() -> None:
