@@ -12,6 +12,11 @@ each side to the first.
 
     python perf/payload_bench.py --python before=/tmp/base/.venv/bin/python \\
         --python after=.venv/bin/python [--size 1048576] [--rounds 20] [--chunk 25]
+
+``--kinds`` picks the values: ``bytes``, ``str``, ``int`` (a small call),
+``torch`` (a tensor of ``--size`` bytes, moved into shared memory by its
+first, untimed crossing) and ``numpy`` (a ``pyisolate.share``d array): the
+last two time a repeated tensor crossing (issue 12).
 """
 
 from __future__ import annotations
@@ -169,9 +174,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--python", action="append", default=[],
                     help="NAME=PATH of a Python with pyisolate installed (two or more)")
-    ap.add_argument("--size", type=int, default=1 << 20, help="bytes per value (default 1 MiB; int: ignored)")
+    ap.add_argument("--size", type=int, default=1 << 20,
+                    help="bytes per value (default 1 MiB; int: ignored)")
     ap.add_argument("--kinds", type=lambda s: s.split(","), default=["bytes", "str"],
-                    help="value kinds, comma-separated (default bytes,str)")
+                    help="value kinds, comma-separated: bytes, str, int, torch, numpy "
+                    "(default bytes,str)")
     ap.add_argument("--rounds", type=int, default=20, help="turns per side (default 20)")
     ap.add_argument("--chunk", type=int, default=25, help="timed calls per turn (default 25)")
     ap.add_argument("--json", help="also write the numbers here")
