@@ -12,6 +12,11 @@ each side to the first.
 
     python perf/payload_bench.py --python before=/tmp/base/.venv/bin/python \\
         --python after=.venv/bin/python [--size 1048576] [--rounds 20] [--chunk 25]
+
+``--kinds`` picks the values: ``bytes``, ``str``, ``int`` (a small call),
+``torch`` (a tensor of ``--size`` bytes, moved into shared memory by its
+first, untimed crossing) and ``numpy`` (a ``pyisolate.share``d array): the
+last two time a repeated tensor crossing (issue 12).
 """
 
 from __future__ import annotations
@@ -42,7 +47,23 @@ def _value(kind: str, size: int) -> object:
         return os.urandom(size)
     if kind == "str":
         return "x" * size
+    if kind == "int":  # a small call, the baseline of a tensor crossing
+        return 1
+    if kind == "torch":  # moved into shared memory at its first (untimed) crossing
+        import torch
+
+        return torch.ones(size // 4)
+    if kind == "numpy":
+        import numpy as np
+
+        import pyisolate
+
+        return pyisolate.share(np.ones(size // 4, dtype=np.float32))
     raise ValueError(kind)
+
+
+def _length(x: object) -> int:
+    return len(x) if isinstance(x, (bytes, str)) else int(getattr(x, "nbytes", 0))
 
 
 async def _serve() -> None:
@@ -59,7 +80,7 @@ async def _serve() -> None:
     async with pyisolate.ExtensionManager(pyisolate.ExtensionBase, cfg) as mgr:
         ext = await mgr.load_extension(pyisolate.ExtensionConfig(
             name="payload_bench", module_path=str(work / "payload_bench_ext"),
-            dependencies=[]))
+            dependencies=[], share_torch=True))
         print(json.dumps({"ready": pyisolate.__file__}), flush=True)
         while True:
             line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -71,7 +92,7 @@ async def _serve() -> None:
             if value is None:
                 value = values[key] = _value(kind, int(size))
             for _ in range(3):  # untimed
-                if await ext.echo(value) != value:
+                if _length(await ext.echo(value)) != _length(value):
                     raise RuntimeError("wrong echo")
             out = []
             clock = time.perf_counter
@@ -79,8 +100,9 @@ async def _serve() -> None:
                 t0 = clock()
                 r = await ext.echo(value)
                 out.append(clock() - t0)
-                if len(r) != len(value):  # type: ignore[arg-type]
+                if _length(r) != _length(value):
                     raise RuntimeError("wrong echo")
+                del r
             print(json.dumps(out), flush=True)
 
 
@@ -152,9 +174,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--python", action="append", default=[],
                     help="NAME=PATH of a Python with pyisolate installed (two or more)")
-    ap.add_argument("--size", type=int, default=1 << 20, help="bytes per value (default 1 MiB)")
+    ap.add_argument("--size", type=int, default=1 << 20,
+                    help="bytes per value (default 1 MiB; int: ignored)")
     ap.add_argument("--kinds", type=lambda s: s.split(","), default=["bytes", "str"],
-                    help="value kinds, comma-separated (default bytes,str)")
+                    help="value kinds, comma-separated: bytes, str, int, torch, numpy "
+                    "(default bytes,str)")
     ap.add_argument("--rounds", type=int, default=20, help="turns per side (default 20)")
     ap.add_argument("--chunk", type=int, default=25, help="timed calls per turn (default 25)")
     ap.add_argument("--json", help="also write the numbers here")

@@ -256,6 +256,33 @@ def _pack(t: Any) -> bytes:
     return desc
 
 
+# Descriptors made here, by (region name, data address, shape, strides,
+# dtype): everything a host descriptor says follows from these, so a tensor
+# sent again costs a region lookup and one in-flight count, not a new
+# DLTensor and pack. A region's name is never reused (64 random bits), so
+# an entry can only be stale for a region gone, whose name no lookup
+# returns any more. Bounded: cleared when full.
+_DESC_CACHE_MAX = 512
+_desc_cache: dict[tuple[Any, ...], bytes] = {}
+
+
+def _pack_known(r: Any, key: tuple[Any, ...], make: Any) -> bytes:
+    """The descriptor of the tensor at key[0] (in region r, found with
+    _find): from the cache with one in-flight count added to r, else
+    _pack(make()[0]) (which adds it). Raises ValueError like _pack."""
+    key = (ffi.string(lib.pyi_region_name(r)), *key)
+    desc = _desc_cache.get(key)
+    if desc is not None:
+        lib.pyi_region_sent(r)
+        return desc
+    dlt, _keep = make()  # _keep: the DLTensor's shape and strides
+    desc = _pack(dlt)
+    if len(_desc_cache) >= _DESC_CACHE_MAX:
+        _desc_cache.clear()
+    _desc_cache[key] = desc
+    return desc
+
+
 def _share(t: Any) -> Any:
     _raise_nofile()
     m = lib.pyi_tensor_share(t)
@@ -398,14 +425,22 @@ def encode_numpy(np: Any, arr: Any) -> tuple[bytes, Any] | None:
     """(descriptor, region reference) for an ndarray: no copy when its memory
     is in a region mapped here, else a copy into a new region. None when its
     dtype does not travel by DLPack."""
-    made = numpy_tensor(np, arr)
-    if made is None:
+    dl = numpy_dl_dtype(arr.dtype)
+    if dl is None:
         return None
-    t, _keep = made  # _keep holds the array's memory while t is used
-    r = _find(int(ffi.cast("uintptr_t", t.data)))
+    item = arr.dtype.itemsize
+    if any(s % item for s in arr.strides):
+        arr = np.ascontiguousarray(arr)
+    ptr = arr.__array_interface__["data"][0]
+    r = _find(ptr)
     if r is not None:
         try:
-            return _pack(t), r
+            if any(s < 0 for s in arr.strides):  # its span may start in another region
+                made = numpy_tensor(np, arr)
+                assert made is not None
+                return _pack(made[0]), r
+            key = (ptr, arr.shape, arr.strides, arr.dtype)
+            return _pack_known(r, key, lambda: numpy_tensor(np, arr)), r
         except ValueError:
             # Not wholly inside that region (a view made with as_strided,
             # memory just past a region's end): copy it like any other.
@@ -414,6 +449,9 @@ def encode_numpy(np: Any, arr: Any) -> tuple[bytes, Any] | None:
         except BaseException:
             release_region(r)
             raise
+    made = numpy_tensor(np, arr)
+    assert made is not None
+    t, _keep = made  # _keep holds the array's memory while t is used
     return _describe_new(_share(t))
 
 
@@ -439,7 +477,9 @@ def torch_from_legacy(torch: Any, m: Any) -> Any:
     """A tensor over DLManagedTensor m (taken: its deleter runs when the
     tensor dies, or now on failure)."""
     capsule = _capsule_legacy(m)
-    return torch.from_dlpack(capsule)
+    # torch.from_dlpack hands a capsule to this after a few Python checks.
+    take = getattr(torch._C, "_from_dlpack", None) or torch.from_dlpack
+    return take(capsule)
 
 
 def torch_from_versioned(torch: Any, m: Any) -> Any:
@@ -604,11 +644,12 @@ def encode_torch(torch: Any, t: Any) -> tuple[bytes, Any]:
         t = t.resolve_conj().resolve_neg()
     if t.numel() == 0:
         return _empty_descriptor(t)
-    r = _find(t.data_ptr())
+    ptr = t.data_ptr()
+    r = _find(ptr)
     if r is not None:
-        dlt, _keep = _torch_dltensor(torch, t)  # type: ignore[misc]
         try:
-            return _pack(dlt), r
+            key = (ptr, t.shape, t.stride(), t.dtype)
+            return _pack_known(r, key, lambda: _torch_dltensor(torch, t)), r
         except ValueError:  # not wholly inside that region: copy it
             release_region(r)
             r = None
