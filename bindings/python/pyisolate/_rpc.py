@@ -53,6 +53,9 @@ _CANCEL = _core.CANCEL
 _DISCONNECT = _core.DISCONNECT
 _ERROR = _core.ERROR
 _LANE_OPEN = _core.LANE_OPEN
+_lane_send = _core._lane_send
+_recv_lane = _core._recv_lane
+_Message = _core.Message
 # Bytes queued on a lane over which a caller waits before it sends another
 # request (replies and cancels never wait): what a slow peer can make this
 # process hold is bounded by it plus one record.
@@ -188,8 +191,23 @@ class LaneEnd:
         is ended here)."""
         lane = self.lane
         now = self._batch is None and not self.writing
+        ptr = lane._ptr
         try:
-            queued = lane.send(command, rid, frames, marks, service, timeout_ms, code, text, now)
+            if ptr is None or not (type(frames) is list or type(frames) is tuple):
+                queued = lane.send(
+                    command, rid, frames, marks, service, timeout_ms, code, text, now
+                )
+            else:  # _core.Lane.send without its call
+                queued = _lane_send(
+                    ptr, now, command, rid, service, timeout_ms, code, text, frames, marks
+                )
+                if queued < 0:
+                    what = (
+                        "message has too many frames"
+                        if queued == -2
+                        else "cannot send on the lane"
+                    )
+                    raise PyisolateError(f"{what}: {_core.last_error()}")
         except PyisolateError:
             if lane.state() != _LANE_OPEN:
                 self.node._lane_ended(self)
@@ -556,11 +574,13 @@ class Node:
         lane = end.lane
         pending = self._pending
         while not end.closed:
-            msg = lane.recv()
-            if msg is None:
+            ptr = lane._ptr  # _core.Lane.recv without its call
+            t = None if ptr is None else _recv_lane(ptr)
+            if t is None:
                 if lane.state() != _LANE_OPEN:
                     self._lane_ended(end)
                 return
+            msg = _Message(*t)
             cmd = msg.command
             rid = msg.id
             if cmd == _REQUEST:
@@ -669,8 +689,10 @@ class Node:
         if counts is None:
             counts = self.lane_counts[service] = [0, 0, 0, 0, 0]
         counts[field] += 1
-        for frame in frames:
-            counts[size_field] += memoryview(frame).nbytes
+        size = 0
+        for frame in frames:  # bytes (most frames) measured without a view
+            size += len(frame) if type(frame) is bytes else memoryview(frame).nbytes
+        counts[size_field] += size
 
     def lane_stats(self, service: str) -> dict[str, int] | None:
         """What crossed the lanes for ``service`` (requests to it, its
