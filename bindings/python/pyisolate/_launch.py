@@ -120,6 +120,18 @@ class LifecycleEvent:
     delay: float = 0.0
 
 
+async def _cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel task (if any, and not done) and wait until it has ended,
+    whatever it ended with."""
+    if task is None or task.done():
+        return
+    task.cancel()
+    try:
+        await task
+    except BaseException:  # noqa: BLE001 - its outcome is not ours to raise
+        pass
+
+
 def _no_events(event: LifecycleEvent) -> None:
     pass
 
@@ -209,13 +221,7 @@ class Launcher:
     async def stop(self) -> None:
         """Run the extension's stop() hook and end it (see _stop); a restart
         or reload underway is cancelled, a successor stopped."""
-        task = self._handover_task
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except BaseException:
-                pass
+        await _cancel_and_wait(self._handover_task)
         if self._reloading is not None:
             # A reload underway: its new process is stopped too (the reload
             # raises ExtensionStopped).
@@ -232,13 +238,7 @@ class Launcher:
             return
         was_ready = self.state is State.READY or self.state is State.LOST
         self.state = State.STOPPING
-        st = self._start_task
-        if st is not None and not st.done():
-            st.cancel()
-            try:
-                await st
-            except BaseException:
-                pass
+        await _cancel_and_wait(self._start_task)
         await self._stop(was_ready)
         self.state = State.STOPPED
         if not self._retired:
