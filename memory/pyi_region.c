@@ -8,6 +8,17 @@
     reading it then is exact. The kernel drops the locks of a process that
     dies, however it dies.
 
+    Lingering. With pyi_region_linger on, a region made elsewhere whose
+    last local reference goes while another process still maps it (or a
+    message names it) stays mapped here, holding no lock, so that the next
+    descriptor naming it costs one flock instead of open, map, unmap and
+    close. A lingering region is in s_regions with refs 0; holding no lock
+    it never delays another process's removal of the name, and the memory
+    it pins is let go by the reaper thread once its name is gone (checked
+    every REAP_TICK_NS) or after s_linger_ns. Every lock transition of a
+    lingering region happens under s_lock with non-blocking flocks: the
+    lock belongs to the open file description, which threads share.
+
     This file holds the regions mapped in this process; pyi_region_names.c
     what is done to regions by name alone (discard, sweep, removal).
 */
@@ -31,6 +42,8 @@
 #include <unistd.h>
 
 #define LOCK_TRIES 1000                      /* 1 ms apart: a peer's LOCK_EX is brief */
+#define MAX_LINGERING 32                     /* regions kept mapped at most */
+#define REAP_TICK_NS 50000000ULL             /* the reaper looks every 50 ms */
 
 struct _pyi_region_t {
     char name [PYI_REGION_MAX_NAME + 1];   /* "/pyi-<session>-<pid>-<random>" */
@@ -42,6 +55,9 @@ struct _pyi_region_t {
     int kind;                       /* KIND_* */
     int device;                     /* CUDA: local device ordinal */
     bool exporter;                  /* CUDA: made here from our own allocation */
+    bool here;                      /* host: made by this process */
+    bool lingering;                 /* refs 0, no lock held: see above */
+    uint64_t since;                 /* lingering since (CLOCK_MONOTONIC ns) */
     size_t refs;                    /* local references, under s_lock */
     pyi_region_t *next;             /* in s_regions */
 };
@@ -49,13 +65,16 @@ struct _pyi_region_t {
 static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
 static pyi_region_t *s_regions;         /* the cache: every region mapped here */
 static size_t s_count;                  /* regions in s_regions */
-static char s_session [MAX_SESSION + 1];
+static size_t s_lingering;              /* of them lingering */
+static uint64_t s_linger_ns;            /* 0: off */
+static bool s_reaper;                   /* the reaper thread runs */
 static pthread_once_t s_once = PTHREAD_ONCE_INIT;
 
 /*  fork () while another thread holds s_lock would leave the child's copy
     locked forever: hold it across fork. */
 static void s_prepare (void) { pthread_mutex_lock (&s_lock); }
 static void s_after (void) { pthread_mutex_unlock (&s_lock); }
+static void s_child (void) { s_reaper = false; pthread_mutex_unlock (&s_lock); }
 
 /*  At exit the process's mappings go away with it, released or not: do
     what the last release would do for each, without unmapping (other exit
@@ -77,47 +96,8 @@ s_at_exit (void)
 static void
 s_init (void)
 {
-    pthread_atfork (s_prepare, s_after, s_after);
+    pthread_atfork (s_prepare, s_after, s_child);
     atexit (s_at_exit);
-}
-
-int
-pyi_region_set_session (const char *session)
-{
-    if (!pyi_region_valid_session (session)) {
-        pyi_set_error ("not a session id (<pid>-<hex>): %.64s", session ? session : "(null)");
-        return -1;
-    }
-    pthread_mutex_lock (&s_lock);
-    snprintf (s_session, sizeof (s_session), "%s", session);
-    pthread_mutex_unlock (&s_lock);
-    return 0;
-}
-
-/*  Fill s_session if it is empty; call with s_lock held. */
-static void
-s_default_session (void)
-{
-    if (*s_session)
-        return;
-    const char *env = getenv ("PYI_SESSION");
-    if (pyi_region_valid_session (env)) {
-        snprintf (s_session, sizeof (s_session), "%s", env);
-        return;
-    }
-    uint32_t nonce;
-    if (getrandom (&nonce, sizeof (nonce), 0) != sizeof (nonce))
-        nonce = (uint32_t) getpid () ^ (uint32_t) time (NULL);
-    snprintf (s_session, sizeof (s_session), "%ld-%08x", (long) getpid (), nonce);
-}
-
-const char *
-pyi_region_session (void)
-{
-    pthread_mutex_lock (&s_lock);
-    s_default_session ();
-    pthread_mutex_unlock (&s_lock);
-    return s_session;
 }
 
 /*  Take LOCK_SH, waiting out a peer's brief LOCK_EX (never forever). */
@@ -162,15 +142,50 @@ s_lookup (const char *name)
     return NULL;
 }
 
+/*  Take self out of s_regions; s_lock held. */
+static void
+s_unlist (pyi_region_t *self)
+{
+    pyi_region_t **link = &s_regions;
+    while (*link != self)
+        link = &(*link)->next;
+    *link = self->next;
+    s_count--;
+}
+
+/*  What the last local reference does, for self out of s_regions (or
+    NULL): LOCK_EX succeeds only when no other process maps the region;
+    while we hold it nobody can start to, so inflight is stable. Then
+    unmap, and remove the name if idle. (A failed conversion drops our
+    LOCK_SH: harmless, we close next.) */
+static void
+s_drop (pyi_region_t *self)
+{
+    if (!self)
+        return;
+    if (self->kind == KIND_CUDA && !self->exporter)
+        pyi_cuda_close ((uintptr_t) self->data, self->device);
+    bool last = flock (self->fd, LOCK_EX | LOCK_NB) == 0;
+    bool idle = last && atomic_load (&s_header (self)->inflight) == 0;
+    /*  A CUDA region's name is its creator's to remove (pyi_region_collect)
+        while the creator lives: it may name the allocation again. */
+    if (idle && self->kind == KIND_CUDA)
+        idle = self->exporter || !pyi_region_alive (s_header (self)->creator);
+    munmap (self->base, self->mapped);
+    if (idle)
+        shm_unlink (self->name);
+    close (self->fd);
+    free (self);
+}
+
+static bool s_linger (pyi_region_t *self, pyi_region_t **evicted);
+
 /*  Create a new, empty shared memory object with a fresh name; 0 or -1. */
 static int
 s_create (pyi_region_t *self)
 {
-    pthread_mutex_lock (&s_lock);
-    s_default_session ();
     char session [MAX_SESSION + 1];
-    memcpy (session, s_session, sizeof (session));
-    pthread_mutex_unlock (&s_lock);
+    pyi_region_session_copy (session);
 
     /*  The last part is 64 random bits: a name cannot be guessed, so a
         process that cannot list /dev/shm (a sandboxed extension) opens
@@ -235,6 +250,7 @@ pyi_region_new (size_t size)
     self->data = self->base + PYI_REGION_HEADER;
     self->size = size;
     self->kind = KIND_HOST;
+    self->here = true;
     pyi_region_header_t *header = s_header (self);
     header->layout = REGION_LAYOUT;
     header->header_size = PYI_REGION_HEADER;
@@ -324,6 +340,28 @@ failed:
     return NULL;
 }
 
+/*  Take one reference to self, found by name in s_regions (s_lock held):
+    a lingering region takes our lock back. NULL when that lock is not
+    free at once (a peer's brief LOCK_EX): then self is out of s_regions,
+    in *evicted, for the caller to drop once s_lock is released. */
+static pyi_region_t *
+s_take (pyi_region_t *self, pyi_region_t **evicted)
+{
+    if (!self->lingering) {
+        self->refs++;
+        return self;
+    }
+    s_lingering--;
+    self->lingering = false;
+    if (flock (self->fd, LOCK_SH | LOCK_NB) == 0) {
+        self->refs = 1;
+        return self;
+    }
+    s_unlist (self);
+    *evicted = self;
+    return NULL;
+}
+
 pyi_region_t *
 pyi_region_open (const char *name)
 {
@@ -333,14 +371,15 @@ pyi_region_open (const char *name)
                        name ? name : "(null)");
         return NULL;
     }
+    pyi_region_t *evicted = NULL;
     pthread_mutex_lock (&s_lock);
     pyi_region_t *self = s_lookup (name);
-    if (self) {
-        self->refs++;
-        pthread_mutex_unlock (&s_lock);
-        return self;
-    }
+    if (self)
+        self = s_take (self, &evicted);
     pthread_mutex_unlock (&s_lock);
+    s_drop (evicted);
+    if (self)
+        return self;
 
     /*  Map outside the lock (syscalls); another thread may map it too:
         the first to insert wins, the other drops its mapping. */
@@ -349,11 +388,19 @@ pyi_region_open (const char *name)
         return NULL;
     pthread_mutex_lock (&s_lock);
     self = s_lookup (name);
+    if (self && self->lingering) {      /* let ours, which holds the lock, replace it */
+        s_lingering--;
+        self->lingering = false;
+        s_unlist (self);
+        evicted = self;
+        self = NULL;
+    }
     if (self)
         self->refs++;
     else
         self = s_insert (mapped);
     pthread_mutex_unlock (&s_lock);
+    s_drop (evicted);
     if (self != mapped) {
         if (mapped->kind == KIND_CUDA)
             pyi_cuda_close ((uintptr_t) mapped->data, mapped->device);
@@ -374,6 +421,8 @@ pyi_region_find (const void *ptr, size_t *offset)
         allocations may be adjacent: inside wins). */
     pyi_region_t *edge = NULL;
     for (; self; self = self->next) {
+        if (self->lingering)
+            continue;       /* nothing here points into it */
         if (p >= self->data && p < self->data + self->size)
             break;
         if (p == self->data + self->size)
@@ -552,35 +601,20 @@ pyi_region_release (pyi_region_t **self_p)
         return;
     pyi_region_t *self = *self_p;
     *self_p = NULL;
+    pyi_region_t *evicted = NULL;
     pthread_mutex_lock (&s_lock);
     if (--self->refs > 0) {
         pthread_mutex_unlock (&s_lock);
         return;
     }
-    pyi_region_t **link = &s_regions;
-    while (*link != self)
-        link = &(*link)->next;
-    *link = self->next;
-    s_count--;
+    if (s_linger (self, &evicted)) {
+        pthread_mutex_unlock (&s_lock);
+        s_drop (evicted);
+        return;
+    }
+    s_unlist (self);
     pthread_mutex_unlock (&s_lock);
-
-    /*  Last local reference. LOCK_EX succeeds only when no other process
-        maps the region; while we hold it nobody can start to, so inflight
-        is stable. (A failed conversion drops our LOCK_SH: harmless, we
-        close next.) */
-    if (self->kind == KIND_CUDA && !self->exporter)
-        pyi_cuda_close ((uintptr_t) self->data, self->device);
-    bool last = flock (self->fd, LOCK_EX | LOCK_NB) == 0;
-    bool idle = last && atomic_load (&s_header (self)->inflight) == 0;
-    /*  A CUDA region's name is its creator's to remove (pyi_region_collect)
-        while the creator lives: it may name the allocation again. */
-    if (idle && self->kind == KIND_CUDA)
-        idle = self->exporter || !pyi_region_alive (s_header (self)->creator);
-    munmap (self->base, self->mapped);
-    if (idle)
-        shm_unlink (self->name);
-    close (self->fd);
-    free (self);
+    s_drop (self);
 }
 
 void *pyi_region_data (pyi_region_t *self) { return self->data; }
@@ -610,7 +644,147 @@ size_t
 pyi_region_mapped (void)
 {
     pthread_mutex_lock (&s_lock);
-    size_t count = s_count;
+    size_t count = s_count - s_lingering;
+    pthread_mutex_unlock (&s_lock);
+    return count;
+}
+
+/* -- lingering ------------------------------------------------------------- */
+
+static uint64_t
+s_now (void)
+{
+    struct timespec now;
+    clock_gettime (CLOCK_MONOTONIC, &now);
+    return (uint64_t) now.tv_sec * 1000000000ULL + (uint64_t) now.tv_nsec;
+}
+
+/*  Take the lingering regions due (all when every is true, else those
+    lingering s_linger_ns or whose name is gone) out of s_regions, as a
+    list linked by next; s_lock held. */
+static pyi_region_t *
+s_due (bool every)
+{
+    pyi_region_t *due = NULL;
+    uint64_t now = s_now ();
+    pyi_region_t **link = &s_regions;
+    while (*link) {
+        pyi_region_t *r = *link;
+        struct stat st;
+        bool take = r->lingering
+                 && (every || now - r->since >= s_linger_ns
+                     || (fstat (r->fd, &st) == 0 && st.st_nlink == 0));
+        if (!take) {
+            link = &r->next;
+            continue;
+        }
+        *link = r->next;
+        s_count--;
+        s_lingering--;
+        r->lingering = false;
+        r->next = due;
+        due = r;
+    }
+    return due;
+}
+
+static void
+s_drop_all (pyi_region_t *list)
+{
+    while (list) {
+        pyi_region_t *next = list->next;
+        s_drop (list);
+        list = next;
+    }
+}
+
+static void *
+s_reap (void *arg)
+{
+    (void) arg;
+    pthread_mutex_lock (&s_lock);
+    while (s_lingering > 0) {
+        pthread_mutex_unlock (&s_lock);
+        struct timespec tick = { 0, (long) REAP_TICK_NS };
+        nanosleep (&tick, NULL);
+        pthread_mutex_lock (&s_lock);
+        pyi_region_t *due = s_due (s_linger_ns == 0);
+        pthread_mutex_unlock (&s_lock);
+        s_drop_all (due);
+        pthread_mutex_lock (&s_lock);
+    }
+    s_reaper = false;
+    pthread_mutex_unlock (&s_lock);
+    return NULL;
+}
+
+/*  Whether self, whose last reference just went, lingers (s_lock held):
+    a host region made elsewhere that another process maps or a message
+    names. The oldest lingering region may make room: *evicted. */
+static bool
+s_linger (pyi_region_t *self, pyi_region_t **evicted)
+{
+    if (!s_linger_ns || self->kind != KIND_HOST || self->here)
+        return false;
+    bool last = flock (self->fd, LOCK_EX | LOCK_NB) == 0;
+    if (last && atomic_load (&s_header (self)->inflight) == 0)
+        return false;               /* nobody can name it to us again */
+    if (!s_reaper) {
+        pthread_attr_t attr;
+        pthread_t thread;
+        pthread_attr_init (&attr);
+        pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
+        s_reaper = pthread_create (&thread, &attr, s_reap, NULL) == 0;
+        pthread_attr_destroy (&attr);
+        if (!s_reaper)
+            return false;
+    }
+    if (s_lingering == MAX_LINGERING) {
+        pyi_region_t *oldest = NULL;
+        for (pyi_region_t *r = s_regions; r; r = r->next)
+            if (r->lingering && (!oldest || r->since < oldest->since))
+                oldest = r;
+        oldest->lingering = false;
+        s_lingering--;
+        s_unlist (oldest);
+        *evicted = oldest;
+    }
+    flock (self->fd, LOCK_UN);
+    self->lingering = true;
+    self->since = s_now ();
+    s_lingering++;
+    return true;
+}
+
+void
+pyi_region_linger (unsigned ms)
+{
+    pthread_once (&s_once, s_init);
+    pthread_mutex_lock (&s_lock);
+    s_linger_ns = (uint64_t) ms * 1000000ULL;
+    pyi_region_t *due = ms ? NULL : s_due (true);
+    pthread_mutex_unlock (&s_lock);
+    s_drop_all (due);
+}
+
+size_t
+pyi_region_trim (void)
+{
+    size_t count = 0;
+    pthread_mutex_lock (&s_lock);
+    pyi_region_t *due = s_due (true);
+    pthread_mutex_unlock (&s_lock);
+    for (pyi_region_t *r = due; r; r = r->next)
+        count++;
+    s_drop_all (due);
+    return count;
+}
+
+size_t
+pyi_region_lingering (void)
+{
+    pthread_mutex_lock (&s_lock);
+    size_t count = s_lingering;
     pthread_mutex_unlock (&s_lock);
     return count;
 }

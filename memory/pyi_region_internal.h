@@ -38,6 +38,10 @@ typedef struct {
 #define KIND_HOST 0                 /* data follows the header page */
 #define KIND_CUDA 1                 /* header page only; data is a CUDA allocation */
 
+/*  This process's session (pyi_region_session) into out, MAX_SESSION + 1
+    bytes. */
+void pyi_region_session_copy (char *out);
+
 /*  "<pid>-<hex>" of at most MAX_SESSION bytes, nothing else. */
 bool pyi_region_valid_session (const char *session);
 

@@ -8,6 +8,9 @@
 #include "pyi_library_internal.h"
 #include <ctype.h>
 #include <dirent.h>
+#include <pthread.h>
+#include <sys/random.h>
+#include <time.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -18,6 +21,71 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* -- this process's session ------------------------------------------------ */
+
+static pthread_mutex_t s_session_lock = PTHREAD_MUTEX_INITIALIZER;
+static char s_session [MAX_SESSION + 1];
+static pthread_once_t s_session_once = PTHREAD_ONCE_INIT;
+
+/*  fork () while another thread holds the lock would leave the child's
+    copy locked forever: hold it across fork. */
+static void s_prepare (void) { pthread_mutex_lock (&s_session_lock); }
+static void s_after (void) { pthread_mutex_unlock (&s_session_lock); }
+static void s_init (void) { pthread_atfork (s_prepare, s_after, s_after); }
+
+int
+pyi_region_set_session (const char *session)
+{
+    if (!pyi_region_valid_session (session)) {
+        pyi_set_error ("not a session id (<pid>-<hex>): %.64s", session ? session : "(null)");
+        return -1;
+    }
+    pthread_once (&s_session_once, s_init);
+    pthread_mutex_lock (&s_session_lock);
+    snprintf (s_session, sizeof (s_session), "%s", session);
+    pthread_mutex_unlock (&s_session_lock);
+    return 0;
+}
+
+/*  Fill s_session if it is empty; call with s_session_lock held. */
+static void
+s_default_session (void)
+{
+    if (*s_session)
+        return;
+    const char *env = getenv ("PYI_SESSION");
+    if (pyi_region_valid_session (env)) {
+        snprintf (s_session, sizeof (s_session), "%s", env);
+        return;
+    }
+    uint32_t nonce;
+    if (getrandom (&nonce, sizeof (nonce), 0) != sizeof (nonce))
+        nonce = (uint32_t) getpid () ^ (uint32_t) time (NULL);
+    snprintf (s_session, sizeof (s_session), "%ld-%08x", (long) getpid (), nonce);
+}
+
+void
+pyi_region_session_copy (char *out)
+{
+    pthread_once (&s_session_once, s_init);
+    pthread_mutex_lock (&s_session_lock);
+    s_default_session ();
+    memcpy (out, s_session, sizeof (s_session));
+    pthread_mutex_unlock (&s_session_lock);
+}
+
+const char *
+pyi_region_session (void)
+{
+    pthread_once (&s_session_once, s_init);
+    pthread_mutex_lock (&s_session_lock);
+    s_default_session ();
+    pthread_mutex_unlock (&s_session_lock);
+    return s_session;
+}
+
+/* -- names ------------------------------------------------------------------- */
 
 /*  Skip n decimal digits (1..max); NULL if there are none or too many. */
 static const char *

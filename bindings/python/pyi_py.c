@@ -90,6 +90,61 @@ s_capsule_legacy (PyObject *self, PyObject *arg)
     return m ? PyCapsule_New (m, S_LEGACY, s_capsule_legacy_dtor) : NULL;
 }
 
+/*  The DLTensor a capsule holds, legacy or versioned (not consumed); NULL
+    with TypeError when it is neither. */
+static const DLTensor *
+s_capsule_tensor (PyObject *capsule)
+{
+    if (PyCapsule_IsValid (capsule, S_LEGACY))
+        return &((DLManagedTensor *) PyCapsule_GetPointer (capsule, S_LEGACY))->dl_tensor;
+    if (PyCapsule_IsValid (capsule, S_VERSIONED))
+        return &((DLManagedTensorVersioned *)
+                 PyCapsule_GetPointer (capsule, S_VERSIONED))->dl_tensor;
+    PyErr_SetString (PyExc_TypeError, "not an unused DLPack capsule");
+    return NULL;
+}
+
+static PyObject *
+s_describe (PyObject *self, PyObject *args)
+{
+    (void) self;
+    PyObject *capsule;
+    int code, bits;
+    if (!PyArg_ParseTuple (args, "Oii", &capsule, &code, &bits))
+        return NULL;
+    const DLTensor *t = s_capsule_tensor (capsule);
+    if (!t)
+        return NULL;
+    if (t->device.device_type != kDLCPU || t->dtype.code != code || t->dtype.bits != bits
+    ||  t->dtype.lanes != 1)
+        Py_RETURN_NONE;
+    char buffer [PYI_TENSOR_MAX_DESCRIPTOR];
+    int size = pyi_tensor_pack (t, buffer, sizeof (buffer));
+    if (size < 0)
+        Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize (buffer, size);
+}
+
+static PyObject *
+s_decode_capsule (PyObject *self, PyObject *desc)
+{
+    (void) self;
+    Py_buffer view;
+    if (PyObject_GetBuffer (desc, &view, PyBUF_SIMPLE))
+        return NULL;
+    DLManagedTensor *m = pyi_tensor_decode (view.buf, (size_t) view.len);
+    PyBuffer_Release (&view);
+    if (!m)
+        Py_RETURN_NONE;
+    int device = (int) m->dl_tensor.device.device_type;
+    PyObject *capsule = PyCapsule_New (m, S_LEGACY, s_capsule_legacy_dtor);
+    if (!capsule) {
+        m->deleter (m);
+        return NULL;
+    }
+    return Py_BuildValue ("(Ni)", capsule, device);
+}
+
 /* -- receiving ---------------------------------------------------------------- */
 
 static PyObject *
@@ -408,6 +463,10 @@ static PyMethodDef s_methods[] = {
      "A 'dltensor_versioned' capsule over a DLManagedTensorVersioned * (taken)."},
     {"dlpack_capsule", s_capsule_legacy, METH_O,
      "A 'dltensor' capsule over a DLManagedTensor * (taken)."},
+    {"describe", s_describe, METH_VARARGS,
+     "The descriptor of a DLPack capsule's CPU tensor in a region, counted in flight; or None."},
+    {"decode_capsule", s_decode_capsule, METH_O,
+     "(capsule, device type) of a descriptor, or None (pyi_last_error says why)."},
     {NULL, NULL, 0, NULL}
 };
 

@@ -45,6 +45,15 @@
             ``DLManagedTensor *``), taken: the capsule's destructor calls
             its deleter when nobody consumed it (numpy and torch rename a
             consumed capsule "used_..." and call the deleter themselves).
+        describe (capsule, code, bits) -> bytes or None
+            the descriptor (pyi_tensor_pack) of the CPU tensor an unused
+            "dltensor" or "dltensor_versioned" capsule holds (the capsule
+            stays unused), counted in flight on its region; None when it
+            is not a CPU tensor of DLPack dtype (code, bits, 1 lane) wholly
+            inside a region mapped here.
+        decode_capsule (descriptor) -> (capsule, device type) or None
+            pyi_tensor_decode of a descriptor (any buffer) as an unused
+            "dltensor" capsule; None when refused (pyi_last_error).
 
     Handles cross as cffi pointers, checked against their type as cffi
     checks the arguments of its own functions.

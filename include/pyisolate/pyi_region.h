@@ -13,8 +13,8 @@
     opening a name that is already mapped here returns the same region
     with one more local reference. The cache is thread-safe.
 
-    Lifetime (no timers): every process that maps a region holds a shared
-    flock on it. When the last local reference goes, the process unmaps
+    Lifetime (no timers): every process that maps a region and uses it
+    holds a shared flock on it. When the last local reference goes, the process unmaps
     it and tries to take the lock exclusively; if it can (no other process
     maps it) and no message that names it is in flight, it removes the
     name. A process killed with SIGKILL loses its locks with it, so the
@@ -134,8 +134,26 @@ PYI_EXPORT uint32_t pyi_region_inflight (pyi_region_t *self);
     the exporter collects its own). 0, or -1 for a bad or unknown name. */
 PYI_EXPORT int pyi_region_discard (const char *name);
 
-/*  Regions mapped in this process now. */
+/*  Regions mapped in this process now and in use (lingering ones not
+    counted). */
 PYI_EXPORT size_t pyi_region_mapped (void);
+
+/*  Lingering mappings (off by default; ms 0 turns it off and unmaps what
+    lingers). On, a region made by another process whose last local
+    reference goes while some other process still maps it, or a message
+    still names it, stays mapped here without its lock: the name's
+    lifetime is unchanged (another process's last release may remove it),
+    and the next descriptor naming it here costs one flock instead of
+    open, lock, map, unmap and close. A lingering mapping is let go by a
+    thread of this library within about 50 ms of its name being removed,
+    else after ms; at most 32 linger (the oldest goes first). */
+PYI_EXPORT void pyi_region_linger (unsigned ms);
+
+/*  Unmap every lingering mapping now; returns how many. */
+PYI_EXPORT size_t pyi_region_trim (void);
+
+/*  Mappings lingering now. */
+PYI_EXPORT size_t pyi_region_lingering (void);
 
 /*  Remove the regions of session (NULL: this process's) made by creator
     (0: any) that no process maps and that no message in flight names.

@@ -29,6 +29,13 @@
       regions;
     - threads opening, finding and releasing one region at once keep the
       count right;
+    - lingering (pyi_region_linger): a region made by another process
+      stays mapped after its last local reference while that process
+      maps it, holding no lock (the other process's last release removes
+      the name), and opening it again gives the same mapping; a region in
+      use holds its lock (the name stays); one made here never lingers;
+      at most 32 linger; trim and linger (0) unmap them; the reaper lets
+      go of one whose name is gone;
     - at the end no pyi- name of this test's session is left in /dev/shm,
       and nothing of ours is mapped.
 */
@@ -506,6 +513,97 @@ test_two_brokers (void)
     CHECK_MSG (!s_exists (name), "the last broker left the host's region behind");
 }
 
+/*  Poll until nothing lingers (the reaper looks every 50 ms); bounded. */
+static void
+s_wait_reaped (void)
+{
+    for (int i = 0; i < 1000 && pyi_region_lingering () > 0; i++)
+        usleep (10000);
+    CHECK_INT (pyi_region_lingering (), 0);
+}
+
+static void
+test_linger (void)
+{
+    TEST_BEGIN ("lingering mappings: kept without a lock, reused, let go");
+    pyi_region_linger (600000);     /* long: here only a removed name ends one */
+    t_child_t *child = t_spawn_self ("child", NULL);
+    char name [PYI_REGION_MAX_NAME + 1];
+    snprintf (name, sizeof name, "%s", t_ask (child, "new 8192"));
+    pyi_region_t *region = pyi_region_open (name);
+    CHECK_MSG (region, "%s", pyi_last_error ());
+    uint8_t *data = (uint8_t *) pyi_region_data (region);
+    data [1] = 42;
+    pyi_region_release (&region);
+    CHECK_INT (pyi_region_mapped (), 0);
+    CHECK_INT (pyi_region_lingering (), 1);
+    CHECK_INT (t_shm_mapped (), 1);
+    CHECK (pyi_region_find (data, NULL) == NULL);      /* nothing here uses it */
+
+    /*  Opened again: the same mapping, in use, holding its lock: the
+        child's release cannot remove the name. */
+    region = pyi_region_open (name);
+    CHECK (region && pyi_region_data (region) == data && data [1] == 42);
+    CHECK_INT (pyi_region_lingering (), 0);
+    CHECK_INT (pyi_region_mapped (), 1);
+    CHECK_STR (t_ask (child, "release"), "ok");
+    CHECK_MSG (s_exists (name), "a region in use here lost its name");
+    /*  Our release is the last: removed, nothing lingers. */
+    pyi_region_release (&region);
+    CHECK (!s_exists (name));
+    CHECK_INT (pyi_region_lingering (), 0);
+    CHECK_INT (t_shm_mapped (), 0);
+
+    /*  Lingering holds no lock: the child's last release removes the
+        name, and the reaper then lets go of the mapping. */
+    snprintf (name, sizeof name, "%s", t_ask (child, "new 4096"));
+    region = pyi_region_open (name);
+    CHECK (region);
+    pyi_region_release (&region);
+    CHECK_INT (pyi_region_lingering (), 1);
+    CHECK_STR (t_ask (child, "release"), "ok");
+    CHECK_MSG (!s_exists (name), "a lingering mapping kept the name");
+    s_wait_reaped ();
+    CHECK_INT (t_shm_mapped (), 0);
+
+    /*  A region made here never lingers, even while the child maps it. */
+    region = pyi_region_new (4096);
+    snprintf (name, sizeof name, "%s", pyi_region_name (region));
+    CHECK_STR (t_ask (child, "open %s", name), "ok");
+    pyi_region_release (&region);
+    CHECK_INT (pyi_region_lingering (), 0);
+    CHECK_INT (t_shm_mapped (), 0);
+    CHECK_STR (t_ask (child, "release"), "ok");
+    CHECK (!s_exists (name));
+
+    /*  At most 32 linger (the child keeps the 33 it makes mapped); trim
+        unmaps them all. */
+    for (int i = 0; i < 33; i++) {
+        snprintf (name, sizeof name, "%s", t_ask (child, "new 4096"));
+        region = pyi_region_open (name);
+        CHECK (region);
+        pyi_region_release (&region);
+    }
+    CHECK_INT (pyi_region_lingering (), 32);
+    CHECK_INT (t_shm_mapped (), 32);
+    CHECK_INT (pyi_region_trim (), 32);
+    CHECK_INT (t_shm_mapped (), 0);
+
+    /*  Off: the last release unmaps at once, and what lingered goes. */
+    snprintf (name, sizeof name, "%s", t_ask (child, "new 4096"));
+    region = pyi_region_open (name);
+    pyi_region_release (&region);
+    CHECK_INT (pyi_region_lingering (), 1);
+    pyi_region_linger (0);
+    CHECK_INT (pyi_region_lingering (), 0);
+    region = pyi_region_open (name);
+    pyi_region_release (&region);
+    CHECK_INT (pyi_region_lingering (), 0);
+    CHECK_INT (t_shm_mapped (), 0);
+    s_exit (child);     /* its exit pass removes the names it still maps */
+    s_check_clean ();
+}
+
 int
 main (int argc, char *argv [])
 {
@@ -527,6 +625,7 @@ main (int argc, char *argv [])
     test_host_killed ();
     test_orphans ();
     test_two_brokers ();
+    test_linger ();
     s_check_clean ();
     fprintf (stderr, "test_region: OK\n");
     return 0;

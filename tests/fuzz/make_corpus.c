@@ -7,11 +7,14 @@
     back, a cancel, deadlines, remote workers and callers, heartbeat loss,
     a process that ended, refused offers, strikes, oversize messages, a
     full table, duplicate ids and strangers' replies, a caller that leaves.
+    And, given a third, the seeds of fuzz_lane (tests/fuzz/corpus_lane):
+    lane records (pyi_lane_encode, lane/pyi_lane.c) of a request, a reply
+    with a marked descriptor frame, an error, and a stream of three.
     tests/fuzz/run checks that the committed corpora are what this writes.
     (The seeds of fuzz_tensor, tests/fuzz/corpus_tensor, are hand-written:
     they hold forms pyi_tensor_pack never writes, such as nil strides.)
 
-    Usage: make_corpus DIRECTORY [ROUTER_DIRECTORY]
+    Usage: make_corpus DIRECTORY [ROUTER_DIRECTORY [LANE_DIRECTORY]]
 */
 
 #include <stdio.h>
@@ -160,10 +163,76 @@ static int s_router_corpus (const char *dir)
     return rc;
 }
 
+/*  The lane records of msgs (taken), one after the other, into a file. */
+static int s_records (const char *dir, const char *name, pyi_msg_t **msgs, size_t count)
+{
+    char path [1024];
+    snprintf (path, sizeof path, "%s/%s", dir, name);
+    FILE *file = fopen (path, "wb");
+    int rc = file ? 0 : -1;
+    for (size_t i = 0; i < count; i++) {
+        void *data = NULL;
+        size_t size = 0;
+        if (rc == 0 && pyi_lane_encode (msgs [i], 0, &data, &size) == 0)
+            rc = fwrite (data, 1, size, file) == size ? 0 : -1;
+        else
+            rc = -1;
+        free (data);
+        pyi_msg_destroy (&msgs [i]);
+    }
+    if (file && fclose (file))
+        rc = -1;
+    if (rc)
+        fprintf (stderr, "make_corpus: cannot write %s\n", path);
+    return rc;
+}
+
+static int s_lane_corpus (const char *dir)
+{
+    /*  The body of a call: msgpack [op, target, method, args, kwargs]. */
+    static const char call [] = "\x95\xa4" "call" "\xa0\xa3" "get" "\x90\x80";
+    int rc = 0;
+    pyi_msg_t *msgs [3];
+
+    msgs [0] = pyi_msg_new (PYI_REQUEST);
+    pyi_msg_set_id (msgs [0], 1);
+    pyi_msg_set_service (msgs [0], "ext.demo");
+    pyi_msg_set_timeout (msgs [0], 1000);
+    pyi_msg_append (msgs [0], call, sizeof call - 1);
+    rc |= s_records (dir, "request", msgs, 1);
+
+    msgs [0] = pyi_msg_new (PYI_REPLY);
+    pyi_msg_set_id (msgs [0], 3);
+    pyi_msg_append (msgs [0], "\x91\x01", 2);
+    pyi_msg_append (msgs [0], "descriptor bytes", 16);
+    pyi_msg_mark_descriptor (msgs [0], 1);
+    rc |= s_records (dir, "reply_marked", msgs, 1);
+
+    msgs [0] = pyi_msg_new (PYI_ERROR);
+    pyi_msg_set_id (msgs [0], 3);
+    pyi_msg_set_code (msgs [0], PYI_ERR_APPLICATION + 3);
+    pyi_msg_set_text (msgs [0], "ValueError: x");
+    pyi_msg_append (msgs [0], "\x81\xa1m\xa1x", 5);
+    rc |= s_records (dir, "error", msgs, 1);
+
+    msgs [0] = pyi_msg_new (PYI_REQUEST);
+    pyi_msg_set_id (msgs [0], 4);
+    pyi_msg_set_service (msgs [0], "api.m.C");
+    pyi_msg_append (msgs [0], "a", 1);
+    pyi_msg_append (msgs [0], "c", 1);
+    pyi_msg_mark_descriptor (msgs [0], 1);
+    msgs [1] = pyi_msg_new (PYI_CANCEL);
+    pyi_msg_set_id (msgs [1], 4);
+    msgs [2] = pyi_msg_new (PYI_REPLY);
+    pyi_msg_set_id (msgs [2], 5);
+    rc |= s_records (dir, "stream", msgs, 3);
+    return rc;
+}
+
 int main (int argc, char *argv [])
 {
-    if (argc != 2 && argc != 3) {
-        fprintf (stderr, "usage: make_corpus DIRECTORY [ROUTER_DIRECTORY]\n");
+    if (argc < 2 || argc > 4) {
+        fprintf (stderr, "usage: make_corpus DIRECTORY [ROUTER_DIRECTORY [LANE_DIRECTORY]]\n");
         return 2;
     }
     const char *dir = argv [1];
@@ -229,7 +298,9 @@ int main (int argc, char *argv [])
     pyi_msg_set_text (msg, "the broker is stopping");
     rc |= s_write (dir, "disconnect", &msg);
 
-    if (argc == 3)
+    if (argc >= 3)
         rc |= s_router_corpus (argv [2]);
+    if (argc == 4)
+        rc |= s_lane_corpus (argv [3]);
     return rc ? 1 : 0;
 }

@@ -1,7 +1,8 @@
-"""Tensors sent again (issue 12): the sender keeps the descriptors it made
-(_tensors._pack_known), so these check that what crosses is what is sent
-now: other views, dtypes and layouts of the same address, a tensor changed
-in place between crossings, and a new region where a freed one was."""
+"""Tensors sent again (issue 12): what crosses is what is sent now (other
+views, dtypes and layouts of the same address, a tensor changed in place
+between crossings, a new region where a freed one was); tensors already in
+a region take one C call; a receiver keeps such a region mapped between
+crossings (lingering) without holding on to its name."""
 
 from __future__ import annotations
 
@@ -81,5 +82,91 @@ def test_repeated_numpy_crossings_send_what_the_array_is_now(venv_root) -> None:
                 assert ((await ext.echo(x)) == i).all()
                 del x, d
                 gc.collect()
+
+    run(main())
+
+
+def test_the_receiver_keeps_a_region_mapped_between_crossings(venv_root) -> None:
+    """Lingering (docs/tensors.md, section 3): after its last use in the
+    extension, a region the host made stays mapped there without its lock,
+    so that the next crossing needs no new mapping; the host's release still
+    removes the name at once, and the extension then lets go of it."""
+    import pyisolate
+    from conftest import our_regions
+
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            ext = await mgr.load_extension(
+                ext_config("linger", "shm", dependencies=["numpy>=2.2"])
+            )
+            a = pyisolate.empty(4096, "float32")
+            name = pyisolate.region_name(a).lstrip("/")
+            assert await ext.lingering() == 0
+            assert (await ext.describe(a))["region"] == "/" + name
+            assert await _settle(ext, 1), "the region was unmapped after its use"
+            assert (await ext.describe(a))["region"] == "/" + name
+            assert await ext.lingering() == 1  # taken back, then lingering again
+            del a
+            gc.collect()
+            assert name not in our_regions(), "a lingering mapping kept the name"
+            assert await _settle(ext, 0), "the extension kept a region whose name is gone"
+
+    run(main())
+
+
+async def _settle(ext, want: int) -> bool:
+    """Whether the extension's lingering count reaches want (it changes
+    when a call's arguments go, and by its reaper every 50 ms)."""
+    import asyncio
+
+    for _ in range(200):
+        if await ext.lingering() == want:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+def test_tensors_in_a_region_cross_in_one_call(venv_root, monkeypatch) -> None:
+    """Tensors and arrays already in a region are described by one C call
+    (describe_torch/describe_numpy); what the fast path cannot say (a
+    conjugate view, memory outside a region) still takes encode_torch."""
+    torch = pytest.importorskip("torch")
+    import pyisolate
+    from pyisolate import _tensors
+
+    slow: list[str] = []
+    for fn in ("encode_torch", "encode_numpy"):
+        real = getattr(_tensors, fn)
+        monkeypatch.setattr(
+            _tensors, fn, lambda *a, _real=real, _fn=fn: (slow.append(_fn), _real(*a))[1]
+        )
+
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            ext = await mgr.load_extension(
+                ext_config("fast", "shm", share_torch=True, dependencies=["torch"])
+            )
+            t = pyisolate.empty((4, 8), "float32", like="torch")
+            t += torch.arange(32.0).view(4, 8)
+            g = t.clone().requires_grad_(True)  # moved into a region at its first crossing
+            await ext.echo(g)
+            slow.clear()
+            for v in (t, t.t(), t[1:, ::2], t.view(torch.int32), g):
+                y = await ext.echo(v)
+                assert y.data_ptr() == v.data_ptr() and torch.equal(y, v)
+                assert y.requires_grad == v.requires_grad
+            a = pyisolate.empty((3, 5), "int64")
+            a[...] = np.arange(15).reshape(3, 5)
+            r = a[::-1]
+            r.flags.writeable = False
+            for v in (a, a.T, r):
+                y = await ext.echo(v)
+                assert np.array_equal(y, v) and y.flags.writeable == v.flags.writeable
+            assert slow == [], f"took the slow path: {slow}"
+            c = pyisolate.empty(4, "complex64", like="torch")
+            c += torch.tensor([1 + 2j, 3 - 1j, 0j, 1j])
+            y = await ext.echo(c.conj())
+            assert torch.equal(y, c.conj().resolve_conj())
+            assert slow == ["encode_torch"], "a conjugate view must not be described as is"
 
     run(main())

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from . import _trace
+from . import _tensors, _trace
 from ._base import ExtensionBase, ProxiedSingleton, bind_emitter
 from ._errors import PyisolateError
 from ._handle import Extension
@@ -272,6 +272,7 @@ class ExtensionManager(Generic[T]):
         await self._host.close()
         for _, launcher in self._loaded.values():
             launcher.close()
+        _tensors.trim()  # what lingers of the extensions' regions
 
     # -- restarts, reloads and lifecycle events ------------------------------------------
     async def reload(

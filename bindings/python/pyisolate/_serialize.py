@@ -64,6 +64,9 @@ class Codec:
         self._in: list[Any] = []
         # Regions described in the message being encoded (one reference each).
         self._sent: list[Any] | None = None
+        # Descriptors made by the fast path (_described), each counted in
+        # flight on its region: given back if the message is not made.
+        self._counted: list[bytes] = []
         # Frame indexes of the tensor descriptors of the message being
         # encoded; ``marks`` holds those of the last message encoded (the
         # header names them, so that a broker dropping the message gives
@@ -147,16 +150,17 @@ class Codec:
                 self._oob = []
                 self._marks = []
                 head = slow(*slow_args)
-            if not self._oob and not self._sent:
+            if not self._oob and not self._sent and not self._counted:
                 return [head]  # the common case: no buffers, no regions
             self.marks = tuple(self._marks)
             frames = [head, *self._oob]
             for r in self._sent:
                 _tensors.release_region(r)
             self._sent = []
+            self._counted = []
             return frames
         finally:
-            if self._sent:
+            if self._sent or self._counted:
                 self._unsend()
             self._oob = None
             self._sent = None
@@ -165,6 +169,9 @@ class Codec:
         sent, self._sent = self._sent, []
         for r in sent or ():
             _tensors.unsend_region(r)
+        counted, self._counted = self._counted, []
+        for desc in counted:
+            _tensors.discard([desc], (0,))
 
     def _buffer(self, data: Any) -> Any:
         """A contiguous byte buffer: sent out of band when large, else inline."""
@@ -180,6 +187,18 @@ class Codec:
 
     def _default(self, obj: Any) -> Any:
         return self._convert(obj, "value")
+
+    def _described(self, kind: str, desc: bytes, flags: int) -> Any:
+        """EXT_SHARED for a descriptor of the fast path (describe_torch,
+        describe_numpy): a marked frame, as _shared makes."""
+        self._counted.append(desc)
+        oob = self._oob
+        ref: Any = desc
+        if oob is not None and len(oob) < MAX_OOB_FRAMES:
+            oob.append(desc)
+            ref = len(oob)
+            self._marks.append(ref)
+        return msgpack.ExtType(EXT_SHARED, self._pack([kind, ref, flags]))
 
     def _shared(self, kind: str, made: tuple[bytes, Any], flags: int = 0) -> Any:
         desc, region = made
@@ -289,6 +308,11 @@ class Codec:
         )
 
     def _ndarray(self, obj: Any, np: Any, path: str) -> Any:
+        if not self._inline:
+            writeable = obj.flags.writeable
+            desc = _tensors.describe_numpy(obj, writeable)
+            if desc is not None:
+                return self._described("numpy", desc, 0 if writeable else _tensors.FLAG_READ_ONLY)
         made = _tensors.encode_numpy(np, obj)
         if made is not None:
             return self._shared(
@@ -309,6 +333,10 @@ class Codec:
         return msgpack.ExtType(EXT_NDARRAY, self._pack([arr.dtype.str, shape, data, scalar]))
 
     def _tensor(self, obj: Any, torch: Any, path: str) -> Any:
+        if not self._inline:
+            desc = _tensors.describe_torch(torch, obj)
+            if desc is not None:
+                return self._described("torch", desc, 1 if obj.requires_grad else 0)
         if _tensors.torch_shareable(torch, obj):
             return self._shared(
                 "torch", _tensors.encode_torch(torch, obj), 1 if obj.requires_grad else 0

@@ -45,6 +45,14 @@ if lib.pyi_py_install() != 0:  # pragma: no cover - only with a broken build
     raise ImportError("pyisolate._native: cannot install the DLPack capsule functions")
 _capsule_versioned = _native_mod.dlpack_capsule_versioned
 _capsule_legacy = _native_mod.dlpack_capsule
+_describe = _native_mod.describe
+_decode_capsule = _native_mod.decode_capsule
+
+# A region made by another process stays mapped here up to this long after
+# its last use, while its name lives (docs/tensors.md, section 3): a tensor
+# that crosses again costs one flock, not a new mapping.
+LINGER_MS = 1000
+lib.pyi_region_linger(LINGER_MS)
 
 
 class TensorDescriptorError(ValueError):
@@ -256,33 +264,6 @@ def _pack(t: Any) -> bytes:
     return desc
 
 
-# Descriptors made here, by (region name, data address, shape, strides,
-# dtype): everything a host descriptor says follows from these, so a tensor
-# sent again costs a region lookup and one in-flight count, not a new
-# DLTensor and pack. A region's name is never reused (64 random bits), so
-# an entry can only be stale for a region gone, whose name no lookup
-# returns any more. Bounded: cleared when full.
-_DESC_CACHE_MAX = 512
-_desc_cache: dict[tuple[Any, ...], bytes] = {}
-
-
-def _pack_known(r: Any, key: tuple[Any, ...], make: Any) -> bytes:
-    """The descriptor of the tensor at key[0] (in region r, found with
-    _find): from the cache with one in-flight count added to r, else
-    _pack(make()[0]) (which adds it). Raises ValueError like _pack."""
-    key = (ffi.string(lib.pyi_region_name(r)), *key)
-    desc = _desc_cache.get(key)
-    if desc is not None:
-        lib.pyi_region_sent(r)
-        return desc
-    dlt, _keep = make()  # _keep: the DLTensor's shape and strides
-    desc = _pack(dlt)
-    if len(_desc_cache) >= _DESC_CACHE_MAX:
-        _desc_cache.clear()
-    _desc_cache[key] = desc
-    return desc
-
-
 def _share(t: Any) -> Any:
     _raise_nofile()
     m = lib.pyi_tensor_share(t)
@@ -435,12 +416,9 @@ def encode_numpy(np: Any, arr: Any) -> tuple[bytes, Any] | None:
     r = _find(ptr)
     if r is not None:
         try:
-            if any(s < 0 for s in arr.strides):  # its span may start in another region
-                made = numpy_tensor(np, arr)
-                assert made is not None
-                return _pack(made[0]), r
-            key = (ptr, arr.shape, arr.strides, arr.dtype)
-            return _pack_known(r, key, lambda: numpy_tensor(np, arr)), r
+            made = numpy_tensor(np, arr)
+            assert made is not None
+            return _pack(made[0]), r
         except ValueError:
             # Not wholly inside that region (a view made with as_strided,
             # memory just past a region's end): copy it like any other.
@@ -476,10 +454,7 @@ def _describe_new(m: Any) -> tuple[bytes, Any]:
 def torch_from_legacy(torch: Any, m: Any) -> Any:
     """A tensor over DLManagedTensor m (taken: its deleter runs when the
     tensor dies, or now on failure)."""
-    capsule = _capsule_legacy(m)
-    # torch.from_dlpack hands a capsule to this after a few Python checks.
-    take = getattr(torch._C, "_from_dlpack", None) or torch.from_dlpack
-    return take(capsule)
+    return _from_dlpack(torch)(_capsule_legacy(m))
 
 
 def torch_from_versioned(torch: Any, m: Any) -> Any:
@@ -510,6 +485,57 @@ def torch_shareable(torch: Any, t: Any) -> bool:
         return False
     kind = t.device.type
     return kind == "cpu" or (kind == "cuda" and t.numel() > 0 and cuda_available())
+
+
+# -- the fast path: tensors already in a region ---------------------------------
+def describe_torch(torch: Any, t: Any) -> bytes | None:
+    """The descriptor of CPU tensor t when its memory lies wholly in a region
+    mapped here, counted in flight (the caller sends it, or gives it back
+    with pyi_tensor_discard); None for any other tensor (encode_torch's
+    path, which also says why one cannot cross)."""
+    dl = torch_dl_dtype(torch, t.dtype)
+    if dl is None or t.is_conj() or t.is_neg() or t.layout is not torch.strided or t.is_nested:
+        return None
+    try:
+        capsule = torch._C._to_dlpack(t)
+    except Exception:  # whatever DLPack cannot say: the slow path decides
+        return None
+    desc: bytes | None = _describe(capsule, dl[0], dl[1])
+    return desc
+
+
+def describe_numpy(arr: Any, writeable: bool) -> bytes | None:
+    """describe_torch for a numpy array (a read-only one needs numpy >= 2.1,
+    whose versioned capsules can say so)."""
+    dl = numpy_dl_dtype(arr.dtype)
+    if dl is None:
+        return None
+    try:
+        capsule = arr.__dlpack__() if writeable else arr.__dlpack__(max_version=(1, 0))
+    except Exception:
+        return None
+    desc: bytes | None = _describe(capsule, dl[0], dl[1])
+    return desc
+
+
+def decode_torch(torch: Any, desc: Any, flags: int) -> Any:
+    """decode("torch", desc, flags) of a one-frame descriptor, in one C call."""
+    _raise_nofile()
+    got = _decode_capsule(desc)
+    if got is None:
+        raise TensorDescriptorError(f"refused a tensor descriptor: {last_error()}")
+    capsule, device = got
+    if device == KDL_CUDA:
+        torch.cuda.init()  # on failure the unused capsule's destructor frees it
+    t = _from_dlpack(torch)(capsule)
+    if flags & FLAG_REQUIRES_GRAD and (t.is_floating_point() or t.is_complex()):
+        t.requires_grad_(True)
+    return t
+
+
+def _from_dlpack(torch: Any) -> Any:
+    # torch.from_dlpack hands a capsule to this after a few Python checks.
+    return getattr(torch._C, "_from_dlpack", None) or torch.from_dlpack
 
 
 # -- CUDA -----------------------------------------------------------------------
@@ -648,8 +674,9 @@ def encode_torch(torch: Any, t: Any) -> tuple[bytes, Any]:
     r = _find(ptr)
     if r is not None:
         try:
-            key = (ptr, t.shape, t.stride(), t.dtype)
-            return _pack_known(r, key, lambda: _torch_dltensor(torch, t)), r
+            made = _torch_dltensor(torch, t)
+            assert made is not None  # torch_shareable checked the dtype
+            return _pack(made[0]), r
         except ValueError:  # not wholly inside that region: copy it
             release_region(r)
             r = None
@@ -696,6 +723,8 @@ FLAG_READ_ONLY = 2
 def decode(kind: str, desc: Any, flags: int, chunks: list[Any] | None = None) -> Any:
     """The array or tensor a descriptor names (validated by C); chunks: the
     frames of a chunked inline descriptor."""
+    if kind == "torch" and chunks is None and "torch" in sys.modules:
+        return decode_torch(sys.modules["torch"], desc, flags)
     _raise_nofile()
     data = ffi.from_buffer(desc)
     size = len(desc)
@@ -858,5 +887,16 @@ def region_name(x: Any) -> str | None:
 
 
 def mapped_regions() -> int:
-    """How many shared regions this process maps now (diagnostics)."""
+    """How many shared regions this process maps now and uses (diagnostics;
+    lingering mappings not counted)."""
     return int(lib.pyi_region_mapped())
+
+
+def lingering() -> int:
+    """How many regions linger here (mapped, unused; diagnostics)."""
+    return int(lib.pyi_region_lingering())
+
+
+def trim() -> int:
+    """Unmap the lingering mappings now; how many there were."""
+    return int(lib.pyi_region_trim())

@@ -49,6 +49,11 @@ class Shm(ExtensionBase):
             "sum": float(np.abs(x).sum()) if x.dtype.kind in "iufcb" else None,
         }
 
+    async def lingering(self):
+        from pyisolate import _tensors
+
+        return _tensors.lingering()
+
     async def add_in_place(self, x, value):
         x += value
         return None
@@ -105,10 +110,12 @@ class Shm(ExtensionBase):
         """Return x with its descriptor spoiled (a hostile peer)."""
         from pyisolate import _tensors
 
-        orig = _tensors._pack
+        orig = _tensors._pack, _tensors._describe
 
-        def bad(t):
-            d = msgpack.unpackb(orig(t))
+        def spoil(desc):
+            if desc is None:
+                return None
+            d = msgpack.unpackb(desc)
             if mode == "garbage":
                 return b"\x97\x01\x02\xff"
             if mode == "span":
@@ -127,6 +134,12 @@ class Shm(ExtensionBase):
                 d[1] = [2, 0]
             return msgpack.packb(d)
 
-        _tensors._pack = bad
-        asyncio.get_running_loop().call_soon(setattr, _tensors, "_pack", orig)
+        # Both ways a descriptor is made: the slow path and the one C call.
+        _tensors._pack = lambda t: spoil(orig[0](t))
+        _tensors._describe = lambda *a: spoil(orig[1](*a))
+
+        def restore():
+            _tensors._pack, _tensors._describe = orig
+
+        asyncio.get_running_loop().call_soon(restore)
         return x
