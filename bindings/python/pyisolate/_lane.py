@@ -74,6 +74,7 @@ class LaneListener:
                 logger.warning("lane socket: refused a connection from pid %d", pid)
                 conn.close()
                 continue
+            _grow(conn)
             take(conn.detach())
 
     def close(self) -> None:
@@ -87,10 +88,23 @@ class LaneListener:
         self._expected.clear()
 
 
+# Bytes a lane end may have in flight before its writes wait (the kernel
+# caps it at net.core.wmem_max): a large message crosses in fewer
+# wake-ups of the reader. A Unix stream socket charges its peer's unread
+# bytes to the sender's buffer, so the send side is the one that counts.
+LANE_SNDBUF = 4 << 20
+
+
+def _grow(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LANE_SNDBUF)
+
+
 def connect(path: str) -> int:
     """The extension's end: connect to the host's lane socket; the fd."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
+        _grow(sock)
         sock.connect(path)
     except BaseException:
         sock.close()

@@ -224,8 +224,11 @@ class LaneEnd:
         rc = self.lane.flush()
         if rc < 0:
             self.node._lane_ended(self)
-        elif rc == 1:
+            return
+        if rc == 1:
             self._start_writing()
+        if self.lane.queued() <= LANE_HIGH_WATER:
+            self._wake()
 
     def _start_writing(self) -> None:
         if not self.writing:
@@ -401,7 +404,9 @@ class Node:
         try:
             if lane is not None:
                 try:
-                    if lane.writing and lane.lane.queued() > LANE_HIGH_WATER:
+                    # Whatever is queued leaves at the end of this pass of
+                    # the loop, or when the socket has room: room() wakes then.
+                    if lane.lane.queued() > LANE_HIGH_WATER:
                         await lane.room()
                     lane.send(_REQUEST, rid, body, marks, service.encode(), timeout_ms)
                 except BaseException:
