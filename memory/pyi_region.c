@@ -8,16 +8,10 @@
     reading it then is exact. The kernel drops the locks of a process that
     dies, however it dies.
 
-    Lingering. With pyi_region_linger on, a region made elsewhere whose
-    last local reference goes while another process still maps it (or a
-    message names it) stays mapped here, holding no lock, so that the next
-    descriptor naming it costs one flock instead of open, map, unmap and
-    close. A lingering region is in s_regions with refs 0; holding no lock
-    it never delays another process's removal of the name, and the memory
-    it pins is let go by the reaper thread once its name is gone (checked
-    every REAP_TICK_NS) or after s_linger_ns. Every lock transition of a
-    lingering region happens under s_lock with non-blocking flocks: the
-    lock belongs to the open file description, which threads share.
+    Kept regions (pyi_region_keep.c): with pyi_region_linger on, a
+    region whose last local reference goes may stay in the cache with refs
+    0 (lingering, or a spare): open and pyi_region_new_for_copy take such
+    regions back; find never returns them.
 
     This file holds the regions mapped in this process; pyi_region_names.c
     what is done to regions by name alone (discard, sweep, removal).
@@ -42,39 +36,17 @@
 #include <unistd.h>
 
 #define LOCK_TRIES 1000                      /* 1 ms apart: a peer's LOCK_EX is brief */
-#define MAX_LINGERING 32                     /* regions kept mapped at most */
-#define REAP_TICK_NS 50000000ULL             /* the reaper looks every 50 ms */
 
-struct _pyi_region_t {
-    char name [PYI_REGION_MAX_NAME + 1];   /* "/pyi-<session>-<pid>-<random>" */
-    int fd;                         /* holds our LOCK_SH (not a CUDA exporter's) */
-    uint8_t *base;                  /* the mapping: header page, then host data */
-    size_t mapped;                  /* bytes mapped at base */
-    uint8_t *data;                  /* host data, or the CUDA device pointer */
-    size_t size;                    /* data bytes */
-    int kind;                       /* KIND_* */
-    int device;                     /* CUDA: local device ordinal */
-    bool exporter;                  /* CUDA: made here from our own allocation */
-    bool here;                      /* host: made by this process */
-    bool lingering;                 /* refs 0, no lock held: see above */
-    uint64_t since;                 /* lingering since (CLOCK_MONOTONIC ns) */
-    size_t refs;                    /* local references, under s_lock */
-    pyi_region_t *next;             /* in s_regions */
-};
-
-static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
-static pyi_region_t *s_regions;         /* the cache: every region mapped here */
-static size_t s_count;                  /* regions in s_regions */
-static size_t s_lingering;              /* of them lingering */
-static uint64_t s_linger_ns;            /* 0: off */
-static bool s_reaper;                   /* the reaper thread runs */
+pthread_mutex_t pyi_region_lock = PTHREAD_MUTEX_INITIALIZER;
+pyi_region_t *pyi_region_list;
+size_t pyi_region_count;
 static pthread_once_t s_once = PTHREAD_ONCE_INIT;
 
-/*  fork () while another thread holds s_lock would leave the child's copy
+/*  fork () while another thread holds the lock would leave the child's copy
     locked forever: hold it across fork. */
-static void s_prepare (void) { pthread_mutex_lock (&s_lock); }
-static void s_after (void) { pthread_mutex_unlock (&s_lock); }
-static void s_child (void) { s_reaper = false; pthread_mutex_unlock (&s_lock); }
+static void s_prepare (void) { pthread_mutex_lock (&pyi_region_lock); }
+static void s_after (void) { pthread_mutex_unlock (&pyi_region_lock); }
+static void s_child (void) { pyi_region_keep_forked (); pthread_mutex_unlock (&pyi_region_lock); }
 
 /*  At exit the process's mappings go away with it, released or not: do
     what the last release would do for each, without unmapping (other exit
@@ -82,15 +54,15 @@ static void s_child (void) { s_reaper = false; pthread_mutex_unlock (&s_lock); }
 static void
 s_at_exit (void)
 {
-    pthread_mutex_lock (&s_lock);
-    for (pyi_region_t *r = s_regions; r; r = r->next)
+    pthread_mutex_lock (&pyi_region_lock);
+    for (pyi_region_t *r = pyi_region_list; r; r = r->next)
         if (r->exporter)
             shm_unlink (r->name);   /* its CUDA memory dies with this process */
         else
         if (r->kind == KIND_HOST && flock (r->fd, LOCK_EX | LOCK_NB) == 0
         &&  atomic_load (&((pyi_region_header_t *) r->base)->inflight) == 0)
             shm_unlink (r->name);
-    pthread_mutex_unlock (&s_lock);
+    pthread_mutex_unlock (&pyi_region_lock);
 }
 
 static void
@@ -116,69 +88,58 @@ s_lock_shared (int fd)
     return -1;
 }
 
-static pyi_region_header_t *
-s_header (pyi_region_t *self)
-{
-    return (pyi_region_header_t *) self->base;
-}
-
-/*  Add a mapped region to the cache with one reference; s_lock held. */
+/*  Add a mapped region to the cache with one reference; lock held. */
 static pyi_region_t *
 s_insert (pyi_region_t *self)
 {
     self->refs = 1;
-    self->next = s_regions;
-    s_regions = self;
-    s_count++;
+    self->next = pyi_region_list;
+    pyi_region_list = self;
+    pyi_region_count++;
     return self;
 }
 
 static pyi_region_t *
 s_lookup (const char *name)
 {
-    for (pyi_region_t *r = s_regions; r; r = r->next)
+    for (pyi_region_t *r = pyi_region_list; r; r = r->next)
         if (strcmp (r->name, name) == 0)
             return r;
     return NULL;
 }
 
-/*  Take self out of s_regions; s_lock held. */
-static void
-s_unlist (pyi_region_t *self)
+void
+pyi_region_unlist (pyi_region_t *self)
 {
-    pyi_region_t **link = &s_regions;
+    pyi_region_t **link = &pyi_region_list;
     while (*link != self)
         link = &(*link)->next;
     *link = self->next;
-    s_count--;
+    pyi_region_count--;
 }
 
-/*  What the last local reference does, for self out of s_regions (or
-    NULL): LOCK_EX succeeds only when no other process maps the region;
-    while we hold it nobody can start to, so inflight is stable. Then
-    unmap, and remove the name if idle. (A failed conversion drops our
-    LOCK_SH: harmless, we close next.) */
-static void
-s_drop (pyi_region_t *self)
+/*  LOCK_EX succeeds only when no other process maps the region; while we
+    hold it nobody can start to, so inflight is stable. (A failed
+    conversion drops our LOCK_SH: harmless, we close next.) */
+void
+pyi_region_drop (pyi_region_t *self)
 {
     if (!self)
         return;
     if (self->kind == KIND_CUDA && !self->exporter)
         pyi_cuda_close ((uintptr_t) self->data, self->device);
     bool last = flock (self->fd, LOCK_EX | LOCK_NB) == 0;
-    bool idle = last && atomic_load (&s_header (self)->inflight) == 0;
+    bool idle = last && atomic_load (&pyi_region_header_of (self)->inflight) == 0;
     /*  A CUDA region's name is its creator's to remove (pyi_region_collect)
         while the creator lives: it may name the allocation again. */
     if (idle && self->kind == KIND_CUDA)
-        idle = self->exporter || !pyi_region_alive (s_header (self)->creator);
+        idle = self->exporter || !pyi_region_alive (pyi_region_header_of (self)->creator);
     munmap (self->base, self->mapped);
     if (idle)
         shm_unlink (self->name);
     close (self->fd);
     free (self);
 }
-
-static bool s_linger (pyi_region_t *self, pyi_region_t **evicted);
 
 /*  Create a new, empty shared memory object with a fresh name; 0 or -1. */
 static int
@@ -251,7 +212,7 @@ pyi_region_new (size_t size)
     self->size = size;
     self->kind = KIND_HOST;
     self->here = true;
-    pyi_region_header_t *header = s_header (self);
+    pyi_region_header_t *header = pyi_region_header_of (self);
     header->layout = REGION_LAYOUT;
     header->header_size = PYI_REGION_HEADER;
     header->size = size;
@@ -260,9 +221,9 @@ pyi_region_new (size_t size)
     atomic_thread_fence (memory_order_release);
     header->magic = REGION_MAGIC;
 
-    pthread_mutex_lock (&s_lock);
+    pthread_mutex_lock (&pyi_region_lock);
     s_insert (self);
-    pthread_mutex_unlock (&s_lock);
+    pthread_mutex_unlock (&pyi_region_lock);
     return self;
 
 failed:
@@ -306,7 +267,7 @@ s_map (const char *name)
         pyi_set_error ("cannot map region %s: %s", name, strerror (errno));
         goto failed;
     }
-    pyi_region_header_t *header = s_header (self);
+    pyi_region_header_t *header = pyi_region_header_of (self);
     self->kind = (int) header->kind;
     self->size = (size_t) header->size;
     bool host = self->kind == KIND_HOST && self->mapped - PYI_REGION_HEADER == self->size;
@@ -340,28 +301,6 @@ failed:
     return NULL;
 }
 
-/*  Take one reference to self, found by name in s_regions (s_lock held):
-    a lingering region takes our lock back. NULL when that lock is not
-    free at once (a peer's brief LOCK_EX): then self is out of s_regions,
-    in *evicted, for the caller to drop once s_lock is released. */
-static pyi_region_t *
-s_take (pyi_region_t *self, pyi_region_t **evicted)
-{
-    if (!self->lingering) {
-        self->refs++;
-        return self;
-    }
-    s_lingering--;
-    self->lingering = false;
-    if (flock (self->fd, LOCK_SH | LOCK_NB) == 0) {
-        self->refs = 1;
-        return self;
-    }
-    s_unlist (self);
-    *evicted = self;
-    return NULL;
-}
-
 pyi_region_t *
 pyi_region_open (const char *name)
 {
@@ -372,12 +311,17 @@ pyi_region_open (const char *name)
         return NULL;
     }
     pyi_region_t *evicted = NULL;
-    pthread_mutex_lock (&s_lock);
+    pthread_mutex_lock (&pyi_region_lock);
     pyi_region_t *self = s_lookup (name);
-    if (self)
-        self = s_take (self, &evicted);
-    pthread_mutex_unlock (&s_lock);
-    s_drop (evicted);
+    bool spare = self && self->keep == KEEP_SPARE;
+    if (self && !spare)
+        self = pyi_region_unkeep (self, &evicted);
+    pthread_mutex_unlock (&pyi_region_lock);
+    pyi_region_drop (evicted);
+    if (spare) {
+        pyi_set_error ("region %s is not in use (no descriptor may name it)", name);
+        return NULL;
+    }
     if (self)
         return self;
 
@@ -386,12 +330,11 @@ pyi_region_open (const char *name)
     pyi_region_t *mapped = s_map (name);
     if (!mapped)
         return NULL;
-    pthread_mutex_lock (&s_lock);
+    pthread_mutex_lock (&pyi_region_lock);
     self = s_lookup (name);
-    if (self && self->lingering) {      /* let ours, which holds the lock, replace it */
-        s_lingering--;
-        self->lingering = false;
-        s_unlist (self);
+    if (self && self->keep != KEEP_NONE) {     /* let ours, which holds the lock, replace it */
+        pyi_region_forget (self);
+        pyi_region_unlist (self);
         evicted = self;
         self = NULL;
     }
@@ -399,8 +342,8 @@ pyi_region_open (const char *name)
         self->refs++;
     else
         self = s_insert (mapped);
-    pthread_mutex_unlock (&s_lock);
-    s_drop (evicted);
+    pthread_mutex_unlock (&pyi_region_lock);
+    pyi_region_drop (evicted);
     if (self != mapped) {
         if (mapped->kind == KIND_CUDA)
             pyi_cuda_close ((uintptr_t) mapped->data, mapped->device);
@@ -415,13 +358,13 @@ pyi_region_t *
 pyi_region_find (const void *ptr, size_t *offset)
 {
     const uint8_t *p = (const uint8_t *) ptr;
-    pthread_mutex_lock (&s_lock);
-    pyi_region_t *self = s_regions;
+    pthread_mutex_lock (&pyi_region_lock);
+    pyi_region_t *self = pyi_region_list;
     /*  Inside a region's data, else at the end of one (mappings and CUDA
         allocations may be adjacent: inside wins). */
     pyi_region_t *edge = NULL;
     for (; self; self = self->next) {
-        if (self->lingering)
+        if (self->keep != KEEP_NONE)
             continue;       /* nothing here points into it */
         if (p >= self->data && p < self->data + self->size)
             break;
@@ -435,7 +378,7 @@ pyi_region_find (const void *ptr, size_t *offset)
         if (offset)
             *offset = (size_t) (p - self->data);
     }
-    pthread_mutex_unlock (&s_lock);
+    pthread_mutex_unlock (&pyi_region_lock);
     return self;
 }
 
@@ -498,7 +441,7 @@ pyi_region_find_cuda (const void *ptr, int device, size_t *offset)
     self->kind = KIND_CUDA;
     self->device = ordinal;
     self->exporter = true;
-    pyi_region_header_t *header = s_header (self);
+    pyi_region_header_t *header = pyi_region_header_of (self);
     header->layout = REGION_LAYOUT;
     header->header_size = PYI_REGION_HEADER;
     header->size = size;
@@ -510,14 +453,14 @@ pyi_region_find_cuda (const void *ptr, int device, size_t *offset)
     header->magic = REGION_MAGIC;
     flock (self->fd, LOCK_UN);
 
-    pthread_mutex_lock (&s_lock);
+    pthread_mutex_lock (&pyi_region_lock);
     /*  Another thread may have exported the same allocation meanwhile. */
-    pyi_region_t *other = s_regions;
+    pyi_region_t *other = pyi_region_list;
     while (other && !(other->kind == KIND_CUDA && other->data == self->data))
         other = other->next;
     if (other) {
         other->refs++;
-        pthread_mutex_unlock (&s_lock);
+        pthread_mutex_unlock (&pyi_region_lock);
         munmap (self->base, self->mapped);
         shm_unlink (self->name);
         close (self->fd);
@@ -527,7 +470,7 @@ pyi_region_find_cuda (const void *ptr, int device, size_t *offset)
     else {
         s_insert (self);        /* the export's own reference */
         self->refs++;           /* the caller's */
-        pthread_mutex_unlock (&s_lock);
+        pthread_mutex_unlock (&pyi_region_lock);
     }
     if (offset)
         *offset = (size_t) ((const uint8_t *) ptr - self->data);
@@ -544,15 +487,15 @@ int
 pyi_region_collect (char (*names) [PYI_REGION_MAX_NAME + 1], int capacity)
 {
     int done = 0;
-    pthread_mutex_lock (&s_lock);
-    pyi_region_t **link = &s_regions;
+    pthread_mutex_lock (&pyi_region_lock);
+    pyi_region_t **link = &pyi_region_list;
     while (*link && done < capacity) {
         pyi_region_t *r = *link;
         /*  Only the export's reference left, and no other process maps it
             (LOCK_EX: nobody can start to while we hold it) nor is about to. */
         bool free_it = r->exporter && r->refs == 1
                     && flock (r->fd, LOCK_EX | LOCK_NB) == 0;
-        if (free_it && atomic_load (&s_header (r)->inflight) > 0) {
+        if (free_it && atomic_load (&pyi_region_header_of (r)->inflight) > 0) {
             flock (r->fd, LOCK_UN);
             free_it = false;
         }
@@ -561,7 +504,7 @@ pyi_region_collect (char (*names) [PYI_REGION_MAX_NAME + 1], int capacity)
             continue;
         }
         *link = r->next;
-        s_count--;
+        pyi_region_count--;
         shm_unlink (r->name);
         if (names)
             memcpy (names [done], r->name, sizeof (r->name));
@@ -570,7 +513,7 @@ pyi_region_collect (char (*names) [PYI_REGION_MAX_NAME + 1], int capacity)
         close (r->fd);
         free (r);
     }
-    pthread_mutex_unlock (&s_lock);
+    pthread_mutex_unlock (&pyi_region_lock);
     return done;
 }
 
@@ -578,19 +521,19 @@ size_t
 pyi_region_exported (void)
 {
     size_t count = 0;
-    pthread_mutex_lock (&s_lock);
-    for (pyi_region_t *r = s_regions; r; r = r->next)
+    pthread_mutex_lock (&pyi_region_lock);
+    for (pyi_region_t *r = pyi_region_list; r; r = r->next)
         count += r->exporter;
-    pthread_mutex_unlock (&s_lock);
+    pthread_mutex_unlock (&pyi_region_lock);
     return count;
 }
 
 pyi_region_t *
 pyi_region_ref (pyi_region_t *self)
 {
-    pthread_mutex_lock (&s_lock);
+    pthread_mutex_lock (&pyi_region_lock);
     self->refs++;
-    pthread_mutex_unlock (&s_lock);
+    pthread_mutex_unlock (&pyi_region_lock);
     return self;
 }
 
@@ -602,19 +545,19 @@ pyi_region_release (pyi_region_t **self_p)
     pyi_region_t *self = *self_p;
     *self_p = NULL;
     pyi_region_t *evicted = NULL;
-    pthread_mutex_lock (&s_lock);
+    pthread_mutex_lock (&pyi_region_lock);
     if (--self->refs > 0) {
-        pthread_mutex_unlock (&s_lock);
+        pthread_mutex_unlock (&pyi_region_lock);
         return;
     }
-    if (s_linger (self, &evicted)) {
-        pthread_mutex_unlock (&s_lock);
-        s_drop (evicted);
+    if (pyi_region_keep (self, &evicted)) {
+        pthread_mutex_unlock (&pyi_region_lock);
+        pyi_region_drop (evicted);
         return;
     }
-    s_unlist (self);
-    pthread_mutex_unlock (&s_lock);
-    s_drop (self);
+    pyi_region_unlist (self);
+    pthread_mutex_unlock (&pyi_region_lock);
+    pyi_region_drop (self);
 }
 
 void *pyi_region_data (pyi_region_t *self) { return self->data; }
@@ -625,166 +568,26 @@ const char *pyi_region_name (pyi_region_t *self) { return self->name; }
 void
 pyi_region_sent (pyi_region_t *self)
 {
-    atomic_fetch_add (&s_header (self)->inflight, 1);
+    atomic_fetch_add (&pyi_region_header_of (self)->inflight, 1);
 }
 
 void
 pyi_region_received (pyi_region_t *self)
 {
-    pyi_region_header_consume (s_header (self));
+    pyi_region_header_consume (pyi_region_header_of (self));
 }
 
 uint32_t
 pyi_region_inflight (pyi_region_t *self)
 {
-    return atomic_load (&s_header (self)->inflight);
+    return atomic_load (&pyi_region_header_of (self)->inflight);
 }
 
 size_t
 pyi_region_mapped (void)
 {
-    pthread_mutex_lock (&s_lock);
-    size_t count = s_count - s_lingering;
-    pthread_mutex_unlock (&s_lock);
-    return count;
-}
-
-/* -- lingering ------------------------------------------------------------- */
-
-static uint64_t
-s_now (void)
-{
-    struct timespec now;
-    clock_gettime (CLOCK_MONOTONIC, &now);
-    return (uint64_t) now.tv_sec * 1000000000ULL + (uint64_t) now.tv_nsec;
-}
-
-/*  Take the lingering regions due (all when every is true, else those
-    lingering s_linger_ns or whose name is gone) out of s_regions, as a
-    list linked by next; s_lock held. */
-static pyi_region_t *
-s_due (bool every)
-{
-    pyi_region_t *due = NULL;
-    uint64_t now = s_now ();
-    pyi_region_t **link = &s_regions;
-    while (*link) {
-        pyi_region_t *r = *link;
-        struct stat st;
-        bool take = r->lingering
-                 && (every || now - r->since >= s_linger_ns
-                     || (fstat (r->fd, &st) == 0 && st.st_nlink == 0));
-        if (!take) {
-            link = &r->next;
-            continue;
-        }
-        *link = r->next;
-        s_count--;
-        s_lingering--;
-        r->lingering = false;
-        r->next = due;
-        due = r;
-    }
-    return due;
-}
-
-static void
-s_drop_all (pyi_region_t *list)
-{
-    while (list) {
-        pyi_region_t *next = list->next;
-        s_drop (list);
-        list = next;
-    }
-}
-
-static void *
-s_reap (void *arg)
-{
-    (void) arg;
-    pthread_mutex_lock (&s_lock);
-    while (s_lingering > 0) {
-        pthread_mutex_unlock (&s_lock);
-        struct timespec tick = { 0, (long) REAP_TICK_NS };
-        nanosleep (&tick, NULL);
-        pthread_mutex_lock (&s_lock);
-        pyi_region_t *due = s_due (s_linger_ns == 0);
-        pthread_mutex_unlock (&s_lock);
-        s_drop_all (due);
-        pthread_mutex_lock (&s_lock);
-    }
-    s_reaper = false;
-    pthread_mutex_unlock (&s_lock);
-    return NULL;
-}
-
-/*  Whether self, whose last reference just went, lingers (s_lock held):
-    a host region made elsewhere that another process maps or a message
-    names. The oldest lingering region may make room: *evicted. */
-static bool
-s_linger (pyi_region_t *self, pyi_region_t **evicted)
-{
-    if (!s_linger_ns || self->kind != KIND_HOST || self->here)
-        return false;
-    bool last = flock (self->fd, LOCK_EX | LOCK_NB) == 0;
-    if (last && atomic_load (&s_header (self)->inflight) == 0)
-        return false;               /* nobody can name it to us again */
-    if (!s_reaper) {
-        pthread_attr_t attr;
-        pthread_t thread;
-        pthread_attr_init (&attr);
-        pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
-        s_reaper = pthread_create (&thread, &attr, s_reap, NULL) == 0;
-        pthread_attr_destroy (&attr);
-        if (!s_reaper)
-            return false;
-    }
-    if (s_lingering == MAX_LINGERING) {
-        pyi_region_t *oldest = NULL;
-        for (pyi_region_t *r = s_regions; r; r = r->next)
-            if (r->lingering && (!oldest || r->since < oldest->since))
-                oldest = r;
-        oldest->lingering = false;
-        s_lingering--;
-        s_unlist (oldest);
-        *evicted = oldest;
-    }
-    flock (self->fd, LOCK_UN);
-    self->lingering = true;
-    self->since = s_now ();
-    s_lingering++;
-    return true;
-}
-
-void
-pyi_region_linger (unsigned ms)
-{
-    pthread_once (&s_once, s_init);
-    pthread_mutex_lock (&s_lock);
-    s_linger_ns = (uint64_t) ms * 1000000ULL;
-    pyi_region_t *due = ms ? NULL : s_due (true);
-    pthread_mutex_unlock (&s_lock);
-    s_drop_all (due);
-}
-
-size_t
-pyi_region_trim (void)
-{
-    size_t count = 0;
-    pthread_mutex_lock (&s_lock);
-    pyi_region_t *due = s_due (true);
-    pthread_mutex_unlock (&s_lock);
-    for (pyi_region_t *r = due; r; r = r->next)
-        count++;
-    s_drop_all (due);
-    return count;
-}
-
-size_t
-pyi_region_lingering (void)
-{
-    pthread_mutex_lock (&s_lock);
-    size_t count = s_lingering;
-    pthread_mutex_unlock (&s_lock);
+    pthread_mutex_lock (&pyi_region_lock);
+    size_t count = pyi_region_count - pyi_region_kept ();
+    pthread_mutex_unlock (&pyi_region_lock);
     return count;
 }

@@ -16,6 +16,7 @@
 #include "pyi_library_internal.h"
 #include "pyi_msgpack.h"
 #include "pyi_tensor_internal.h"
+#include "pyi_region_internal.h"
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -499,7 +500,7 @@ s_decode (const void *data, size_t size, const void *const *chunks, const size_t
             pyi_set_error ("an inline tensor must be CPU memory");
             return NULL;
         }
-        pyi_region_t *region = pyi_region_new ((size_t) meta.length);
+        pyi_region_t *region = pyi_region_new_for_copy ((size_t) meta.length);
         if (!region)
             return NULL;
         uint8_t *to = (uint8_t *) pyi_region_data (region);

@@ -134,26 +134,33 @@ PYI_EXPORT uint32_t pyi_region_inflight (pyi_region_t *self);
     the exporter collects its own). 0, or -1 for a bad or unknown name. */
 PYI_EXPORT int pyi_region_discard (const char *name);
 
-/*  Regions mapped in this process now and in use (lingering ones not
+/*  Regions mapped in this process now and in use (kept ones not
     counted). */
 PYI_EXPORT size_t pyi_region_mapped (void);
 
-/*  Lingering mappings (off by default; ms 0 turns it off and unmaps what
-    lingers). On, a region made by another process whose last local
-    reference goes while some other process still maps it, or a message
-    still names it, stays mapped here without its lock: the name's
-    lifetime is unchanged (another process's last release may remove it),
-    and the next descriptor naming it here costs one flock instead of
-    open, lock, map, unmap and close. A lingering mapping is let go by a
-    thread of this library within about 50 ms of its name being removed,
-    else after ms; at most 32 linger (the oldest goes first). */
+/*  Kept regions (off by default; ms 0 turns it off and drops what is
+    kept). On, a region whose last local reference goes may stay mapped:
+    - lingering: a region made by another process that some other process
+      still maps, or a message still names, stays mapped here without its
+      lock: the name's lifetime is unchanged (another process's last
+      release may remove it), and the next descriptor naming it here costs
+      one flock instead of open, lock, map, unmap and close;
+    - spare: a region made here for an inline tensor's arrival that
+      nobody else maps and no message names stays mapped, holding LOCK_EX
+      (nobody can map it, no sweep removes it), and the next inline tensor
+      of the same size arrives in it instead of a new zero-filled region.
+    A thread of this library drops a lingering region within about 50 ms
+    of its name being removed, and anything kept after ms; at most 32
+    linger and 4 spares are kept (the oldest goes first). */
 PYI_EXPORT void pyi_region_linger (unsigned ms);
 
-/*  Unmap every lingering mapping now; returns how many. */
+/*  Drop everything kept now (lingering regions unmapped, spares removed);
+    returns how many. */
 PYI_EXPORT size_t pyi_region_trim (void);
 
-/*  Mappings lingering now. */
+/*  Regions lingering, and spares, kept now. */
 PYI_EXPORT size_t pyi_region_lingering (void);
+PYI_EXPORT size_t pyi_region_spares (void);
 
 /*  Remove the regions of session (NULL: this process's) made by creator
     (0: any) that no process maps and that no message in flight names.

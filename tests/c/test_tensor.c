@@ -29,10 +29,18 @@
       of their own; chunks that add up to one byte less or more, too many
       chunks, a NULL chunk, a one-frame or a region descriptor given as
       chunked, and the chunked head given alone are refused as malformed;
+    - spares (pyi_region_linger on): the region an inline tensor arrived
+      in, once dropped, is kept (LOCK_EX held: no other process can map
+      it, a sweep leaves it) and the next inline tensor of the same size
+      arrives in it with its own values; a descriptor naming a spare is
+      refused; another size gets a new region; trim and linger (0) remove
+      spares; off, nothing is kept;
     - at the end nothing of ours stays in /dev/shm nor in the mappings.
 */
 #include "testtensor.h"
 #include <fcntl.h>
+#include <sys/file.h>
+#include <sys/mman.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -428,6 +436,77 @@ test_inline (void)
     pyi_msg_destroy (&msg);
 }
 
+/*  The inline form of n int32 of value v, decoded here (a remote peer's
+    array arriving); the name of the region it arrived in, into name. */
+static DLManagedTensor *
+s_arrive (int64_t n, int32_t v, char *name)
+{
+    int32_t *plain = (int32_t *) malloc ((size_t) n * sizeof (int32_t));
+    for (int64_t i = 0; i < n; i++)
+        plain [i] = v + (int32_t) i;
+    int64_t shape [1] = { n };
+    DLTensor t = { plain, { kDLCPU, 0 }, 1, { kDLInt, 32, 1 }, shape, NULL, 0 };
+    pyi_msg_t *msg = pyi_msg_new (PYI_REPLY);
+    CHECK_INT (pyi_tensor_encode_inline (&t, msg), 0);
+    free (plain);
+    DLManagedTensor *m = pyi_tensor_decode (pyi_msg_frame_data (msg, 0),
+                                            pyi_msg_frame_size (msg, 0));
+    pyi_msg_destroy (&msg);
+    CHECK_MSG (m, "%s", pyi_last_error ());
+    for (int64_t i = 0; i < n; i++)
+        CHECK_INT (((int32_t *) m->dl_tensor.data) [i], v + i);
+    pyi_region_t *r = pyi_region_find (m->dl_tensor.data, NULL);
+    CHECK (r);
+    snprintf (name, PYI_REGION_MAX_NAME + 1, "%s", pyi_region_name (r));
+    pyi_region_release (&r);
+    return m;
+}
+
+static void
+test_spares (void)
+{
+    TEST_BEGIN ("spares: an inline tensor arrives in the region the last one left");
+    char first [PYI_REGION_MAX_NAME + 1], name [PYI_REGION_MAX_NAME + 1];
+    pyi_region_linger (600000);
+    DLManagedTensor *m = s_arrive (300000, 7, first);
+    m->deleter (m);
+    CHECK_INT (pyi_region_spares (), 1);
+    CHECK_INT (pyi_region_mapped (), 1);           /* s_region only */
+    CHECK (s_exists (first));
+    /*  Nobody else can map a spare (LOCK_EX), a sweep leaves it, and a
+        descriptor naming it is refused. */
+    int fd = shm_open (first, O_RDWR, 0);
+    CHECK (fd >= 0 && flock (fd, LOCK_SH | LOCK_NB) == -1);
+    close (fd);
+    CHECK_INT (pyi_region_sweep (NULL, 0), 0);
+    CHECK (s_exists (first));
+    CHECK (pyi_region_open (first) == NULL);
+    CHECK_MSG (strstr (pyi_last_error (), "not in use"), "%s", pyi_last_error ());
+
+    /*  The same size again: the same region, the new values. */
+    m = s_arrive (300000, 1000, name);
+    CHECK_STR (name, first);
+    CHECK_INT (pyi_region_spares (), 0);
+    pyi_region_t *r = pyi_region_find (m->dl_tensor.data, NULL);
+    CHECK_INT (pyi_region_inflight (r), 0);
+    pyi_region_release (&r);
+    /*  Another size while the first is in use: a region of its own. */
+    DLManagedTensor *other = s_arrive (1000, 3, name);
+    CHECK (strcmp (name, first) != 0);
+    m->deleter (m);
+    other->deleter (other);
+    CHECK_INT (pyi_region_spares (), 2);
+    CHECK_INT (pyi_region_trim (), 2);
+    CHECK (!s_exists (first) && !s_exists (name));
+
+    /*  Off: nothing is kept. */
+    pyi_region_linger (0);
+    m = s_arrive (1000, 3, name);
+    m->deleter (m);
+    CHECK_INT (pyi_region_spares (), 0);
+    CHECK (!s_exists (name));
+}
+
 /*  The chunked decode of head refuses these chunks, saying text. */
 static void
 s_chunks_refused (const uint8_t *head, size_t head_size, const void *const *chunks,
@@ -528,6 +607,7 @@ main (int argc, char *argv [])
     test_cross_process ();
     test_inline ();
     test_chunked ();
+    test_spares ();
     pyi_region_release (&s_region);
     CHECK_MSG (!s_exists (name), "the test region was not removed");
     CHECK_INT (pyi_region_mapped (), 0);

@@ -146,7 +146,10 @@ class LeakCheck:
         deadline = time.monotonic() + wait
         while True:
             children = _children() - self.children
-            if not children or time.monotonic() >= deadline:
+            # Regions kept after their last use (docs/tensors.md, section
+            # 3) go within a second: wait for them too.
+            kept = (_mapped() - self.mapped) or (our_regions() - self.reported_regions)
+            if not (children or kept) or time.monotonic() >= deadline:
                 break
             time.sleep(0.05)
         found = []

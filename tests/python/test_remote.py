@@ -69,6 +69,14 @@ def test_remote_extension_serves_calls_singletons_and_copies(venv_root) -> None:
                 assert pyisolate.region_name(b).rsplit("-", 2)[1] == str(os.getpid())
                 b[...] = -1
                 assert (a >= 0).all()
+                # an array that arrives inline lands in the region the last
+                # one of its size left here (a spare), with its own values
+                first = await ext.echo(a)
+                name = pyisolate.region_name(first)
+                del first
+                again = await ext.echo(a + 1)
+                assert pyisolate.region_name(again) == name and (again == a + 1).all()
+                del again
                 # a large one crosses in frames of 1 MiB (the chunked inline
                 # form), both ways
                 big = pyisolate.empty((5 * 1024 + 3, 256), "float32")
