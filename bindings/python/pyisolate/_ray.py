@@ -61,6 +61,7 @@ class Handle:
     pid: int = 0  # the runner's, on that node
     folder: str = ""  # the module's folder there
     terminated: bool = False
+    lost: bool = False  # the actor died or became unreachable (wait() said so)
 
 
 def _init(address: str | None) -> None:
@@ -173,9 +174,14 @@ async def wait(handle: Handle) -> Ended:
     try:
         status = await _get(handle.actor.wait.remote())
     except ray.exceptions.RayError as exc:
+        handle.lost = True
         if handle.terminated:
             return Ended(None, "terminated")
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, ray.exceptions.ActorUnavailableError):
+            # Its node died (raylet gone) or the link to it failed: Ray
+            # cannot tell yet. It counts as dead; terminate() kills it.
+            return Ended(None, f"its Ray actor on {handle.node} is unreachable ({first})")
         return Ended(None, f"its Ray actor on {handle.node} died ({first})")
     return Ended(status, f"its remote runner on {handle.node} exited with status {status}")
 
@@ -184,10 +190,13 @@ async def terminate(handle: Handle) -> None:
     if handle.terminated:
         return
     handle.terminated = True
-    try:
-        await asyncio.wait_for(_get(handle.actor.terminate.remote()), _TERM_WAIT * 2)
-    except (ray.exceptions.RayError, asyncio.TimeoutError) as exc:
-        logger.debug("[%s] terminate: %s", handle.name, exc)
+    if not handle.lost:  # else nobody would answer: kill it at once
+        try:
+            await asyncio.wait_for(_get(handle.actor.terminate.remote()), _TERM_WAIT * 2)
+        except (ray.exceptions.RayError, asyncio.TimeoutError) as exc:
+            logger.debug("[%s] terminate: %s", handle.name, exc)
+    # Also an unreachable actor: it must not keep its resources (a restart
+    # places a new one) nor its runner (which dies with the actor's process).
     ray.kill(handle.actor)
 
 
