@@ -302,6 +302,12 @@ def test_ray_actor_killed_fails_pending_calls(cluster: dict[str, Any], venv_root
     run(main())
 
 
+def _regions_of(pid: int) -> set[str]:
+    """The /dev/shm regions process pid made (named
+    pyi-<session pid>-<hex>-<creator pid>-<random>)."""
+    return {n for n in os.listdir("/dev/shm") if n.split("-")[3:4] == [str(pid)]}
+
+
 def test_ray_node_death_fails_pending_calls(cluster: dict[str, Any], venv_root: Path) -> None:
     """A node that dies (its raylet killed, as in a crash of that machine's
     Ray) takes its actor and the runner with it: a pending call fails with
@@ -323,6 +329,7 @@ def test_ray_node_death_fails_pending_calls(cluster: dict[str, Any], venv_root: 
                             "ray_node_dies",
                             "basic",
                             remote=True,
+                            dependencies=[NUMPY],
                             launcher=_launcher(cluster, resources={resource: 1}),
                         )
                     )
@@ -337,13 +344,27 @@ def test_ray_node_death_fails_pending_calls(cluster: dict[str, Any], venv_root: 
                         if os.path.basename(os.readlink(f"/proc/{pid}/exe")) == "raylet"
                     )
                     pending = asyncio.ensure_future(ext.sleep(300))
-                    await asyncio.sleep(0.5)
+                    # and a call that holds a 64 MiB array on the node (its
+                    # region there) while the host answers it: never
+                    called, never = asyncio.Event(), asyncio.Event()
+
+                    async def hold(a: Any) -> None:
+                        called.set()
+                        await never.wait()
+
+                    holding = asyncio.ensure_future(
+                        ext.call_back(hold, np.ones(16 << 20, dtype=np.float32))
+                    )
+                    await asyncio.wait_for(called.wait(), 60)
+                    assert _regions_of(handle.pid), "the runner holds no region"
                     assert not pending.done()
                     os.kill(raylet, signal.SIGKILL)
                     # within the default heartbeat window (60 s), well before
                     # the call's own end (300 s) and this manager's (600 s)
                     with pytest.raises(pyisolate.ExtensionCrashed, match="Ray actor"):
                         await asyncio.wait_for(pending, 60)
+                    with pytest.raises(pyisolate.ExtensionCrashed):
+                        await asyncio.wait_for(holding, 60)
                     with pytest.raises(pyisolate.ExtensionCrashed):
                         await ext.echo(1)
                     assert not ext.alive
@@ -363,6 +384,14 @@ def test_ray_node_death_fails_pending_calls(cluster: dict[str, Any], venv_root: 
                         await asyncio.sleep(0.1)
                     assert _our_actors() == []
                     await ext.stop()
+                    # The runner's region outlives it (SIGKILL): the next
+                    # extension Ray places on that machine removes it (here the
+                    # second node shares this machine's /dev/shm).
+                    after = await mgr.load_extension(
+                        ext_config("ray_after", "basic", remote=True, launcher=_launcher(cluster))
+                    )
+                    assert not _regions_of(handle.pid)
+                    await after.stop()
 
             run(main())
         finally:

@@ -36,7 +36,7 @@ from typing import Any
 import ray
 import ray.exceptions
 
-from . import _venv
+from . import _core, _venv
 from ._errors import DependencyInstallError, ExtensionLoadError
 from ._job import Ended, RemoteJob
 from .remote import BOOTSTRAP
@@ -206,7 +206,10 @@ _FOLDER = "pyisolate-ray-"  # + the actor's pid, the key: the module's temporary
 
 def _remove_orphans() -> None:
     """Remove the module folders of actors gone from this node (killed: Ray
-    ends a dead actor's helpers too, so nobody removed them then)."""
+    ends a dead actor's helpers too, so nobody removed them then), and the
+    shared memory regions of dead runners here (a runner killed with its
+    node's Ray holds the arrays it was given), as a new host does."""
+    _core.lib.pyi_region_remove_orphans()
     base = tempfile.gettempdir()
     for entry in os.listdir(base):
         pid = entry[len(_FOLDER) :].split("-", 1)[0]
