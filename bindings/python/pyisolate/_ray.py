@@ -11,7 +11,9 @@ its environment; it keeps the runner's output lines for ``logs``. The
 runner gets SIGKILL when the actor's process dies (PR_SET_PDEATHSIG), and
 exits by itself when it loses the broker's heartbeat; the module's folder
 is removed by terminate, or (a killed actor's) by the next actor on that
-node.
+node, which also removes the shared memory regions of runners that died
+there. An actor that died or became unreachable (its node's raylet gone)
+counts as dead: terminate kills it without asking it first.
 """
 
 from __future__ import annotations
