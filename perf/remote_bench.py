@@ -25,11 +25,12 @@ They take turns (A B C, C B A, ...) after a warm-up; medians, min and max per
 side and the ratio of the medians' throughputs are printed, and written as
 JSON with ``--json``.
 
-CPU accounting (the ``cpu`` columns): for each timed turn, the user+system
-CPU seconds of the processes doing the work (all their threads, and their
-children: the host process, which holds the broker and its ZeroMQ I/O
-threads, and the far side's process: the plain server or the runner),
-read from /proc before and after, summed per side. A side that needs C CPU
+CPU accounting (the ``cpu`` columns): for each timed turn, the CPU time
+(user and system) of the processes doing the work, all their threads
+(/proc/PID/task/TID/schedstat, read before and after): this host process
+(the broker and its ZeroMQ I/O threads are in it; not its children) and
+the side's far process with its descendants (the plain server, or the
+runner), summed per side. A side that needs C CPU
 seconds per transfer cannot finish faster than C / (the machine's CPUs),
 however it spreads the work (striping over connections included, which
 adds work): ``plain / (C / CPUs)`` is the best ratio that side can reach
