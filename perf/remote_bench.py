@@ -25,6 +25,18 @@ They take turns (A B C, C B A, ...) after a warm-up; medians, min and max per
 side and the ratio of the medians' throughputs are printed, and written as
 JSON with ``--json``.
 
+CPU accounting (the ``cpu`` columns): for each timed turn, the CPU time
+(user and system) of the processes doing the work, all their threads
+(/proc/PID/task/TID/schedstat, read before and after): this host process
+(the broker and its ZeroMQ I/O threads are in it; not its children) and
+the side's far process with its descendants (the plain server, or the
+runner), summed per side. A side that needs C CPU
+seconds per transfer cannot finish faster than C / (the machine's CPUs),
+however it spreads the work (striping over connections included, which
+adds work): ``plain / (C / CPUs)`` is the best ratio that side can reach
+on this machine, printed beside the goal. ``busy`` is the whole machine's
+non-idle CPU time over the timed turns (others' work included), per CPU.
+
     sudo .venv/bin/python perf/remote_bench.py [--rounds 8] [--mib 64] [--json out.json]
 """
 
@@ -96,6 +108,51 @@ def make_link() -> tuple[str, str, str, str, str]:
         _ip("-n", ns, "link", "set", dev, "up")
         _ip("-n", ns, "link", "set", "lo", "up")
     return a, b, f"{net}.1", f"{net}.2", tag
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    """pid and its descendants (from /proc/PID/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds (user and system) so far of this process (not its
+    children) and of pids and their descendants, each counted once, all
+    their threads: each thread's run time in nanoseconds from
+    /proc/PID/task/TID/schedstat (stat's utime/stime count 10 ms ticks)."""
+    total = 0
+    for pid in {os.getpid(), *(p for root in pids for p in _tree(root))}:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue  # ended meanwhile
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except OSError:
+                continue
+    return total / 1e9
+
+
+def machine_busy() -> float:
+    """Non-idle CPU seconds of the whole machine so far (all CPUs)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / _TICK  # less idle, iowait
 
 
 def drop_link(a: str, b: str) -> None:
@@ -231,13 +288,27 @@ async def host_role(args: argparse.Namespace) -> dict[str, object]:
             return await remote(side)
 
         sides = ["plain", *FAR_SIDES, "encrypt", "decrypt"]
+        # whose CPU time each side costs: this process and its far end
+        workers = {"plain": [server.pid], "encrypt": [], "decrypt": []}
+        for side, far in zip(FAR_SIDES, runners, strict=True):
+            workers[side] = [far.pid]
         for _ in range(2):  # warm-up
             for side in sides:
                 await turn(side)
         samples: dict[str, list[float]] = {side: [] for side in sides}
+        cpu: dict[str, float] = dict.fromkeys(sides, 0.0)
+        busy: dict[str, float] = dict.fromkeys(sides, 0.0)
+        window: dict[str, float] = dict.fromkeys(sides, 0.0)  # wall time CPU was counted in
         for r in range(args.rounds):
             for side in sides if r % 2 == 0 else sides[::-1]:
+                # the window CPU is counted in: from before the first reading
+                # to after the last (the readings take a little of it)
+                w0 = time.perf_counter()
+                b0, c0 = machine_busy(), cpu_seconds(workers[side])
                 samples[side].append(await turn(side))
+                cpu[side] += cpu_seconds(workers[side]) - c0
+                busy[side] += machine_busy() - b0
+                window[side] += time.perf_counter() - w0
         for ext in exts.values():
             await ext.stop()
     finally:
@@ -251,6 +322,7 @@ async def host_role(args: argparse.Namespace) -> dict[str, object]:
                 far.kill()
         subprocess.run(["rm", "-rf", venvs])
     mib = nbytes / (1 << 20)
+    ncpu = os.cpu_count() or 1
     out: dict[str, object] = {"mib": args.mib, "rounds": args.rounds}
     for side, ts in samples.items():
         med = statistics.median(ts)
@@ -259,6 +331,10 @@ async def host_role(args: argparse.Namespace) -> dict[str, object]:
             "min_s": min(ts),
             "max_s": max(ts),
             "mib_per_s": mib / med,
+            # CPU seconds per transfer (host + far side), and per second of wall
+            "cpu_s": cpu[side] / len(ts),
+            "cpu_per_wall": cpu[side] / window[side],
+            "machine_busy_per_cpu": busy[side] / window[side] / ncpu,
         }
     plain_med = statistics.median(samples["plain"])
     out["ratio"] = {side: plain_med / statistics.median(samples[side]) for side in FAR_SIDES}
@@ -269,6 +345,9 @@ async def host_role(args: argparse.Namespace) -> dict[str, object]:
         "measured": best,
         "pass": best >= 0.5,
         "curve_ceiling": plain_med / crypto,
+        "cpus": ncpu,
+        # the best ratio each remote side's CPU work allows on ncpu CPUs
+        "cpu_bound": {side: plain_med / (cpu[side] / args.rounds / ncpu) for side in FAR_SIDES},
     }
     return out
 
@@ -308,7 +387,9 @@ def main() -> int:
         ratio = f"  ratio {result['ratio'][side]:.2f}" if side in FAR_SIDES else ""
         print(
             f"{side:12} median {s['median_s'] * 1000:7.1f} ms ({s['mib_per_s']:7.1f} MiB/s)  "
-            f"min {s['min_s'] * 1000:.1f}  max {s['max_s'] * 1000:.1f} ms{ratio}"
+            f"min {s['min_s'] * 1000:.1f}  max {s['max_s'] * 1000:.1f} ms  "
+            f"cpu {s['cpu_s'] * 1000:6.1f} ms ({s['cpu_per_wall']:.2f} x wall)  "
+            f"busy {s['machine_busy_per_cpu']:.2f}{ratio}"
         )
     verdict = "ok" if result["goal"]["pass"] else "MISS"
     print(f"best ratio to plain TCP: {result['goal']['measured']:.2f} (goal >= 0.50: {verdict})")
@@ -316,6 +397,12 @@ def main() -> int:
         f"CURVE's ceiling on this machine (plain / the slower of encrypt, decrypt): "
         f"{result['goal']['curve_ceiling']:.2f}"
     )
+    goal = result["goal"]
+    for side, bound in goal["cpu_bound"].items():
+        print(
+            f"CPU-time bound of {side} on {goal['cpus']} CPUs (plain / (its CPU seconds / "
+            f"{goal['cpus']})): {bound:.2f} (goal 0.50)"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0

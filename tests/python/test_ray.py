@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -91,6 +92,52 @@ def _alive(pid: int) -> bool:
         return False
 
 
+_COMMON = ["--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+
+
+def _join_node(
+    address: str, env: dict[str, str], resource: str, amount: int, log: Any
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a node offering ``amount`` of ``resource`` (``ray start
+    --block``: its raylet and workers are this process's descendants) and
+    wait until the cluster lists it alive; (its process, its node id)."""
+    proc = subprocess.Popen(
+        [_ray_cli(), "start", f"--address={address}", "--num-cpus=1",
+         f"--resources={{\"{resource}\": {amount}}}", *_COMMON],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        node_id = next(
+            (n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get(resource)),
+            "",
+        )
+        if node_id:
+            return proc, node_id
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"the Ray node with {resource} did not join: {log.name}")
+        time.sleep(0.2)
+
+
+def _descendants(pid: int) -> set[int]:
+    """pid's descendants now (from /proc/PID/task/*/children)."""
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    kids = [int(c) for c in f.read().split()]
+                out.update(kids)
+                todo += kids
+        except OSError:
+            continue
+    return out
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dict[str, Any]]:
     """A head node and a second node offering gpu_box; this process
@@ -100,12 +147,11 @@ def cluster() -> Iterator[dict[str, Any]]:
     env = subprocess_env()
     env["RAY_AUTH_MODE"] = os.environ["RAY_AUTH_MODE"]
     env["RAY_AUTH_TOKEN"] = os.environ["RAY_AUTH_TOKEN"]
-    common = ["--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
     logs = [open(os.path.join(temp, f"{n}.log"), "wb") for n in ("head", "node")]
     procs = [
         subprocess.Popen(
             [_ray_cli(), "start", "--head", f"--port={port}", "--num-cpus=1",
-             "--include-dashboard=false", f"--temp-dir={temp}", *common],
+             "--include-dashboard=false", f"--temp-dir={temp}", *_COMMON],
             env=env, stdout=logs[0], stderr=subprocess.STDOUT,
         )
     ]  # fmt: skip
@@ -121,27 +167,9 @@ def cluster() -> Iterator[dict[str, Any]]:
                     raise
                 time.sleep(0.5)
         RAY_PORTS.update(port for port, state in _tcp_sockets().values() if state == "0A")
-        procs.append(
-            subprocess.Popen(
-                [_ray_cli(), "start", f"--address={address}", "--num-cpus=1",
-                 f"--resources={{\"{NODE_RESOURCE}\": 2}}", *common],
-                env=env, stdout=logs[1], stderr=subprocess.STDOUT,
-            )
-        )  # fmt: skip
-        node_id = ""
-        while not node_id:
-            node_id = next(
-                (
-                    n["NodeID"]
-                    for n in ray.nodes()
-                    if n["Alive"] and n["Resources"].get(NODE_RESOURCE)
-                ),
-                "",
-            )
-            assert procs[1].poll() is None, open(logs[1].name).read()
-            assert time.monotonic() < deadline, "the second Ray node did not join"
-            time.sleep(0.2)
-        yield {"address": address, "node_id": node_id}
+        node, node_id = _join_node(address, env, NODE_RESOURCE, 2, logs[1])
+        procs.append(node)
+        yield {"address": address, "node_id": node_id, "env": env, "temp": temp}
     finally:
         ray.shutdown()
         for proc in reversed(procs):
@@ -272,6 +300,107 @@ def test_ray_actor_killed_fails_pending_calls(cluster: dict[str, Any], venv_root
             assert _our_actors() == []
 
     run(main())
+
+
+def _regions_of(pid: int) -> set[str]:
+    """The /dev/shm regions process pid made (named
+    pyi-<session pid>-<hex>-<creator pid>-<random>)."""
+    return {n for n in os.listdir("/dev/shm") if n.split("-")[3:4] == [str(pid)]}
+
+
+def test_ray_node_death_fails_pending_calls(cluster: dict[str, Any], venv_root: Path) -> None:
+    """A node that dies (its raylet killed, as in a crash of that machine's
+    Ray) takes its actor and the runner with it: a pending call fails with
+    ExtensionCrashed, nothing of that node is left running. A node of its
+    own (the shared second node stays for the other tests)."""
+    import pyisolate
+
+    resource = "doomed_box"
+    with open(os.path.join(cluster["temp"], "doomed.log"), "wb") as log:
+        node, node_id = _join_node(cluster["address"], cluster["env"], resource, 1, log)
+        try:
+
+            async def main() -> None:
+                # A heartbeat window far longer than the wait below: only the
+                # launcher's report of the node's death can fail the call in time.
+                async with manager(venv_root, heartbeat_timeout=600) as mgr:
+                    ext = await mgr.load_extension(
+                        ext_config(
+                            "ray_node_dies",
+                            "basic",
+                            remote=True,
+                            dependencies=[NUMPY],
+                            launcher=_launcher(cluster, resources={resource: 1}),
+                        )
+                    )
+                    handle = _handle(ext)
+                    assert handle.node_id == node_id
+                    # everything that node runs: raylet, workers (the actor), runner
+                    doomed = _descendants(node.pid)
+                    assert handle.pid in doomed
+                    raylet = next(
+                        pid
+                        for pid in doomed
+                        if os.path.basename(os.readlink(f"/proc/{pid}/exe")) == "raylet"
+                    )
+                    pending = asyncio.ensure_future(ext.sleep(300))
+                    # and a call that holds a 64 MiB array on the node (its
+                    # region there) while the host answers it: never
+                    called, never = asyncio.Event(), asyncio.Event()
+
+                    async def hold(a: Any) -> None:
+                        called.set()
+                        await never.wait()
+
+                    holding = asyncio.ensure_future(
+                        ext.call_back(hold, np.ones(16 << 20, dtype=np.float32))
+                    )
+                    await asyncio.wait_for(called.wait(), 60)
+                    assert _regions_of(handle.pid), "the runner holds no region"
+                    assert not pending.done()
+                    os.kill(raylet, signal.SIGKILL)
+                    # within the default heartbeat window (60 s), well before
+                    # the call's own end (300 s) and this manager's (600 s)
+                    with pytest.raises(pyisolate.ExtensionCrashed, match="Ray actor"):
+                        await asyncio.wait_for(pending, 60)
+                    with pytest.raises(pyisolate.ExtensionCrashed):
+                        await asyncio.wait_for(holding, 60)
+                    with pytest.raises(pyisolate.ExtensionCrashed):
+                        await ext.echo(1)
+                    assert not ext.alive
+                    # the node's processes end by themselves: the actor's with its
+                    # raylet, the runner with the actor's (not by the heartbeat:
+                    # 600 s here)
+                    for _ in range(300):
+                        left = {pid for pid in doomed if _alive(pid)}
+                        if not left:
+                            break
+                        await asyncio.sleep(0.1)
+                    assert not left, f"processes of the dead node left: {sorted(left)}"
+                    # the launcher killed the unreachable actor: Ray lists it no more
+                    for _ in range(100):
+                        if not _our_actors():
+                            break
+                        await asyncio.sleep(0.1)
+                    assert _our_actors() == []
+                    await ext.stop()
+                    # The runner's region outlives it (SIGKILL): the next
+                    # extension Ray places on that machine removes it (here the
+                    # second node shares this machine's /dev/shm).
+                    after = await mgr.load_extension(
+                        ext_config("ray_after", "basic", remote=True, launcher=_launcher(cluster))
+                    )
+                    assert not _regions_of(handle.pid)
+                    await after.stop()
+
+            run(main())
+        finally:
+            node.terminate()
+            try:
+                node.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                node.kill()
+                node.wait()
 
 
 def test_ray_restart_and_reload_place_it_again(cluster: dict[str, Any], venv_root: Path) -> None:

@@ -11,7 +11,9 @@ its environment; it keeps the runner's output lines for ``logs``. The
 runner gets SIGKILL when the actor's process dies (PR_SET_PDEATHSIG), and
 exits by itself when it loses the broker's heartbeat; the module's folder
 is removed by terminate, or (a killed actor's) by the next actor on that
-node.
+node, which also removes the shared memory regions of runners that died
+there. An actor that died or became unreachable (its node's raylet gone)
+counts as dead: terminate kills it without asking it first.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any
 import ray
 import ray.exceptions
 
-from . import _venv
+from . import _core, _venv
 from ._errors import DependencyInstallError, ExtensionLoadError
 from ._job import Ended, RemoteJob
 from .remote import BOOTSTRAP
@@ -61,6 +63,7 @@ class Handle:
     pid: int = 0  # the runner's, on that node
     folder: str = ""  # the module's folder there
     terminated: bool = False
+    lost: bool = False  # the actor died or became unreachable (wait() said so)
 
 
 def _init(address: str | None) -> None:
@@ -173,9 +176,14 @@ async def wait(handle: Handle) -> Ended:
     try:
         status = await _get(handle.actor.wait.remote())
     except ray.exceptions.RayError as exc:
+        handle.lost = True
         if handle.terminated:
             return Ended(None, "terminated")
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, ray.exceptions.ActorUnavailableError):
+            # Its node died (raylet gone) or the link to it failed: Ray
+            # cannot tell yet. It counts as dead; terminate() kills it.
+            return Ended(None, f"its Ray actor on {handle.node} is unreachable ({first})")
         return Ended(None, f"its Ray actor on {handle.node} died ({first})")
     return Ended(status, f"its remote runner on {handle.node} exited with status {status}")
 
@@ -184,10 +192,13 @@ async def terminate(handle: Handle) -> None:
     if handle.terminated:
         return
     handle.terminated = True
-    try:
-        await asyncio.wait_for(_get(handle.actor.terminate.remote()), _TERM_WAIT * 2)
-    except (ray.exceptions.RayError, asyncio.TimeoutError) as exc:
-        logger.debug("[%s] terminate: %s", handle.name, exc)
+    if not handle.lost:  # else nobody would answer: kill it at once
+        try:
+            await asyncio.wait_for(_get(handle.actor.terminate.remote()), _TERM_WAIT * 2)
+        except (ray.exceptions.RayError, asyncio.TimeoutError) as exc:
+            logger.debug("[%s] terminate: %s", handle.name, exc)
+    # Also an unreachable actor: it must not keep its resources (a restart
+    # places a new one) nor its runner (which dies with the actor's process).
     ray.kill(handle.actor)
 
 
@@ -197,7 +208,10 @@ _FOLDER = "pyisolate-ray-"  # + the actor's pid, the key: the module's temporary
 
 def _remove_orphans() -> None:
     """Remove the module folders of actors gone from this node (killed: Ray
-    ends a dead actor's helpers too, so nobody removed them then)."""
+    ends a dead actor's helpers too, so nobody removed them then), and the
+    shared memory regions of dead runners here (a runner killed with its
+    node's Ray holds the arrays it was given), as a new host does."""
+    _core.lib.pyi_region_remove_orphans()
     base = tempfile.gettempdir()
     for entry in os.listdir(base):
         pid = entry[len(_FOLDER) :].split("-", 1)[0]
