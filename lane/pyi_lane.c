@@ -27,6 +27,7 @@
     the lane then leaves it to them and takes a new one for what follows. */
 typedef struct {
     int refs;
+    size_t capacity;
     uint8_t data[];
 } s_block_t;
 
@@ -36,6 +37,9 @@ typedef struct {
     size_t start;                /* first unused byte */
     size_t end;                  /* one past the last byte */
     size_t capacity;
+    s_block_t *prev;             /* the last block left to lent frames (at
+                                    most KEEP bytes): reused once they are gone */
+    uint64_t blocks;             /* blocks allocated (not grown, not reused) */
 } s_buffer_t;
 
 struct _pyi_lane_t {
@@ -96,6 +100,15 @@ s_reserve (s_buffer_t *b, size_t more)
         b->start = b->end = 0;
     if (b->capacity - b->end >= more)
         return 0;
+    s_block_t *prev = b->prev;
+    if (b->block == NULL && prev && prev->capacity >= more
+    &&  __atomic_load_n (&prev->refs, __ATOMIC_ACQUIRE) == 1) {
+        b->prev = NULL;             /* its frames are gone: its pages are ready */
+        b->block = prev;
+        b->data = prev->data;
+        b->capacity = prev->capacity;
+        return 0;
+    }
     size_t kept = b->end - b->start;
     if (b->start > 0) {
         memmove (b->data, b->data + b->start, kept);
@@ -113,7 +126,9 @@ s_reserve (s_buffer_t *b, size_t more)
     s_block_t *block = (s_block_t *) realloc (b->block, sizeof (s_block_t) + want);
     if (block == NULL)
         return -1;
+    b->blocks += b->block == NULL;
     block->refs = 1;
+    block->capacity = want;
     b->block = block;
     b->data = block->data;
     b->capacity = want;
@@ -134,20 +149,26 @@ s_shrink (s_buffer_t *b)
 }
 
 /*  The frames of a received message were lent b's block: the bytes after
-    them get a block of their own and the old one is left to the frames.
-    0, or -1 when out of memory. */
+    them get a block of their own and the old one is left to the frames
+    (kept as b->prev when small enough, so that once they are gone the next
+    record lands in pages already faulted in). 0, or -1 when out of memory. */
 static int
 s_detach (s_buffer_t *b)
 {
     s_buffer_t old = *b;
     memset (b, 0, sizeof *b);
+    b->blocks = old.blocks;
+    s_unref (old.prev);
+    if (old.capacity <= KEEP)
+        b->prev = old.block;        /* our reference, until it is reused */
     size_t kept = old.end - old.start;
     int rc = 0;
     if (kept && (rc = s_reserve (b, kept)) == 0) {
         memcpy (b->data, old.data + old.start, kept);
         b->end = kept;
     }
-    s_unref (old.block);
+    if (old.capacity > KEEP)
+        s_unref (old.block);
     return rc;
 }
 
@@ -358,8 +379,15 @@ pyi_lane_destroy (pyi_lane_t **self_p)
     if (self->fd >= 0)
         close (self->fd);
     s_unref (self->in.block);
+    s_unref (self->in.prev);
     s_unref (self->out.block);
     free (self);
+}
+
+uint64_t
+pyi_lane_blocks (const pyi_lane_t *self)
+{
+    return self->in.blocks;
 }
 
 int

@@ -86,6 +86,13 @@ PYI_EXPORT pyi_lane_state_t pyi_lane_state (const pyi_lane_t *self);
 /*  Why the lane broke or ended ("" while open); lives as long as the lane. */
 PYI_EXPORT const char *pyi_lane_error (const pyi_lane_t *self);
 
+/*  Memory blocks the lane has allocated to receive into (diagnostics):
+    the block a long received frame is lent is reused, once the message
+    holding that frame is gone, for the records after it, so a steady
+    stream of large records does not keep allocating (and faulting in)
+    fresh memory. */
+PYI_EXPORT uint64_t pyi_lane_blocks (const pyi_lane_t *self);
+
 /*  Bytes received and sent so far in records' body frames (statistics). */
 PYI_EXPORT uint64_t pyi_lane_bytes_in (const pyi_lane_t *self);
 PYI_EXPORT uint64_t pyi_lane_bytes_out (const pyi_lane_t *self);

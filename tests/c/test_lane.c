@@ -4,7 +4,9 @@
     - REQUEST, REPLY, ERROR and CANCEL cross with every header field, their
       body frames (empty, small, 8 MiB) and descriptor marks intact, in
       order, also when the bytes arrive one at a time; a long frame lent
-      the lane's memory stays valid after the lane is gone;
+      the lane's memory stays valid after the lane is gone; the memory a
+      lent frame held is reused for a later record only once that frame is
+      gone (while it lives, later records never overwrite it);
     - READY, HEARTBEAT and DISCONNECT are refused by send, and break the
       receiving lane when a peer writes them;
     - hostile records break the lane with a reason, never a crash nor an
@@ -127,6 +129,70 @@ test_round_trip (void)
     CHECK (memcmp (pyi_msg_frame_data (kept, 0), data, big) == 0);
     pyi_msg_destroy (&kept);
     free (data);
+}
+
+/*  A REPLY of one frame of size bytes, each (char) (i + seed). */
+static pyi_msg_t *
+s_filled (size_t size, int seed)
+{
+    pyi_msg_t *m = pyi_msg_new (PYI_REPLY);
+    char *data = malloc (size);
+    for (size_t i = 0; i < size; i++)
+        data[i] = (char) (i + (size_t) seed);
+    CHECK (pyi_msg_append (m, data, size) == 0);
+    free (data);
+    return m;
+}
+
+static bool
+s_holds (const pyi_msg_t *m, size_t size, int seed)
+{
+    const char *data = (const char *) pyi_msg_frame_data (m, 0);
+    for (size_t i = 0; i < size; i++)
+        if (data[i] != (char) (i + (size_t) seed))
+            return false;
+    return true;
+}
+
+static void
+test_lent_memory_reused (void)
+{
+    TEST_BEGIN ("a lent frame's memory is reused only once the frame is gone");
+    pyi_lane_t *a, *b;
+    s_pair (&a, &b, 0);
+    s_sender = a;
+    size_t size = 1u << 20;
+    pyi_msg_t *m = s_filled (size, 1);
+    CHECK_INT (pyi_lane_send (a, &m), 0);
+    pyi_msg_t *first = s_recv (b);
+    CHECK (first && s_holds (first, size, 1));
+    const void *where = pyi_msg_frame_data (first, 0);
+    /*  While the first is held, later records go elsewhere. */
+    for (int seed = 2; seed < 5; seed++) {
+        m = s_filled (size, seed);
+        CHECK_INT (pyi_lane_send (a, &m), 0);
+        pyi_msg_t *next = s_recv (b);
+        CHECK (next && s_holds (next, size, seed));
+        CHECK (pyi_msg_frame_data (next, 0) != where);
+        pyi_msg_destroy (&next);
+        CHECK_MSG (s_holds (first, size, 1), "a later record overwrote a lent frame");
+    }
+    /*  Once it and those after it are gone, records land in the memory
+        the last of them held: no new block for a steady stream. */
+    pyi_msg_destroy (&first);
+    uint64_t blocks = pyi_lane_blocks (b);
+    for (int seed = 5; seed < 15; seed++) {
+        m = s_filled (size, seed);
+        CHECK_INT (pyi_lane_send (a, &m), 0);
+        pyi_msg_t *next = s_recv (b);
+        CHECK (next && s_holds (next, size, seed));
+        pyi_msg_destroy (&next);
+    }
+    CHECK_MSG (pyi_lane_blocks (b) <= blocks + 1, "%d blocks for 10 records",
+               (int) (pyi_lane_blocks (b) - blocks));
+    s_sender = NULL;
+    pyi_lane_destroy (&a);
+    pyi_lane_destroy (&b);
 }
 
 static void
@@ -384,7 +450,6 @@ test_backpressure_and_eof (void)
         }
     }
     CHECK_INT (got, sent);
-    CHECK_INT (pyi_lane_flush (a), 0);
     CHECK_INT (pyi_lane_queued (a), 0);
     pyi_lane_destroy (&b);
     CHECK (pyi_lane_recv (a) == NULL);
@@ -401,6 +466,7 @@ int
 main (void)
 {
     test_round_trip ();
+    test_lent_memory_reused ();
     test_refused ();
     test_hostile ();
     test_cuts_and_mutations ();
