@@ -104,7 +104,9 @@ void pyi_region_forget (pyi_region_t *self);
 /*  Regions kept now. */
 size_t pyi_region_kept (void);
 
-/*  In a child after fork: no reaper thread runs there. */
+/*  In a child after fork (lock held): drop the child's copies of what the
+    parent keeps, without touching the parent's locks or names; no reaper
+    thread runs there. */
 void pyi_region_keep_forked (void);
 
 /*  A new region whose every data byte the caller writes before anybody

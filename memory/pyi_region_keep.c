@@ -27,8 +27,10 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAX_LINGERING 32                /* lingering regions at most */
 #define MAX_SPARES 4                    /* spares at most */
@@ -67,6 +69,23 @@ pyi_region_kept (void)
 void
 pyi_region_keep_forked (void)
 {
+    /*  What the parent keeps is the parent's: its locks belong to file
+        descriptions both share, so the child only lets go of its copies
+        (no flock, no unlink). */
+    pyi_region_t **link = &pyi_region_list;
+    while (*link) {
+        pyi_region_t *r = *link;
+        if (r->keep == KEEP_NONE) {
+            link = &r->next;
+            continue;
+        }
+        *link = r->next;
+        pyi_region_count--;
+        pyi_region_forget (r);
+        munmap (r->base, r->mapped);
+        close (r->fd);
+        free (r);
+    }
     s_reaper = false;
 }
 

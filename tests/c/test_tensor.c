@@ -31,9 +31,9 @@
       chunked, and the chunked head given alone are refused as malformed;
     - spares (pyi_region_linger on): the region an inline tensor arrived
       in, once dropped, is kept (LOCK_EX held: no other process can map
-      it, a sweep leaves it) and the next inline tensor of the same size
-      arrives in it with its own values; a descriptor naming a spare is
-      refused; another size gets a new region; trim and linger (0) remove
+      it, a sweep leaves it, a forked child's exit leaves it) and the next
+      inline tensor of the same size arrives in it with its own values; a
+      descriptor naming a spare is refused; another size gets a new region; trim and linger (0) remove
       spares; off, nothing is kept;
     - at the end nothing of ours stays in /dev/shm nor in the mappings.
 */
@@ -482,6 +482,13 @@ test_spares (void)
     CHECK (s_exists (first));
     CHECK (pyi_region_open (first) == NULL);
     CHECK_MSG (strstr (pyi_last_error (), "not in use"), "%s", pyi_last_error ());
+    /*  A child forked now, exiting normally, leaves the parent's spare. */
+    pid_t pid = fork ();
+    if (pid == 0)
+        exit (pyi_region_spares () == 0 ? 0 : 1);
+    int status;
+    CHECK (waitpid (pid, &status, 0) == pid && WIFEXITED (status) && WEXITSTATUS (status) == 0);
+    CHECK_MSG (s_exists (first), "a forked child removed the parent's spare");
 
     /*  The same size again: the same region, the new values. */
     m = s_arrive (300000, 1000, name);
