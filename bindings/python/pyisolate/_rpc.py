@@ -60,6 +60,11 @@ _Message = _core.Message
 # request (replies and cancels never wait): what a slow peer can make this
 # process hold is bounded by it plus one record.
 LANE_HIGH_WATER = 4 << 20
+# Messages queued in one pass of the loop that leave in one write: the
+# peer starts on them while this side goes on with the rest. (All of a
+# pass in one write made the two sides take turns: at 64 calls in flight
+# 8 per write gave 1.8x the calls per second, perf/README.md.)
+LANE_BATCH = 8
 # The start of the text of the errors that fail the calls in flight on a
 # lane that closed (the peer ended).
 LANE_CLOSED = "the lane closed"
@@ -170,8 +175,10 @@ class LaneEnd:
         self.waiting: dict[int, _core.Message] = {}
         self.writing = False  # bytes are queued: waiting for the socket
         # The first message of a pass of the loop leaves at once; the others
-        # sent in that pass are queued and leave together at its end.
+        # sent in that pass are queued and leave together, LANE_BATCH at a
+        # time, the rest at its end.
         self._batch: asyncio.Handle | None = None
+        self._held = 0  # messages queued in this pass since the last write
         self._waiters: list[asyncio.Future[None]] = []
         self.closed = False
         node.loop.add_reader(self.fd, node._drain_lane, self)
@@ -214,8 +221,19 @@ class LaneEnd:
             raise
         if now:
             self._batch = self.node.loop.call_soon(self._end_batch)
+            self._held = 0
             if queued:
                 self._start_writing()
+        elif not self.writing:
+            self._held += 1
+            if self._held >= LANE_BATCH:
+                self._held = 0
+                rc = lane.flush()
+                if rc == 1:
+                    self._start_writing()
+                elif rc < 0:
+                    self.node._lane_ended(self)
+                    raise PyisolateError(f"cannot send on the lane: {_core.last_error()}")
 
     def _end_batch(self) -> None:
         self._batch = None
