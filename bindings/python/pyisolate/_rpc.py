@@ -228,25 +228,26 @@ class LaneEnd:
             self._held += 1
             if self._held >= LANE_BATCH:
                 self._held = 0
-                rc = lane.flush()
-                if rc == 1:
-                    self._start_writing()
-                elif rc < 0:
-                    self.node._lane_ended(self)
+                if not self._flush():
                     raise PyisolateError(f"cannot send on the lane: {_core.last_error()}")
 
     def _end_batch(self) -> None:
         self._batch = None
-        if self.closed or self.writing or not self.lane.queued():
-            return
+        if not (self.closed or self.writing) and self.lane.queued():
+            self._flush()
+
+    def _flush(self) -> bool:
+        """Write what is queued (the rest once the socket has room); False
+        when that ended the lane."""
         rc = self.lane.flush()
         if rc < 0:
             self.node._lane_ended(self)
-            return
+            return False
         if rc == 1:
             self._start_writing()
         if self.lane.queued() <= LANE_HIGH_WATER:
             self._wake()
+        return True
 
     def _start_writing(self) -> None:
         if not self.writing:

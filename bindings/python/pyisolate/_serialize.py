@@ -192,13 +192,18 @@ class Codec:
         """EXT_SHARED for a descriptor of the fast path (describe_torch,
         describe_numpy): a marked frame, as _shared makes."""
         self._counted.append(desc)
+        return self._descriptor(kind, desc, flags, True)
+
+    def _descriptor(self, kind: str, desc: Any, flags: int, mark: bool) -> Any:
+        """EXT_SHARED naming desc in a body frame of its own (marked when
+        mark), or holding its bytes when the message is out of frames."""
         oob = self._oob
-        ref: Any = desc
-        if oob is not None and len(oob) < MAX_OOB_FRAMES:
-            oob.append(desc)
-            ref = len(oob)
-            self._marks.append(ref)
-        return msgpack.ExtType(EXT_SHARED, self._pack([kind, ref, flags]))
+        if oob is None or len(oob) >= MAX_OOB_FRAMES:
+            return msgpack.ExtType(EXT_SHARED, self._pack([kind, bytes(desc), flags]))
+        oob.append(desc)
+        if mark:
+            self._marks.append(len(oob))
+        return msgpack.ExtType(EXT_SHARED, self._pack([kind, len(oob), flags]))
 
     def _shared(self, kind: str, made: tuple[bytes, Any], flags: int = 0) -> Any:
         desc, region = made
@@ -225,15 +230,7 @@ class Codec:
             self._sent.append(region)
         else:  # pragma: no cover - always inside dumps
             _tensors.release_region(region)
-        ref: Any
-        if oob is not None and budget >= 1:
-            oob.append(desc)
-            ref = len(oob)
-            if not self._inline:
-                self._marks.append(ref)
-        else:
-            ref = bytes(desc)
-        return msgpack.ExtType(EXT_SHARED, self._pack([kind, ref, flags]))
+        return self._descriptor(kind, desc, flags, not self._inline)
 
     def _pack(self, obj: Any) -> bytes:
         # Never re-entered: obj is already converted (ExtTypes packed).
