@@ -482,7 +482,11 @@ test_spares (void)
     CHECK (s_exists (first));
     CHECK (pyi_region_open (first) == NULL);
     CHECK_MSG (strstr (pyi_last_error (), "not in use"), "%s", pyi_last_error ());
-    /*  A child forked now, exiting normally, leaves the parent's spare. */
+    /*  A child forked now, exiting normally, leaves the parent's spare.
+        (The reaper thread, started by the spare, is let reach its sleep
+        first: ASan's allocator is not fork-safe while a thread starts.) */
+    struct timespec settle = { 0, 200000000 };
+    nanosleep (&settle, NULL);
     pid_t pid = fork ();
     if (pid == 0)
         exit (pyi_region_spares () == 0 ? 0 : 1);
