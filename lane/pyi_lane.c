@@ -21,6 +21,7 @@
 #define KEEP (2u << 20)          /* an idle buffer up to this size is kept */
 #define LENT 65536               /* received frames this long are lent, not copied */
 #define ERROR_SIZE 160
+#define COMMANDS 8               /* command values counted: 0-7 */
 
 /*  A buffer's memory: a reference count, then the bytes. Received frames
     of LENT bytes and more point into it (the message holds a reference);
@@ -49,8 +50,10 @@ struct _pyi_lane_t {
     char error[ERROR_SIZE];
     s_buffer_t in;
     s_buffer_t out;
-    uint64_t bytes_in;
-    uint64_t bytes_out;
+    /*  Statistics, by direction (0 received, 1 sent) and command:
+        messages, and the bytes of their body frames. */
+    uint64_t count[2][COMMANDS];
+    uint64_t bytes[2][COMMANDS];
 };
 
 static uint32_t
@@ -414,16 +417,24 @@ pyi_lane_queued (const pyi_lane_t *self)
     return self->out.end - self->out.start;
 }
 
-uint64_t
-pyi_lane_bytes_in (const pyi_lane_t *self)
+/*  Count msg, sent (out) or received. */
+static void
+s_count (pyi_lane_t *self, int out, const pyi_msg_t *msg)
 {
-    return self->bytes_in;
+    unsigned command = (unsigned) pyi_msg_command (msg);
+    if (command < COMMANDS) {
+        self->count[out][command]++;
+        self->bytes[out][command] += pyi_msg_body_size (msg);
+    }
 }
 
 uint64_t
-pyi_lane_bytes_out (const pyi_lane_t *self)
+pyi_lane_count (const pyi_lane_t *self, bool sent, int command, uint64_t *bytes)
 {
-    return self->bytes_out;
+    bool known = command >= 0 && command < COMMANDS;
+    if (bytes)
+        *bytes = known ? self->bytes[sent][command] : 0;
+    return known ? self->count[sent][command] : 0;
 }
 
 int
@@ -487,7 +498,7 @@ pyi_lane_queue (pyi_lane_t *self, pyi_msg_t **msg_p)
     if (rc == 0) {
         s_write (msg, header, hsize, total, self->out.data + self->out.end);
         self->out.end += total;
-        self->bytes_out += pyi_msg_body_size (msg);
+        s_count (self, 1, msg);
     }
     pyi_msg_destroy (&msg);
     return rc;
@@ -545,7 +556,7 @@ pyi_lane_recv (pyi_lane_t *self)
                 break;
             }
             s_shrink (b);
-            self->bytes_in += pyi_msg_body_size (msg);
+            s_count (self, 0, msg);
             return msg;
         }
         /*  Incomplete: read more, as much as the record needs, but room

@@ -24,6 +24,7 @@
 #ifndef PYI_LANE_H_INCLUDED
 #define PYI_LANE_H_INCLUDED
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "pyi_library.h"
@@ -93,9 +94,11 @@ PYI_EXPORT const char *pyi_lane_error (const pyi_lane_t *self);
     fresh memory. */
 PYI_EXPORT uint64_t pyi_lane_blocks (const pyi_lane_t *self);
 
-/*  Bytes received and sent so far in records' body frames (statistics). */
-PYI_EXPORT uint64_t pyi_lane_bytes_in (const pyi_lane_t *self);
-PYI_EXPORT uint64_t pyi_lane_bytes_out (const pyi_lane_t *self);
+/*  Statistics: how many messages of command the lane has sent (sent
+    true; queued counts as sent) or received so far, and in *bytes (when
+    not NULL) the bytes of their body frames. 0 for an unknown command. */
+PYI_EXPORT uint64_t pyi_lane_count (const pyi_lane_t *self, bool sent, int command,
+                                    uint64_t *bytes);
 
 /*  The record decoder on its own (for tests and fuzzing): decode one
     record from the start of data. 1: a message in *msg (the caller's),

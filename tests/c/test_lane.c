@@ -121,8 +121,22 @@ test_round_trip (void)
     CHECK_U64 (pyi_msg_id (m), 45);
     pyi_msg_destroy (&m);
     CHECK (pyi_lane_recv (b) == NULL && pyi_lane_state (b) == PYI_LANE_OPEN);
-    CHECK (pyi_lane_bytes_in (b) == 4 + big + 0);
-    CHECK (pyi_lane_bytes_out (a) == pyi_lane_bytes_in (b));
+    /*  Counted by command and direction: messages and body bytes. */
+    uint64_t bytes;
+    CHECK_U64 (pyi_lane_count (b, false, PYI_REQUEST, &bytes), 1);
+    CHECK_U64 (bytes, 4);
+    CHECK_U64 (pyi_lane_count (b, false, PYI_REPLY, &bytes), 1);
+    CHECK_U64 (bytes, big);
+    CHECK_U64 (pyi_lane_count (b, false, PYI_ERROR, &bytes), 1);
+    CHECK_U64 (bytes, 0);
+    CHECK_U64 (pyi_lane_count (b, false, PYI_CANCEL, NULL), 1);
+    CHECK_U64 (pyi_lane_count (b, true, PYI_REQUEST, NULL), 0);
+    for (int command = PYI_READY; command <= PYI_DISCONNECT; command++)
+        CHECK_U64 (pyi_lane_count (a, true, command, NULL), pyi_lane_count (b, false, command, NULL));
+    CHECK_U64 (pyi_lane_count (a, true, PYI_REPLY, &bytes), 1);
+    CHECK_U64 (bytes, big);
+    CHECK_U64 (pyi_lane_count (a, true, 99, &bytes), 0);
+    CHECK_U64 (bytes, 0);
     s_sender = NULL;
     pyi_lane_destroy (&a);
     pyi_lane_destroy (&b);

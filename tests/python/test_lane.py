@@ -45,7 +45,21 @@ def test_calls_both_ways_travel_on_the_lane(venv_root) -> None:
             # ... and the service statistics still count them.
             stats = mgr.service_stats("api.shared_apis.Store")
             assert stats is not None and stats["requests"] == 2 and stats["replies"] == 2
-            assert mgr.service_stats("ext.laned")["requests"] >= 6
+            stats = mgr.service_stats("ext.laned")
+            assert (stats["requests"], stats["replies"], stats["errors"]) == (6, 6, 0)
+            assert stats["bytes_in"] >= 10 and stats["bytes_out"] > 0
+            with pytest.raises(AttributeError):
+                await ext.no_such_method()
+            # A new process (service ext.laned@1), a new lane: what the old
+            # lane counted stays.
+            await ext.reload()
+            assert await ext.size(b"abc") == 3
+            assert "ext.laned" not in _node(mgr).lanes
+            old = _node(mgr).lane_stats("ext.laned")
+            # (7 calls, then the reload's "stop", answered)
+            assert (old["requests"], old["replies"], old["errors"]) == (8, 7, 1), old
+            stats = mgr.service_stats("ext.laned@1")
+            assert (stats["requests"], stats["replies"], stats["errors"]) == (1, 1, 0), stats
 
     run(main())
 

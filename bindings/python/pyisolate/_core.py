@@ -479,11 +479,14 @@ class Lane:
     def error(self) -> str:
         return "closed" if self._ptr is None else _str(lib.pyi_lane_error(self._ptr))
 
-    def bytes_in(self) -> int:
-        return 0 if self._ptr is None else int(lib.pyi_lane_bytes_in(self._ptr))
-
-    def bytes_out(self) -> int:
-        return 0 if self._ptr is None else int(lib.pyi_lane_bytes_out(self._ptr))
+    def count(self, sent: bool, command: int) -> tuple[int, int]:
+        """Messages of ``command`` sent (or received) so far, and the bytes
+        of their body frames; (0, 0) once closed."""
+        if self._ptr is None:
+            return 0, 0
+        size = ffi.new("uint64_t *")
+        n = lib.pyi_lane_count(self._ptr, sent, command, size)
+        return int(n), int(size[0])
 
     def close(self) -> None:
         if self._ptr is not None:

@@ -55,6 +55,7 @@ _ERROR = _core.ERROR
 _LANE_OPEN = _core.LANE_OPEN
 _lane_send = _core._lane_send
 _recv_lane = _core._recv_lane
+_lane_queued = _core.lib.pyi_lane_queued
 _Message = _core.Message
 # Bytes queued on a lane over which a caller waits before it sends another
 # request (replies and cancels never wait): what a slow peer can make this
@@ -425,7 +426,8 @@ class Node:
                 try:
                     # Whatever is queued leaves at the end of this pass of
                     # the loop, or when the socket has room: room() wakes then.
-                    if lane.lane.queued() > LANE_HIGH_WATER:
+                    ptr = lane.lane._ptr
+                    if ptr is not None and _lane_queued(ptr) > LANE_HIGH_WATER:
                         await lane.room()
                     lane.send(_REQUEST, rid, body, marks, service.encode(), timeout_ms)
                 except BaseException:
@@ -434,8 +436,6 @@ class Node:
                         st.end(method, _perf_ns() - t0, True, False)
                     raise
                 lane.pending.add(rid)
-                if self.lane_counts is not None:
-                    self._count(service, 0, 3, body)
                 if timeout_ms:
                     # On a lane the caller enforces the deadline.
                     backstop = self.loop.call_later(timeout or 0, self._lane_timeout, rid, lane)
@@ -449,11 +449,6 @@ class Node:
                     raise
                 finally:
                     lane.pending.discard(rid)
-                if self.lane_counts is not None:
-                    if msg.command == _REPLY:
-                        self._count(service, 1, 4, msg.frames)
-                    else:
-                        self._count(service, 2, 4, msg.frames)
             else:
                 msg = await self._broker_call(
                     client, service, rid, timeout_ms, timeout, body, marks, fut, st, method, t0
@@ -464,6 +459,21 @@ class Node:
                 backstop.cancel()
             if refs:
                 self._release(refs)
+        if st is not None and msg.command == _REPLY:  # the common case, inlined
+            frames = msg.frames
+            try:
+                value = (
+                    self.codec.loads(
+                        frames[0], frames[1:], self.pickle_all or service in self.pickle_services
+                    )
+                    if frames
+                    else None
+                )
+            except BaseException:
+                st.end(method, _perf_ns() - t0, True, False)
+                raise
+            st.end(method, _perf_ns() - t0, False, False)
+            return value
         value = self._answer(msg, service, method, timeout, st, t0, marks)
         if value is _RETRY:
             return await self.call(service, target, method, args, kwargs, op=op, timeout=timeout)
@@ -639,10 +649,14 @@ class Node:
             return
         state, why = end.lane.state(), end.lane.error()
         broken = state == _core.LANE_BROKEN
-        end.close()
         for service, other in list(self.lanes.items()):
             if other is end:
                 del self.lanes[service]
+                if self.lane_counts is not None:  # its counts outlive it
+                    counts = self.lane_counts.setdefault(service, [0, 0, 0, 0, 0])
+                    for i, n in enumerate(_lane_calls(end)):
+                        counts[i] += n
+        end.close()
         if self.host_lane is end:
             self.host_lane = None
         text = f"{end.peer} broke its lane: {why}" if broken else f"{LANE_CLOSED}: {why}"
@@ -708,6 +722,8 @@ class Node:
             self.on_lost(why or "the host closed the lane")
 
     def _count(self, service: str, field: int, size_field: int, frames: Any) -> None:
+        """Count a request to a service of this node's or its answer (the
+        lanes count the calls to their own services in C)."""
         assert self.lane_counts is not None
         counts = self.lane_counts.get(service)
         if counts is None:
@@ -722,7 +738,13 @@ class Node:
         """What crossed the lanes for ``service`` (requests to it, its
         replies and errors, their body bytes), as the broker counts what
         it routes; None when nothing did (or nothing is counted here)."""
-        counts = None if self.lane_counts is None else self.lane_counts.get(service)
+        if self.lane_counts is None:
+            return None
+        counts = self.lane_counts.get(service)
+        end = self.lanes.get(service)
+        if end is not None:
+            live = _lane_calls(end)
+            counts = live if counts is None else [a + b for a, b in zip(counts, live, strict=True)]
         if counts is None:
             return None
         return dict(
@@ -1085,6 +1107,17 @@ class Node:
             client, self.client = self.client, None
             client.close()
         self._objects.clear()
+
+
+def _lane_calls(end: LaneEnd) -> list[int]:
+    """The calls sent on a lane to the service at its other end, as
+    lane_stats counts them: requests, replies, errors, request bytes,
+    answer bytes."""
+    lane = end.lane
+    requests, bytes_in = lane.count(True, _REQUEST)
+    replies, replied = lane.count(False, _REPLY)
+    errors, failed = lane.count(False, _ERROR)
+    return [requests, replies, errors, bytes_in, replied + failed]
 
 
 def _find_class(label: str) -> type | None:
