@@ -52,7 +52,11 @@ def test_calls_both_ways_travel_on_the_lane(venv_root) -> None:
                 await ext.no_such_method()
             # A new process (service ext.laned@1), a new lane: what the old
             # lane counted stays.
+            cached = ext.size  # a handle keeps its methods ...
+            assert ext.size is cached
             await ext.reload()
+            # ... and drops them on reload, with the launcher they hold.
+            assert ext.size is not cached and ext.size._launcher is ext._launcher
             assert await ext.size(b"abc") == 3
             assert "ext.laned" not in _node(mgr).lanes
             old = _node(mgr).lane_stats("ext.laned")

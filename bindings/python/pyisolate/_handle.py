@@ -99,9 +99,13 @@ class Extension(Generic[T]):
         return self
 
     def __getattr__(self, name: str) -> _Method:
+        # Called only for names the instance lacks: the method is kept in
+        # its __dict__, so that later calls find it at once (reload drops
+        # them, with the launcher they hold).
         if name.startswith("_"):
             raise AttributeError(name)
-        return _Method(self._launcher, name, self._timeout)
+        method = self.__dict__[name] = _Method(self._launcher, name, self._timeout)
+        return method
 
     @property
     def remote(self) -> Any:
@@ -132,6 +136,8 @@ class Extension(Generic[T]):
         traceback, and the old one goes on serving."""
         cfg = ExtensionConfig.from_any(config) if config is not None else None
         self._launcher = await self._launcher.reload(cfg)
+        for name in [k for k, v in self.__dict__.items() if type(v) is _Method]:
+            del self.__dict__[name]
         if cfg is not None:
             self.config = cfg
 
