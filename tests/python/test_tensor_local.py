@@ -168,3 +168,32 @@ def test_inline_chunks_lend_memory_and_are_checked() -> None:
     del frames, chunks, rest, bad_frames, got, a
     gc.collect()
     assert _tensors.mapped_regions() == before
+
+
+def test_shared_reference_fast_form_is_msgpack() -> None:
+    """The EXT_SHARED body the codec builds without the packer is the one
+    the packer makes, and the reader's shortcut refuses what the full
+    reader refuses (a missing frame, an unknown kind)."""
+    import msgpack
+
+    import pyisolate
+    from pyisolate import _serialize, _tensors
+
+    codec = _codec()
+    x = pyisolate.empty((2, 3), "float32")
+    x.flags.writeable = False
+    frames = codec.dumps([x, x])
+    head = msgpack.unpackb(frames[0], ext_hook=lambda code, data: (code, data))
+    assert [code for code, _ in head] == [_serialize.EXT_SHARED] * 2
+    assert [data for _, data in head] == [
+        msgpack.packb(["numpy", i, _tensors.FLAG_READ_ONLY]) for i in (1, 2)
+    ]
+    y = codec.loads(frames[0], [bytearray(f) for f in frames[1:]])
+    assert y[0].shape == (2, 3) and not y[0].flags.writeable
+    del y
+    # The same shape of body, naming a frame the message lacks, or a kind
+    # nobody knows: refused like any bad reference.
+    for body in (msgpack.packb(["torch", 3, 0]), msgpack.packb(["tensr", 1, 0])):
+        packed = msgpack.packb(msgpack.ExtType(_serialize.EXT_SHARED, body))
+        with pytest.raises(_tensors.TensorDescriptorError):
+            codec.loads(packed, [bytearray(frames[1])])

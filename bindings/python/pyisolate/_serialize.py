@@ -44,6 +44,15 @@ OOB_THRESHOLD = 64 * 1024
 MAX_OOB_FRAMES = 200
 
 _INT_MIN = -(2**63)
+# msgpack.ExtType made without its __new__'s type checks (code and data are
+# ours: an int and bytes), for the values sent most.
+_new_tuple = tuple.__new__
+_ExtType = msgpack.ExtType
+# EXT_SHARED's body [kind, frame, flags] as msgpack packs it when frame and
+# flags are below 128 (a fixarray of 3, a fixstr, two positive fixints):
+# built and read without the packer for the common case.
+_SHARED_HEAD = {kind: msgpack.packb([kind, 0, 0])[:-2] for kind in ("torch", "numpy")}
+_SHARED_KIND = {head: kind for kind, head in _SHARED_HEAD.items()}
 _INT_MAX = 2**64 - 1
 
 # (service, object id, kind, label) for a reference, or None when the
@@ -201,9 +210,13 @@ class Codec:
         if oob is None or len(oob) >= MAX_OOB_FRAMES:
             return msgpack.ExtType(EXT_SHARED, self._pack([kind, bytes(desc), flags]))
         oob.append(desc)
+        at = len(oob)
         if mark:
-            self._marks.append(len(oob))
-        return msgpack.ExtType(EXT_SHARED, self._pack([kind, len(oob), flags]))
+            self._marks.append(at)
+        head = _SHARED_HEAD.get(kind)
+        if head is not None and at < 128 and 0 <= flags < 128:
+            return _new_tuple(_ExtType, (EXT_SHARED, head + bytes((at, flags))))
+        return msgpack.ExtType(EXT_SHARED, self._pack([kind, at, flags]))
 
     def _shared(self, kind: str, made: tuple[bytes, Any], flags: int = 0) -> Any:
         desc, region = made
@@ -382,6 +395,11 @@ class Codec:
         return ref
 
     def _ext_hook(self, code: int, data: bytes) -> Any:
+        if code == EXT_SHARED and len(data) == 8:
+            kind = _SHARED_KIND.get(data[:6])
+            ref, flags = data[6], data[7]
+            if kind is not None and 1 <= ref <= len(self._in) and flags < 128:
+                return _tensors.decode(kind, self._in[ref - 1], flags)
         if code == EXT_TUPLE:
             return tuple(self.loads(data))
         if code == EXT_SET:
