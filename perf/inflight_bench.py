@@ -112,9 +112,7 @@ async def main(args: argparse.Namespace) -> int:
             )
         finally:
             if getattr(floor, "proc", None) is not None:
-                floor.task.cancel()
-                floor.writer.close()  # the echo process ends at EOF
-                await asyncio.get_running_loop().run_in_executor(None, floor.proc.wait, 10)
+                await floor.close()
             await manager.stop_all()
     return 0
 

@@ -493,8 +493,10 @@ class AsyncioFloor(_Framed):
             self._resolve(cid, await r.readexactly(n))
 
     async def close(self):
-        self.writer.close()
-        self.proc.wait(5)
+        self.task.cancel()
+        self.writer.close()  # the echo process ends at EOF, once the loop closes the socket
+        await self.writer.wait_closed()
+        await asyncio.get_running_loop().run_in_executor(None, self.proc.wait, 5)
 
 
 class ZmqFloor(_Framed):
