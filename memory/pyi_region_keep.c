@@ -259,9 +259,9 @@ pyi_region_linger (unsigned ms)
 {
     pthread_mutex_lock (&pyi_region_lock);
     s_linger_ns = (uint64_t) ms * 1000000ULL;
-    pyi_region_t *due = ms ? NULL : s_due (true);
     pthread_mutex_unlock (&pyi_region_lock);
-    s_drop_all (due);
+    if (!ms)
+        pyi_region_trim ();
 }
 
 size_t

@@ -39,8 +39,10 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from remote_bench import SERVER, cpu_seconds, drop_link, machine_busy, make_link
@@ -80,6 +82,19 @@ def _contexts(zmq: object, v: Variant) -> list[object]:
     return [z.Context() for _ in range(v.conns)]  # type: ignore[attr-defined]
 
 
+def _socket(ctx: object, kind: int, v: Variant, curve: Mapping[str, object]) -> Any:
+    """A socket of kind for variant v: no linger, the CURVE options (when
+    v.curve) and socket buffers (when v.sockbuf)."""
+    s = ctx.socket(kind)  # type: ignore[attr-defined]
+    s.linger = 0
+    if v.curve:
+        for option, key in curve.items():
+            setattr(s, option, key)
+    if v.sockbuf:
+        s.rcvbuf = s.sndbuf = v.sockbuf
+    return s
+
+
 def receiver(args: argparse.Namespace) -> None:
     """In the far namespace: bind every variant's sockets, print the ports,
     then serve transfers until stdin closes."""
@@ -87,6 +102,8 @@ def receiver(args: argparse.Namespace) -> None:
 
     nbytes = args.mib * MIB
     server_public, server_secret = args.server_public.encode(), args.server_secret.encode()
+    server = {"curve_server": True, "curve_secretkey": server_secret,
+              "curve_publickey": server_public}  # fmt: skip
     poller = zmq.Poller()
     owner: dict[zmq.Socket, tuple[int, int]] = {}  # socket -> (variant, stripe)
     ports: list[list[int]] = []
@@ -95,14 +112,7 @@ def receiver(args: argparse.Namespace) -> None:
         ctxs = _contexts(zmq, v)
         row, prow = [], []
         for i in range(v.conns):
-            s = ctxs[i % len(ctxs)].socket(zmq.ROUTER)  # type: ignore[attr-defined]
-            s.linger = 0
-            if v.curve:
-                s.curve_server = True
-                s.curve_secretkey = server_secret
-                s.curve_publickey = server_public
-            if v.sockbuf:
-                s.rcvbuf = s.sndbuf = v.sockbuf
+            s = _socket(ctxs[i % len(ctxs)], zmq.ROUTER, v, server)
             prow.append(s.bind_to_random_port(f"tcp://{args.far_ip}"))
             poller.register(s, zmq.POLLIN)
             owner[s] = (vi, i)
@@ -176,6 +186,8 @@ def sender(args: argparse.Namespace) -> dict[str, object]:
     payload = bytearray(b"\1" * nbytes)
     raw = memoryview(payload)
     client_public, client_secret = zmq.curve_keypair()
+    client = {"curve_serverkey": server_public, "curve_publickey": client_public,
+              "curve_secretkey": client_secret}  # fmt: skip
     conns: list[list[zmq.Socket]] = []
     # per variant, per stripe: the frames (an 8-byte index, then the slice)
     stripes: list[list[list[bytes]]] = []
@@ -184,14 +196,7 @@ def sender(args: argparse.Namespace) -> dict[str, object]:
         ctxs = _contexts(zmq, v)
         row = []
         for i, port in enumerate(vports):
-            s = ctxs[i % len(ctxs)].socket(zmq.DEALER)  # type: ignore[attr-defined]
-            s.linger = 0
-            if v.curve:
-                s.curve_serverkey = server_public
-                s.curve_publickey = client_public
-                s.curve_secretkey = client_secret
-            if v.sockbuf:
-                s.rcvbuf = s.sndbuf = v.sockbuf
+            s = _socket(ctxs[i % len(ctxs)], zmq.DEALER, v, client)
             s.connect(f"tcp://{args.far_ip}:{port}")
             row.append(s)
         conns.append(row)

@@ -116,7 +116,6 @@ class RemoteObject:
         return f"<remote {self._pyi_label or self._pyi_target} in {self._pyi_service}>"
 
 
-_RETRY = object()  # Node._answer: send the call again
 _MethodType = types.MethodType
 _FunctionType = types.FunctionType
 _CoroutineType = types.CoroutineType
@@ -459,7 +458,7 @@ class Node:
                 backstop.cancel()
             if refs:
                 self._release(refs)
-        if st is not None and msg.command == _REPLY:  # the common case, inlined
+        if msg.command == _REPLY:
             frames = msg.frames
             try:
                 value = (
@@ -470,14 +469,24 @@ class Node:
                     else None
                 )
             except BaseException:
-                st.end(method, _perf_ns() - t0, True, False)
+                if st is not None:
+                    st.end(method, _perf_ns() - t0, True, False)
                 raise
-            st.end(method, _perf_ns() - t0, False, False)
+            if st is not None:
+                st.end(method, _perf_ns() - t0, False, False)
             return value
-        value = self._answer(msg, service, method, timeout, st, t0, marks)
-        if value is _RETRY:
+        if msg.code == _core.ERR_INLINE and marks and service not in self.remote_services:
+            # A service this node did not know was remote (another
+            # extension's, over tcp): the broker refused the shared memory
+            # before anything ran. From now on its tensors go inline.
+            self.remote_services.add(service)
+            if st is not None:
+                st.in_flight -= 1  # the call again counts it
             return await self.call(service, target, method, args, kwargs, op=op, timeout=timeout)
-        return value
+        exc = reply_error(msg, service, method, timeout)
+        if st is not None:
+            st.end(method, _perf_ns() - t0, True, isinstance(exc, CallTimeout))
+        raise exc
 
     async def _broker_call(
         self,
@@ -534,46 +543,6 @@ class Node:
         finally:
             if backstop is not None:
                 backstop.cancel()
-
-    def _answer(
-        self,
-        msg: _core.Message,
-        service: str,
-        method: str,
-        timeout: float | None,
-        st: CallStats | None,
-        t0: int,
-        marks: tuple[int, ...],
-    ) -> Any:
-        """The value (or exception) of a call's answer; _RETRY: send it
-        again (its tensors inline)."""
-        if st is None:
-            if msg.command == _REPLY:
-                frames = msg.frames
-                if not frames:
-                    return None
-                return self.codec.loads(
-                    frames[0], frames[1:], self.pickle_all or service in self.pickle_services
-                )
-        elif msg.command == _REPLY or msg.code != _core.ERR_INLINE:
-            try:
-                value = self._result(msg, service, method, timeout)
-            except BaseException as exc:
-                st.end(method, _perf_ns() - t0, True, isinstance(exc, CallTimeout))
-                raise
-            st.end(method, _perf_ns() - t0, False, False)
-            return value
-        if msg.code == _core.ERR_INLINE and marks and service not in self.remote_services:
-            # A service this node did not know was remote (another
-            # extension's, over tcp): the broker refused the shared memory
-            # before anything ran. From now on its tensors go inline.
-            self.remote_services.add(service)
-            if st is not None:
-                st.in_flight -= 1  # the call again counts it
-            return _RETRY
-        if st is not None:
-            st.end(method, _perf_ns() - t0, True, False)
-        return self._result(msg, service, method, timeout)
 
     def _backstop(self, rid: int) -> None:
         fut = self._pending.get(rid)
@@ -750,12 +719,6 @@ class Node:
         return dict(
             zip(("requests", "replies", "errors", "bytes_in", "bytes_out"), counts, strict=True)
         )
-
-    def _result(self, msg: _core.Message, service: str, method: str, timeout: float | None) -> Any:
-        if msg.command == _core.REPLY:
-            trusted = self.pickle_all or service in self.pickle_services
-            return self.codec.loads(msg.frames[0], msg.frames[1:], trusted) if msg.frames else None
-        raise reply_error(msg, service, method, timeout)
 
     def _drain_client(self) -> None:
         client = self.client
