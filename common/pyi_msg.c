@@ -269,10 +269,16 @@ pyi_msg_set_answer_inline (pyi_msg_t *self, bool answer_inline)
 bool
 pyi_msg_has_descriptors (const pyi_msg_t *self)
 {
-    for (size_t i = 0; i < PYI_MAX_BODY_FRAMES / 64; i++)
-        if (self->descriptors [i])
-            return true;
-    return false;
+    return pyi_msg_descriptor_end (self) != 0;
+}
+
+size_t
+pyi_msg_descriptor_end (const pyi_msg_t *self)
+{
+    for (size_t w = PYI_MAX_BODY_FRAMES / 64; w-- > 0;)
+        if (self->descriptors [w])
+            return w * 64 + 64 - (size_t) __builtin_clzll (self->descriptors [w]);
+    return 0;
 }
 
 void
@@ -365,7 +371,7 @@ pyi_msg_encode (const pyi_msg_t *self, void *buffer, size_t size)
     }
     if (listed) {
         rc |= msgpack_pack_array (&pk, marked);
-        for (size_t i = 0; i < PYI_MAX_BODY_FRAMES; i++)
+        for (size_t i = 0, end = pyi_msg_descriptor_end (self); i < end; i++)
             if (pyi_msg_is_descriptor (self, i))
                 rc |= msgpack_pack_uint32 (&pk, (uint32_t) i);
     }

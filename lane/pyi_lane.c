@@ -267,12 +267,11 @@ s_decode (const void *data, size_t size, size_t max_record, pyi_msg_t **msg, siz
         left -= fsize;
     }
     /*  Descriptor marks must name frames that exist. */
-    for (size_t i = pyi_msg_frames (m); i < PYI_MAX_BODY_FRAMES; i++)
-        if (pyi_msg_is_descriptor (m, i)) {
-            *why = "a descriptor mark names no body frame";
-            pyi_msg_destroy (&m);
-            return -1;
-        }
+    if (pyi_msg_descriptor_end (m) > pyi_msg_frames (m)) {
+        *why = "a descriptor mark names no body frame";
+        pyi_msg_destroy (&m);
+        return -1;
+    }
     *msg = m;
     *used = PYI_LANE_PREFIX + (size_t) length;
     return 1;

@@ -113,6 +113,9 @@ PYI_EXPORT int pyi_msg_replace_frame (pyi_msg_t *self, size_t index, void *data,
 
 /*  Whether any body frame is marked as a tensor descriptor. */
 PYI_EXPORT bool pyi_msg_has_descriptors (const pyi_msg_t *self);
+/*  One past the highest marked index (0: none marked): every mark is
+    below it. */
+PYI_EXPORT size_t pyi_msg_descriptor_end (const pyi_msg_t *self);
 
 /*  Whether a message read from a ROUTER came from a peer connected over a
     network (tcp: no shared memory with this host; ipc and inproc peers are

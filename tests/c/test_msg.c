@@ -275,14 +275,21 @@ test_descriptors (void)
     uint8_t *data = s_encode (msg, &size);
     CHECK_INT (data [0], 0x95);                 /* no marks: the plain header */
     free (data);
+    CHECK_INT (pyi_msg_descriptor_end (msg), 0);
     CHECK_INT (pyi_msg_mark_descriptor (msg, 1), 0);
+    CHECK_INT (pyi_msg_descriptor_end (msg), 2);
+    CHECK_INT (pyi_msg_mark_descriptor (msg, 63), 0);
+    CHECK_INT (pyi_msg_descriptor_end (msg), 64);
+    CHECK_INT (pyi_msg_mark_descriptor (msg, 64), 0);
+    CHECK_INT (pyi_msg_descriptor_end (msg), 65);
     CHECK_INT (pyi_msg_mark_descriptor (msg, 255), 0);
     CHECK_INT (pyi_msg_mark_descriptor (msg, 256), -1);
+    CHECK_INT (pyi_msg_descriptor_end (msg), 256);
     data = s_encode (msg, &size);
     CHECK_INT (data [0], 0x96);
     pyi_msg_t *back = DECODE_OK (data, size);
     for (size_t i = 0; i < 300; i++)
-        CHECK_INT (pyi_msg_is_descriptor (back, i), i == 1 || i == 255);
+        CHECK_INT (pyi_msg_is_descriptor (back, i), i == 1 || i == 63 || i == 64 || i == 255);
     pyi_msg_destroy (&back);
     free (data);
     /*  Kept when a reply is built from it; not sent with other commands. */
