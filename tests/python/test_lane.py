@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import socket
+import sys
 
 import pytest
 
@@ -64,6 +65,111 @@ def test_calls_both_ways_travel_on_the_lane(venv_root) -> None:
             assert (old["requests"], old["replies"], old["errors"]) == (8, 7, 1), old
             stats = mgr.service_stats("ext.laned@1")
             assert (stats["requests"], stats["replies"], stats["errors"]) == (1, 1, 0), stats
+
+    run(main())
+
+
+def test_start_serving_runs_a_request_up_to_its_first_suspension() -> None:
+    """A request's task runs at once, in the reader's callback (no trip
+    through the loop's queue), as the current task; one that suspends goes
+    on as any task. Inside a running task it starts in the next pass."""
+    loop = _rpc.new_loop() if _rpc.new_loop is not None else asyncio.new_event_loop()
+    seen: dict[str, object] = {}
+
+    async def answers():
+        seen["answers"] = asyncio.current_task()
+        return "now"
+
+    async def waits(gate):
+        seen["waits"] = asyncio.current_task()
+        async with asyncio.timeout(30):
+            return await gate
+
+    async def in_a_task():
+        task = _rpc.start_serving(loop, answers())
+        return task, task.done(), await task
+
+    try:
+        gate = loop.create_future()
+        done = loop.create_future()
+
+        def reader_callback():  # what _drain_lane is
+            quick = _rpc.start_serving(loop, answers())
+            slow = _rpc.start_serving(loop, waits(gate))
+            done.set_result((quick, quick.done(), seen.get("answers"), slow, slow.done()))
+
+        loop.call_soon(reader_callback)
+        quick, quick_done, quick_current, slow, slow_done = loop.run_until_complete(done)
+        assert quick_done and quick.result() == "now" and quick_current is quick
+        assert not slow_done and seen["waits"] is slow
+        gate.set_result("later")
+        assert loop.run_until_complete(slow) == "later"
+        task, started, result = loop.run_until_complete(in_a_task())
+        assert result == "now" and seen["answers"] is task
+        if sys.version_info < (3, 12):
+            assert not started  # no eager_start: queued behind the running task
+    finally:
+        loop.close()
+
+
+def test_a_wake_up_of_the_lane_serves_a_bounded_number_of_requests(tmp_path) -> None:
+    """Requests that arrive together are served LANE_PASS per pass of the
+    loop: a callback the first one schedules runs before the rest (a burst
+    cannot hold the loop)."""
+    loop = _rpc.new_loop() if _rpc.new_loop is not None else asyncio.new_event_loop()
+    order: list[object] = []
+
+    class Echo:
+        async def echo(self, value):
+            if not order:
+                asyncio.get_running_loop().call_soon(order.append, "callback")
+            order.append(value)
+            return value
+
+    async def main() -> None:
+        node = _rpc.Node(asyncio.get_running_loop(), f"ipc://{tmp_path}/none", "lane-test")
+        echo = Echo()
+        node.resolver = lambda target: echo if target == "" else None
+        mine, theirs = socket.socketpair()
+        end = _rpc.LaneEnd(node, mine.detach(), "the host", pyisolate._core.ERR_SHUTDOWN, None)
+        peer = pyisolate._core.Lane(theirs.detach())
+        try:
+            total = 3 * _rpc.LANE_PASS
+            for i in range(total):
+                body = node.codec.dumps_call("call", "", "echo", (i,), {})
+                peer.send(pyisolate._core.REQUEST, i + 1, body, (), b"svc", 0, 0, b"", False)
+            assert peer.flush() == 0  # all of them in one write
+            answered = 0
+            while answered < total:
+                await asyncio.sleep(0.01)
+                while (msg := peer.recv()) is not None:
+                    assert msg.command == pyisolate._core.REPLY
+                    answered += 1
+        finally:
+            peer.close()
+            end.close()
+            node.close()
+        assert [v for v in order if v != "callback"] == list(range(total))
+        assert order.index("callback") <= _rpc.LANE_PASS
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+def test_a_call_runs_in_a_task_and_context_of_its_own(venv_root) -> None:
+    """Started at once or not, a call's code has what a task gives it from
+    its first line: asyncio.current_task(), timeout(), TaskGroup, a copy of
+    the context (what one call sets, the next does not see)."""
+
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            ext = await mgr.load_extension(ext_config("eager", "lanes", transport="lane"))
+            a, b = await asyncio.gather(ext.as_a_task(0.2), ext.as_a_task(0.2))
+            assert a[1:] == [True, "child", 0] and b[1:] == [True, "child", 0]
+            assert a[0] != b[0]  # two tasks at once
+            assert (await ext.as_a_task(0))[1:] == [True, "child", 0]
 
     run(main())
 

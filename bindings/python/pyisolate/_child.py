@@ -27,11 +27,17 @@ from typing import Any
 from . import _base, _core, _lane, _loader, _profile, _trace
 from ._codes import BrokerError, Callee, call_error
 from ._errors import describe_exception
-from ._rpc import Node, invoke
+from ._rpc import Node, invoke, new_loop
 
 logger = logging.getLogger("pyisolate.child")
 
 REMOTE_CONNECT_TIMEOUT = 60.0  # seconds a remote extension waits for the host (default)
+
+
+class _LoopPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        assert new_loop is not None
+        return new_loop()
 
 
 def main() -> None:
@@ -43,6 +49,8 @@ def main() -> None:
         sys.exit(2)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg = json.loads(os.environ.pop("PYI_CONFIG"))
+    if new_loop is not None:  # (Python < 3.12: the loop start_serving needs)
+        asyncio.set_event_loop_policy(_LoopPolicy())
     code = asyncio.run(
         run(
             cfg, os.environ["PYI_ENDPOINT"], os.environ["PYI_SERVICE"], os.environ.pop("PYI_TOKEN")

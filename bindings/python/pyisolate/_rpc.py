@@ -4,8 +4,9 @@ pyi_worker (incoming calls), driven by an asyncio loop.
 Both sockets' file descriptors are watched with ``loop.add_reader``; since
 ZMQ_FD is edge-triggered, every wake-up and every send is followed by a
 drain that reads until nothing is left. Each outgoing call has a 64-bit id
-mapped to a future; each incoming request runs as its own task, so calls
-nest in both directions to any depth without deadlock.
+mapped to a future; each incoming request runs as its own task (a lane's
+starts at once, start_serving), so calls nest in both directions to any
+depth without deadlock.
 
 A local isolated extension and its host also share a lane (_lane, _core.Lane:
 a direct socket): calls between the two travel on it instead of the broker,
@@ -66,6 +67,9 @@ LANE_HIGH_WATER = 4 << 20
 # pass in one write made the two sides take turns: at 64 calls in flight
 # 8 per write gave 1.8x the calls per second, perf/README.md.)
 LANE_BATCH = 8
+# Requests one wake-up of a lane starts (each runs up to its first
+# suspension at once: start_serving) before the loop's other work.
+LANE_PASS = 64
 # The start of the text of the errors that fail the calls in flight on a
 # lane that closed (the peer ended).
 LANE_CLOSED = "the lane closed"
@@ -74,6 +78,62 @@ _TRACE_KEY = _trace.KEY
 
 Resolver = Callable[[str], Any]
 OpHandler = Callable[[str, str, list[Any], dict[str, Any]], Awaitable[Any]]
+
+_Task = asyncio.Task
+_current_task = asyncio.current_task
+
+
+if sys.version_info >= (3, 12):
+    # What an extension process's loop must be (None: asyncio's own).
+    new_loop: Callable[[], asyncio.AbstractEventLoop] | None = None
+
+    def start_serving(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[Any]:
+        """A task that serves one request, run at once up to its first
+        suspension (a request answered without one costs no trip through
+        the loop's queue); a task as any other for the code it runs."""
+        return _Task(coro, loop=loop, eager_start=True)
+
+else:
+    _call_soon = asyncio.SelectorEventLoop.call_soon
+
+    class ServeLoop(asyncio.SelectorEventLoop):
+        """An extension process's event loop on Python 3.11, where Task has no
+        ``eager_start``: Task.__init__ schedules the task's first step with
+        ``loop.call_soon``; while ``_take_step`` is a list, that call is put
+        there instead of the loop's queue, for start_serving to run at once."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._take_step: list[Any] | None = None
+
+        def call_soon(  # type: ignore[override]
+            self, callback: Callable[..., object], *args: Any, context: Any = None
+        ) -> asyncio.Handle | None:
+            take = self._take_step
+            if take is None:
+                return _call_soon(self, callback, *args, context=context)
+            self._take_step = None
+            take.append((callback, args, context))
+            return None
+
+    new_loop = ServeLoop
+
+    def start_serving(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[Any]:
+        """As above, on a ServeLoop when no task runs (the step enters the
+        task as the current one, which needs none current); else the task
+        starts in the loop's next pass."""
+        if type(loop) is not ServeLoop or _current_task(loop) is not None:
+            return _Task(coro, loop=loop)
+        take: list[Any] = []
+        loop._take_step = take
+        try:
+            task = _Task(coro, loop=loop)
+        finally:
+            loop._take_step = None
+        if take:
+            step, args, context = take[0]
+            context.run(step, *args)
+        return task
 
 
 class RemoteCallable:
@@ -576,6 +636,7 @@ class Node:
     def _drain_lane(self, end: LaneEnd) -> None:
         lane = end.lane
         pending = self._pending
+        served = 0
         while not end.closed:
             ptr = lane._ptr  # _core.Lane.recv without its call
             t = None if ptr is None else _recv_lane(ptr)
@@ -590,11 +651,19 @@ class Node:
                 if self.lane_counts is not None:
                     self._count(msg.service, 0, 3, msg.frames)
                 end.waiting[rid] = msg
-                end.tasks[rid] = self.loop.create_task(self._serve_one(msg, end))
+                task = start_serving(self.loop, self._serve_one(msg, end))
+                if not task.done():
+                    end.tasks[rid] = task
+                served += 1
+                if served == LANE_PASS:
+                    # Requests served at once: the loop's other work gets
+                    # its turn before the rest.
+                    self.loop.call_soon(self._drain_lane, end)
+                    return
             elif cmd == _CANCEL:
-                task = end.tasks.pop(rid, None)
-                if task is not None:
-                    task.cancel()
+                running = end.tasks.pop(rid, None)
+                if running is not None:
+                    running.cancel()
                 queued = end.waiting.pop(rid, None)
                 if queued is not None:
                     self._discard(queued)

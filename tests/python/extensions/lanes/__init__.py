@@ -2,14 +2,33 @@
 that acts as a compromised one would on its lane."""
 
 import asyncio
+import contextvars
 import gc
 import os
 import time
 
 from pyisolate import ExtensionBase
 
+_CALLS = contextvars.ContextVar("calls", default=0)
+
 
 class Lanes(ExtensionBase):
+    async def as_a_task(self, pause):
+        # What a call's code may rely on, before and after its first
+        # suspension: it runs as a task of its own, in a context of its own.
+        first = asyncio.current_task()
+        seen = _CALLS.get()
+        _CALLS.set(seen + 1)
+        async with asyncio.timeout(30):
+            async with asyncio.TaskGroup() as group:
+                child = group.create_task(asyncio.sleep(pause, "child"))
+        return [
+            id(first),
+            first is not None and first is asyncio.current_task(),
+            child.result(),
+            seen,
+        ]
+
     async def getpid(self):
         return os.getpid()
 
