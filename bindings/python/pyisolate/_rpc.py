@@ -97,8 +97,8 @@ else:
     _call_soon = asyncio.SelectorEventLoop.call_soon
 
     class ServeLoop(asyncio.SelectorEventLoop):
-        """An extension process's event loop on Python 3.11, where Task has no
-        ``eager_start``: Task.__init__ schedules the task's first step with
+        """An extension process's event loop before Python 3.12 (Task has no
+        ``eager_start``): Task.__init__ schedules the task's first step with
         ``loop.call_soon``; while ``_take_step`` is a list, that call is put
         there instead of the loop's queue, for start_serving to run at once."""
 
@@ -110,10 +110,12 @@ else:
             self, callback: Callable[..., object], *args: Any, context: Any = None
         ) -> asyncio.Handle | None:
             take = self._take_step
-            if take is None:
+            if take is None or args or context is None:
+                # (What a finalizer run by a collection inside Task() may
+                # schedule: the step comes with its context and no args.)
                 return _call_soon(self, callback, *args, context=context)
             self._take_step = None
-            take.append((callback, args, context))
+            take.append((callback, context))
             return None
 
     new_loop = ServeLoop
@@ -131,8 +133,8 @@ else:
         finally:
             loop._take_step = None
         if take:
-            step, args, context = take[0]
-            context.run(step, *args)
+            step, context = take[0]
+            context.run(step)
         return task
 
 
