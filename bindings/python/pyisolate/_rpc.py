@@ -62,10 +62,12 @@ _Message = _core.Message
 # request (replies and cancels never wait): what a slow peer can make this
 # process hold is bounded by it plus one record.
 LANE_HIGH_WATER = 4 << 20
-# Messages queued in one pass of the loop that leave in one write: the
-# peer starts on them while this side goes on with the rest. (All of a
-# pass in one write made the two sides take turns: at 64 calls in flight
-# 8 per write gave 1.8x the calls per second, perf/README.md.)
+# The first LANE_BATCH messages of a pass of the loop leave at once, one
+# write each; the others are queued and leave LANE_BATCH per write, the
+# rest at the end of the pass: the peer starts on them while this side
+# goes on. (All of a pass in one write made the two sides take turns; only
+# the first alone split each round of 8 calls in flight in two writes and
+# two wake-ups: perf/README.md.)
 LANE_BATCH = 8
 # Requests one wake-up of a lane starts (each runs up to its first
 # suspension at once: start_serving) before the loop's other work.
@@ -236,10 +238,11 @@ class LaneEnd:
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.waiting: dict[int, _core.Message] = {}
         self.writing = False  # bytes are queued: waiting for the socket
-        # The first message of a pass of the loop leaves at once; the others
-        # sent in that pass are queued and leave together, LANE_BATCH at a
-        # time, the rest at its end.
+        # The first LANE_BATCH messages of a pass of the loop leave at once;
+        # the others sent in that pass are queued and leave together,
+        # LANE_BATCH at a time, the rest at its end (_end_batch).
         self._batch: asyncio.Handle | None = None
+        self._alone = 0  # messages of this pass that left at once
         self._held = 0  # messages queued in this pass since the last write
         self._waiters: list[asyncio.Future[None]] = []
         self.closed = False
@@ -259,7 +262,7 @@ class LaneEnd:
         """Send or queue; PyisolateError when the lane is closed (then it
         is ended here)."""
         lane = self.lane
-        now = self._batch is None and not self.writing
+        now = self._alone < LANE_BATCH and not self.writing
         ptr = lane._ptr
         try:
             if ptr is None or not (type(frames) is list or type(frames) is tuple):
@@ -282,7 +285,9 @@ class LaneEnd:
                 self.node._lane_ended(self)
             raise
         if now:
-            self._batch = self.node.loop.call_soon(self._end_batch)
+            if self._batch is None:
+                self._batch = self.node.loop.call_soon(self._end_batch)
+            self._alone += 1
             self._held = 0
             if queued:
                 self._start_writing()
@@ -295,6 +300,7 @@ class LaneEnd:
 
     def _end_batch(self) -> None:
         self._batch = None
+        self._alone = 0
         if not (self.closed or self.writing) and self.lane.queued():
             self._flush()
 
