@@ -120,8 +120,8 @@ bool pyi_region_valid_session (const char *session);
 /*  "/pyi-<session>-<pid>-<random>", nothing else. */
 bool pyi_region_valid_name (const char *name);
 
-/*  Whether process pid exists (a reused pid counts as alive: never remove
-    what may be live). */
+/*  Whether process pid exists and has not ended (a zombie is gone; a
+    reused pid counts as alive: never remove what may be live). */
 bool pyi_region_alive (uint32_t pid);
 
 /*  Take one message off the header's in-flight count, never below 0. */

@@ -130,7 +130,22 @@ pyi_region_valid_name (const char *name)
 bool
 pyi_region_alive (uint32_t pid)
 {
-    return pid > 0 && (kill ((pid_t) pid, 0) == 0 || errno != ESRCH);
+    if (pid == 0 || (kill ((pid_t) pid, 0) == -1 && errno == ESRCH))
+        return false;
+    /*  A zombie (ended, its parent has not reaped it yet) holds no mapping
+        and no lock: it is gone. Its state follows the last ')' of stat. */
+    char path [32], stat [128];
+    snprintf (path, sizeof path, "/proc/%u/stat", pid);
+    int fd = open (path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1)
+        return errno != ENOENT;
+    ssize_t n = read (fd, stat, sizeof stat - 1);
+    close (fd);
+    if (n <= 0)
+        return true;
+    stat [n] = 0;
+    const char *end = strrchr (stat, ')');
+    return !(end && end [1] == ' ' && end [2] == 'Z');
 }
 
 void
@@ -262,7 +277,7 @@ pyi_region_remove_orphans (void)
         ||  !pyi_region_valid_name (name))
             continue;
         long pid = strtol (entry->d_name + strlen (NAME_PREFIX), NULL, 10);
-        if (pid > 0 && kill ((pid_t) pid, 0) == -1 && errno == ESRCH)
+        if (pid > 0 && pid <= UINT32_MAX && !pyi_region_alive ((uint32_t) pid))
             removed += shm_unlink (name) == 0;
     }
     closedir (dir);

@@ -176,9 +176,10 @@ PYI_EXPORT int pyi_region_sweep (const char *session, pid_t creator);
 PYI_EXPORT int pyi_region_remove_session (const char *session);
 
 /*  Remove the names of every region whose session's host process is gone
-    (the pid in "<pid>-<hex>" no longer exists), whether or not that host
-    had a runtime directory. A reused pid keeps its regions: never remove
-    what may be live. pyi_broker_new calls it. Returns the number removed. */
+    (the pid in "<pid>-<hex>" no longer exists, or is a zombie), whether or
+    not that host had a runtime directory. A reused pid keeps its regions:
+    never remove what may be live. pyi_broker_new calls it. Returns the
+    number removed. */
 PYI_EXPORT int pyi_region_remove_orphans (void);
 
 #ifdef __cplusplus

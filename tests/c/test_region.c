@@ -490,6 +490,42 @@ test_orphans (void)
     shm_unlink (alive);
 }
 
+/*  A session's process that ended but was not reaped yet (a zombie: a
+    runner killed with its Ray node, before its new parent waits for it)
+    is gone: its regions are orphans. */
+static void
+test_zombie_orphans (void)
+{
+    TEST_BEGIN ("a zombie session pid's regions are orphans");
+    pid_t zombie = fork ();
+    if (zombie == 0)
+        _exit (0);
+    CHECK (zombie > 0);
+    char path [64], stat [128] = "";
+    snprintf (path, sizeof path, "/proc/%ld/stat", (long) zombie);
+    bool is_zombie = false;
+    for (int i = 0; i < 500 && !is_zombie; i++) {
+        FILE *f = fopen (path, "r");
+        size_t n = f ? fread (stat, 1, sizeof stat - 1, f) : 0;
+        if (f)
+            fclose (f);
+        stat [n] = 0;
+        const char *end = strrchr (stat, ')');
+        is_zombie = end && end [1] == ' ' && end [2] == 'Z';
+        if (!is_zombie)
+            usleep (10000);
+    }
+    CHECK_MSG (is_zombie, "the child never became a zombie: %s", stat);
+    char orphan [128];
+    snprintf (orphan, sizeof orphan, "/pyi-%ld-abc123-%ld-1", (long) zombie, (long) zombie);
+    int fd = shm_open (orphan, O_RDWR | O_CREAT | O_EXCL, 0600);
+    CHECK_MSG (fd != -1, "shm_open: %s", strerror (errno));
+    close (fd);
+    CHECK (pyi_region_remove_orphans () >= 1);
+    CHECK_MSG (!s_exists (orphan), "a zombie's region survived");
+    CHECK (waitpid (zombie, NULL, 0) == zombie);
+}
+
 /*  With two brokers in one host, the host's regions keep one session; one
     broker stopping leaves them alone, the last one removes them. */
 static void
@@ -624,6 +660,7 @@ main (int argc, char *argv [])
     test_threads ();
     test_host_killed ();
     test_orphans ();
+    test_zombie_orphans ();
     test_two_brokers ();
     test_linger ();
     s_check_clean ();
