@@ -108,6 +108,18 @@ def test_start_serving_runs_a_request_up_to_its_first_suspension() -> None:
         assert result == "now" and seen["answers"] is task
         if sys.version_info < (3, 12):
             assert not started  # no eager_start: queued behind the running task
+        # An application's task factory makes the tasks, as create_task's.
+        made = []
+
+        def factory(loop, coro, **kw):
+            made.append(coro)
+            return asyncio.Task(coro, loop=loop, **kw)
+
+        loop.set_task_factory(factory)
+        done = loop.create_future()
+        loop.call_soon(lambda: done.set_result(_rpc.start_serving(loop, answers())))
+        task = loop.run_until_complete(done)
+        assert len(made) == 1 and loop.run_until_complete(task) == "now"
     finally:
         loop.close()
 

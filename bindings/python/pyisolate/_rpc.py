@@ -92,7 +92,10 @@ if sys.version_info >= (3, 12):
     def start_serving(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[Any]:
         """A task that serves one request, run at once up to its first
         suspension (a request answered without one costs no trip through
-        the loop's queue); a task as any other for the code it runs."""
+        the loop's queue); a task as any other for the code it runs. A loop
+        with a task factory (the application's) makes its own tasks."""
+        if loop.get_task_factory() is not None:
+            return loop.create_task(coro)
         return _Task(coro, loop=loop, eager_start=True)
 
 else:
@@ -123,11 +126,15 @@ else:
     new_loop = ServeLoop
 
     def start_serving(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[Any]:
-        """As above, on a ServeLoop when no task runs (the step enters the
-        task as the current one, which needs none current); else the task
-        starts in the loop's next pass."""
-        if type(loop) is not ServeLoop or _current_task(loop) is not None:
-            return _Task(coro, loop=loop)
+        """As above, on a ServeLoop without a task factory when no task
+        runs (the step enters the task as the current one, which needs none
+        current); else the task starts in the loop's next pass."""
+        if (
+            type(loop) is not ServeLoop
+            or loop.get_task_factory() is not None
+            or _current_task(loop) is not None
+        ):
+            return loop.create_task(coro)
         take: list[Any] = []
         loop._take_step = take
         try:
