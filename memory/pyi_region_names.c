@@ -130,7 +130,7 @@ pyi_region_valid_name (const char *name)
 bool
 pyi_region_alive (uint32_t pid)
 {
-    if (pid == 0 || (kill ((pid_t) pid, 0) == -1 && errno == ESRCH))
+    if (pid == 0 || pid > INT32_MAX || (kill ((pid_t) pid, 0) == -1 && errno == ESRCH))
         return false;
     /*  A zombie (ended, its parent has not reaped it yet) holds no mapping
         and no lock: it is gone. Its state follows the last ')' of stat. */
