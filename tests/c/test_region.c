@@ -463,6 +463,17 @@ test_host_killed (void)
     pyi_broker_destroy (&broker);
 }
 
+/*  Make the region "/pyi-<pid>-abc123-<pid>-1" of host pid's session (no
+    runtime directory) into name. */
+static void
+s_session_region (char *name, size_t size, pid_t pid)
+{
+    snprintf (name, size, "/pyi-%ld-abc123-%ld-1", (long) pid, (long) pid);
+    int fd = shm_open (name, O_RDWR | O_CREAT | O_EXCL, 0600);
+    CHECK_MSG (fd != -1, "shm_open: %s", strerror (errno));
+    close (fd);
+}
+
 /*  Regions of a session whose host pid is gone, made with no runtime
     directory at all, are removed by the next broker; a live pid's stay. */
 static void
@@ -474,13 +485,8 @@ test_orphans (void)
         _exit (0);
     CHECK (dead > 0 && waitpid (dead, NULL, 0) == dead);
     char orphan [128], alive [128];
-    snprintf (orphan, sizeof orphan, "/pyi-%ld-abc123-%ld-1", (long) dead, (long) dead);
-    snprintf (alive, sizeof alive, "/pyi-%ld-abc123-%ld-1", (long) getpid (), (long) getpid ());
-    for (int i = 0; i < 2; i++) {
-        int fd = shm_open (i ? alive : orphan, O_RDWR | O_CREAT | O_EXCL, 0600);
-        CHECK_MSG (fd != -1, "shm_open: %s", strerror (errno));
-        close (fd);
-    }
+    s_session_region (orphan, sizeof orphan, dead);
+    s_session_region (alive, sizeof alive, getpid ());
     CHECK (s_exists (orphan) && s_exists (alive));
     pyi_broker_t *broker = pyi_broker_new ();
     CHECK_MSG (broker, "%s", pyi_last_error ());
@@ -500,27 +506,11 @@ test_zombie_orphans (void)
     pid_t zombie = fork ();
     if (zombie == 0)
         _exit (0);
-    CHECK (zombie > 0);
-    char path [64], stat [128] = "";
-    snprintf (path, sizeof path, "/proc/%ld/stat", (long) zombie);
-    bool is_zombie = false;
-    for (int i = 0; i < 500 && !is_zombie; i++) {
-        FILE *f = fopen (path, "r");
-        size_t n = f ? fread (stat, 1, sizeof stat - 1, f) : 0;
-        if (f)
-            fclose (f);
-        stat [n] = 0;
-        const char *end = strrchr (stat, ')');
-        is_zombie = end && end [1] == ' ' && end [2] == 'Z';
-        if (!is_zombie)
-            usleep (10000);
-    }
-    CHECK_MSG (is_zombie, "the child never became a zombie: %s", stat);
+    siginfo_t info;
+    /*  Ended, not reaped (WNOWAIT): a zombie. */
+    CHECK (zombie > 0 && waitid (P_PID, (id_t) zombie, &info, WEXITED | WNOWAIT) == 0);
     char orphan [128];
-    snprintf (orphan, sizeof orphan, "/pyi-%ld-abc123-%ld-1", (long) zombie, (long) zombie);
-    int fd = shm_open (orphan, O_RDWR | O_CREAT | O_EXCL, 0600);
-    CHECK_MSG (fd != -1, "shm_open: %s", strerror (errno));
-    close (fd);
+    s_session_region (orphan, sizeof orphan, zombie);
     CHECK (pyi_region_remove_orphans () >= 1);
     CHECK_MSG (!s_exists (orphan), "a zombie's region survived");
     CHECK (waitpid (zombie, NULL, 0) == zombie);
