@@ -187,7 +187,10 @@ pyi_region_keep (pyi_region_t *self, pyi_region_t **evicted)
 {
     if (!s_linger_ns || self->kind != KIND_HOST || !(self->for_copy || !self->here))
         return false;
-    bool last = flock (self->fd, LOCK_EX | LOCK_NB) == 0;
+    /*  A message names it (a reply just sent, say): not idle, whoever else
+        maps it, so it lingers without asking whether we were the last. */
+    bool named = !self->for_copy && atomic_load (&pyi_region_header_of (self)->inflight) > 0;
+    bool last = !named && flock (self->fd, LOCK_EX | LOCK_NB) == 0;
     bool idle = last && atomic_load (&pyi_region_header_of (self)->inflight) == 0;
     if (self->for_copy) {
         /*  A spare only when nobody else maps it and nothing names it;

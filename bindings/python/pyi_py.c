@@ -13,6 +13,7 @@
     cffi type, with cffi's type check and error messages.
 */
 #include "pyi_py.h"
+#include "pyi_py_array.h"
 #include "pyi_py_loan.h"
 #include "pyi_py_view.h"
 #include <errno.h>
@@ -105,14 +106,17 @@ s_capsule_tensor (PyObject *capsule)
 }
 
 static PyObject *
-s_describe (PyObject *self, PyObject *args)
+s_describe (PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void) self;
-    PyObject *capsule;
-    int code, bits;
-    if (!PyArg_ParseTuple (args, "Oii", &capsule, &code, &bits))
+    if (nargs != 3) {
+        PyErr_SetString (PyExc_TypeError, "describe takes (capsule, code, bits)");
         return NULL;
-    const DLTensor *t = s_capsule_tensor (capsule);
+    }
+    long code = PyLong_AsLong (args [1]), bits = PyLong_AsLong (args [2]);
+    if ((code == -1 || bits == -1) && PyErr_Occurred ())
+        return NULL;
+    const DLTensor *t = s_capsule_tensor (args [0]);
     if (!t)
         return NULL;
     if (t->device.device_type != kDLCPU || t->dtype.code != code || t->dtype.bits != bits
@@ -122,7 +126,10 @@ s_describe (PyObject *self, PyObject *args)
     int size = pyi_tensor_pack (t, buffer, sizeof (buffer));
     if (size < 0)
         Py_RETURN_NONE;
-    return PyBytes_FromStringAndSize (buffer, size);
+    PyObject *desc = PyBytes_FromStringAndSize (buffer, size);
+    if (desc == NULL)
+        pyi_tensor_discard (buffer, (size_t) size);     /* nothing will send it */
+    return desc;
 }
 
 static PyObject *
@@ -136,13 +143,52 @@ s_decode_capsule (PyObject *self, PyObject *desc)
     PyBuffer_Release (&view);
     if (!m)
         Py_RETURN_NONE;
-    int device = (int) m->dl_tensor.device.device_type;
-    PyObject *capsule = PyCapsule_New (m, S_LEGACY, s_capsule_legacy_dtor);
+    PyObject *device = PyLong_FromLong ((long) m->dl_tensor.device.device_type);
+    PyObject *capsule = device ? PyCapsule_New (m, S_LEGACY, s_capsule_legacy_dtor) : NULL;
     if (!capsule) {
+        Py_XDECREF (device);
         m->deleter (m);
         return NULL;
     }
-    return Py_BuildValue ("(Ni)", capsule, device);
+    PyObject *result = PyTuple_Pack (2, capsule, device);
+    Py_DECREF (capsule);         /* on failure its destructor runs the deleter */
+    Py_DECREF (device);
+    return result;
+}
+
+static PyObject *
+s_array (PyObject *self, PyObject *arg)
+{
+    (void) self;
+    DLManagedTensorVersioned *m = s_pointer (arg, s_types.tensor_versioned);
+    return m ? pyi_py_array_new (m) : NULL;
+}
+
+static PyObject *
+s_decode_array (PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void) self;
+    if (nargs != 2) {
+        PyErr_SetString (PyExc_TypeError, "decode_array takes (descriptor, read_only)");
+        return NULL;
+    }
+    int readonly = PyObject_IsTrue (args [1]);
+    Py_buffer view;
+    if (readonly < 0 || PyObject_GetBuffer (args [0], &view, PyBUF_SIMPLE))
+        return NULL;
+    DLManagedTensorVersioned *m = pyi_tensor_decode_versioned (
+        view.buf, (size_t) view.len, readonly ? DLPACK_FLAG_BITMASK_READ_ONLY : 0);
+    PyBuffer_Release (&view);
+    if (!m)
+        Py_RETURN_NONE;
+    return pyi_py_array_new (m);
+}
+
+static PyObject *
+s_describe_array (PyObject *self, PyObject *obj)
+{
+    (void) self;
+    return pyi_py_array_describe (obj);
 }
 
 /* -- receiving ---------------------------------------------------------------- */
@@ -463,8 +509,14 @@ static PyMethodDef s_methods[] = {
      "A 'dltensor_versioned' capsule over a DLManagedTensorVersioned * (taken)."},
     {"dlpack_capsule", s_capsule_legacy, METH_O,
      "A 'dltensor' capsule over a DLManagedTensor * (taken)."},
-    {"describe", s_describe, METH_VARARGS,
+    {"describe", (PyCFunction) (void (*) (void)) s_describe, METH_FASTCALL,
      "The descriptor of a DLPack capsule's CPU tensor in a region, counted in flight; or None."},
+    {"array", s_array, METH_O,
+     "An Array (numpy.asarray takes it) over a DLManagedTensorVersioned * (taken)."},
+    {"decode_array", (PyCFunction) (void (*) (void)) s_decode_array, METH_FASTCALL,
+     "An Array of a descriptor (read_only: a read-only one), or None (pyi_last_error)."},
+    {"describe_array", s_describe_array, METH_O,
+     "(descriptor, read_only) of a buffer wholly in a region, counted in flight; or None."},
     {"decode_capsule", s_decode_capsule, METH_O,
      "(capsule, device type) of a descriptor, or None (pyi_last_error says why)."},
     {NULL, NULL, 0, NULL}
@@ -509,6 +561,7 @@ s_install (void)
           || s_ctype (ffi, "DLManagedTensorVersioned *", &s_types.tensor_versioned)
           || s_cffi_api ()
           || pyi_py_view_setup ()
+          || pyi_py_array_setup ()
           || pyi_py_loan_setup () ? -1 : 0;
     Py_DECREF (ffi);
     for (PyMethodDef *def = s_methods; rc == 0 && def->ml_name; def++) {

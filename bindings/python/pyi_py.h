@@ -54,6 +54,16 @@
         decode_capsule (descriptor) -> (capsule, device type) or None
             pyi_tensor_decode of a descriptor (any buffer) as an unused
             "dltensor" capsule; None when refused (pyi_last_error).
+        array (tensor) -> Array
+            tensor: a cffi ``DLManagedTensorVersioned *`` (taken). An
+            object that exports the tensor's memory by the buffer protocol
+            (pyi_py_array.h): numpy.asarray of it is an ndarray over it.
+        decode_array (descriptor, read_only) -> Array or None
+            pyi_tensor_decode_versioned of a descriptor as an Array
+            (read-only when read_only); None when refused (pyi_last_error).
+        describe_array (obj) -> (bytes, read_only) or None
+            the descriptor of the memory obj exports by the buffer
+            protocol, counted in flight, as describe does for capsules.
 
     Handles cross as cffi pointers, checked against their type as cffi
     checks the arguments of its own functions.

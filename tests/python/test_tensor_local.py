@@ -68,6 +68,54 @@ def test_unconsumed_capsules_release_their_region() -> None:
     assert _tensors.mapped_regions() == before
 
 
+def test_arrays_cross_by_the_buffer_protocol() -> None:
+    """An array is described from its buffer and arrives as an ndarray over
+    a _native.Array: dtype, shape, strides (its own on axes of length 0
+    and 1), read-only flag and contiguity are what the buffer says, and the
+    region goes with the last view."""
+    import hashlib
+
+    import pyisolate
+    from pyisolate import _tensors
+
+    gc.collect()
+    before = _tensors.mapped_regions()
+    base = pyisolate.share(np.arange(24, dtype=np.int64).reshape(2, 3, 4))
+    for v in (base, base[:, ::2, 1:], base[::-1, :, ::-3], base[1, 2, 3:4], base[:, :1], base[:0]):
+        desc, read_only = _tensors.describe_array(v)
+        assert not read_only
+        got = _tensors.decode("numpy", desc, 0)
+        assert (got.dtype, got.shape, got.strides) == (v.dtype, v.shape, v.strides)
+        assert (got == v).all() and got.flags.writeable
+    frozen = base[1].view()
+    frozen.flags.writeable = False
+    desc, read_only = _tensors.describe_array(frozen)
+    assert read_only
+    got = _tensors.decode("numpy", desc, _tensors.FLAG_READ_ONLY)
+    assert not got.flags.writeable
+    with pytest.raises(TypeError):
+        memoryview(got.base)[0, 0] = 1  # the exporter refuses writes too
+    # a consumer that cannot walk strides gets contiguous memory or an error
+    strided = _tensors.decode("numpy", _tensors.describe_array(base[:, ::2])[0], 0)
+    with pytest.raises(BufferError):
+        hashlib.sha256(strided.base.obj)
+    whole = _tensors.decode("numpy", _tensors.describe_array(base)[0], 0)
+    assert hashlib.sha256(whole.base.obj).digest() == hashlib.sha256(base).digest()
+    # what the buffer protocol cannot describe takes the codec's slow path
+    assert _tensors.describe_array(base.astype(">i8")) is None  # not in a region
+    assert _tensors.describe_array(base.view(">i8")) is None  # byte order
+    assert _tensors.describe_array(np.arange(3)) is None  # in no region
+    assert _tensors.describe_array(np.array([object()])) is None
+    assert _tensors.describe_array(np.array(["x"])) is None
+    view = got[0:1]
+    del base, v, got, frozen, strided, whole
+    gc.collect()
+    assert _tensors.mapped_regions() == before + 1  # view holds it
+    del view
+    gc.collect()
+    assert _tensors.mapped_regions() == before
+
+
 def test_bad_descriptors_raise() -> None:
     import pyisolate
     from pyisolate import _tensors

@@ -199,7 +199,7 @@ class Codec:
 
     def _described(self, kind: str, desc: bytes, flags: int) -> Any:
         """EXT_SHARED for a descriptor of the fast path (describe_torch,
-        describe_numpy): a marked frame, as _shared makes."""
+        describe_array): a marked frame, as _shared makes."""
         self._counted.append(desc)
         return self._descriptor(kind, desc, flags, True)
 
@@ -319,10 +319,9 @@ class Codec:
 
     def _ndarray(self, obj: Any, np: Any, path: str) -> Any:
         if not self._inline:
-            writeable = obj.flags.writeable
-            desc = _tensors.describe_numpy(obj, writeable)
-            if desc is not None:
-                return self._described("numpy", desc, 0 if writeable else _tensors.FLAG_READ_ONLY)
+            got = _tensors.describe_array(obj)
+            if got is not None:
+                return self._described("numpy", got[0], _tensors.FLAG_READ_ONLY if got[1] else 0)
         made = _tensors.encode_numpy(np, obj)
         if made is not None:
             return self._shared(

@@ -19,11 +19,11 @@ library, so both sides see the same bytes.
   the C library says no receiver holds the region any more
   (:func:`collect_cuda`, run at each CUDA crossing and when an extension
   process exits).
-- numpy >= 2.1 consumes a "dltensor_versioned" capsule through
-  ``np.from_dlpack`` (writeable arrays); older numpy gets an ndarray over the
-  same memory through ``__array_interface__`` of an owner object that
-  releases the region when the array dies. torch consumes a legacy
-  "dltensor" capsule through ``torch.from_dlpack``.
+- numpy gets an ndarray over the region's memory through the buffer
+  protocol (``np.asarray`` of a ``_native.Array``, which releases the region
+  when the last array over it dies); a shared array is described the same
+  way. torch consumes a legacy "dltensor" capsule through
+  ``torch.from_dlpack``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,9 @@ _capsule_versioned = _native_mod.dlpack_capsule_versioned
 _capsule_legacy = _native_mod.dlpack_capsule
 _describe = _native_mod.describe
 _decode_capsule = _native_mod.decode_capsule
+_array = _native_mod.array
+_decode_array = _native_mod.decode_array
+describe_array = _native_mod.describe_array
 
 # A region made by another process stays mapped here up to this long after
 # its last use, while its name lives (docs/tensors.md, section 3): a tensor
@@ -273,119 +276,22 @@ def _share(t: Any) -> Any:
 
 
 # -- numpy --------------------------------------------------------------------
-_np_route: str | None = None
-
-
-def _numpy_route(np: Any) -> str:
-    global _np_route
-    if _np_route is None:
-        try:
-            new = np.lib.NumpyVersion(np.__version__) >= "2.1.0"
-        except Exception:
-            new = False
-        _np_route = "dlpack" if new else "interface"
-    return _np_route
-
-
-class _Exporter:
-    """What np.from_dlpack takes: an object whose __dlpack__ gives our capsule."""
-
-    __slots__ = ("_capsule",)
-
-    def __init__(self, capsule: Any) -> None:
-        self._capsule = capsule
-
-    def __dlpack__(
-        self,
-        *,
-        stream: Any = None,
-        max_version: Any = None,
-        dl_device: Any = None,
-        copy: Any = None,
-    ) -> Any:
-        capsule, self._capsule = self._capsule, None
-        if capsule is None:
-            raise BufferError("the DLPack capsule was taken already")
-        return capsule
-
-    def __dlpack_device__(self) -> tuple[int, int]:
-        return (KDL_CPU, 0)
-
-
-class _ArrayOwner:
-    """The base of an ndarray made over region memory through
-    __array_interface__: holds a managed tensor (or the object that holds
-    it) and gives it back when the array and all its views are gone."""
-
-    __slots__ = ("_m", "_keep", "__array_interface__", "__weakref__")
-
-    def __init__(self, m: Any, keep: Any, iface: dict[str, Any]) -> None:
-        self._m = m
-        self._keep = keep
-        self.__array_interface__ = iface
-
-    def __del__(self) -> None:
-        m, self._m = self._m, None
-        self._keep = None
-        if m is not None:
-            m.deleter(m)
-
-
-def _np_dtype(np: Any, code: int, bits: int) -> Any:
-    kind = _NP_FROM_DL.get(code)
-    if kind is None:
-        raise TypeError(
-            f"numpy has no dtype for the DLPack type (code {code}, {bits} bits): "
-            "receive it as a torch tensor"
-        )
-    return np.dtype("?" if kind == "b" else f"{kind}{bits // 8}")
-
-
-def _np_interface(
-    np: Any,
-    ptr: int,
-    shape: tuple[int, ...],
-    strides_bytes: tuple[int, ...],
-    dtype: Any,
-    m: Any,
-    keep: Any,
-) -> Any:
-    iface = {
-        "version": 3,
-        "shape": shape,
-        "typestr": dtype.str,
-        "data": (ptr, False),
-        "strides": strides_bytes,
-    }
-    if dtype.kind == "b":
-        iface["typestr"] = "|b1"
-    owner = _ArrayOwner(m, keep, iface)
-    return np.asarray(owner)
-
-
 def numpy_from_versioned(np: Any, m: Any) -> Any:
     """An ndarray over the memory of DLManagedTensorVersioned m, which it
-    takes (its deleter runs when the array dies, or now on failure)."""
-    dl = m.dl_tensor
-    try:
-        dtype = _np_dtype(np, dl.dtype.code, dl.dtype.bits)
-    except BaseException:
-        m.deleter(m)
-        raise
-    if _numpy_route(np) == "dlpack":
-        arr = np.from_dlpack(_Exporter(_capsule_versioned(m)))
-        if arr.flags.writeable:
-            return arr
-        # A numpy that gives read-only arrays from writeable capsules: a
-        # writeable array over the same memory, kept alive by the first.
-        return _np_interface(
-            np, arr.__array_interface__["data"][0], arr.shape, arr.strides, arr.dtype, None, arr
-        )
-    ndim = dl.ndim
-    shape = tuple(int(dl.shape[i]) for i in range(ndim))
-    item = dtype.itemsize
-    strides = tuple(int(dl.strides[i]) * item for i in range(ndim))
-    return _np_interface(np, int(ffi.cast("uintptr_t", dl.data)), shape, strides, dtype, m, None)
+    takes (its deleter runs when the last array over it dies, or now on
+    failure); read-only when m's flags say so. TypeError when numpy has no
+    such dtype or m is not host memory."""
+    return np.asarray(_array(m))
+
+
+def decode_numpy(np: Any, desc: Any, flags: int) -> Any:
+    """decode("numpy", desc, flags) of a one-frame descriptor, in one C call."""
+    if not _nofile_done:
+        _raise_nofile()
+    a = _decode_array(desc, flags & FLAG_READ_ONLY)
+    if a is None:
+        raise TensorDescriptorError(f"refused an array descriptor: {last_error()}")
+    return np.asarray(a)
 
 
 def numpy_tensor(np: Any, arr: Any) -> tuple[Any, Any] | None:
@@ -494,25 +400,12 @@ def describe_torch(torch: Any, t: Any) -> bytes | None:
     with pyi_tensor_discard); None for any other tensor (encode_torch's
     path, which also says why one cannot cross)."""
     dl = torch_dl_dtype(torch, t.dtype)
-    if dl is None or t.is_conj() or t.is_neg() or t.layout is not torch.strided or t.is_nested:
+    # DLPack would export the memory without the conjugate or negative bit.
+    if dl is None or t.is_conj() or t.is_neg():
         return None
     try:
         capsule = torch._C._to_dlpack(t)
-    except Exception:  # whatever DLPack cannot say: the slow path decides
-        return None
-    desc: bytes | None = _describe(capsule, dl[0], dl[1])
-    return desc
-
-
-def describe_numpy(arr: Any, writeable: bool) -> bytes | None:
-    """describe_torch for a numpy array (a read-only one needs numpy >= 2.1,
-    whose versioned capsules can say so)."""
-    dl = numpy_dl_dtype(arr.dtype)
-    if dl is None:
-        return None
-    try:
-        capsule = arr.__dlpack__() if writeable else arr.__dlpack__(max_version=(1, 0))
-    except Exception:
+    except Exception:  # no storage or strides (sparse, nested...): the slow path decides
         return None
     desc: bytes | None = _describe(capsule, dl[0], dl[1])
     return desc
@@ -520,22 +413,28 @@ def describe_numpy(arr: Any, writeable: bool) -> bytes | None:
 
 def decode_torch(torch: Any, desc: Any, flags: int) -> Any:
     """decode("torch", desc, flags) of a one-frame descriptor, in one C call."""
-    _raise_nofile()
+    if not _nofile_done:
+        _raise_nofile()
     got = _decode_capsule(desc)
     if got is None:
         raise TensorDescriptorError(f"refused a tensor descriptor: {last_error()}")
     capsule, device = got
     if device == KDL_CUDA:
         torch.cuda.init()  # on failure the unused capsule's destructor frees it
-    t = _from_dlpack(torch)(capsule)
+    t = (_torch_from_dlpack or _from_dlpack(torch))(capsule)
     if flags & FLAG_REQUIRES_GRAD and (t.is_floating_point() or t.is_complex()):
         t.requires_grad_(True)
     return t
 
 
+_torch_from_dlpack: Any = None
+
+
 def _from_dlpack(torch: Any) -> Any:
     # torch.from_dlpack hands a capsule to this after a few Python checks.
-    return getattr(torch._C, "_from_dlpack", None) or torch.from_dlpack
+    global _torch_from_dlpack
+    _torch_from_dlpack = getattr(torch._C, "_from_dlpack", None) or torch.from_dlpack
+    return _torch_from_dlpack
 
 
 # -- CUDA -----------------------------------------------------------------------
@@ -723,8 +622,11 @@ FLAG_READ_ONLY = 2
 def decode(kind: str, desc: Any, flags: int, chunks: list[Any] | None = None) -> Any:
     """The array or tensor a descriptor names (validated by C); chunks: the
     frames of a chunked inline descriptor."""
-    if kind == "torch" and chunks is None and "torch" in sys.modules:
-        return decode_torch(sys.modules["torch"], desc, flags)
+    if chunks is None:
+        if kind == "torch" and "torch" in sys.modules:
+            return decode_torch(sys.modules["torch"], desc, flags)
+        if kind == "numpy" and "numpy" in sys.modules:
+            return decode_numpy(sys.modules["numpy"], desc, flags)
     _raise_nofile()
     data = ffi.from_buffer(desc)
     size = len(desc)
@@ -765,23 +667,17 @@ def decode(kind: str, desc: Any, flags: int, chunks: list[Any] | None = None) ->
             "received a numpy array, but numpy is not importable in this process "
             "(an extension needs numpy in its dependencies)",
         )
+        read_only = 1 if flags & FLAG_READ_ONLY else 0
         m = (
-            lib.pyi_tensor_decode_versioned(data, size, 0)
+            lib.pyi_tensor_decode_versioned(data, size, read_only)
             if chunks is None
-            else lib.pyi_tensor_decode_chunked_versioned(data, size, ptrs, sizes, len(keep), 0)
+            else lib.pyi_tensor_decode_chunked_versioned(
+                data, size, ptrs, sizes, len(keep), read_only
+            )
         )
         if m == ffi.NULL:
             raise TensorDescriptorError(f"refused an array descriptor: {last_error()}")
-        if m.dl_tensor.device.device_type != KDL_CPU:
-            m.deleter(m)
-            raise TensorDescriptorError(
-                "refused an array descriptor: a numpy array must be "
-                "in host memory, this one names a CUDA region"
-            )
-        arr = numpy_from_versioned(np, m)
-        if flags & FLAG_READ_ONLY:
-            arr.flags.writeable = False
-        return arr
+        return numpy_from_versioned(np, m)
     raise TensorDescriptorError(f"unknown shared value kind {kind!r}")
 
 

@@ -110,7 +110,7 @@ class Shm(ExtensionBase):
         """Return x with its descriptor spoiled (a hostile peer)."""
         from pyisolate import _tensors
 
-        orig = _tensors._pack, _tensors._describe
+        orig = _tensors._pack, _tensors._describe, _tensors.describe_array
 
         def spoil(desc):
             if desc is None:
@@ -137,12 +137,16 @@ class Shm(ExtensionBase):
                 d[1] = [2, 0]
             return msgpack.packb(d)
 
-        # Both ways a descriptor is made: the slow path and the one C call.
+        def spoil_array(got):
+            return None if got is None else (spoil(got[0]), got[1])
+
+        # Every way a descriptor is made: the slow path and the C calls.
         _tensors._pack = lambda t: spoil(orig[0](t))
         _tensors._describe = lambda *a: spoil(orig[1](*a))
+        _tensors.describe_array = lambda a: spoil_array(orig[2](a))
 
         def restore():
-            _tensors._pack, _tensors._describe = orig
+            _tensors._pack, _tensors._describe, _tensors.describe_array = orig
 
         asyncio.get_running_loop().call_soon(restore)
         return x

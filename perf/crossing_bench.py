@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""Repeated tensor crossings against a small call, beside a zero-copy floor
+(issue 12).
+
+- **ours**: one echo extension (``share_torch=True``). A turn times
+  ``--calls`` one-at-a-time calls of ``echo(1)``, then of ``echo(x)`` for
+  each shared tensor x (torch and numpy, 4 KiB and 64 MiB) that crossed
+  before.
+- **zero-copy floor**: the suite's asyncio floor (a second process echoing
+  over a Unix socket pair; call ids, futures and a reader task), plus one
+  shared mapping (a memfd both processes map). An int crosses pickled, as
+  in the floor. A tensor crosses as (offset, shape, strides) into that
+  mapping, and each side makes its own tensor object over it
+  (``Tensor.as_strided``, ``np.ndarray(buffer=...)``) after reading the
+  sent one's address, shape and strides: the least that any design which
+  hands the receiver a tensor without copying must do per crossing, with
+  no validation, lifetime or dtype handling.
+
+The two take turns; each row's ratio is its p50 over the p50 of ``echo(1)``
+of the same system in the same turn, and the median over turns is printed,
+with the goal line of issue 12 (a repeated crossing <= 1.2x a small call).
+
+    .venv/bin/python perf/crossing_bench.py [--calls 400] [--rounds 8]
+
+A tool to run by hand, like the rest of ``perf/``: it prints numbers and
+fails only when something does not work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import mmap
+import os
+import pickle
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EXT_SOURCE = """
+from pyisolate import ExtensionBase
+
+
+class Echo(ExtensionBase):
+    async def echo(self, value):
+        return value
+"""
+
+MiB = 1 << 20
+SIZES = {"4 KiB": 4096, "64 MiB": 64 * MiB}
+MAPPING = 65 * MiB  # the floor's shared mapping: each size at its own offset
+OFFSETS = {"4 KiB": 0, "64 MiB": MiB}
+
+
+# -- the zero-copy floor ---------------------------------------------------------
+def _base(lib: str, fd: int) -> tuple[Any, int]:
+    """A float32 tensor over the whole mapping, and its address."""
+    mm = mmap.mmap(fd, MAPPING)
+    if lib == "torch":
+        import torch
+
+        t = torch.frombuffer(mm, dtype=torch.float32)
+        return t, t.data_ptr()
+    a = np.frombuffer(mm, dtype=np.float32)
+    return a, a.__array_interface__["data"][0]
+
+
+def _name(lib: str, x: Any, at: int) -> bytes:
+    """b"t" + (lib, offset, ndim, shape, strides) of x, in elements."""
+    if lib == "torch":
+        off, shape, strides = (x.data_ptr() - at) // 4, tuple(x.shape), x.stride()
+    else:
+        off = (x.__array_interface__["data"][0] - at) // 4
+        shape, strides = x.shape, tuple(s // 4 for s in x.strides)
+    n = len(shape)
+    return struct.pack(f"<sBqB{2 * n}q", b"t", lib == "torch", off, n, *shape, *strides)
+
+
+def _make(bases: dict[str, Any], body: bytes) -> Any:
+    """The receiver's tensor object over the mapping that body names."""
+    is_torch, off, n = struct.unpack_from("<Bqb", body, 1)
+    dims = struct.unpack_from(f"<{2 * n}q", body, 11)
+    shape, strides = dims[:n], dims[n:]
+    if is_torch:
+        return bases["torch"].as_strided(shape, strides, off)
+    return np.ndarray(shape, np.float32, bases["numpy"], off * 4, tuple(s * 4 for s in strides))
+
+
+def serve(sock_fd: int, map_fd: int, libs: list[str]) -> None:
+    """The floor's echo process: ints and bytes back as they came, a tensor
+    made here and named back."""
+    bases = {lib: _base(lib, map_fd) for lib in libs}
+    objs = {lib: b for lib, (b, _) in bases.items()}
+
+    async def run() -> None:
+        r, w = await asyncio.open_unix_connection(sock=socket.socket(fileno=sock_fd))
+        try:
+            while True:
+                hdr = await r.readexactly(16)
+                cid, n = struct.unpack("<QQ", hdr)
+                body = await r.readexactly(n)
+                if body[:1] == b"t":
+                    x = _make(objs, body)  # the extension's argument...
+                    lib = "torch" if body[1] else "numpy"
+                    body = _name(lib, x, bases[lib][1])  # ...is its return value
+                    del x
+                w.write(struct.pack("<QQ", cid, len(body)))
+                w.write(body)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+
+    asyncio.run(run())
+
+
+class ZeroCopyFloor:
+    """The client side of the floor: echo(x) as _Framed in peer_adapter.py."""
+
+    def __init__(self, libs: list[str]) -> None:
+        self.libs = libs
+        self.futs: dict[int, asyncio.Future[Any]] = {}
+        self.next_id = 0
+
+    async def start(self) -> None:
+        self.map_fd = os.memfd_create("pyi-crossing-floor")
+        os.ftruncate(self.map_fd, MAPPING)
+        self.bases = {lib: _base(lib, self.map_fd) for lib in self.libs}
+        self.objs = {lib: b for lib, (b, _) in self.bases.items()}
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(b.fileno()), str(self.map_fd),
+             ",".join(self.libs)],
+            pass_fds=[b.fileno(), self.map_fd],
+        )
+        b.close()
+        self.reader, self.writer = await asyncio.open_unix_connection(sock=a)
+        self.task = asyncio.ensure_future(self._read_loop())
+
+    def tensor(self, lib: str, size: str) -> Any:
+        return self.objs[lib][OFFSETS[size] // 4 :][: SIZES[size] // 4]
+
+    async def echo(self, x: Any) -> Any:
+        self.next_id += 1
+        cid = self.next_id
+        fut = asyncio.get_running_loop().create_future()
+        self.futs[cid] = fut
+        if isinstance(x, int):
+            body = b"i" + pickle.dumps(x, protocol=5)
+        else:
+            lib = "numpy" if isinstance(x, np.ndarray) else "torch"
+            body = _name(lib, x, self.bases[lib][1])
+        self.writer.write(struct.pack("<QQ", cid, len(body)))
+        self.writer.write(body)
+        return await fut
+
+    async def _read_loop(self) -> None:
+        r = self.reader
+        while True:
+            cid, n = struct.unpack("<QQ", await r.readexactly(16))
+            body = await r.readexactly(n)
+            f = self.futs.pop(cid)
+            f.set_result(_make(self.objs, body) if body[:1] == b"t" else pickle.loads(body[1:]))
+
+    async def close(self) -> None:
+        self.task.cancel()
+        self.writer.close()
+        await self.writer.wait_closed()
+        await asyncio.get_running_loop().run_in_executor(None, self.proc.wait, 5)
+        os.close(self.map_fd)
+
+
+# -- the measurement ---------------------------------------------------------------
+async def p50(echo: Callable[[Any], Awaitable[Any]], x: Any, calls: int) -> float:
+    """Median microseconds of calls one-at-a-time echo(x)."""
+    pc = time.perf_counter
+    times = []
+    for _ in range(calls):
+        t0 = pc()
+        await echo(x)
+        times.append(pc() - t0)
+    return statistics.median(times) * 1e6
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--calls", type=int, default=400, help="calls per row per turn")
+    ap.add_argument("--rounds", type=int, default=8, help="turns of each system")
+    args = ap.parse_args()
+
+    import pyisolate
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    libs = ["numpy"] + (["torch"] if torch is not None else [])
+    with tempfile.TemporaryDirectory(prefix="pyi-crossing-") as tmp:
+        ext_dir = Path(tmp) / "echo_ext"
+        ext_dir.mkdir()
+        (ext_dir / "__init__.py").write_text(EXT_SOURCE)
+        mgr = pyisolate.ExtensionManager(
+            pyisolate.ExtensionBase,
+            pyisolate.ExtensionManagerConfig(venv_root_path=str(Path(tmp) / "venvs")),
+        )
+        ext = await mgr.load_extension(
+            pyisolate.ExtensionConfig(
+                name="crossing", module_path=str(ext_dir), dependencies=[],
+                share_torch=torch is not None,
+            )
+        )
+        floor = ZeroCopyFloor(libs)
+        await floor.start()
+        try:
+            ours_args = {"int": 1}
+            floor_args = {"int": 1}
+            for lib in libs:
+                for size, nbytes in SIZES.items():
+                    if lib == "torch":
+                        ours_args[f"{lib} {size}"] = torch.ones(nbytes // 4)
+                    else:
+                        ours_args[f"{lib} {size}"] = pyisolate.share(np.ones(nbytes // 4, np.float32))
+                    floor_args[f"{lib} {size}"] = floor.tensor(lib, size)
+            systems = {"ours": (ext.echo, ours_args), "zero-copy floor": (floor.echo, floor_args)}
+            for echo, xs in systems.values():  # first crossings and warm-up, untimed
+                for x in xs.values():
+                    for _ in range(50):
+                        await echo(x)
+            ratios: dict[str, dict[str, list[float]]] = {s: {} for s in systems}
+            p50s: dict[str, dict[str, list[float]]] = {s: {} for s in systems}
+            order = list(systems)
+            for r in range(args.rounds):
+                for name in order if r % 2 == 0 else order[::-1]:
+                    echo, xs = systems[name]
+                    got = {row: await p50(echo, x, args.calls) for row, x in xs.items()}
+                    for row, us in got.items():
+                        p50s[name].setdefault(row, []).append(us)
+                        ratios[name].setdefault(row, []).append(us / got["int"])
+        finally:
+            await floor.close()
+            await mgr.stop_all()
+
+    med = statistics.median
+    print(f"{args.rounds} turns of {args.calls} calls per row; p50 in us, and over the "
+          "same system's int call in the same turn (median of turns)")
+    print(f"{'row':16s} {'ours':>18s} {'zero-copy floor':>22s}")
+    for row in ours_args:
+        o, f = "ours", "zero-copy floor"
+        print(f"{row:16s} {med(p50s[o][row]):8.1f} {med(ratios[o][row]):6.2f}x "
+              f"{med(p50s[f][row]):12.1f} {med(ratios[f][row]):6.2f}x")
+    rows = [row for row in ours_args if row != "int"]
+    worst = {s: max(rows, key=lambda row: med(ratios[s][row])) for s in systems}
+    ours_w = med(ratios["ours"][worst["ours"]])
+    floor_w = med(ratios["zero-copy floor"][worst["zero-copy floor"]])
+    print(f"[12] repeated crossing <= 1.2x a small call: {'PASS' if ours_w <= 1.2 else 'MISS'} "
+          f"(ours worst {ours_w:.2f}x, {worst['ours']}; the zero-copy floor's worst "
+          f"{floor_w:.2f}x, {worst['zero-copy floor']}; ours/floor {ours_w / floor_w:.2f})")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
+        serve(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(","))
+    else:
+        asyncio.run(main())
