@@ -28,6 +28,7 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -134,6 +135,20 @@ async def _cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
 
 def _no_events(event: LifecycleEvent) -> None:
     pass
+
+
+_get_ident = threading.get_ident
+
+
+def _running_here(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether loop runs the caller: asyncio.get_running_loop() is loop,
+    without its getpid() (Python 3.11 makes that system call at every
+    get_running_loop). asyncio's loops note the thread that runs them, and
+    a thread runs one loop at a time; another loop class asks asyncio."""
+    thread = getattr(loop, "_thread_id", _get_ident)
+    if thread is _get_ident:
+        return asyncio.get_running_loop() is loop
+    return bool(thread == _get_ident())
 
 
 _STOPPING = (State.STOPPING, State.STOPPED)
@@ -358,7 +373,7 @@ class InProcess(Launcher):
     async def call(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
     ) -> Any:
-        if asyncio.get_running_loop() is not self._loop or self.state is not _READY:
+        if not _running_here(self._loop) or self.state is not _READY:
             await self._admit()
         fn = getattr(self._instance, method)
         if timeout:
@@ -436,7 +451,7 @@ class _Served(Launcher):
                 if timeout:
                     timeout = max(timeout - (self._loop.time() - start), 0.001)
                 return await target.call(method, args, kwargs, timeout)
-        if asyncio.get_running_loop() is not self._loop or self.state is not _READY:
+        if not _running_here(self._loop) or self.state is not _READY:
             await self._admit()
             if self.state in _GONE:
                 raise ExtensionCrashed(
