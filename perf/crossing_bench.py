@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import mmap
 import os
 import pickle
@@ -189,12 +190,9 @@ async def p50(echo: Callable[[Any], Awaitable[Any]], x: Any, calls: int) -> floa
     return statistics.median(times) * 1e6
 
 
-async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--calls", type=int, default=400, help="calls per row per turn")
-    ap.add_argument("--rounds", type=int, default=8, help="turns of each system")
-    args = ap.parse_args()
-
+async def measure(calls: int, rounds: int) -> dict[str, Any]:
+    """Both systems, taking turns: for each row, each system's p50s (us) and
+    ratios over its int call per turn, and their medians."""
     import pyisolate
 
     try:
@@ -210,17 +208,17 @@ async def main() -> None:
             pyisolate.ExtensionBase,
             pyisolate.ExtensionManagerConfig(venv_root_path=str(Path(tmp) / "venvs")),
         )
-        ext = await mgr.load_extension(
-            pyisolate.ExtensionConfig(
-                name="crossing", module_path=str(ext_dir), dependencies=[],
-                share_torch=torch is not None,
-            )
-        )
         floor = ZeroCopyFloor(libs)
-        await floor.start()
         try:
-            ours_args = {"int": 1}
-            floor_args = {"int": 1}
+            ext = await mgr.load_extension(
+                pyisolate.ExtensionConfig(
+                    name="crossing", module_path=str(ext_dir), dependencies=[],
+                    share_torch=torch is not None,
+                )
+            )
+            await floor.start()
+            ours_args: dict[str, Any] = {"int": 1}
+            floor_args: dict[str, Any] = {"int": 1}
             for lib in libs:
                 for size, nbytes in SIZES.items():
                     if lib == "torch":
@@ -233,39 +231,56 @@ async def main() -> None:
                 for x in xs.values():
                     for _ in range(50):
                         await echo(x)
-            ratios: dict[str, dict[str, list[float]]] = {s: {} for s in systems}
-            p50s: dict[str, dict[str, list[float]]] = {s: {} for s in systems}
+            out: dict[str, Any] = {row: {s: {"p50": [], "ratio": []} for s in systems}
+                                   for row in ours_args}
             order = list(systems)
-            for r in range(args.rounds):
+            for r in range(rounds):
                 for name in order if r % 2 == 0 else order[::-1]:
                     echo, xs = systems[name]
-                    got = {row: await p50(echo, x, args.calls) for row, x in xs.items()}
+                    got = {row: await p50(echo, x, calls) for row, x in xs.items()}
                     for row, us in got.items():
-                        p50s[name].setdefault(row, []).append(us)
-                        ratios[name].setdefault(row, []).append(us / got["int"])
+                        out[row][name]["p50"].append(us)
+                        out[row][name]["ratio"].append(us / got["int"])
         finally:
-            await floor.close()
+            if hasattr(floor, "proc"):
+                await floor.close()
             await mgr.stop_all()
+    for cells in out.values():
+        for cell in cells.values():
+            cell["median_p50"] = statistics.median(cell["p50"])
+            cell["median_ratio"] = statistics.median(cell["ratio"])
+    worst = {}
+    for name in systems:
+        row = max((r for r in out if r != "int"), key=lambda r: out[r][name]["median_ratio"])
+        worst[name] = {"row": row, "ratio": out[row][name]["median_ratio"]}
+    return {"calls": calls, "rounds": rounds, "rows": out, "worst": worst}
 
-    med = statistics.median
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--calls", type=int, default=400, help="calls per row per turn")
+    ap.add_argument("--rounds", type=int, default=8, help="turns of each system")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+    res = asyncio.run(measure(args.calls, args.rounds))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1))
+    o, f = "ours", "zero-copy floor"
     print(f"{args.rounds} turns of {args.calls} calls per row; p50 in us, and over the "
           "same system's int call in the same turn (median of turns)")
-    print(f"{'row':16s} {'ours':>18s} {'zero-copy floor':>22s}")
-    for row in ours_args:
-        o, f = "ours", "zero-copy floor"
-        print(f"{row:16s} {med(p50s[o][row]):8.1f} {med(ratios[o][row]):6.2f}x "
-              f"{med(p50s[f][row]):12.1f} {med(ratios[f][row]):6.2f}x")
-    rows = [row for row in ours_args if row != "int"]
-    worst = {s: max(rows, key=lambda row: med(ratios[s][row])) for s in systems}
-    ours_w = med(ratios["ours"][worst["ours"]])
-    floor_w = med(ratios["zero-copy floor"][worst["zero-copy floor"]])
-    print(f"[12] repeated crossing <= 1.2x a small call: {'PASS' if ours_w <= 1.2 else 'MISS'} "
-          f"(ours worst {ours_w:.2f}x, {worst['ours']}; the zero-copy floor's worst "
-          f"{floor_w:.2f}x, {worst['zero-copy floor']}; ours/floor {ours_w / floor_w:.2f})")
+    print(f"{'row':16s} {o:>18s} {f:>22s}")
+    for row, cells in res["rows"].items():
+        print(f"{row:16s} {cells[o]['median_p50']:8.1f} {cells[o]['median_ratio']:6.2f}x "
+              f"{cells[f]['median_p50']:12.1f} {cells[f]['median_ratio']:6.2f}x")
+    w = res["worst"]
+    print(f"[12] repeated crossing <= 1.2x a small call: "
+          f"{'PASS' if w[o]['ratio'] <= 1.2 else 'MISS'} (ours worst {w[o]['ratio']:.2f}x, "
+          f"{w[o]['row']}; the zero-copy floor's worst {w[f]['ratio']:.2f}x, {w[f]['row']}; "
+          f"ours/floor {w[o]['ratio'] / w[f]['ratio']:.2f})")
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--serve":
         serve(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(","))
     else:
-        asyncio.run(main())
+        main()

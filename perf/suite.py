@@ -14,7 +14,10 @@ One run, one machine, the same workloads on:
 - ``c-socketpair`` and ``c-zmq``: the C floors, from ``build/perf/pyi_bench
   --quick --samples --json`` run in the same suite in two halves, one before
   the Python rows and one after them, their samples merged (built with
-  ``make c`` if missing).
+  ``make c`` if missing);
+- ``perf/crossing_bench.py``, run last in its own process: ours' repeated
+  tensor crossings beside a zero-copy floor's, whose ratios the goal line of
+  issue 12 on repeated crossings quotes (``crossing.json``).
 
 Each Python system is a host process running perf/peer_adapter.py; the
 suite sends every system the same command in turn, in alternating order
@@ -79,19 +82,22 @@ MODES = {
                  sizes=[4 * KiB, 1 * MiB], first_n=2, rep_n=10,
                  depths=[1, 8, 64, 512], tp_calls=1024, tp_rounds=1,
                  nested_n=5, startup_rounds=1, mem_ks=[1, 2],
-                 shm_k=2, shm_bytes=4 * MiB, c_bench=False, tensor_budget=0.5),
+                 shm_k=2, shm_bytes=4 * MiB, c_bench=False, tensor_budget=0.5,
+                 crossing=(2, 30)),
     "quick": dict(rounds=4, small_n=400, small_1m_n=25,
                   sizes=[4 * KiB, 1 * MiB, 64 * MiB, "8k", 1 * GiB],
                   first_n=None, rep_n=60,
                   depths=[1, 8, 64, 512], tp_calls=3000, tp_rounds=2,
                   nested_n=30, startup_rounds=1, mem_ks=[1, 10],
-                  shm_k=4, shm_bytes=1 * GiB, c_bench=True, tensor_budget=0.25),
+                  shm_k=4, shm_bytes=1 * GiB, c_bench=True, tensor_budget=0.25,
+                  crossing=(6, 300)),
     "full": dict(rounds=10, small_n=1000, small_1m_n=100,
                  sizes=[4 * KiB, 1 * MiB, 64 * MiB, "8k", 1 * GiB, 4 * GiB],
                  first_n=None, rep_n=300,
                  depths=[1, 8, 64, 512], tp_calls=10000, tp_rounds=5,
                  nested_n=100, startup_rounds=3, mem_ks=[1, 10, 50],
-                 shm_k=10, shm_bytes=1 * GiB, c_bench=True, tensor_budget=3.0),
+                 shm_k=10, shm_bytes=1 * GiB, c_bench=True, tensor_budget=3.0,
+                 crossing=(12, 400)),
 }
 
 
@@ -437,6 +443,20 @@ class Suite:
                     self.add_row("tensors", f"{lib} {label(size)} {case}", "us",
                                  self.finish(m), lib=lib, bytes=b, case=case)
 
+    def crossing(self):
+        """perf/crossing_bench.py: ours' repeated crossings beside the
+        zero-copy floor's, for the goal line (its own process, own turns)."""
+        rounds, calls = self.p["crossing"]
+        log(f"crossing_bench: {rounds} turns of {calls} calls per row")
+        path = self.out / "crossing.json"
+        rc, out = run_cmd([sys.executable, str(ROOT / "perf" / "crossing_bench.py"),
+                           "--rounds", str(rounds), "--calls", str(calls), "--json", str(path)],
+                          timeout=900)
+        if rc != 0 or not path.exists():
+            self.meta["crossing"] = {"error": out.strip()[-500:]}
+            return
+        self.meta["crossing"] = json.loads(path.read_text())
+
     def throughput(self):
         p = self.p
         for depth in p["depths"]:
@@ -609,7 +629,7 @@ class Suite:
                                  "torch_cuda": i.get("torch_cuda")}
             log(f"CUDA rows: {i.get('cuda_device')} (torch {i.get('torch')})")
         steps = (self.small, self.throughput, self.nested, self.startup, self.memory,
-                 self.tensors)
+                 self.tensors, self.crossing)
         if self.cuda_only:
             steps = (self.small, self.tensors)
         try:
@@ -735,6 +755,24 @@ class Suite:
                 gone = [n for n in (num, den) if n and "p50" not in r["systems"].get(n, {})]
                 missing.append(f"{r['row']} ({'; '.join(self.cell_why(r, n) for n in gone)})")
         return got, missing
+
+    def crossing_floor(self, lib: str) -> str:
+        """The goal line's context: the same ratio for the zero-copy floor
+        and for ours in crossing_bench's own turns (docs in that file)."""
+        c = self.meta.get("crossing")
+        if not c:
+            return ""
+        if "error" in c:
+            return f"; crossing_bench failed: {c['error'][-200:]}"
+        rows = {k: v for k, v in c["rows"].items() if k.startswith(lib + " ")}
+        if not rows:
+            return ""
+
+        def worst(name):
+            return max(v[name]["median_ratio"] for v in rows.values())
+
+        return (f"; crossing_bench: ours worst {worst('ours'):.2f}x, the zero-copy floor's "
+                f"{worst('zero-copy floor'):.2f}x (the least any zero-copy design does)")
 
     def goals(self) -> list[dict]:
         g = []
@@ -873,7 +911,8 @@ class Suite:
             add(goal, ok, w[1] if w else None,
                 (f"worst {w[1]:.2f}x ({w[0]}); limit 1.2x; " if w else "")
                 + ", ".join(f"{k} {v:.2f}x" for k, v in got)
-                + (f"; NOT MEASURED: {', '.join(missing)}" if missing else ""))
+                + (f"; NOT MEASURED: {', '.join(missing)}" if missing else "")
+                + self.crossing_floor(lib))
         first = row("tensors", lambda r: r["lib"] == "torch" and r["case"] == "first"
                     and r["bytes"] == GiB)
         if first:

@@ -85,6 +85,20 @@ def test_every_workload_has_a_number(suite_run):
     assert data["meta"]["cpus"] and data["meta"]["python"]
 
 
+def test_the_crossing_goal_quotes_the_zero_copy_floor(suite_run):
+    """crossing_bench ran in the suite: both systems have a ratio for every
+    row, and the repeated-crossing goal line quotes them."""
+    out, stdout = suite_run
+    data = json.loads((out / "suite.json").read_text())
+    rows = data["meta"]["crossing"]["rows"]
+    assert {"int", "numpy 4 KiB", "numpy 64 MiB"} <= set(rows)
+    for row, cells in rows.items():
+        for system in ("ours", "zero-copy floor"):
+            assert cells[system]["median_ratio"] > 0, (row, system)
+    line = next(g for g in data["goals"] if g["goal"].startswith("[12] repeated numpy"))
+    assert "the zero-copy floor's" in line["detail"]
+
+
 def test_start_up_and_memory_both_ways_of_share_torch(suite_run):
     out, _ = suite_run
     rows = json.loads((out / "suite.json").read_text())["rows"]
