@@ -20,7 +20,11 @@ The two take turns; each row's ratio is its p50 over the p50 of ``echo(1)``
 of the same system in the same turn, and the median over turns is printed,
 with the goal line of issue 12 (a repeated crossing <= 1.2x a small call).
 
-    .venv/bin/python perf/crossing_bench.py [--calls 400] [--rounds 8]
+    .venv/bin/python perf/crossing_bench.py [--calls 400] [--rounds 8] [--json PATH]
+    .venv/bin/python perf/crossing_bench.py --parts
+
+``--parts`` times each step of a crossing in one process instead, back to
+back and after a 200 us sleep (the cold caches of an echo's wake-up).
 
 A tool to run by hand, like the rest of ``perf/``: it prints numbers and
 fails only when something does not work.
@@ -256,12 +260,67 @@ async def measure(calls: int, rounds: int) -> dict[str, Any]:
     return {"calls": calls, "rounds": rounds, "rows": out, "worst": worst}
 
 
+def parts(n: int) -> None:
+    """Each step of a repeated crossing in this process, hot (back to back)
+    and cold (after a 200 us sleep, as between the calls of an echo: the
+    caches hold other work by then), beside the floor's steps."""
+    import pyisolate
+    from pyisolate import _tensors
+
+    def timed(f: Callable[[], Any], cold: bool) -> float:
+        times = []
+        for _ in range(n):
+            if cold:
+                time.sleep(0.0002)
+            t0 = time.perf_counter_ns()
+            f()
+            times.append(time.perf_counter_ns() - t0)
+        return statistics.median(times) / 1000
+
+    def decoder(kind: str, describe: Callable[[], bytes]) -> Callable[[], Any]:
+        """decode of descriptors made beforehand (4n: hot and cold runs)."""
+        made = iter([describe() for _ in range(4 * n)])
+        return lambda: _tensors.decode(kind, next(made), 0)
+
+    a = pyisolate.share(np.ones(1024, np.float32))
+    base = np.ones(2048, np.float32)
+    steps: dict[str, Callable[[], Any]] = {
+        "nothing (the timer)": lambda: None,
+        "numpy: describe + decode": lambda: _tensors.decode("numpy", _tensors.describe_array(a)[0], 0),
+        "numpy: decode (receiver)": decoder("numpy", lambda: _tensors.describe_array(a)[0]),
+        "floor numpy: np.ndarray over a mapping": lambda: np.ndarray((1024,), np.float32, base, 0),
+    }
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        t = pyisolate.share(torch.ones(1024))
+        big = torch.ones(2048)
+        steps.update({
+            "torch: describe + decode": lambda: _tensors.decode(
+                "torch", _tensors.describe_torch(torch, t), 0),
+            "torch: decode (receiver)": decoder("torch", lambda: _tensors.describe_torch(torch, t)),
+            "torch: _to_dlpack (part of describe)": lambda: torch._C._to_dlpack(t),
+            "floor torch: as_strided": lambda: big.as_strided((1024,), (1,), 0),
+            "floor torch: data_ptr, shape, stride": lambda: (t.data_ptr(), t.shape, t.stride()),
+        })
+    print(f"{'step':40s} {'hot us':>8s} {'cold us':>8s}  (median of {n})")
+    for name, f in steps.items():
+        print(f"{name:40s} {timed(f, False):8.2f} {timed(f, True):8.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--calls", type=int, default=400, help="calls per row per turn")
     ap.add_argument("--rounds", type=int, default=8, help="turns of each system")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--parts", action="store_true",
+                    help="instead: each step of a crossing in one process, hot and cold")
     args = ap.parse_args()
+    if args.parts:
+        parts(2000)
+        return
     res = asyncio.run(measure(args.calls, args.rounds))
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))

@@ -144,32 +144,6 @@ def test_handle_without_await_waits_for_ready(venv_root) -> None:
     run(main())
 
 
-def test_a_call_from_another_loop_is_refused(venv_root) -> None:
-    """An extension answers only the loop that loaded it: a call from a loop
-    in another thread, or from a later loop in the same thread, raises a
-    clear error (and the extension still serves its own loop)."""
-
-    async def other_loop(ext) -> None:
-        with pytest.raises(RuntimeError, match="another event loop"):
-            await ext.echo(1)
-
-    local = []
-
-    async def main() -> None:
-        async with manager(venv_root) as mgr:
-            for isolated, name in ((True, "basic"), (False, "local")):
-                ext = await mgr.load_extension(ext_config(name, "basic", isolated=isolated))
-                assert await ext.echo(1) == 1
-                await asyncio.to_thread(asyncio.run, other_loop(ext))
-                assert await ext.echo(2) == 2
-                local.append(ext)
-
-    run(main())
-    # a later loop of this thread: the one that loaded them has ended
-    for ext in local:
-        asyncio.run(other_loop(ext))
-
-
 def test_sync_and_async_methods(venv_root) -> None:
     async def main() -> None:
         async with manager(venv_root) as mgr:
@@ -365,3 +339,30 @@ def test_pickle_only_when_the_extension_allows_it(venv_root) -> None:
     evil = msgpack.packb(msgpack.ExtType(EXT_PICKLE, b"cos\nsystem\n(S'true'\ntR."))
     with pytest.raises(TypeError, match="allow_pickle"):
         codec.loads(evil, [])
+
+
+def test_a_call_from_another_loop_is_refused(venv_root) -> None:
+    """An extension answers only the loop that loaded it: a call from a loop
+    in another thread, or from a later loop in the same thread, raises a
+    clear error (and the extension still serves its own loop). Last in this
+    file: the in-process one leaves its module imported here."""
+
+    async def other_loop(ext) -> None:
+        with pytest.raises(RuntimeError, match="another event loop"):
+            await ext.echo(1)
+
+    local = []
+
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            for isolated, name in ((True, "basic"), (False, "local")):
+                ext = await mgr.load_extension(ext_config(name, "basic", isolated=isolated))
+                assert await ext.echo(1) == 1
+                await asyncio.to_thread(asyncio.run, other_loop(ext))
+                assert await ext.echo(2) == 2
+                local.append(ext)
+
+    run(main())
+    # a later loop of this thread: the one that loaded them has ended
+    for ext in local:
+        asyncio.run(other_loop(ext))
