@@ -88,7 +88,7 @@ def test_every_workload_has_a_number(suite_run):
 def test_the_crossing_goal_quotes_the_zero_copy_floor(suite_run):
     """crossing_bench ran in the suite: both systems have a ratio for every
     row, and the repeated-crossing goal line quotes them."""
-    out, stdout = suite_run
+    out, _ = suite_run
     data = json.loads((out / "suite.json").read_text())
     rows = data["meta"]["crossing"]["rows"]
     assert {"int", "numpy 4 KiB", "numpy 64 MiB"} <= set(rows)
