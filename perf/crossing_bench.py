@@ -12,9 +12,9 @@
   in the floor. A tensor crosses as (offset, shape, strides) into that
   mapping, and each side makes its own tensor object over it
   (``Tensor.as_strided``, ``np.ndarray(buffer=...)``) after reading the
-  sent one's address, shape and strides: the least that any design which
-  hands the receiver a tensor without copying must do per crossing, with
-  no validation, lifetime or dtype handling.
+  sent one's address, shape and strides: the least that a design which
+  gives each receiver a new tensor object over the same memory does per
+  crossing, with no validation, lifetime or dtype handling.
 
 The two take turns; each row's ratio is its p50 over the p50 of ``echo(1)``
 of the same system in the same turn, and the median over turns is printed,

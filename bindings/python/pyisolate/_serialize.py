@@ -53,6 +53,9 @@ _ExtType = msgpack.ExtType
 # built and read without the packer for the common case.
 _SHARED_HEAD = {kind: msgpack.packb([kind, 0, 0])[:-2] for kind in ("torch", "numpy")}
 _SHARED_KIND = {head: kind for kind, head in _SHARED_HEAD.items()}
+# The encoders of numpy.ndarray and torch.Tensor by exact type, which the
+# packer's default hook tries first (filled when _convert meets one).
+_ARRAY_ENCODERS: dict[type, Callable[[Codec, Any, str], Any]] = {}
 _INT_MAX = 2**64 - 1
 
 # (service, object id, kind, label) for a reference, or None when the
@@ -195,6 +198,9 @@ class Codec:
         return mv.tobytes()
 
     def _default(self, obj: Any) -> Any:
+        encode = _ARRAY_ENCODERS.get(type(obj))
+        if encode is not None:
+            return encode(self, obj, "value")
         return self._convert(obj, "value")
 
     def _described(self, kind: str, desc: bytes, flags: int) -> Any:
@@ -280,14 +286,18 @@ class Codec:
         np = sys.modules.get("numpy")
         if np is not None:
             if isinstance(obj, np.ndarray):
-                return self._ndarray(obj, np, path)
+                if t is np.ndarray:
+                    _ARRAY_ENCODERS[t] = Codec._ndarray
+                return self._ndarray(obj, path)
             if isinstance(obj, np.generic):
                 # numpy scalars travel as Python scalars: the other side may
                 # have no numpy (np.float64 is a float anyway).
                 return self._convert(obj.item(), path)
         torch = sys.modules.get("torch")
         if torch is not None and isinstance(obj, torch.Tensor):
-            return self._tensor(obj, torch, path)
+            if t is torch.Tensor:
+                _ARRAY_ENCODERS[t] = Codec._tensor
+            return self._tensor(obj, path)
         ref = self._encode_ref(obj)
         if ref is not None:
             return msgpack.ExtType(EXT_REF, self._pack(list(ref)))
@@ -317,7 +327,8 @@ class Codec:
             f"callables and ProxiedSingleton instances"
         )
 
-    def _ndarray(self, obj: Any, np: Any, path: str) -> Any:
+    def _ndarray(self, obj: Any, path: str) -> Any:
+        np = sys.modules["numpy"]
         if not self._inline:
             got = _tensors.describe_array(obj)
             if got is not None:
@@ -341,7 +352,8 @@ class Codec:
         data = self._buffer(arr.reshape(-1).view(np.uint8)) if arr.size else b""
         return msgpack.ExtType(EXT_NDARRAY, self._pack([arr.dtype.str, shape, data, scalar]))
 
-    def _tensor(self, obj: Any, torch: Any, path: str) -> Any:
+    def _tensor(self, obj: Any, path: str) -> Any:
+        torch = sys.modules["torch"]
         if not self._inline:
             desc = _tensors.describe_torch(torch, obj)
             if desc is not None:
