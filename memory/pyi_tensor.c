@@ -582,6 +582,24 @@ pyi_tensor_discard (const void *data, size_t size)
     return meta.is_inline ? 0 : pyi_region_discard (meta.name);
 }
 
+int
+pyi_tensor_received (const void *data, size_t size)
+{
+    pyi_tensor_meta_t meta;
+    if (pyi_tensor_meta_parse (&meta, data, size, false))
+        return -1;
+    if (meta.is_inline) {
+        pyi_set_error ("an inline descriptor names no region");
+        return -1;
+    }
+    pyi_region_t *region = pyi_region_open (meta.name);
+    if (!region)
+        return -1;
+    pyi_region_received (region);
+    pyi_region_release (&region);
+    return 0;
+}
+
 /*  Wrapping, sharing, allocating ------------------------------------------ */
 
 static s_holder_t *

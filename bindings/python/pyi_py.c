@@ -185,6 +185,18 @@ s_decode_array (PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
+s_received (PyObject *self, PyObject *desc)
+{
+    (void) self;
+    Py_buffer view;
+    if (PyObject_GetBuffer (desc, &view, PyBUF_SIMPLE))
+        return NULL;
+    int rc = pyi_tensor_received (view.buf, (size_t) view.len);
+    PyBuffer_Release (&view);
+    return PyBool_FromLong (rc == 0);
+}
+
+static PyObject *
 s_describe_array (PyObject *self, PyObject *obj)
 {
     (void) self;
@@ -515,6 +527,8 @@ static PyMethodDef s_methods[] = {
      "An Array (numpy.asarray takes it) over a DLManagedTensorVersioned * (taken)."},
     {"decode_array", (PyCFunction) (void (*) (void)) s_decode_array, METH_FASTCALL,
      "An Array of a descriptor (read_only: a read-only one), or None (pyi_last_error)."},
+    {"received", s_received, METH_O,
+     "pyi_tensor_received of a descriptor: True when its count was taken."},
     {"describe_array", s_describe_array, METH_O,
      "(descriptor, read_only) of a buffer wholly in a region, counted in flight; or None."},
     {"decode_capsule", s_decode_capsule, METH_O,

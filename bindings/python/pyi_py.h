@@ -64,6 +64,10 @@
         describe_array (obj) -> (bytes, read_only) or None
             the descriptor of the memory obj exports by the buffer
             protocol, counted in flight, as describe does for capsules.
+        received (descriptor) -> bool
+            pyi_tensor_received: a descriptor this process sent came back
+            and the tensor it sent stands for it; True when its in-flight
+            count was taken (False: decode it instead).
 
     Handles cross as cffi pointers, checked against their type as cffi
     checks the arguments of its own functions.

@@ -96,6 +96,13 @@ PYI_EXPORT DLManagedTensorVersioned *pyi_tensor_decode_versioned (const void *da
     -1 when the descriptor is malformed or its region is gone. */
 PYI_EXPORT int pyi_tensor_discard (const void *data, size_t size);
 
+/*  A descriptor this process made coming back unchanged (the receiver
+    keeps the tensor it sent instead of decoding a new one): take its
+    message off the region's in-flight count, as pyi_tensor_decode does,
+    and make nothing. 0, or -1 when it is malformed, inline or names no
+    region. */
+PYI_EXPORT int pyi_tensor_received (const void *data, size_t size);
+
 /*  Inline form, for peers without shared memory (workers on another
     machine): the descriptor with region name "" and offset 0, followed by
     the span's bytes, in one frame. pyi_tensor_decode takes it like any

@@ -236,6 +236,32 @@ test_cheap (void)
 }
 
 static void
+test_received (void)
+{
+    TEST_BEGIN ("a descriptor that comes back: its count taken, nothing made");
+    int64_t shape [] = { 16 };
+    DLTensor t = { pyi_region_data (s_region), { kDLCPU, 0 }, 1, { kDLInt, 64, 1 },
+                   shape, NULL, 0 };
+    uint8_t buffer [PYI_TENSOR_MAX_DESCRIPTOR];
+    int size = pyi_tensor_pack (&t, buffer, sizeof buffer);
+    CHECK (size > 0);
+    CHECK_INT (pyi_region_inflight (s_region), 1);
+    CHECK_INT (pyi_tensor_received (buffer, (size_t) size), 0);
+    CHECK_INT (pyi_region_inflight (s_region), 0);
+    CHECK_INT (pyi_region_mapped (), 1);                 /* no new mapping, none dropped */
+    /*  Malformed, truncated, inline: refused, with a reason; nothing taken. */
+    CHECK (pyi_tensor_received (buffer, (size_t) size - 1) == -1 && *pyi_last_error ());
+    CHECK (pyi_tensor_received ("\x90", 1) == -1);
+    size = pyi_tensor_pack (&t, buffer, sizeof buffer);
+    size_t length = 0;
+    void *inline_copy = pyi_tensor_inline_copy (buffer, (size_t) size, &length);
+    CHECK (inline_copy);
+    CHECK (pyi_tensor_received (inline_copy, length) == -1);
+    pyi_tensor_free (inline_copy);
+    CHECK_INT (pyi_region_inflight (s_region), 0);       /* the inline copy took its count */
+}
+
+static void
 test_share (void)
 {
     TEST_BEGIN ("share, empty, wrap; memory outside regions is refused");
@@ -614,6 +640,7 @@ main (int argc, char *argv [])
     snprintf (name, sizeof name, "%s", pyi_region_name (s_region));
     test_roundtrip ();
     test_cheap ();
+    test_received ();
     test_share ();
     test_cross_process ();
     test_inline ();

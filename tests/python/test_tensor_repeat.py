@@ -86,6 +86,66 @@ def test_repeated_numpy_crossings_send_what_the_array_is_now(venv_root) -> None:
     run(main())
 
 
+def test_what_comes_back_unchanged_is_the_object_sent(venv_root) -> None:
+    """As a local call that returns its argument: an array or tensor that
+    comes back with the descriptor, kind and flags it went with is the
+    object sent (its message's count taken, nothing decoded); anything
+    else is a new object over the same memory. The counts all come back:
+    the region goes with the last object."""
+    torch = pytest.importorskip("torch")
+
+    import pyisolate
+
+    async def main() -> None:
+        async with manager(venv_root) as mgr:
+            ext = await mgr.load_extension(
+                ext_config("echo_same", "shm", share_torch=True, dependencies=["torch"])
+            )
+            a = pyisolate.share(np.arange(12.0).reshape(3, 4))
+            name = pyisolate.region_name(a)
+            assert await ext.echo(a) is a
+            v = a[::2]
+            assert await ext.echo(v) is v
+            x, y = await ext.echo((a, a))
+            assert x is a and y is a
+            # two objects with one descriptor: neither is guessed
+            w = a.view()
+            got = await ext.echo([a, w])
+            assert got[0] is not a and got[1] is not w
+            assert all(pyisolate.region_name(g) == name for g in got)
+            r = await ext.changed(a, "reverse")
+            assert r is not a and (r == a[::-1]).all() and pyisolate.region_name(r) == name
+            frozen = await ext.changed(a, "frozen")
+            assert frozen is not a and not frozen.flags.writeable and a.flags.writeable
+            t = pyisolate.share(torch.arange(6.0))
+            assert await ext.echo(t) is t
+            t.requires_grad_(True)
+            assert await ext.echo(t) is t
+            d = await ext.changed(t, "detached")
+            assert d is not t and not d.requires_grad and d.data_ptr() == t.data_ptr()
+            flipped = await ext.changed(t, "reverse")
+            assert torch.equal(flipped, t.detach().flip(0))
+            t_name = pyisolate.region_name(t)
+            del a, v, x, y, w, got, r, frozen, t, d, flipped
+            gc.collect()
+            for n in (name, t_name):
+                assert _gone(n), f"{n} left: a message's count was not taken"
+
+    run(main())
+
+
+def _gone(name: str, seconds: float = 5.0) -> bool:
+    import os
+    import time
+
+    end = time.monotonic() + seconds
+    while os.path.exists("/dev/shm" + name):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def test_the_receiver_keeps_a_region_mapped_between_crossings(venv_root) -> None:
     """Lingering (docs/tensors.md, section 3): after its last use in the
     extension, a region the host made stays mapped there without its lock,

@@ -478,6 +478,7 @@ class Node:
                 self.remote or service in self.remote_services,
             )
             marks = self.codec.marks
+            sent = self.codec.take_sent()
         except BaseException:
             self._release(refs)
             if st is not None:
@@ -538,7 +539,10 @@ class Node:
             try:
                 value = (
                     self.codec.loads(
-                        frames[0], frames[1:], self.pickle_all or service in self.pickle_services
+                        frames[0],
+                        frames[1:],
+                        self.pickle_all or service in self.pickle_services,
+                        sent,
                     )
                     if frames
                     else None

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import pickle
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import msgpack
@@ -53,6 +54,9 @@ _ExtType = msgpack.ExtType
 # built and read without the packer for the common case.
 _SHARED_HEAD = {kind: msgpack.packb([kind, 0, 0])[:-2] for kind in ("torch", "numpy")}
 _SHARED_KIND = {head: kind for kind, head in _SHARED_HEAD.items()}
+_SHARED_LEN = 9  # a compact EXT_SHARED: its head, then frame index and flags
+assert all(len(head) == _SHARED_LEN - 2 for head in _SHARED_HEAD.values())
+_NO_ECHO: Mapping[tuple[str, bytes, int], Any] = MappingProxyType({})
 # The encoders of numpy.ndarray and torch.Tensor by exact type, which the
 # packer's default hook tries first (filled when _convert meets one).
 _ARRAY_ENCODERS: dict[type, Callable[[Codec, Any, str], Any]] = {}
@@ -96,6 +100,13 @@ class Codec:
         # Whether the message being encoded or decoded may carry pickles
         # (ExtensionConfig.allow_pickle); set per message by the caller.
         self._pickle = False
+        # A request's arrays and tensors described by the fast path, as
+        # (kind, descriptor, flags, object): its answer gives back the
+        # object for a descriptor that comes back unchanged (take_sent,
+        # loads). Kept only while a request is encoded (_track).
+        self._track = False
+        self._sent_objs: list[tuple[str, bytes, int, Any]] = []
+        self._echo: Mapping[tuple[str, bytes, int], Any] = _NO_ECHO
 
     # -- encoding ---------------------------------------------------------
     def dumps(
@@ -121,11 +132,29 @@ class Codec:
     ) -> list[Any]:
         self._pickle = allow_pickle
         self._inline = inline
-        return self._encode(
-            [op, target, method, list(args), kwargs],
-            self._slow_call,
-            (op, target, method, args, kwargs),
-        )
+        self._track = True
+        try:
+            return self._encode(
+                [op, target, method, list(args), kwargs],
+                self._slow_call,
+                (op, target, method, args, kwargs),
+            )
+        finally:
+            self._track = False
+
+    def take_sent(self) -> Mapping[tuple[str, bytes, int], Any]:
+        """The arrays and tensors of the request just encoded (dumps_call)
+        that crossed by descriptor, by (kind, descriptor, flags), for
+        loads(sent=) of its answer (None where two objects had the same
+        key); the codec keeps no reference to them."""
+        if not self._sent_objs:
+            return _NO_ECHO
+        sent: dict[tuple[str, bytes, int], Any] = {}
+        for kind, desc, flags, obj in self._sent_objs:
+            key = (kind, desc, flags)
+            sent[key] = obj if sent.get(key, obj) is obj else None
+        self._sent_objs = []
+        return sent
 
     def _slow_value(self, obj: Any, where: str) -> bytes:
         out: bytes = msgpack.packb(self._convert(obj, where), strict_types=True, use_bin_type=True)
@@ -178,6 +207,7 @@ class Codec:
             self._sent = None
 
     def _unsend(self) -> None:
+        self._sent_objs = []
         sent, self._sent = self._sent, []
         for r in sent or ():
             _tensors.unsend_region(r)
@@ -203,10 +233,12 @@ class Codec:
             return encode(self, obj, "value")
         return self._convert(obj, "value")
 
-    def _described(self, kind: str, desc: bytes, flags: int) -> Any:
+    def _described(self, kind: str, desc: bytes, flags: int, obj: Any) -> Any:
         """EXT_SHARED for a descriptor of the fast path (describe_torch,
-        describe_array): a marked frame, as _shared makes."""
+        describe_array) of obj: a marked frame, as _shared makes."""
         self._counted.append(desc)
+        if self._track:
+            self._sent_objs.append((kind, desc, flags, obj))
         return self._descriptor(kind, desc, flags, True)
 
     def _descriptor(self, kind: str, desc: Any, flags: int, mark: bool) -> Any:
@@ -332,7 +364,8 @@ class Codec:
         if not self._inline:
             got = _tensors.describe_array(obj)
             if got is not None:
-                return self._described("numpy", got[0], _tensors.FLAG_READ_ONLY if got[1] else 0)
+                flags = _tensors.FLAG_READ_ONLY if got[1] else 0
+                return self._described("numpy", got[0], flags, obj)
         made = _tensors.encode_numpy(np, obj)
         if made is not None:
             return self._shared(
@@ -357,7 +390,7 @@ class Codec:
         if not self._inline:
             desc = _tensors.describe_torch(torch, obj)
             if desc is not None:
-                return self._described("torch", desc, 1 if obj.requires_grad else 0)
+                return self._described("torch", desc, 1 if obj.requires_grad else 0, obj)
         if _tensors.torch_shareable(torch, obj):
             return self._shared(
                 "torch", _tensors.encode_torch(torch, obj), 1 if obj.requires_grad else 0
@@ -379,14 +412,22 @@ class Codec:
 
     # -- decoding ---------------------------------------------------------
     def loads(
-        self, data: bytes, frames: list[Any] | None = None, allow_pickle: bool = False
+        self,
+        data: bytes,
+        frames: list[Any] | None = None,
+        allow_pickle: bool = False,
+        sent: Mapping[tuple[str, bytes, int], Any] = _NO_ECHO,
     ) -> Any:
         """Unpack a msgpack frame; ``frames`` are the message's other body
         frames (out-of-band buffers: bytearrays, or read-only memoryviews
-        from 64 KiB on)."""
+        from 64 KiB on). ``sent``: for the answer to a request, what
+        take_sent gave after encoding it: an array or tensor that comes
+        back as it went (the same descriptor, kind and flags) is the object
+        that was sent, as a local call returning its argument gives."""
         if frames is not None:
             self._in = frames
             self._pickle = allow_pickle
+            self._echo = sent
         try:
             return msgpack.unpackb(
                 data, ext_hook=self._ext_hook, strict_map_key=False, raw=False, use_list=True
@@ -394,6 +435,7 @@ class Codec:
         finally:
             if frames is not None:
                 self._in = []
+                self._echo = _NO_ECHO
 
     def _frame(self, ref: Any) -> Any:
         if isinstance(ref, int):
@@ -406,11 +448,16 @@ class Codec:
         return ref
 
     def _ext_hook(self, code: int, data: bytes) -> Any:
-        if code == EXT_SHARED and len(data) == 8:
-            kind = _SHARED_KIND.get(data[:6])
-            ref, flags = data[6], data[7]
-            if kind is not None and 1 <= ref <= len(self._in) and flags < 128:
-                return _tensors.decode(kind, self._in[ref - 1], flags)
+        if code == EXT_SHARED and len(data) == _SHARED_LEN:
+            kind = _SHARED_KIND.get(data[:-2])
+            ref, flags = data[-2], data[-1]
+            if kind is not None and 1 <= ref <= len(self._in) and ref < 128 and flags < 128:
+                desc = self._in[ref - 1]
+                if self._echo:
+                    obj = self._echo.get((kind, bytes(desc), flags))
+                    if obj is not None and _tensors.received(desc):
+                        return obj
+                return _tensors.decode(kind, desc, flags)
         if code == EXT_TUPLE:
             return tuple(self.loads(data))
         if code == EXT_SET:

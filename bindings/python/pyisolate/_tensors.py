@@ -50,6 +50,7 @@ _decode_capsule = _native_mod.decode_capsule
 _array = _native_mod.array
 _decode_array = _native_mod.decode_array
 describe_array = _native_mod.describe_array
+received = _native_mod.received
 
 # A region made by another process stays mapped here up to this long after
 # its last use, while its name lives (docs/tensors.md, section 3): a tensor

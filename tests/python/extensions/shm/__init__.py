@@ -27,6 +27,15 @@ class Shm(ExtensionBase):
     async def echo(self, x):
         return x
 
+    async def changed(self, x, how):
+        """x as another object: reversed, made read-only, or detached."""
+        if how == "reverse":
+            return x[::-1] if _lib(x) == "numpy" else x.flip(0)
+        if how == "frozen":
+            x.flags.writeable = False
+            return x
+        return x.detach()
+
     async def slow_echo(self, x, delay):
         await asyncio.sleep(delay)
         return x
