@@ -10,11 +10,12 @@
   over a Unix socket pair; call ids, futures and a reader task), plus one
   shared mapping (a memfd both processes map). An int crosses pickled, as
   in the floor. A tensor crosses as (offset, shape, strides) into that
-  mapping, and each side makes its own tensor object over it
-  (``Tensor.as_strided``, ``np.ndarray(buffer=...)``) after reading the
-  sent one's address, shape and strides: the least that a design which
-  gives each receiver a new tensor object over the same memory does per
-  crossing, with no validation, lifetime or dtype handling.
+  mapping: the sender reads the tensor's address, shape and strides, and
+  the receiver makes its own tensor object over the mapping
+  (``Tensor.as_strided``, ``np.ndarray(buffer=...)``), except that a
+  tensor which comes back as it went is the caller's own object (as in
+  ours: docs/tensors.md, section 7). The least an echo of a tensor can do
+  without a copy, with no validation, lifetime or dtype handling.
 
 The two take turns; each row's ratio is its p50 over the p50 of ``echo(1)``
 of the same system in the same turn, and the median over turns is printed,
@@ -132,6 +133,7 @@ class ZeroCopyFloor:
     def __init__(self, libs: list[str]) -> None:
         self.libs = libs
         self.futs: dict[int, asyncio.Future[Any]] = {}
+        self.sent: dict[int, tuple[bytes, Any]] = {}  # call id -> a tensor's name, the tensor
         self.next_id = 0
 
     async def start(self) -> None:
@@ -162,6 +164,7 @@ class ZeroCopyFloor:
         else:
             lib = "numpy" if isinstance(x, np.ndarray) else "torch"
             body = _name(lib, x, self.bases[lib][1])
+            self.sent[cid] = (body, x)
         self.writer.write(struct.pack("<QQ", cid, len(body)))
         self.writer.write(body)
         return await fut
@@ -172,7 +175,11 @@ class ZeroCopyFloor:
             cid, n = struct.unpack("<QQ", await r.readexactly(16))
             body = await r.readexactly(n)
             f = self.futs.pop(cid)
-            f.set_result(_make(self.objs, body) if body[:1] == b"t" else pickle.loads(body[1:]))
+            sent = self.sent.pop(cid, None)
+            if sent is not None and sent[0] == body:
+                f.set_result(sent[1])  # came back as it went: the caller's own, as ours
+            else:
+                f.set_result(_make(self.objs, body) if body[:1] == b"t" else pickle.loads(body[1:]))
 
     async def close(self) -> None:
         self.task.cancel()

@@ -772,8 +772,8 @@ class Suite:
             return max(v[name]["median_ratio"] for v in rows.values())
 
         return (f"; crossing_bench: ours worst {worst('ours'):.2f}x, the zero-copy floor's "
-                f"{worst('zero-copy floor'):.2f}x (it makes each receiver's tensor object and "
-                f"does nothing else)")
+                f"{worst('zero-copy floor'):.2f}x (it makes the extension's tensor object, names it "
+                f"back and does nothing else)")
 
     def goals(self) -> list[dict]:
         g = []
