@@ -138,15 +138,17 @@ def _no_events(event: LifecycleEvent) -> None:
 
 
 _get_ident = threading.get_ident
+_UNKNOWN = object()
 
 
 def _running_here(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether loop runs the caller: asyncio.get_running_loop() is loop,
     without its getpid() (Python 3.11 makes that system call at every
-    get_running_loop). asyncio's loops note the thread that runs them, and
-    a thread runs one loop at a time; another loop class asks asyncio."""
-    thread = getattr(loop, "_thread_id", _get_ident)
-    if thread is _get_ident:
+    get_running_loop). asyncio's loops note the thread that runs them
+    (None when stopped), and a thread runs one loop at a time; a loop
+    class that does not note it asks asyncio."""
+    thread = getattr(loop, "_thread_id", _UNKNOWN)
+    if thread is _UNKNOWN:
         return asyncio.get_running_loop() is loop
     return bool(thread == _get_ident())
 

@@ -132,6 +132,8 @@ class Codec:
     ) -> list[Any]:
         self._pickle = allow_pickle
         self._inline = inline
+        if self._sent_objs:  # an earlier request's, never taken
+            self._sent_objs = []
         self._track = True
         try:
             return self._encode(

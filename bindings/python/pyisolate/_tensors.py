@@ -72,7 +72,6 @@ _NP_KINDS = {
     "c": (5, (8, 16)),
     "b": (6, (1,)),
 }
-_NP_FROM_DL = {0: "i", 1: "u", 2: "f", 5: "c", 6: "b"}
 _np_cache: dict[Any, tuple[int, int] | None] = {}
 
 
