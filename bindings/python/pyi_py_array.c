@@ -191,7 +191,9 @@ pyi_py_array_new (DLManagedTensorVersioned *m)
     a->readonly = (m->flags & DLPACK_FLAG_BITMASK_READ_ONLY) != 0;
     snprintf (a->format, sizeof (a->format), "%s", format);
     a->data = (uint8_t *) t->data + t->byte_offset;
-    /*  Strides in bytes; NULL DLPack strides are C-contiguous. */
+    /*  Strides in bytes; NULL DLPack strides are C-contiguous. No product
+        below overflows: the decoder (and pyi_tensor_empty, share) refuse a
+        shape whose extents times the itemsize pass 2^63. */
     Py_ssize_t count = 1, step = a->itemsize;
     for (int i = t->ndim - 1; i >= 0; i--) {
         a->shape [i] = (Py_ssize_t) t->shape [i];
