@@ -658,6 +658,8 @@ class Host:
         except Skip as e:
             return {"skip": str(e)}
         out = []
+        ints = []  # pair_int: an int echo timed after each tensor echo
+        pair = c.get("pair_int")
         pc = time.perf_counter
         budget = c.get("budget", 1e9)  # seconds per turn; at least one sample
         start = pc()
@@ -666,6 +668,10 @@ class Host:
             t0 = pc()
             y = await echo(x)
             out.append(pc() - t0)
+            if pair:
+                t0 = pc()
+                await self.lib.echo(1)
+                ints.append(pc() - t0)
             if i == 0 and c.get("check"):  # outside the timing; raises if wrong
                 note = self.lib.check_tensor(lib, x, y)
                 if note:
@@ -676,7 +682,10 @@ class Host:
                 break
         if c.get("last"):
             self._clear_tensors()
-        return {"samples": out, "what": what}
+        res = {"samples": out, "what": what}
+        if pair:
+            res["int_samples"] = ints
+        return res
 
     async def op_throughput(self, c):
         depth, total = c["depth"], c["calls"]

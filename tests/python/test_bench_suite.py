@@ -97,6 +97,10 @@ def test_the_crossing_goal_quotes_the_zero_copy_floor(suite_run):
             assert cells[system]["median_ratio"] > 0, (row, system)
     line = next(g for g in data["goals"] if g["goal"].startswith("[12] repeated numpy"))
     assert "the zero-copy floor's" in line["detail"]
+    # the repeated rows' own int echo, timed in the same turns
+    rep = [r for r in data["rows"] if r["workload"] == "tensors" and r["case"] == "repeated"]
+    assert rep and all(r["systems"]["ours"]["int_p50"] > 0 for r in rep)
+    assert "paired" in line["detail"]
 
 
 def test_start_up_and_memory_both_ways_of_share_torch(suite_run):
