@@ -38,11 +38,9 @@ import asyncio
 import json
 import mmap
 import os
-import pickle
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +49,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peer_adapter import AsyncioFloor  # noqa: E402 - after the path
 
 EXT_SOURCE = """
 from pyisolate import ExtensionBase
@@ -102,8 +103,8 @@ def _make(bases: dict[str, Any], body: bytes) -> Any:
 
 
 def serve(sock_fd: int, map_fd: int, libs: list[str]) -> None:
-    """The floor's echo process: ints and bytes back as they came, a tensor
-    made here and named back."""
+    """The floor's echo process: a pickle back as it came, a tensor made
+    here and named back."""
     bases = {lib: _base(lib, map_fd) for lib in libs}
     objs = {lib: b for lib, (b, _) in bases.items()}
 
@@ -127,65 +128,43 @@ def serve(sock_fd: int, map_fd: int, libs: list[str]) -> None:
     asyncio.run(run())
 
 
-class ZeroCopyFloor:
-    """The client side of the floor: echo(x) as _Framed in peer_adapter.py."""
+class ZeroCopyFloor(AsyncioFloor):
+    """The client side of the floor: the suite's asyncio floor, whose
+    payloads are pickles (ints here) or tensor names (b"t"...)."""
 
-    def __init__(self, libs: list[str]) -> None:
+    def __init__(self, work: Path, libs: list[str]) -> None:
+        super().__init__(work)
         self.libs = libs
-        self.futs: dict[int, asyncio.Future[Any]] = {}
         self.sent: dict[int, tuple[bytes, Any]] = {}  # call id -> a tensor's name, the tensor
-        self.next_id = 0
-
-    async def start(self) -> None:
         self.map_fd = os.memfd_create("pyi-crossing-floor")
         os.ftruncate(self.map_fd, MAPPING)
-        self.bases = {lib: _base(lib, self.map_fd) for lib in self.libs}
+        self.bases = {lib: _base(lib, self.map_fd) for lib in libs}
         self.objs = {lib: b for lib, (b, _) in self.bases.items()}
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(b.fileno()), str(self.map_fd),
-             ",".join(self.libs)],
-            pass_fds=[b.fileno(), self.map_fd],
-        )
-        b.close()
-        self.reader, self.writer = await asyncio.open_unix_connection(sock=a)
-        self.task = asyncio.ensure_future(self._read_loop())
+
+    def _server(self, fd: int) -> tuple[list[str], list[int]]:
+        libs = ",".join(self.libs)
+        return ([sys.executable, __file__, "--serve", str(fd), str(self.map_fd), libs],
+                [fd, self.map_fd])
 
     def tensor(self, lib: str, size: str) -> Any:
         return self.objs[lib][OFFSETS[size] // 4 :][: SIZES[size] // 4]
 
-    async def echo(self, x: Any) -> Any:
-        self.next_id += 1
-        cid = self.next_id
-        fut = asyncio.get_running_loop().create_future()
-        self.futs[cid] = fut
+    def _payload(self, cid: int, x: Any) -> bytes:
         if isinstance(x, int):
-            body = b"i" + pickle.dumps(x, protocol=5)
-        else:
-            lib = "numpy" if isinstance(x, np.ndarray) else "torch"
-            body = _name(lib, x, self.bases[lib][1])
-            self.sent[cid] = (body, x)
-        self.writer.write(struct.pack("<QQ", cid, len(body)))
-        self.writer.write(body)
-        return await fut
+            return super()._payload(cid, x)
+        lib = "numpy" if isinstance(x, np.ndarray) else "torch"
+        name = _name(lib, x, self.bases[lib][1])
+        self.sent[cid] = (name, x)
+        return name
 
-    async def _read_loop(self) -> None:
-        r = self.reader
-        while True:
-            cid, n = struct.unpack("<QQ", await r.readexactly(16))
-            body = await r.readexactly(n)
-            f = self.futs.pop(cid)
-            sent = self.sent.pop(cid, None)
-            if sent is not None and sent[0] == body:
-                f.set_result(sent[1])  # came back as it went: the caller's own, as ours
-            else:
-                f.set_result(_make(self.objs, body) if body[:1] == b"t" else pickle.loads(body[1:]))
+    def _value(self, cid: int, payload: bytes) -> Any:
+        sent = self.sent.pop(cid, None)
+        if sent is not None and sent[0] == payload:
+            return sent[1]  # came back as it went: the caller's own, as ours
+        return _make(self.objs, payload) if payload[:1] == b"t" else super()._value(cid, payload)
 
     async def close(self) -> None:
-        self.task.cancel()
-        self.writer.close()
-        await self.writer.wait_closed()
-        await asyncio.get_running_loop().run_in_executor(None, self.proc.wait, 5)
+        await super().close()
         os.close(self.map_fd)
 
 
@@ -219,7 +198,7 @@ async def measure(calls: int, rounds: int) -> dict[str, Any]:
             pyisolate.ExtensionBase,
             pyisolate.ExtensionManagerConfig(venv_root_path=str(Path(tmp) / "venvs")),
         )
-        floor = ZeroCopyFloor(libs)
+        floor = ZeroCopyFloor(Path(tmp), libs)
         try:
             ext = await mgr.load_extension(
                 pyisolate.ExtensionConfig(
@@ -227,7 +206,7 @@ async def measure(calls: int, rounds: int) -> dict[str, Any]:
                     share_torch=torch is not None,
                 )
             )
-            await floor.start()
+            await floor.setup(torch is not None)
             ours_args: dict[str, Any] = {"int": 1}
             floor_args: dict[str, Any] = {"int": 1}
             for lib in libs:
@@ -255,6 +234,8 @@ async def measure(calls: int, rounds: int) -> dict[str, Any]:
         finally:
             if hasattr(floor, "proc"):
                 await floor.close()
+            else:
+                os.close(floor.map_fd)
             await mgr.stop_all()
     for cells in out.values():
         for cell in cells.values():

@@ -441,17 +441,25 @@ class _Framed(Lib):
         self.futs: dict[int, asyncio.Future] = {}
         self.next_id = 0
 
+    def _payload(self, cid: int, x) -> bytes:
+        """What call cid sends for x."""
+        return pickle.dumps(x, protocol=5)
+
+    def _value(self, cid: int, payload):
+        """What call cid's answer payload stands for."""
+        return pickle.loads(payload)
+
     def _resolve(self, cid: int, payload: bytes) -> None:
         f = self.futs.pop(cid, None)
         if f is not None and not f.done():
-            f.set_result(pickle.loads(payload))
+            f.set_result(self._value(cid, payload))
 
     async def echo(self, x):
         self.next_id += 1
         cid = self.next_id
         fut = asyncio.get_running_loop().create_future()
         self.futs[cid] = fut
-        self._send(cid, pickle.dumps(x, protocol=5))
+        self._send(cid, self._payload(cid, x))
         return await fut
 
     async def cuda_setup(self):
@@ -469,12 +477,16 @@ class AsyncioFloor(_Framed):
     name = "asyncio"
     max_tensor = 64 * MiB
 
+    def _server(self, fd: int) -> tuple[list[str], list[int]]:
+        """The echo process's command line and the descriptors it gets
+        (fd: its end of the socket pair)."""
+        return [sys.executable, __file__, "--echo-server", "asyncio", str(fd)], [fd]
+
     async def setup(self, torch):
         import socket
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--echo-server", "asyncio", str(b.fileno())],
-            pass_fds=[b.fileno()])
+        cmd, fds = self._server(b.fileno())
+        self.proc = subprocess.Popen(cmd, pass_fds=fds)
         b.close()
         self.reader, self.writer = await asyncio.open_unix_connection(sock=a)
         self.task = asyncio.ensure_future(self._read_loop())
