@@ -253,7 +253,7 @@ def parts(n: int) -> None:
     and cold (after a 200 us sleep, as between the calls of an echo: the
     caches hold other work by then), beside the floor's steps."""
     import pyisolate
-    from pyisolate import _tensors
+    from pyisolate._serialize import Codec
 
     def timed(f: Callable[[], Any], cold: bool) -> float:
         times = []
@@ -265,17 +265,25 @@ def parts(n: int) -> None:
             times.append(time.perf_counter_ns() - t0)
         return statistics.median(times) / 1000
 
-    def decoder(kind: str, describe: Callable[[], bytes]) -> Callable[[], Any]:
-        """decode of descriptors made beforehand (4n: hot and cold runs)."""
-        made = iter([describe() for _ in range(4 * n)])
-        return lambda: _tensors.decode(kind, next(made), 0)
+    codec = Codec(lambda o: None, lambda *a: None)
+
+    def sent(x: Any) -> tuple[bytes, list[Any]]:
+        frames = codec.dumps(x)
+        return frames[0], frames[1:]
+
+    def decoder(x: Any) -> Callable[[], Any]:
+        """The receiver's loads of messages made beforehand (2n: the hot
+        and the cold runs)."""
+        made = iter([sent(x) for _ in range(2 * n)])
+        return lambda: codec.loads(*next(made))
 
     a = pyisolate.share(np.ones(1024, np.float32))
     base = np.ones(2048, np.float32)
     steps: dict[str, Callable[[], Any]] = {
         "nothing (the timer)": lambda: None,
-        "numpy: describe + decode": lambda: _tensors.decode("numpy", _tensors.describe_array(a)[0], 0),
-        "numpy: decode (receiver)": decoder("numpy", lambda: _tensors.describe_array(a)[0]),
+        "int: dumps + loads": lambda: codec.loads(*sent(1)),
+        "numpy: dumps + loads": lambda: codec.loads(*sent(a)),
+        "numpy: loads (receiver)": decoder(a),
         "floor numpy: np.ndarray over a mapping": lambda: np.ndarray((1024,), np.float32, base, 0),
     }
     try:
@@ -286,10 +294,9 @@ def parts(n: int) -> None:
         t = pyisolate.share(torch.ones(1024))
         big = torch.ones(2048)
         steps.update({
-            "torch: describe + decode": lambda: _tensors.decode(
-                "torch", _tensors.describe_torch(torch, t), 0),
-            "torch: decode (receiver)": decoder("torch", lambda: _tensors.describe_torch(torch, t)),
-            "torch: _to_dlpack (part of describe)": lambda: torch._C._to_dlpack(t),
+            "torch: dumps + loads": lambda: codec.loads(*sent(t)),
+            "torch: loads (receiver)": decoder(t),
+            "torch: _to_dlpack (part of dumps)": lambda: torch._C._to_dlpack(t),
             "floor torch: as_strided": lambda: big.as_strided((1024,), (1,), 0),
             "floor torch: data_ptr, shape, stride": lambda: (t.data_ptr(), t.shape, t.stride()),
         })

@@ -14,6 +14,7 @@
 */
 #include "pyi_py.h"
 #include "pyi_py_array.h"
+#include "pyi_py_codec.h"
 #include "pyi_py_loan.h"
 #include "pyi_py_view.h"
 #include <errno.h>
@@ -105,18 +106,10 @@ s_capsule_tensor (PyObject *capsule)
     return NULL;
 }
 
-static PyObject *
-s_describe (PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+PyObject *
+pyi_py_describe_capsule (PyObject *capsule, long code, long bits)
 {
-    (void) self;
-    if (nargs != 3) {
-        PyErr_SetString (PyExc_TypeError, "describe takes (capsule, code, bits)");
-        return NULL;
-    }
-    long code = PyLong_AsLong (args [1]), bits = PyLong_AsLong (args [2]);
-    if ((code == -1 || bits == -1) && PyErr_Occurred ())
-        return NULL;
-    const DLTensor *t = s_capsule_tensor (args [0]);
+    const DLTensor *t = s_capsule_tensor (capsule);
     if (!t)
         return NULL;
     if (t->device.device_type != kDLCPU || t->dtype.code != code || t->dtype.bits != bits
@@ -132,6 +125,15 @@ s_describe (PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return desc;
 }
 
+PyObject *
+pyi_py_capsule_legacy (DLManagedTensor *m)
+{
+    PyObject *capsule = PyCapsule_New (m, S_LEGACY, s_capsule_legacy_dtor);
+    if (capsule == NULL)
+        m->deleter (m);
+    return capsule;
+}
+
 static PyObject *
 s_decode_capsule (PyObject *self, PyObject *desc)
 {
@@ -144,10 +146,13 @@ s_decode_capsule (PyObject *self, PyObject *desc)
     if (!m)
         Py_RETURN_NONE;
     PyObject *device = PyLong_FromLong ((long) m->dl_tensor.device.device_type);
-    PyObject *capsule = device ? PyCapsule_New (m, S_LEGACY, s_capsule_legacy_dtor) : NULL;
-    if (!capsule) {
-        Py_XDECREF (device);
+    if (device == NULL) {
         m->deleter (m);
+        return NULL;
+    }
+    PyObject *capsule = pyi_py_capsule_legacy (m);
+    if (!capsule) {
+        Py_DECREF (device);
         return NULL;
     }
     PyObject *result = PyTuple_Pack (2, capsule, device);
@@ -521,8 +526,6 @@ static PyMethodDef s_methods[] = {
      "A 'dltensor_versioned' capsule over a DLManagedTensorVersioned * (taken)."},
     {"dlpack_capsule", s_capsule_legacy, METH_O,
      "A 'dltensor' capsule over a DLManagedTensor * (taken)."},
-    {"describe", (PyCFunction) (void (*) (void)) s_describe, METH_FASTCALL,
-     "The descriptor of a DLPack capsule's CPU tensor in a region, counted in flight; or None."},
     {"array", s_array, METH_O,
      "An Array (numpy.asarray takes it) over a DLManagedTensorVersioned * (taken)."},
     {"decode_array", (PyCFunction) (void (*) (void)) s_decode_array, METH_FASTCALL,
@@ -576,7 +579,8 @@ s_install (void)
           || s_cffi_api ()
           || pyi_py_view_setup ()
           || pyi_py_array_setup ()
-          || pyi_py_loan_setup () ? -1 : 0;
+          || pyi_py_loan_setup ()
+          || pyi_py_codec_setup (mod) ? -1 : 0;
     Py_DECREF (ffi);
     for (PyMethodDef *def = s_methods; rc == 0 && def->ml_name; def++) {
         PyObject *fn = PyCFunction_NewEx (def, NULL, NULL);

@@ -45,12 +45,6 @@
             ``DLManagedTensor *``), taken: the capsule's destructor calls
             its deleter when nobody consumed it (numpy and torch rename a
             consumed capsule "used_..." and call the deleter themselves).
-        describe (capsule, code, bits) -> bytes or None
-            the descriptor (pyi_tensor_pack) of the CPU tensor an unused
-            "dltensor" or "dltensor_versioned" capsule holds (the capsule
-            stays unused), counted in flight on its region; None when it
-            is not a CPU tensor of DLPack dtype (code, bits, 1 lane) wholly
-            inside a region mapped here.
         decode_capsule (descriptor) -> (capsule, device type) or None
             pyi_tensor_decode of a descriptor (any buffer) as an unused
             "dltensor" capsule; None when refused (pyi_last_error).
@@ -63,11 +57,14 @@
             (read-only when read_only); None when refused (pyi_last_error).
         describe_array (obj) -> (bytes, read_only) or None
             the descriptor of the memory obj exports by the buffer
-            protocol, counted in flight, as describe does for capsules.
+            protocol, counted in flight on its region; None when it is not
+            wholly inside a region mapped here.
         received (descriptor) -> bool
             pyi_tensor_received: a descriptor this process sent came back
             and the tensor it sent stands for it; True when its in-flight
             count was taken (False: decode it instead).
+        Hooks, codec_setup, codec_numpy, codec_torch
+            the codec's msgpack hooks in C: pyi_py_codec.h.
 
     Handles cross as cffi pointers, checked against their type as cffi
     checks the arguments of its own functions.

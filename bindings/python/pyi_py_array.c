@@ -238,7 +238,7 @@ s_own_strides (PyObject *obj, int ndim, Py_ssize_t itemsize, int64_t *strides)
 }
 
 PyObject *
-pyi_py_array_describe (PyObject *obj)
+pyi_py_array_descriptor (PyObject *obj, int *readonly)
 {
     Py_buffer view;
     if (PyObject_GetBuffer (obj, &view, PyBUF_RECORDS_RO)) {
@@ -276,14 +276,26 @@ pyi_py_array_describe (PyObject *obj)
         t.byte_offset = 0;
         size = pyi_tensor_pack (&t, buffer, sizeof (buffer));
     }
-    int readonly = view.readonly;
+    *readonly = view.readonly;
     PyBuffer_Release (&view);
     if (size < 0)
         Py_RETURN_NONE;
     PyObject *desc = PyBytes_FromStringAndSize (buffer, size);
-    PyObject *result = desc ? PyTuple_Pack (2, desc, readonly ? Py_True : Py_False) : NULL;
-    Py_XDECREF (desc);
-    if (result == NULL)
+    if (desc == NULL)
         pyi_tensor_discard (buffer, (size_t) size);     /* nothing will send it */
+    return desc;
+}
+
+PyObject *
+pyi_py_array_describe (PyObject *obj)
+{
+    int readonly = 0;
+    PyObject *desc = pyi_py_array_descriptor (obj, &readonly);
+    if (desc == NULL || desc == Py_None)
+        return desc;
+    PyObject *result = PyTuple_Pack (2, desc, readonly ? Py_True : Py_False);
+    if (result == NULL)     /* nothing will send it */
+        pyi_tensor_discard (PyBytes_AS_STRING (desc), (size_t) PyBytes_GET_SIZE (desc));
+    Py_DECREF (desc);
     return result;
 }

@@ -34,4 +34,8 @@ PyObject *pyi_py_array_new (DLManagedTensorVersioned *m);
     a region mapped here. NULL only with an exception from Python. */
 PyObject *pyi_py_array_describe (PyObject *obj);
 
+/*  pyi_py_array_describe's descriptor alone (bytes), or None; *readonly
+    says whether the buffer is read-only. */
+PyObject *pyi_py_array_descriptor (PyObject *obj, int *readonly);
+
 #endif

@@ -245,3 +245,64 @@ def test_shared_reference_fast_form_is_msgpack() -> None:
         packed = msgpack.packb(msgpack.ExtType(_serialize.EXT_SHARED, body))
         with pytest.raises(_tensors.TensorDescriptorError):
             codec.loads(packed, [bytearray(frames[1])])
+
+
+def test_the_c_hooks_carry_arrays_and_tensors_in_regions() -> None:
+    """Arrays and tensors in regions cross the codec in C (pyi_py_codec.h):
+    once a kind is registered, neither the Python default hook nor the ext
+    hook runs for them; torch tensors with flags, and everything else, still
+    go the Python way. Frame indexes past 127 and messages out of frames
+    make the forms msgpack makes."""
+    import msgpack
+
+    import pyisolate
+    from pyisolate import _serialize, _tensors
+
+    torch = pytest.importorskip("torch")
+    calls = {"default": 0, "ext_hook": 0}
+
+    class Counting(_serialize.Codec):
+        def _default(self, obj):
+            calls["default"] += 1
+            return super()._default(obj)
+
+        def _ext_hook(self, code, data):
+            calls["ext_hook"] += 1
+            return super()._ext_hook(code, data)
+
+    gc.collect()
+    before = _tensors.mapped_regions()
+    codec = Counting(lambda o: None, lambda *a: None)
+    a, t = pyisolate.empty((2, 3), "float32"), pyisolate.share(torch.arange(6.0))
+    a[1, 2] = 7
+    _roundtrip(codec, [a, t])  # registers both kinds
+    calls.update(default=0, ext_hook=0)
+    b, u = _roundtrip(codec, [a, t])
+    assert calls == {"default": 0, "ext_hook": 0}
+    assert b[1, 2] == 7 and u.tolist() == t.tolist()
+    assert pyisolate.region_name(b) == pyisolate.region_name(a)
+    grad = pyisolate.share(torch.ones(2)).requires_grad_()
+    assert _roundtrip(codec, grad).requires_grad
+    assert calls == {"default": 0, "ext_hook": 1}  # flags: decoded by Python
+    assert _roundtrip(codec, (1, 2)) == (1, 2)  # another ext type
+    assert calls["ext_hook"] == 2
+
+    # Past frame 127 the index is a uint 8; past MAX_OOB_FRAMES the
+    # descriptor's bytes go inside the ext.
+    many = [a[i % 2] for i in range(_serialize.MAX_OOB_FRAMES + 5)]
+    frames = codec.dumps(many)
+    assert len(frames) == 1 + _serialize.MAX_OOB_FRAMES
+    bodies = msgpack.unpackb(frames[0], ext_hook=lambda code, data: data)
+    assert bodies[150] == msgpack.packb(["numpy", 151, 0])
+    assert bodies[-1] == msgpack.packb(["numpy", frames[1], 0])  # a[0]'s
+    back = codec.loads(frames[0], [bytearray(f) for f in frames[1:]])
+    assert [list(x) for x in back] == [list(x) for x in many]
+
+    # A spoiled descriptor is refused by the C decoder, with the C reason.
+    frames = codec.dumps(a)
+    with pytest.raises(pyisolate.TensorDescriptorError, match="refused an array descriptor"):
+        codec.loads(frames[0], [bytearray(frames[1][: len(frames[1]) // 2])])
+    _tensors.discard(frames, (1,))
+    del a, b, t, u, grad, many, back
+    gc.collect()
+    assert _tensors.mapped_regions() == before

@@ -28,7 +28,7 @@ from typing import Any
 
 import msgpack
 
-from . import _tensors
+from . import _native, _tensors
 
 EXT_TUPLE = 1
 EXT_SET = 2
@@ -45,18 +45,8 @@ OOB_THRESHOLD = 64 * 1024
 MAX_OOB_FRAMES = 200
 
 _INT_MIN = -(2**63)
-# msgpack.ExtType made without its __new__'s type checks (code and data are
-# ours: an int and bytes), for the values sent most.
-_new_tuple = tuple.__new__
-_ExtType = msgpack.ExtType
-# EXT_SHARED's body [kind, frame, flags] as msgpack packs it when frame and
-# flags are below 128 (a fixarray of 3, a fixstr, two positive fixints):
-# built and read without the packer for the common case.
-_SHARED_HEAD = {kind: msgpack.packb([kind, 0, 0])[:-2] for kind in ("torch", "numpy")}
-_SHARED_KIND = {head: kind for kind, head in _SHARED_HEAD.items()}
-_SHARED_LEN = 9  # a compact EXT_SHARED: its head, then frame index and flags
-assert all(len(head) == _SHARED_LEN - 2 for head in _SHARED_HEAD.values())
 _NO_ECHO: Mapping[tuple[str, bytes, int], Any] = MappingProxyType({})
+_native.codec_setup(msgpack.ExtType, _tensors.TensorDescriptorError, MAX_OOB_FRAMES)
 # The encoders of numpy.ndarray and torch.Tensor by exact type, which the
 # packer's default hook tries first (filled when _convert meets one).
 _ARRAY_ENCODERS: dict[type, Callable[[Codec, Any, str], Any]] = {}
@@ -96,7 +86,13 @@ class Codec:
         # Packers are reused (making one per message costs more than the
         # message); a failed pack resets its buffer.
         self._packer = msgpack.Packer(strict_types=True, use_bin_type=True)
-        self._fast = msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
+        # The hot path in C (pyi_py_codec.h): arrays and tensors in regions
+        # both ways; everything else comes back to _default and _ext_hook.
+        self._hooks = _native.Hooks(self, self._default, self._ext_hook)
+        self._hook_ext = self._hooks.ext_hook
+        self._fast = msgpack.Packer(
+            default=self._hooks.default, strict_types=True, use_bin_type=True
+        )
         # Whether the message being encoded or decoded may carry pickles
         # (ExtensionConfig.allow_pickle); set per message by the caller.
         self._pickle = False
@@ -235,28 +231,10 @@ class Codec:
             return encode(self, obj, "value")
         return self._convert(obj, "value")
 
-    def _described(self, kind: str, desc: bytes, flags: int, obj: Any) -> Any:
-        """EXT_SHARED for a descriptor of the fast path (describe_torch,
-        describe_array) of obj: a marked frame, as _shared makes."""
-        self._counted.append(desc)
-        if self._track:
-            self._sent_objs.append((kind, desc, flags, obj))
-        return self._descriptor(kind, desc, flags, True)
-
-    def _descriptor(self, kind: str, desc: Any, flags: int, mark: bool) -> Any:
+    def _descriptor(self, kind: str, desc: bytes, flags: int, mark: bool) -> Any:
         """EXT_SHARED naming desc in a body frame of its own (marked when
         mark), or holding its bytes when the message is out of frames."""
-        oob = self._oob
-        if oob is None or len(oob) >= MAX_OOB_FRAMES:
-            return msgpack.ExtType(EXT_SHARED, self._pack([kind, bytes(desc), flags]))
-        oob.append(desc)
-        at = len(oob)
-        if mark:
-            self._marks.append(at)
-        head = _SHARED_HEAD.get(kind)
-        if head is not None and at < 128 and 0 <= flags < 128:
-            return _new_tuple(_ExtType, (EXT_SHARED, head + bytes((at, flags))))
-        return msgpack.ExtType(EXT_SHARED, self._pack([kind, at, flags]))
+        return self._hooks.descriptor(kind, desc, flags, mark)
 
     def _shared(self, kind: str, made: tuple[bytes, Any], flags: int = 0) -> Any:
         desc, region = made
@@ -320,6 +298,7 @@ class Codec:
         np = sys.modules.get("numpy")
         if np is not None:
             if isinstance(obj, np.ndarray):
+                _tensors.register("numpy")
                 if t is np.ndarray:
                     _ARRAY_ENCODERS[t] = Codec._ndarray
                 return self._ndarray(obj, path)
@@ -329,6 +308,7 @@ class Codec:
                 return self._convert(obj.item(), path)
         torch = sys.modules.get("torch")
         if torch is not None and isinstance(obj, torch.Tensor):
+            _tensors.register("torch")
             if t is torch.Tensor:
                 _ARRAY_ENCODERS[t] = Codec._tensor
             return self._tensor(obj, path)
@@ -363,11 +343,9 @@ class Codec:
 
     def _ndarray(self, obj: Any, path: str) -> Any:
         np = sys.modules["numpy"]
-        if not self._inline:
-            got = _tensors.describe_array(obj)
-            if got is not None:
-                flags = _tensors.FLAG_READ_ONLY if got[1] else 0
-                return self._described("numpy", got[0], flags, obj)
+        got = self._hooks.share(obj, False)
+        if got is not None:
+            return got
         made = _tensors.encode_numpy(np, obj)
         if made is not None:
             return self._shared(
@@ -389,10 +367,9 @@ class Codec:
 
     def _tensor(self, obj: Any, path: str) -> Any:
         torch = sys.modules["torch"]
-        if not self._inline:
-            desc = _tensors.describe_torch(torch, obj)
-            if desc is not None:
-                return self._described("torch", desc, 1 if obj.requires_grad else 0, obj)
+        got = self._hooks.share(obj, True)
+        if got is not None:
+            return got
         if _tensors.torch_shareable(torch, obj):
             return self._shared(
                 "torch", _tensors.encode_torch(torch, obj), 1 if obj.requires_grad else 0
@@ -432,7 +409,7 @@ class Codec:
             self._echo = sent
         try:
             return msgpack.unpackb(
-                data, ext_hook=self._ext_hook, strict_map_key=False, raw=False, use_list=True
+                data, ext_hook=self._hook_ext, strict_map_key=False, raw=False, use_list=True
             )
         finally:
             if frames is not None:
@@ -450,16 +427,6 @@ class Codec:
         return ref
 
     def _ext_hook(self, code: int, data: bytes) -> Any:
-        if code == EXT_SHARED and len(data) == _SHARED_LEN:
-            kind = _SHARED_KIND.get(data[:-2])
-            ref, flags = data[-2], data[-1]
-            if kind is not None and 1 <= ref <= len(self._in) and ref < 128 and flags < 128:
-                desc = self._in[ref - 1]
-                if self._echo:
-                    obj = self._echo.get((kind, bytes(desc), flags))
-                    if obj is not None and _tensors.received(desc):
-                        return obj
-                return _tensors.decode(kind, desc, flags)
         if code == EXT_TUPLE:
             return tuple(self.loads(data))
         if code == EXT_SET:
@@ -503,6 +470,10 @@ class Codec:
                 raise _tensors.TensorDescriptorError(
                     f"malformed shared array reference: {exc}"
                 ) from None
+            if chunks is None and self._echo and isinstance(kind, str):
+                obj = self._echo.get((kind, bytes(desc), flags))
+                if obj is not None and _tensors.received(desc):
+                    return obj  # came back as it went (also in C: pyi_py_codec.c)
             return _tensors.decode(kind, desc, flags, chunks)
         if code == EXT_REF:
             service, oid, kind, label = msgpack.unpackb(data, raw=False)

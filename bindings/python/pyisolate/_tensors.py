@@ -45,7 +45,6 @@ if lib.pyi_py_install() != 0:  # pragma: no cover - only with a broken build
     raise ImportError("pyisolate._native: cannot install the DLPack capsule functions")
 _capsule_versioned = _native_mod.dlpack_capsule_versioned
 _capsule_legacy = _native_mod.dlpack_capsule
-_describe = _native_mod.describe
 _decode_capsule = _native_mod.decode_capsule
 _array = _native_mod.array
 _decode_array = _native_mod.decode_array
@@ -286,8 +285,7 @@ def numpy_from_versioned(np: Any, m: Any) -> Any:
 
 def decode_numpy(np: Any, desc: Any, flags: int) -> Any:
     """decode("numpy", desc, flags) of a one-frame descriptor, in one C call."""
-    if not _nofile_done:
-        _raise_nofile()
+    register("numpy")
     a = _decode_array(desc, flags & FLAG_READ_ONLY)
     if a is None:
         raise TensorDescriptorError(f"refused an array descriptor: {last_error()}")
@@ -393,28 +391,34 @@ def torch_shareable(torch: Any, t: Any) -> bool:
     return kind == "cpu" or (kind == "cuda" and t.numel() > 0 and cuda_available())
 
 
-# -- the fast path: tensors already in a region ---------------------------------
-def describe_torch(torch: Any, t: Any) -> bytes | None:
-    """The descriptor of CPU tensor t when its memory lies wholly in a region
-    mapped here, counted in flight (the caller sends it, or gives it back
-    with pyi_tensor_discard); None for any other tensor (encode_torch's
-    path, which also says why one cannot cross)."""
-    dl = torch_dl_dtype(torch, t.dtype)
-    # DLPack would export the memory without the conjugate or negative bit.
-    if dl is None or t.is_conj() or t.is_neg():
-        return None
-    try:
-        capsule = torch._C._to_dlpack(t)
-    except Exception:  # no storage or strides (sparse, nested...): the slow path decides
-        return None
-    desc: bytes | None = _describe(capsule, dl[0], dl[1])
-    return desc
+# -- the fast path: arrays and tensors already in a region ----------------------
+# The codec's C hooks (pyi_py_codec.h) describe and decode them, once their
+# kind is registered here: when this process first sends or receives one.
+_registered: set[str] = set()
+
+
+def register(kind: str) -> None:
+    """Let the codec's C hooks share and decode kind ("numpy" or "torch",
+    imported here) from now on."""
+    if kind in _registered:
+        return
+    _raise_nofile()  # each region mapped holds a descriptor
+    if kind == "numpy":
+        np = sys.modules["numpy"]
+        _native_mod.codec_numpy(np.ndarray, np.asarray)
+    else:
+        torch = sys.modules["torch"]
+        torch_dl_dtype(torch, torch.float32)  # fills _torch_table
+        assert _torch_table is not None
+        _native_mod.codec_torch(
+            torch.Tensor, _torch_table, torch._C._to_dlpack, _from_dlpack(torch), torch.cuda.init
+        )
+    _registered.add(kind)
 
 
 def decode_torch(torch: Any, desc: Any, flags: int) -> Any:
     """decode("torch", desc, flags) of a one-frame descriptor, in one C call."""
-    if not _nofile_done:
-        _raise_nofile()
+    register("torch")
     got = _decode_capsule(desc)
     if got is None:
         raise TensorDescriptorError(f"refused a tensor descriptor: {last_error()}")

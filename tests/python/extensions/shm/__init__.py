@@ -117,16 +117,11 @@ class Shm(ExtensionBase):
 
     async def hostile(self, mode, x):
         """Return x with its descriptor spoiled (a hostile peer)."""
-        from pyisolate import _tensors
+        from pyisolate import _serialize
 
-        orig = _tensors._pack, _tensors._describe, _tensors.describe_array
+        dumps = _serialize.Codec.dumps
 
         def spoil(desc):
-            if desc is None:
-                return None
-            # Only this reply's descriptor: the next request may be served
-            # before a callback this call schedules runs.
-            restore()
             d = msgpack.unpackb(desc)
             if mode == "garbage":
                 return b"\x97\x01\x02\xff"
@@ -146,16 +141,18 @@ class Shm(ExtensionBase):
                 d[1] = [2, 0]
             return msgpack.packb(d)
 
-        def spoil_array(got):
-            return None if got is None else (spoil(got[0]), got[1])
-
-        # Every way a descriptor is made: the slow path and the C calls.
-        _tensors._pack = lambda t: spoil(orig[0](t))
-        _tensors._describe = lambda *a: spoil(orig[1](*a))
-        _tensors.describe_array = lambda a: spoil_array(orig[2](a))
+        def spoiled(codec, *args, **kwargs):
+            # Only this reply: the next request may be served before a
+            # callback this call schedules runs.
+            restore()
+            frames = dumps(codec, *args, **kwargs)
+            for at in codec.marks:  # the descriptor frames, however made
+                frames[at] = spoil(bytes(frames[at]))
+            return frames
 
         def restore():
-            _tensors._pack, _tensors._describe, _tensors.describe_array = orig
+            _serialize.Codec.dumps = dumps
 
+        _serialize.Codec.dumps = spoiled
         asyncio.get_running_loop().call_soon(restore)
         return x
