@@ -168,10 +168,11 @@ s_describe_torch (PyObject *t, long *flags)
     long bits = PyLong_AsLong (PyTuple_GET_ITEM (dl, 1));
     if (PyErr_Occurred ())
         return NULL;
-    /*  DLPack would export the memory without the conjugate or negative bit. */
+    /*  DLPack would export the memory without the conjugate or negative
+        bit; torch sets the conjugate bit on complex tensors only. */
     PyObject *const names [3] = { s.is_conj, s.is_neg, s.requires_grad };
-    int set [3];
-    for (int i = 0; i < 3; i++) {
+    int set [3] = { 0, 0, 0 };
+    for (int i = code == kDLComplex ? 0 : 1; i < 3; i++) {
         PyObject *value = i < 2 ? PyObject_VectorcallMethod (names [i], &t, 1, NULL)
                                 : PyObject_GetAttr (t, names [i]);
         set [i] = value ? PyObject_IsTrue (value) : -1;

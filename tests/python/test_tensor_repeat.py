@@ -187,9 +187,9 @@ async def _settle(ext, want: int) -> bool:
 
 
 def test_tensors_in_a_region_cross_in_one_call(venv_root, monkeypatch) -> None:
-    """Tensors and arrays already in a region are described by one C call
-    (describe_torch/describe_numpy); what the fast path cannot say (a
-    conjugate view, memory outside a region) still takes encode_torch."""
+    """Tensors and arrays already in a region are described in C (the
+    codec's hooks); what that cannot say (a conjugate or negative view,
+    memory outside a region) still takes encode_torch."""
     torch = pytest.importorskip("torch")
     import pyisolate
     from pyisolate import _tensors
@@ -228,5 +228,10 @@ def test_tensors_in_a_region_cross_in_one_call(venv_root, monkeypatch) -> None:
             y = await ext.echo(c.conj())
             assert torch.equal(y, c.conj().resolve_conj())
             assert slow == ["encode_torch"], "a conjugate view must not be described as is"
+            neg = c.conj().imag  # a float view with the negative bit
+            assert neg.is_neg()
+            y = await ext.echo(neg)
+            assert torch.equal(y, neg.resolve_neg()) and y.tolist() == [-2.0, 1.0, 0.0, -1.0]
+            assert slow == ["encode_torch"] * 2, "a negative view must not be described as is"
 
     run(main())
