@@ -306,3 +306,47 @@ def test_the_c_hooks_carry_arrays_and_tensors_in_regions() -> None:
     del a, b, t, u, grad, many, back
     gc.collect()
     assert _tensors.mapped_regions() == before
+
+
+def test_random_shared_references_are_refused_cleanly() -> None:
+    """The C ext hook fed random compact references and random or mutated
+    descriptor frames: a clear error or a valid array, never a crash, and
+    every region mapped for them goes with them."""
+    import random
+
+    import msgpack
+
+    import pyisolate
+    from pyisolate import _serialize, _tensors
+
+    torch = pytest.importorskip("torch")
+    codec = _codec()
+    a = pyisolate.empty((4, 4), "int32")
+    _roundtrip(codec, [a, pyisolate.share(torch.ones(2))])  # both kinds registered
+    gc.collect()
+    before = _tensors.mapped_regions()
+    good = bytes(codec.dumps(a)[1])
+    rng = random.Random(12)
+    refused = 0
+    for i in range(3000):
+        kind = rng.choice([b"\x93\xa5numpy", b"\x93\xa5torch", rng.randbytes(7)])
+        body = kind + bytes([rng.randrange(256), rng.randrange(256)])
+        if i % 3 == 0:
+            body = kind + bytes([1, rng.choice([0, 1, 2, 3, 127])])
+        frame = bytearray(good)
+        if i % 2:
+            for _ in range(rng.randrange(1, 4)):
+                frame[rng.randrange(len(frame))] = rng.randrange(256)
+        else:
+            frame = bytearray(rng.randbytes(rng.randrange(0, 80)))
+        head = msgpack.packb(msgpack.ExtType(_serialize.EXT_SHARED, body))
+        try:
+            got = codec.loads(head, [frame])
+        except (ValueError, TypeError):  # TensorDescriptorError is a ValueError
+            refused += 1
+        else:
+            assert got.nbytes <= a.nbytes
+    assert refused > 2500
+    _tensors.discard([good], (0,))
+    gc.collect()
+    assert _tensors.mapped_regions() == before
