@@ -19,6 +19,7 @@
 #include "pyi_region_internal.h"
 #include "pyi_cuda_internal.h"
 #include "pyi_library_internal.h"
+#include "pyi_table.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -88,20 +89,101 @@ s_lock_shared (int fd)
     return -1;
 }
 
+/*  Indexes of pyi_region_list (lock held): by name, and by data address
+    (an array sorted by data), so that open and find cost no walk of every
+    region mapped here. If memory runs out they are given up for good and
+    both walk the list: slower, never wrong. */
+static pyi_table_t *s_names;
+static pyi_region_t **s_by_data;
+static size_t s_by_data_count;
+static size_t s_by_data_slots;
+static bool s_unindexed;
+
+static const void *
+s_name_key (const void *item, size_t *size)
+{
+    const pyi_region_t *r = (const pyi_region_t *) item;
+    *size = strlen (r->name);
+    return r->name;
+}
+
+/*  The first index of s_by_data whose region's data lies above p. */
+static size_t
+s_above (const uint8_t *p)
+{
+    size_t lo = 0, hi = s_by_data_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s_by_data [mid]->data <= p)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void
+s_index (pyi_region_t *self)
+{
+    if (s_unindexed)
+        return;
+    if (!s_names)
+        s_names = pyi_table_new (s_name_key);
+    if (s_by_data_count == s_by_data_slots) {
+        size_t slots = s_by_data_slots ? 2 * s_by_data_slots : 64;
+        pyi_region_t **grown = (pyi_region_t **) realloc (s_by_data, slots * sizeof (*grown));
+        if (grown) {
+            s_by_data = grown;
+            s_by_data_slots = slots;
+        }
+    }
+    if (!s_names || s_by_data_count == s_by_data_slots || pyi_table_insert (s_names, self)) {
+        s_unindexed = true;
+        return;
+    }
+    size_t at = s_above (self->data);
+    memmove (s_by_data + at + 1, s_by_data + at, (s_by_data_count - at) * sizeof (*s_by_data));
+    s_by_data [at] = self;
+    s_by_data_count++;
+}
+
+static void
+s_unindex (pyi_region_t *self)
+{
+    if (s_unindexed)
+        return;
+    pyi_table_remove (s_names, self->name, strlen (self->name));
+    size_t at = s_above (self->data);
+    while (at > 0 && s_by_data [at - 1] != self && s_by_data [at - 1]->data == self->data)
+        at--;       /* (equal addresses: a host and a CUDA region, say) */
+    if (at == 0 || s_by_data [at - 1] != self) {
+        s_unindexed = true;     /* not there: never expected, never trusted again */
+        return;
+    }
+    memmove (s_by_data + at - 1, s_by_data + at, (s_by_data_count - at) * sizeof (*s_by_data));
+    s_by_data_count--;
+}
+
 /*  Add a mapped region to the cache with one reference; lock held. */
 static pyi_region_t *
 s_insert (pyi_region_t *self)
 {
     self->refs = 1;
+    self->prev = NULL;
     self->next = pyi_region_list;
+    if (pyi_region_list)
+        pyi_region_list->prev = self;
     pyi_region_list = self;
     pyi_region_count++;
+    s_index (self);
     return self;
 }
 
 static pyi_region_t *
 s_lookup (const char *name)
 {
+    if (!s_unindexed)
+        return s_names ? (pyi_region_t *) pyi_table_lookup (s_names, name, strlen (name)) : NULL;
     for (pyi_region_t *r = pyi_region_list; r; r = r->next)
         if (strcmp (r->name, name) == 0)
             return r;
@@ -111,11 +193,15 @@ s_lookup (const char *name)
 void
 pyi_region_unlist (pyi_region_t *self)
 {
-    pyi_region_t **link = &pyi_region_list;
-    while (*link != self)
-        link = &(*link)->next;
-    *link = self->next;
+    if (self->prev)
+        self->prev->next = self->next;
+    else
+        pyi_region_list = self->next;
+    if (self->next)
+        self->next->prev = self->prev;
+    self->prev = self->next = NULL;
     pyi_region_count--;
+    s_unindex (self);
 }
 
 /*  LOCK_EX succeeds only when no other process maps the region; while we
@@ -359,17 +445,22 @@ pyi_region_find (const void *ptr, size_t *offset)
 {
     const uint8_t *p = (const uint8_t *) ptr;
     pthread_mutex_lock (&pyi_region_lock);
-    pyi_region_t *self = pyi_region_list;
     /*  Inside a region's data, else at the end of one (mappings and CUDA
-        allocations may be adjacent: inside wins). */
-    pyi_region_t *edge = NULL;
-    for (; self; self = self->next) {
-        if (self->keep != KEEP_NONE)
-            continue;       /* nothing here points into it */
-        if (p >= self->data && p < self->data + self->size)
-            break;
-        if (p == self->data + self->size)
-            edge = self;
+        allocations may be adjacent: inside wins). Regions do not overlap:
+        the one p may be inside starts last at or below p, and the one it
+        may end is that one or the one before. */
+    pyi_region_t *self = NULL, *edge = NULL;
+    size_t above = s_unindexed ? 0 : s_above (p);
+    pyi_region_t *r = s_unindexed ? pyi_region_list : above ? s_by_data [above - 1] : NULL;
+    for (size_t seen = 0; r && !self; seen++) {
+        if (r->keep == KEEP_NONE) {         /* nothing here points into a kept one */
+            if (p >= r->data && p < r->data + r->size)
+                self = r;
+            else
+            if (p == r->data + r->size && !edge)
+                edge = r;
+        }
+        r = s_unindexed ? r->next : seen == 0 && above > 1 ? s_by_data [above - 2] : NULL;
     }
     if (!self)
         self = edge;
@@ -488,9 +579,9 @@ pyi_region_collect (char (*names) [PYI_REGION_MAX_NAME + 1], int capacity)
 {
     int done = 0;
     pthread_mutex_lock (&pyi_region_lock);
-    pyi_region_t **link = &pyi_region_list;
-    while (*link && done < capacity) {
-        pyi_region_t *r = *link;
+    pyi_region_t *next = NULL;
+    for (pyi_region_t *r = pyi_region_list; r && done < capacity; r = next) {
+        next = r->next;
         /*  Only the export's reference left, and no other process maps it
             (LOCK_EX: nobody can start to while we hold it) nor is about to. */
         bool free_it = r->exporter && r->refs == 1
@@ -499,12 +590,9 @@ pyi_region_collect (char (*names) [PYI_REGION_MAX_NAME + 1], int capacity)
             flock (r->fd, LOCK_UN);
             free_it = false;
         }
-        if (!free_it) {
-            link = &r->next;
+        if (!free_it)
             continue;
-        }
-        *link = r->next;
-        pyi_region_count--;
+        pyi_region_unlist (r);
         shm_unlink (r->name);
         if (names)
             memcpy (names [done], r->name, sizeof (r->name));

@@ -68,6 +68,7 @@ struct _pyi_region_t {
     uint64_t since;                 /* kept since (CLOCK_MONOTONIC ns) */
     size_t refs;                    /* local references, under pyi_region_lock */
     pyi_region_t *next;             /* in pyi_region_list */
+    pyi_region_t *prev;
 };
 
 static inline pyi_region_header_t *
@@ -80,7 +81,7 @@ extern pthread_mutex_t pyi_region_lock;     /* guards the list, refs and keep */
 extern pyi_region_t *pyi_region_list;       /* every region mapped here */
 extern size_t pyi_region_count;             /* regions in the list */
 
-/*  Take self out of the list; lock held. */
+/*  Take self out of the list and its indexes; lock held. */
 void pyi_region_unlist (pyi_region_t *self);
 
 /*  What the last local reference does to self, out of the list (or

@@ -72,15 +72,12 @@ pyi_region_keep_forked (void)
     /*  What the parent keeps is the parent's: its locks belong to file
         descriptions both share, so the child only lets go of its copies
         (no flock, no unlink). */
-    pyi_region_t **link = &pyi_region_list;
-    while (*link) {
-        pyi_region_t *r = *link;
-        if (r->keep == KEEP_NONE) {
-            link = &r->next;
+    pyi_region_t *next = NULL;
+    for (pyi_region_t *r = pyi_region_list; r; r = next) {
+        next = r->next;
+        if (r->keep == KEEP_NONE)
             continue;
-        }
-        *link = r->next;
-        pyi_region_count--;
+        pyi_region_unlist (r);
         pyi_region_forget (r);
         munmap (r->base, r->mapped);
         close (r->fd);
@@ -97,20 +94,17 @@ s_due (bool every)
 {
     pyi_region_t *due = NULL;
     uint64_t now = s_now ();
-    pyi_region_t **link = &pyi_region_list;
-    while (*link) {
-        pyi_region_t *r = *link;
+    pyi_region_t *next = NULL;
+    for (pyi_region_t *r = pyi_region_list; r; r = next) {
+        next = r->next;
         struct stat st;
         bool take = r->keep != KEEP_NONE
                  && (every || now - r->since >= s_linger_ns
                      || (r->keep == KEEP_LINGER && fstat (r->fd, &st) == 0
                          && st.st_nlink == 0));
-        if (!take) {
-            link = &r->next;
+        if (!take)
             continue;
-        }
-        *link = r->next;
-        pyi_region_count--;
+        pyi_region_unlist (r);
         pyi_region_forget (r);
         r->next = due;
         due = r;

@@ -231,6 +231,65 @@ test_basics (void)
     s_check_clean ();
 }
 
+/*  Many regions at once, some empty, released in a shuffled order: find
+    and open give each one (inside, at its end, by name) and nothing for
+    what is outside all of them, at every step (the indexes by address and
+    by name agree with the regions mapped). */
+static void
+test_many (void)
+{
+    TEST_BEGIN ("many regions: find and open by index, released in any order");
+    enum { N = 300 };
+    pyi_region_t *regions [N];
+    char names [N][PYI_REGION_MAX_NAME + 1];
+    for (int i = 0; i < N; i++) {
+        regions [i] = pyi_region_new (i % 7 == 0 ? 0 : (size_t) (i % 5 + 1) * 4096);
+        CHECK_MSG (regions [i], "%s", pyi_last_error ());
+        snprintf (names [i], sizeof names [i], "%s", pyi_region_name (regions [i]));
+    }
+    CHECK_INT (pyi_region_mapped (), N);
+    unsigned seed = 7;
+    int order [N];
+    for (int i = 0; i < N; i++)
+        order [i] = i;
+    for (int i = N - 1; i > 0; i--) {
+        int j = (int) (rand_r (&seed) % (unsigned) (i + 1));
+        int t = order [i];
+        order [i] = order [j];
+        order [j] = t;
+    }
+    for (int step = 0; step <= N; step++) {
+        for (int i = 0; i < N; i++) {
+            if (!regions [i] || (step % 50 != 0 && i % 17 != step % 17))
+                continue;           /* every region at some steps, a few at the others */
+            uint8_t *data = (uint8_t *) pyi_region_data (regions [i]);
+            size_t size = pyi_region_size (regions [i]), offset = 1;
+            pyi_region_t *found = pyi_region_find (data + size / 2, &offset);
+            CHECK_MSG (found == regions [i], "region %d not found inside", i);
+            CHECK_INT (offset, size / 2);
+            pyi_region_release (&found);
+            found = pyi_region_find (data + size, &offset);
+            CHECK_MSG (found == regions [i] || (found && offset == 0),
+                       "region %d: its end is in none", i);
+            pyi_region_release (&found);
+            found = pyi_region_open (names [i]);
+            CHECK_MSG (found == regions [i], "region %d not found by name", i);
+            pyi_region_release (&found);
+        }
+        if (step < N) {
+            int gone = order [step];
+            uint8_t *data = (uint8_t *) pyi_region_data (regions [gone]);
+            size_t size = pyi_region_size (regions [gone]), offset;
+            pyi_region_release (&regions [gone]);
+            if (size > 0)
+                CHECK (pyi_region_find (data + size / 2, &offset) == NULL);
+            CHECK (pyi_region_open (names [gone]) == NULL);
+            CHECK_INT (pyi_region_mapped (), (size_t) (N - step - 1));
+        }
+    }
+    s_check_clean ();
+}
+
 static void
 test_bad_names (void)
 {
@@ -642,6 +701,7 @@ main (int argc, char *argv [])
     /*  Our helpers share this test's session. */
     setenv ("PYI_SESSION", pyi_region_session (), 1);
     test_basics ();
+    test_many ();
     test_bad_names ();
     test_cross_process ();
     test_inflight ();
