@@ -9,6 +9,7 @@
 #include "pyi_py_codec.h"
 #include "pyi_py_array.h"
 #include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 
 #define S_EXT_SHARED 8
@@ -75,70 +76,68 @@ s_append (PyObject *codec, PyObject *name, PyObject *item)
 }
 
 /*  msgpack.ExtType (EXT_SHARED, body) for kind: [kind, at, flags] when
-    desc is NULL, else [kind, desc (size bytes), flags]. */
+    desc is NULL, else [kind, desc (size bytes: a descriptor, or an inline
+    one with the data), flags]. */
 static PyObject *
 s_ext_shared (int kind, Py_ssize_t at, const char *desc, Py_ssize_t size, long flags)
 {
     if (flags < 0 || flags > 127 || at < 0 || at > 0xffff || size < 0
-    ||  size > PYI_TENSOR_MAX_DESCRIPTOR) {
+    ||  size > (Py_ssize_t) UINT32_MAX) {
         PyErr_SetString (PyExc_ValueError, "EXT_SHARED out of range");
         return NULL;
     }
-    unsigned char body [S_HEAD + 3 + 3 + PYI_TENSOR_MAX_DESCRIPTOR];
-    size_t n = S_HEAD;
+    /*  The number: a positive fixint, uint 8 or uint 16; the bytes: bin 8,
+        bin 16 or bin 32. */
+    Py_ssize_t head = !desc ? (at < 128 ? 1 : at < 256 ? 2 : 3)
+                    : size < 256 ? 2 : size < 65536 ? 3 : 5;
+    PyObject *data = PyBytes_FromStringAndSize (NULL, S_HEAD + head + (desc ? size : 0) + 1);
+    if (data == NULL)
+        return NULL;
+    unsigned char *body = (unsigned char *) PyBytes_AS_STRING (data);
     memcpy (body, s_heads [kind], S_HEAD);
-    if (desc) {                         /* bin 8 or bin 16 */
-        if (size < 256)
-            body [n++] = 0xc4;
-        else {
-            body [n++] = 0xc5;
-            body [n++] = (unsigned char) (size >> 8);
-        }
-        body [n++] = (unsigned char) size;
-        memcpy (body + n, desc, (size_t) size);
-        n += (size_t) size;
+    body += S_HEAD;
+    uint64_t number = desc ? (uint64_t) size : (uint64_t) at;
+    if (head > 1)
+        *body++ = desc ? (head == 2 ? 0xc4 : head == 3 ? 0xc5 : 0xc6)
+                       : (head == 2 ? 0xcc : 0xcd);
+    for (Py_ssize_t i = head - 2; i >= 0; i--)
+        *body++ = (unsigned char) (number >> (8 * i));
+    if (head == 1)
+        *body++ = (unsigned char) number;
+    if (desc) {
+        memcpy (body, desc, (size_t) size);
+        body += size;
     }
-    else if (at < 128)                  /* positive fixint */
-        body [n++] = (unsigned char) at;
-    else {                              /* uint 8 or uint 16 */
-        if (at < 256)
-            body [n++] = 0xcc;
-        else {
-            body [n++] = 0xcd;
-            body [n++] = (unsigned char) (at >> 8);
-        }
-        body [n++] = (unsigned char) at;
-    }
-    body [n++] = (unsigned char) flags;
+    *body = (unsigned char) flags;
     PyObject *code = PyLong_FromLong (S_EXT_SHARED);
-    PyObject *data = code ? PyBytes_FromStringAndSize ((const char *) body, (Py_ssize_t) n) : NULL;
-    PyObject *pair = data ? PyTuple_Pack (2, code, data) : NULL;
+    PyObject *pair = code ? PyTuple_Pack (2, code, data) : NULL;
     PyObject *args = pair ? PyTuple_Pack (1, pair) : NULL;
     /*  tuple.__new__ (ExtType, (code, data)): ExtType.__new__ only checks
         the types of what is made right here. */
     PyObject *ext = args ? PyTuple_Type.tp_new ((PyTypeObject *) s.ext_type, args, NULL) : NULL;
     Py_XDECREF (args);
     Py_XDECREF (pair);
-    Py_XDECREF (data);
     Py_XDECREF (code);
+    Py_DECREF (data);
     return ext;
 }
 
-/*  EXT_SHARED naming desc in a body frame of its own (marked when mark),
-    or holding its bytes when the message has no frame left. */
+/*  EXT_SHARED naming desc (a buffer) in a body frame of its own (marked
+    when mark), or holding its bytes when the message has no frame left. */
 static PyObject *
 s_descriptor (s_hooks_t *self, int kind, PyObject *desc, long flags, bool mark)
 {
-    if (!PyBytes_Check (desc)) {
-        PyErr_SetString (PyExc_TypeError, "a descriptor is bytes");
-        return NULL;
-    }
     PyObject *oob = PyObject_GetAttr (self->codec, s.oob);
     if (oob == NULL)
         return NULL;
     if (!PyList_CheckExact (oob) || PyList_GET_SIZE (oob) >= s.max_frames) {
         Py_DECREF (oob);
-        return s_ext_shared (kind, 0, PyBytes_AS_STRING (desc), PyBytes_GET_SIZE (desc), flags);
+        Py_buffer view;
+        if (PyObject_GetBuffer (desc, &view, PyBUF_SIMPLE))
+            return NULL;
+        PyObject *ext = s_ext_shared (kind, 0, (const char *) view.buf, view.len, flags);
+        PyBuffer_Release (&view);
+        return ext;
     }
     int rc = PyList_Append (oob, desc);
     Py_ssize_t at = PyList_GET_SIZE (oob);      /* frame 0 is the msgpack head */

@@ -21,8 +21,9 @@
             false) or Tensor, subclasses too: None when obj is not wholly
             in a region mapped here, or the message is inline.
         hooks.descriptor (kind, desc, flags, mark) -> EXT_SHARED
-            desc (bytes) in a body frame of its own, marked when mark; or
-            its bytes inside the ext when the message has no frame left.
+            desc (a buffer: a descriptor, or an inline one with its data)
+            in a body frame of its own, marked when mark; or its bytes
+            inside the ext when the message has no frame left.
 
     A kind is decoded here once registered (codec_numpy, codec_torch),
     which _tensors.py does when it first meets one; until then, and for

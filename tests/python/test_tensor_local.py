@@ -298,6 +298,14 @@ def test_the_c_hooks_carry_arrays_and_tensors_in_regions() -> None:
     back = codec.loads(frames[0], [bytearray(f) for f in frames[1:]])
     assert [list(x) for x in back] == [list(x) for x in many]
 
+    # For a receiver without shared memory, the arrays past the message's
+    # frames carry their bytes inside the ext, whatever their size.
+    big = [np.full(1024, i, np.float32) for i in range(_serialize.MAX_OOB_FRAMES + 5)]
+    frames = codec.dumps(big, inline=True)
+    assert len(frames) == 1 + _serialize.MAX_OOB_FRAMES
+    back = codec.loads(frames[0], [bytearray(f) for f in frames[1:]])
+    assert all((x == i).all() and x.dtype == np.float32 for i, x in enumerate(back))
+
     # A spoiled descriptor is refused by the C decoder, with the C reason.
     frames = codec.dumps(a)
     with pytest.raises(pyisolate.TensorDescriptorError, match="refused an array descriptor"):
