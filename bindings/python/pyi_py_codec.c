@@ -150,9 +150,8 @@ s_descriptor (s_hooks_t *self, int kind, PyObject *desc, long flags, bool mark)
     return rc == 0 ? s_ext_shared (kind, at, NULL, 0, flags) : NULL;
 }
 
-/*  The descriptor of torch tensor t (as _tensors.describe_torch made it:
-    the checks DLPack cannot make, then torch's own export), or None;
-    *flags: its requires_grad bit. */
+/*  The descriptor of torch tensor t (the checks DLPack cannot make, then
+    torch's own export), or None; *flags: its requires_grad bit. */
 static PyObject *
 s_describe_torch (PyObject *t, long *flags)
 {

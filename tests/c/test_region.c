@@ -12,6 +12,9 @@
       /dev/shm entry; opening its name again gives the same region (same
       mapping, cached, one more reference); find maps addresses inside
       (and the end of) its data to it with the offset, and others to NULL;
+    - with hundreds of regions mapped, released in any order, find and
+      open give each one and nothing else (the indexes by address and by
+      name);
     - bad names (not of our form, absent) and objects of our form that are
       not regions (no header, too small) are refused with an error text;
     - another process maps the same memory: writes in place are seen both
