@@ -135,58 +135,11 @@ pyi_py_capsule_legacy (DLManagedTensor *m)
 }
 
 static PyObject *
-s_decode_capsule (PyObject *self, PyObject *desc)
-{
-    (void) self;
-    Py_buffer view;
-    if (PyObject_GetBuffer (desc, &view, PyBUF_SIMPLE))
-        return NULL;
-    DLManagedTensor *m = pyi_tensor_decode (view.buf, (size_t) view.len);
-    PyBuffer_Release (&view);
-    if (!m)
-        Py_RETURN_NONE;
-    PyObject *device = PyLong_FromLong ((long) m->dl_tensor.device.device_type);
-    if (device == NULL) {
-        m->deleter (m);
-        return NULL;
-    }
-    PyObject *capsule = pyi_py_capsule_legacy (m);
-    if (!capsule) {
-        Py_DECREF (device);
-        return NULL;
-    }
-    PyObject *result = PyTuple_Pack (2, capsule, device);
-    Py_DECREF (capsule);         /* on failure its destructor runs the deleter */
-    Py_DECREF (device);
-    return result;
-}
-
-static PyObject *
 s_array (PyObject *self, PyObject *arg)
 {
     (void) self;
     DLManagedTensorVersioned *m = s_pointer (arg, s_types.tensor_versioned);
     return m ? pyi_py_array_new (m) : NULL;
-}
-
-static PyObject *
-s_decode_array (PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    (void) self;
-    if (nargs != 2) {
-        PyErr_SetString (PyExc_TypeError, "decode_array takes (descriptor, read_only)");
-        return NULL;
-    }
-    int readonly = PyObject_IsTrue (args [1]);
-    Py_buffer view;
-    if (readonly < 0 || PyObject_GetBuffer (args [0], &view, PyBUF_SIMPLE))
-        return NULL;
-    DLManagedTensorVersioned *m = pyi_tensor_decode_versioned (
-        view.buf, (size_t) view.len, readonly ? DLPACK_FLAG_BITMASK_READ_ONLY : 0);
-    PyBuffer_Release (&view);
-    if (!m)
-        Py_RETURN_NONE;
-    return pyi_py_array_new (m);
 }
 
 static PyObject *
@@ -528,14 +481,10 @@ static PyMethodDef s_methods[] = {
      "A 'dltensor' capsule over a DLManagedTensor * (taken)."},
     {"array", s_array, METH_O,
      "An Array (numpy.asarray takes it) over a DLManagedTensorVersioned * (taken)."},
-    {"decode_array", (PyCFunction) (void (*) (void)) s_decode_array, METH_FASTCALL,
-     "An Array of a descriptor (read_only: a read-only one), or None (pyi_last_error)."},
     {"received", s_received, METH_O,
      "pyi_tensor_received of a descriptor: True when its count was taken."},
     {"describe_array", s_describe_array, METH_O,
      "(descriptor, read_only) of a buffer wholly in a region, counted in flight; or None."},
-    {"decode_capsule", s_decode_capsule, METH_O,
-     "(capsule, device type) of a descriptor, or None (pyi_last_error says why)."},
     {NULL, NULL, 0, NULL}
 };
 

@@ -45,16 +45,10 @@
             ``DLManagedTensor *``), taken: the capsule's destructor calls
             its deleter when nobody consumed it (numpy and torch rename a
             consumed capsule "used_..." and call the deleter themselves).
-        decode_capsule (descriptor) -> (capsule, device type) or None
-            pyi_tensor_decode of a descriptor (any buffer) as an unused
-            "dltensor" capsule; None when refused (pyi_last_error).
         array (tensor) -> Array
             tensor: a cffi ``DLManagedTensorVersioned *`` (taken). An
             object that exports the tensor's memory by the buffer protocol
             (pyi_py_array.h): numpy.asarray of it is an ndarray over it.
-        decode_array (descriptor, read_only) -> Array or None
-            pyi_tensor_decode_versioned of a descriptor as an Array
-            (read-only when read_only); None when refused (pyi_last_error).
         describe_array (obj) -> (bytes, read_only) or None
             the descriptor of the memory obj exports by the buffer
             protocol, counted in flight on its region; None when it is not
@@ -63,8 +57,8 @@
             pyi_tensor_received: a descriptor this process sent came back
             and the tensor it sent stands for it; True when its in-flight
             count was taken (False: decode it instead).
-        Hooks, codec_setup, codec_numpy, codec_torch
-            the codec's msgpack hooks in C: pyi_py_codec.h.
+        Hooks, codec_setup, codec_numpy, codec_torch, codec_decode
+            the codec's msgpack hooks in C, and its decoder: pyi_py_codec.h.
 
     Handles cross as cffi pointers, checked against their type as cffi
     checks the arguments of its own functions.

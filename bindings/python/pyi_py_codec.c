@@ -289,45 +289,19 @@ s_hooks_descriptor (s_hooks_t *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 s_refused (const char *what)
 {
-    PyErr_Format (s.error, "refused %s descriptor: %s", what, pyi_last_error ());
+    PyErr_Format (s.error ? s.error : PyExc_ValueError, "refused %s descriptor: %s", what,
+                  pyi_last_error ());
     return NULL;
 }
 
-/*  The object that descriptor frame desc (kind, flags) names: the one sent
-    when an answer names it back, else a new one over the region. */
+/*  A new array (read-only when flags say so) or tensor over the memory
+    descriptor desc names; kind registered. */
 static PyObject *
-s_decode (s_hooks_t *self, int kind, PyObject *desc, long flags)
+s_new (int kind, PyObject *desc, long flags)
 {
-    PyObject *echo = PyObject_GetAttr (self->codec, s.echo);
-    if (echo == NULL)
-        return NULL;
-    PyObject *sent = NULL;
-    if (PyDict_CheckExact (echo) && PyDict_GET_SIZE (echo) > 0) {
-        PyObject *bytes = PyBytes_FromObject (desc);
-        PyObject *f = bytes ? PyLong_FromLong (flags) : NULL;
-        PyObject *key = f ? PyTuple_Pack (3, s.kind [kind], bytes, f) : NULL;
-        sent = key ? PyDict_GetItemWithError (echo, key) : NULL;     /* borrowed */
-        Py_XINCREF (sent);
-        Py_XDECREF (key);
-        Py_XDECREF (f);
-        Py_XDECREF (bytes);
-    }
-    Py_DECREF (echo);
-    if (PyErr_Occurred ()) {
-        Py_XDECREF (sent);
-        return NULL;
-    }
     Py_buffer view;
-    if (PyObject_GetBuffer (desc, &view, PyBUF_SIMPLE)) {
-        Py_XDECREF (sent);
+    if (PyObject_GetBuffer (desc, &view, PyBUF_SIMPLE))
         return NULL;
-    }
-    if (sent != NULL && sent != Py_None
-    &&  pyi_tensor_received (view.buf, (size_t) view.len) == 0) {
-        PyBuffer_Release (&view);
-        return sent;                    /* came back as it went */
-    }
-    Py_XDECREF (sent);
     if (kind == S_NUMPY) {
         DLManagedTensorVersioned *m = pyi_tensor_decode_versioned (
             view.buf, (size_t) view.len,
@@ -359,6 +333,45 @@ s_decode (s_hooks_t *self, int kind, PyObject *desc, long flags)
     PyObject *t = PyObject_CallOneArg (s.from_dlpack, capsule);
     Py_DECREF (capsule);
     return t;
+}
+
+/*  The object that descriptor frame desc (kind, flags) names: the one sent
+    when an answer names it back, else a new one over the region. */
+static PyObject *
+s_decode (s_hooks_t *self, int kind, PyObject *desc, long flags)
+{
+    PyObject *echo = PyObject_GetAttr (self->codec, s.echo);
+    if (echo == NULL)
+        return NULL;
+    PyObject *sent = NULL;
+    if (PyDict_CheckExact (echo) && PyDict_GET_SIZE (echo) > 0) {
+        PyObject *bytes = PyBytes_FromObject (desc);
+        PyObject *f = bytes ? PyLong_FromLong (flags) : NULL;
+        PyObject *key = f ? PyTuple_Pack (3, s.kind [kind], bytes, f) : NULL;
+        sent = key ? PyDict_GetItemWithError (echo, key) : NULL;     /* borrowed */
+        Py_XINCREF (sent);
+        Py_XDECREF (key);
+        Py_XDECREF (f);
+        Py_XDECREF (bytes);
+    }
+    Py_DECREF (echo);
+    if (PyErr_Occurred ()) {
+        Py_XDECREF (sent);
+        return NULL;
+    }
+    if (sent != NULL && sent != Py_None) {
+        Py_buffer view;
+        if (PyObject_GetBuffer (desc, &view, PyBUF_SIMPLE)) {
+            Py_DECREF (sent);
+            return NULL;
+        }
+        int rc = pyi_tensor_received (view.buf, (size_t) view.len);
+        PyBuffer_Release (&view);
+        if (rc == 0)
+            return sent;                /* came back as it went */
+    }
+    Py_XDECREF (sent);
+    return s_new (kind, desc, flags);
 }
 
 static PyObject *
@@ -554,10 +567,30 @@ s_codec_torch (PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+s_codec_decode (PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void) module;
+    int kind = nargs != 3 || !PyUnicode_Check (args [0]) ? -1
+             : PyUnicode_CompareWithASCIIString (args [0], "numpy") == 0 ? S_NUMPY
+             : PyUnicode_CompareWithASCIIString (args [0], "torch") == 0 ? S_TORCH : -1;
+    if (kind < 0 || !s.types [kind]) {
+        PyErr_SetString (PyExc_TypeError, "decode takes (kind, descriptor, flags) of a "
+                                          "registered kind");
+        return NULL;
+    }
+    long flags = PyLong_AsLong (args [2]);
+    if (flags == -1 && PyErr_Occurred ())
+        return NULL;
+    return s_new (kind, args [1], flags);
+}
+
 static PyMethodDef s_functions [] = {
     {"codec_setup", S_FASTCALL (s_codec_setup), "Hooks' ExtType, error and frame limit."},
     {"codec_numpy", S_FASTCALL (s_codec_numpy), "Hooks decode and share numpy arrays from now on."},
     {"codec_torch", S_FASTCALL (s_codec_torch), "Hooks decode and share torch tensors from now on."},
+    {"codec_decode", S_FASTCALL (s_codec_decode),
+     "A new array or tensor over what a descriptor names (kind registered)."},
     {NULL, NULL, 0, NULL}
 };
 

@@ -34,6 +34,10 @@
         codec_numpy (numpy.ndarray, numpy.asarray)
         codec_torch (torch.Tensor, {dtype: (code, bits)}, torch._C._to_dlpack,
                      torch._C._from_dlpack, torch.cuda.init)
+        codec_decode (kind, descriptor, flags) -> a new array or tensor
+            over what the descriptor names, as the ext hook makes it
+            (kind registered; flags: read-only for numpy, ignored for
+            torch); TensorDescriptorError when refused.
 
     Internal to the bridge (it needs Python.h: not read by ffi_build.py).
 */

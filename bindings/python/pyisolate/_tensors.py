@@ -45,9 +45,8 @@ if lib.pyi_py_install() != 0:  # pragma: no cover - only with a broken build
     raise ImportError("pyisolate._native: cannot install the DLPack capsule functions")
 _capsule_versioned = _native_mod.dlpack_capsule_versioned
 _capsule_legacy = _native_mod.dlpack_capsule
-_decode_capsule = _native_mod.decode_capsule
 _array = _native_mod.array
-_decode_array = _native_mod.decode_array
+_decode = _native_mod.codec_decode
 describe_array = _native_mod.describe_array
 received = _native_mod.received
 
@@ -283,15 +282,6 @@ def numpy_from_versioned(np: Any, m: Any) -> Any:
     return np.asarray(_array(m))
 
 
-def decode_numpy(np: Any, desc: Any, flags: int) -> Any:
-    """decode("numpy", desc, flags) of a one-frame descriptor, in one C call."""
-    register("numpy")
-    a = _decode_array(desc, flags & FLAG_READ_ONLY)
-    if a is None:
-        raise TensorDescriptorError(f"refused an array descriptor: {last_error()}")
-    return np.asarray(a)
-
-
 def numpy_tensor(np: Any, arr: Any) -> tuple[Any, Any] | None:
     """(DLTensor, keep-alive) for an ndarray, or None when DLPack cannot
     describe its dtype."""
@@ -414,21 +404,6 @@ def register(kind: str) -> None:
             torch.Tensor, _torch_table, torch._C._to_dlpack, _from_dlpack(torch), torch.cuda.init
         )
     _registered.add(kind)
-
-
-def decode_torch(torch: Any, desc: Any, flags: int) -> Any:
-    """decode("torch", desc, flags) of a one-frame descriptor, in one C call."""
-    register("torch")
-    got = _decode_capsule(desc)
-    if got is None:
-        raise TensorDescriptorError(f"refused a tensor descriptor: {last_error()}")
-    capsule, device = got
-    if device == KDL_CUDA:
-        torch.cuda.init()  # on failure the unused capsule's destructor frees it
-    t = (_torch_from_dlpack or _from_dlpack(torch))(capsule)
-    if flags & FLAG_REQUIRES_GRAD and (t.is_floating_point() or t.is_complex()):
-        t.requires_grad_(True)
-    return t
 
 
 _torch_from_dlpack: Any = None
@@ -626,11 +601,17 @@ FLAG_READ_ONLY = 2
 def decode(kind: str, desc: Any, flags: int, chunks: list[Any] | None = None) -> Any:
     """The array or tensor a descriptor names (validated by C); chunks: the
     frames of a chunked inline descriptor."""
-    if chunks is None:
-        if kind == "torch" and "torch" in sys.modules:
-            return decode_torch(sys.modules["torch"], desc, flags)
-        if kind == "numpy" and "numpy" in sys.modules:
-            return decode_numpy(sys.modules["numpy"], desc, flags)
+    if chunks is None and kind in ("numpy", "torch") and kind in sys.modules:
+        # One-frame descriptors: the C decoder the codec's ext hook uses.
+        register(kind)
+        x = _decode(kind, desc, flags)
+        if (
+            kind == "torch"
+            and flags & FLAG_REQUIRES_GRAD
+            and (x.is_floating_point() or x.is_complex())
+        ):
+            x.requires_grad_(True)
+        return x
     _raise_nofile()
     data = ffi.from_buffer(desc)
     size = len(desc)
