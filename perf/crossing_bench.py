@@ -297,6 +297,8 @@ def parts(n: int) -> None:
             "torch: dumps + loads": lambda: codec.loads(*sent(t)),
             "torch: loads (receiver)": decoder(t),
             "torch: _to_dlpack (part of dumps)": lambda: torch._C._to_dlpack(t),
+            "torch: dtype, is_neg, requires_grad": lambda: (
+                t.dtype, t.is_neg(), t.requires_grad),
             "floor torch: as_strided": lambda: big.as_strided((1024,), (1,), 0),
             "floor torch: data_ptr, shape, stride": lambda: (t.data_ptr(), t.shape, t.stride()),
         })
