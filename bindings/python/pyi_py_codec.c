@@ -41,6 +41,18 @@ typedef struct {
     PyObject *slow_ext_hook;            /* Codec._ext_hook */
 } s_hooks_t;
 
+/*  The kind a str names ("numpy", "torch"), or -1 for any other object. */
+static int
+s_kind (PyObject *name)
+{
+    if (!PyUnicode_Check (name))
+        return -1;
+    for (int kind = 0; kind < S_KINDS; kind++)
+        if (PyUnicode_Compare (name, s.kind [kind]) == 0)
+            return kind;
+    return -1;
+}
+
 /*  Whether codec.<name> is true: 1, 0, or -1 with an exception. */
 static int
 s_flag (PyObject *codec, PyObject *name)
@@ -271,8 +283,7 @@ s_hooks_descriptor (s_hooks_t *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString (PyExc_TypeError, "descriptor takes (kind, desc, flags, mark)");
         return NULL;
     }
-    int kind = PyUnicode_CompareWithASCIIString (args [0], "torch") == 0 ? S_TORCH
-             : PyUnicode_CompareWithASCIIString (args [0], "numpy") == 0 ? S_NUMPY : -1;
+    int kind = s_kind (args [0]);
     long flags = PyLong_AsLong (args [2]);
     int mark = PyObject_IsTrue (args [3]);
     if ((flags == -1 && PyErr_Occurred ()) || mark < 0)
@@ -571,9 +582,7 @@ static PyObject *
 s_codec_decode (PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void) module;
-    int kind = nargs != 3 || !PyUnicode_Check (args [0]) ? -1
-             : PyUnicode_CompareWithASCIIString (args [0], "numpy") == 0 ? S_NUMPY
-             : PyUnicode_CompareWithASCIIString (args [0], "torch") == 0 ? S_TORCH : -1;
+    int kind = nargs == 3 ? s_kind (args [0]) : -1;
     if (kind < 0 || !s.types [kind]) {
         PyErr_SetString (PyExc_TypeError, "decode takes (kind, descriptor, flags) of a "
                                           "registered kind");
