@@ -48,7 +48,8 @@ void pyi_region_session_copy (char *out);
 
 typedef enum {
     KEEP_NONE,                      /* in use: refs > 0 */
-    KEEP_LINGER,                    /* made elsewhere, mapped, no lock held */
+    KEEP_LINGER,                    /* made elsewhere, mapped, no lock held
+                                       (or LOCK_SH, while held) */
     KEEP_SPARE                      /* made here for a copy, idle: LOCK_EX held */
 } pyi_region_keep_t;
 
@@ -65,6 +66,8 @@ struct _pyi_region_t {
     bool here;                      /* host: made by this process */
     bool for_copy;                  /* made by pyi_region_new_for_copy */
     pyi_region_keep_t keep;         /* KEEP_NONE unless refs is 0 */
+    bool held;                      /* lingering with our LOCK_SH, until the
+                                       reaper's next look */
     uint64_t since;                 /* kept since (CLOCK_MONOTONIC ns) */
     size_t refs;                    /* local references, under pyi_region_lock */
     pyi_region_t *next;             /* in pyi_region_list */

@@ -6,7 +6,12 @@
     reference goes while some other process maps it or a message names it
     stays mapped with its lock released. It never delays the removal of
     its name (the other process's last release removes it as if we did not
-    map it); a descriptor naming it takes the lock back (one flock).
+    map it); a descriptor naming it takes the lock back (one flock). One
+    that goes while a message names it (a tensor just sent back) is held:
+    it keeps LOCK_SH until the reaper's next look, so that a descriptor
+    naming it again before then costs no flock; the reaper then lets go of
+    the lock as a release would have, or removes the name when it finds
+    it was the last to map it.
 
     Spares: a region made here by pyi_region_new_for_copy (an inline
     tensor's arrival) whose last local reference goes while nobody else
@@ -35,6 +40,7 @@
 #define MAX_LINGERING 32                /* lingering regions at most */
 #define MAX_SPARES 4                    /* spares at most */
 #define REAP_TICK_NS 50000000ULL        /* the reaper looks every 50 ms */
+#define REAP_IDLE_TICKS 20              /* looks at nothing before it ends */
 
 static size_t s_lingering;              /* regions lingering */
 static size_t s_spares;                 /* spares */
@@ -58,6 +64,7 @@ pyi_region_forget (pyi_region_t *self)
     if (self->keep == KEEP_SPARE)
         s_spares--;
     self->keep = KEEP_NONE;
+    self->held = false;
 }
 
 size_t
@@ -88,11 +95,10 @@ pyi_region_keep_forked (void)
 
 /*  Take the kept regions due (all when every is true, else those kept
     s_linger_ns, and lingering ones whose name is gone) out of the list,
-    as a list linked by next; lock held. */
+    onto the list due (linked by next); lock held. */
 static pyi_region_t *
-s_due (bool every)
+s_due (bool every, pyi_region_t *due)
 {
-    pyi_region_t *due = NULL;
     uint64_t now = s_now ();
     pyi_region_t *next = NULL;
     for (pyi_region_t *r = pyi_region_list; r; r = next) {
@@ -108,6 +114,33 @@ s_due (bool every)
         pyi_region_forget (r);
         r->next = due;
         due = r;
+    }
+    return due;
+}
+
+/*  Let go of the locks of held lingering regions, as their release
+    would have: those we find we were the last to map while no message
+    names them are taken out of the list (returned, linked by next, to
+    drop: that removes their names); lock held. */
+static pyi_region_t *
+s_unhold (void)
+{
+    pyi_region_t *due = NULL;
+    pyi_region_t *next = NULL;
+    for (pyi_region_t *r = pyi_region_list; r; r = next) {
+        next = r->next;
+        if (r->keep != KEEP_LINGER || !r->held)
+            continue;
+        r->held = false;
+        bool last = flock (r->fd, LOCK_EX | LOCK_NB) == 0;
+        if (last && atomic_load (&pyi_region_header_of (r)->inflight) == 0) {
+            pyi_region_unlist (r);
+            pyi_region_forget (r);
+            r->next = due;
+            due = r;
+        }
+        else
+            flock (r->fd, LOCK_UN);
     }
     return due;
 }
@@ -130,12 +163,16 @@ s_reap (void *arg)
 {
     (void) arg;
     pthread_mutex_lock (&pyi_region_lock);
-    while (pyi_region_kept () > 0) {
+    /*  It ends once nothing was kept for REAP_IDLE_TICKS looks in a row
+        (not at the first: a region in use between two crossings would
+        start a thread per look). */
+    for (int idle = 0; idle < REAP_IDLE_TICKS; idle = pyi_region_kept () > 0 ? 0 : idle + 1) {
         pthread_mutex_unlock (&pyi_region_lock);
         struct timespec tick = { 0, (long) REAP_TICK_NS };
         nanosleep (&tick, NULL);
         pthread_mutex_lock (&pyi_region_lock);
-        pyi_region_t *due = s_due (s_linger_ns == 0);
+        pyi_region_t *due = s_unhold ();
+        due = s_due (s_linger_ns == 0, due);
         pthread_mutex_unlock (&pyi_region_lock);
         s_drop_all (due);
         pthread_mutex_lock (&pyi_region_lock);
@@ -199,7 +236,11 @@ pyi_region_keep (pyi_region_t *self, pyi_region_t **evicted)
         if (idle || !s_reaping ())
             return false;           /* nobody can name it to us again */
         s_make_room (KEEP_LINGER, s_lingering, MAX_LINGERING, evicted);
-        flock (self->fd, LOCK_UN);
+        /*  Named: likely to come back soon; held until the reaper looks. */
+        if (named)
+            self->held = true;
+        else
+            flock (self->fd, LOCK_UN);
         self->keep = KEEP_LINGER;
         s_lingering++;
     }
@@ -214,8 +255,9 @@ pyi_region_unkeep (pyi_region_t *self, pyi_region_t **evicted)
         self->refs++;
         return self;
     }
+    bool held = self->held;
     pyi_region_forget (self);
-    if (flock (self->fd, LOCK_SH | LOCK_NB) == 0) {
+    if (held || flock (self->fd, LOCK_SH | LOCK_NB) == 0) {
         self->refs = 1;
         return self;
     }
@@ -265,7 +307,7 @@ size_t
 pyi_region_trim (void)
 {
     pthread_mutex_lock (&pyi_region_lock);
-    pyi_region_t *due = s_due (true);
+    pyi_region_t *due = s_due (true, NULL);
     pthread_mutex_unlock (&pyi_region_lock);
     return s_drop_all (due);
 }

@@ -244,7 +244,8 @@ s_locate (pyi_tensor_meta_t *m, const DLTensor *t)
         pyi_region_release (&region);
         return NULL;
     }
-    snprintf (m->name, sizeof (m->name), "%s", pyi_region_name (region));
+    _Static_assert (sizeof (m->name) == PYI_REGION_MAX_NAME + 1, "a region name fits");
+    memcpy (m->name, pyi_region_name (region), strlen (pyi_region_name (region)) + 1);
     m->offset = offset;
     m->length = (uint64_t) (m->hi - m->lo);
     m->byte_offset = (uint64_t) -m->lo;

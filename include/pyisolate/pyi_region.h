@@ -144,7 +144,11 @@ PYI_EXPORT size_t pyi_region_mapped (void);
       still maps, or a message still names, stays mapped here without its
       lock: the name's lifetime is unchanged (another process's last
       release may remove it), and the next descriptor naming it here costs
-      one flock instead of open, lock, map, unmap and close;
+      one flock instead of open, lock, map, unmap and close. One whose
+      last reference goes while a message names it keeps its lock until
+      the library's thread next looks (about 50 ms): named again before
+      then, it costs no flock; that thread then lets go of the lock, or
+      removes the name when no other process maps it and nothing names it;
     - spare: a region made here for an inline tensor's arrival that
       nobody else maps and no message names stays mapped, holding LOCK_EX
       (nobody can map it, no sweep removes it), and the next inline tensor

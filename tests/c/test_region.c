@@ -38,7 +38,9 @@
       the name), and opening it again gives the same mapping; a region in
       use holds its lock (the name stays); one made here never lingers;
       at most 32 linger; trim and linger (0) unmap them; the reaper lets
-      go of one whose name is gone;
+      go of one whose name is gone; one released while a message names it
+      keeps its lock until the reaper looks (the name stays), and the
+      reaper removes the name when this process was the last to map it;
     - at the end no pyi- name of this test's session is left in /dev/shm,
       and nothing of ours is mapped.
 */
@@ -652,6 +654,30 @@ test_linger (void)
     CHECK_STR (t_ask (child, "release"), "ok");
     CHECK_MSG (!s_exists (name), "a lingering mapping kept the name");
     s_wait_reaped ();
+    CHECK_INT (t_shm_mapped (), 0);
+
+    /*  Released while a message names it (a tensor just sent back): held,
+        LOCK_SH kept until the reaper's next look. Opened again before
+        then: the same mapping. */
+    snprintf (name, sizeof name, "%s", t_ask (child, "new 4096"));
+    region = pyi_region_open (name);
+    CHECK (region);
+    data = (uint8_t *) pyi_region_data (region);
+    pyi_region_sent (region);
+    pyi_region_release (&region);
+    CHECK_INT (pyi_region_lingering (), 1);
+    region = pyi_region_open (name);
+    CHECK (region && pyi_region_data (region) == data);
+    pyi_region_release (&region);
+    CHECK_INT (pyi_region_lingering (), 1);
+    /*  The message is dropped and the child lets go: the held lock keeps
+        the name from the child's release, and the reaper's look, finding
+        this process the last, removes it. */
+    CHECK_INT (pyi_region_discard (name), 0);
+    CHECK_STR (t_ask (child, "release"), "ok");
+    CHECK_MSG (s_exists (name), "a held lingering region lost its name to another release");
+    s_wait_reaped ();
+    CHECK_MSG (!s_exists (name), "the reaper left a held region's name behind");
     CHECK_INT (t_shm_mapped (), 0);
 
     /*  A region made here never lingers, even while the child maps it. */
