@@ -316,6 +316,61 @@ def test_the_c_hooks_carry_arrays_and_tensors_in_regions() -> None:
     assert _tensors.mapped_regions() == before
 
 
+def test_the_c_hook_describes_torch_views_and_leaves_the_rest() -> None:
+    """The C hook describes torch views at an offset, transposed, strided,
+    broadcast (stride 0) and reinterpreted as another dtype: they cross as
+    the same elements over the same memory, in C. What it cannot describe
+    it leaves to the Python path (share gives None, raising nothing, counting
+    nothing): a meta or sparse tensor, an empty one, memory in no region, a
+    conjugate or negative view."""
+    import pyisolate
+    from pyisolate import _serialize, _tensors
+
+    torch = pytest.importorskip("torch")
+    calls = {"default": 0}
+
+    class Counting(_serialize.Codec):
+        def _default(self, obj):
+            calls["default"] += 1
+            return super()._default(obj)
+
+    gc.collect()
+    before = _tensors.mapped_regions()
+    codec = Counting(lambda o: None, lambda *a: None)
+    base = pyisolate.share(torch.arange(24.0).reshape(4, 6))
+    _roundtrip(codec, base)  # registers torch
+    calls["default"] = 0
+    views = [
+        base[1:, 2:],
+        base.t(),
+        base[:, 1],
+        base[::2, ::3],
+        base[2].expand(3, 6),
+        base.view(torch.int32)[1:],
+        base.unsqueeze(0)[:, 1:3],
+    ]
+    for v in views:
+        back = _roundtrip(codec, v)
+        assert back.dtype == v.dtype and back.shape == v.shape and back.stride() == v.stride()
+        assert back.data_ptr() == v.data_ptr() and torch.equal(back, v)
+    assert calls["default"] == 0  # all in C
+
+    z = pyisolate.share(torch.zeros(3, dtype=torch.complex64))
+    for x in (
+        torch.empty(3, device="meta"),
+        base.to_sparse(),
+        torch.empty(0),
+        torch.ones(3),
+        z.conj(),
+        torch._neg_view(base),
+    ):
+        assert codec._hooks.share(x, True) is None
+    assert codec._counted == []  # nothing was counted in flight
+    del base, views, v, back, z, x
+    gc.collect()
+    assert _tensors.mapped_regions() == before
+
+
 def test_random_shared_references_are_refused_cleanly() -> None:
     """The C ext hook fed random compact references and random or mutated
     descriptor frames: a clear error or a valid array, never a crash, and
