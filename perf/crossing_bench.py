@@ -20,6 +20,9 @@
 The two take turns; each row's ratio is its p50 over the p50 of ``echo(1)``
 of the same system in the same turn, and the median over turns is printed,
 with the goal line of issue 12 (a repeated crossing <= 1.2x a small call).
+Beside it, the CPU time per call of this process and of the echoing one
+(``/proc/PID/task/*/schedstat``), which moves less than wall time between
+runs on a shared VM, and what a crossing adds to each side's int call.
 
     .venv/bin/python perf/crossing_bench.py [--calls 400] [--rounds 8] [--json PATH]
     .venv/bin/python perf/crossing_bench.py --parts
@@ -180,9 +183,21 @@ async def p50(echo: Callable[[Any], Awaitable[Any]], x: Any, calls: int) -> floa
     return statistics.median(times) * 1e6
 
 
+def cpu_ns(pid: int) -> int:
+    """CPU time process pid has run, all its threads (ns, schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):  # a thread that just ended
+            pass
+    return total
+
+
 async def measure(calls: int, rounds: int) -> dict[str, Any]:
     """Both systems, taking turns: for each row, each system's p50s (us) and
-    ratios over its int call per turn, and their medians."""
+    ratios over its int call per turn, the CPU time per call of this
+    process and of the echoing one (us), and their medians."""
     import pyisolate
 
     try:
@@ -216,18 +231,30 @@ async def measure(calls: int, rounds: int) -> dict[str, Any]:
                     else:
                         ours_args[f"{lib} {size}"] = pyisolate.share(np.ones(nbytes // 4, np.float32))
                     floor_args[f"{lib} {size}"] = floor.tensor(lib, size)
-            systems = {"ours": (ext.echo, ours_args), "zero-copy floor": (floor.echo, floor_args)}
-            for echo, xs in systems.values():  # first crossings and warm-up, untimed
+            assert ext.pid is not None
+            systems = {"ours": (ext.echo, ours_args, ext.pid),
+                       "zero-copy floor": (floor.echo, floor_args, floor.proc.pid)}
+            for echo, xs, _ in systems.values():  # first crossings and warm-up, untimed
                 for x in xs.values():
                     for _ in range(50):
                         await echo(x)
-            out: dict[str, Any] = {row: {s: {"p50": [], "ratio": []} for s in systems}
-                                   for row in ours_args}
+            out: dict[str, Any] = {
+                row: {s: {"p50": [], "ratio": [], "host_cpu": [], "peer_cpu": []}
+                      for s in systems}
+                for row in ours_args
+            }
             order = list(systems)
+            me = os.getpid()
             for r in range(rounds):
                 for name in order if r % 2 == 0 else order[::-1]:
-                    echo, xs = systems[name]
-                    got = {row: await p50(echo, x, calls) for row, x in xs.items()}
+                    echo, xs, peer = systems[name]
+                    got = {}
+                    for row, x in xs.items():
+                        host0, peer0 = cpu_ns(me), cpu_ns(peer)
+                        got[row] = await p50(echo, x, calls)
+                        cell = out[row][name]
+                        cell["host_cpu"].append((cpu_ns(me) - host0) / calls / 1000)
+                        cell["peer_cpu"].append((cpu_ns(peer) - peer0) / calls / 1000)
                     for row, us in got.items():
                         out[row][name]["p50"].append(us)
                         out[row][name]["ratio"].append(us / got["int"])
@@ -239,8 +266,8 @@ async def measure(calls: int, rounds: int) -> dict[str, Any]:
             await mgr.stop_all()
     for cells in out.values():
         for cell in cells.values():
-            cell["median_p50"] = statistics.median(cell["p50"])
-            cell["median_ratio"] = statistics.median(cell["ratio"])
+            for key in ("p50", "ratio", "host_cpu", "peer_cpu"):
+                cell[f"median_{key}"] = statistics.median(cell[key])
     worst = {}
     for name in systems:
         row = max((r for r in out if r != "int"), key=lambda r: out[r][name]["median_ratio"])
@@ -328,6 +355,18 @@ def main() -> None:
     for row, cells in res["rows"].items():
         print(f"{row:16s} {cells[o]['median_p50']:8.1f} {cells[o]['median_ratio']:6.2f}x "
               f"{cells[f]['median_p50']:12.1f} {cells[f]['median_ratio']:6.2f}x")
+    print("CPU time per call, us (median of turns): this process + the echoing one, "
+          "and what a crossing adds to the same system's int call")
+    print(f"{'row':16s} {o:>22s} {f:>26s}")
+    base = {s: (res["rows"]["int"][s]["median_host_cpu"], res["rows"]["int"][s]["median_peer_cpu"])
+            for s in (o, f)}
+    for row, cells in res["rows"].items():
+        line = f"{row:16s}"
+        for s in (o, f):
+            h, p = cells[s]["median_host_cpu"], cells[s]["median_peer_cpu"]
+            add = "" if row == "int" else f"{h - base[s][0]:+.0f} {p - base[s][1]:+.0f}"
+            line += f" {h:7.1f} {p:7.1f} {add:>9s}  "
+        print(line)
     w = res["worst"]
     print(f"[12] repeated crossing <= 1.2x a small call: "
           f"{'PASS' if w[o]['ratio'] <= 1.2 else 'MISS'} (ours worst {w[o]['ratio']:.2f}x, "
