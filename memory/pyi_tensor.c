@@ -245,7 +245,8 @@ s_locate (pyi_tensor_meta_t *m, const DLTensor *t)
         return NULL;
     }
     _Static_assert (sizeof (m->name) == PYI_REGION_MAX_NAME + 1, "a region name fits");
-    memcpy (m->name, pyi_region_name (region), strlen (pyi_region_name (region)) + 1);
+    const char *name = pyi_region_name (region);
+    memcpy (m->name, name, strlen (name) + 1);
     m->offset = offset;
     m->length = (uint64_t) (m->hi - m->lo);
     m->byte_offset = (uint64_t) -m->lo;
